@@ -1,0 +1,28 @@
+# hongbao tasks. `just run` serves the example campaign; `just test` runs every test.
+
+# Build output lives outside the clone so that a fresh clone (CI) reuses earlier builds.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", home_directory() / ".cache/hongbao/target")
+
+# Serve scenes/ on http://127.0.0.1:8080 with the embedded store in ./data.
+run *ARGS: _toolchain
+    cargo run -p hongbao-host --bin hongbao -- serve --scenes scenes --data data {{ARGS}}
+
+# Every test: unit tests, the scene validation cases, and the black-box suite against the real binary.
+test: _toolchain
+    cargo test --workspace --no-fail-fast
+
+# Check the example campaign.
+validate: _toolchain
+    cargo run -q -p hongbao-host --bin hongbao -- scenes validate scenes
+
+# Clippy with warnings as errors, and formatting.
+lint: _toolchain
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo fmt --all --check
+
+# Build the server in release mode.
+build: _toolchain
+    cargo build --release -p hongbao-host --bin hongbao
+
+_toolchain:
+    @command -v cargo >/dev/null || { echo "install Rust first: https://rustup.rs (cargo is missing)"; exit 1; }

@@ -1,0 +1,65 @@
+//! The HTTP API: hyper over HTTP/1.1 with keep-alive, JSON in and out, every amount in integer
+//! cents in a field ending `_cents`, every error a JSON body `{"code": …, "message": …}` with a
+//! stable code.
+
+mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+pub use routes::token_json;
+
+use crate::app::App;
+
+/// The most connections served at once. Past it, new connections wait in the kernel's accept
+/// queue: the host sheds load by not reading rather than by running out of memory.
+pub const CONNECTIONS_MAX: usize = 16 * 1024;
+
+/// The largest request body read; a restore of 256 tokens fits with room to spare.
+pub const REQUEST_BODY_BYTES_MAX: usize = 1024 * 1024;
+
+/// Serves the API on `listener` until `shutdown` turns true.
+pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(routes::handle(&app, request).await) }
+            });
+            if let Err(error) = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Binds `addr`.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

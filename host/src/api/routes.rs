@@ -1,0 +1,223 @@
+//! Request routing and the handlers' HTTP glue; the logic lives in `grant`, `wallet` and
+//! `capability`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{ApiError, REQUEST_BODY_BYTES_MAX};
+use crate::app::App;
+use crate::capability::reconciliation;
+use crate::issuer::pb::RedPacketToken;
+use crate::{grant, wallet};
+
+type Answer = Result<Response<Full<Bytes>>, ApiError>;
+
+/// Answers one request; never fails: errors become JSON error answers.
+pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    match route(app, request).await {
+        Ok(response) => response,
+        Err(error) => respond(error.status, &error),
+    }
+}
+
+fn respond(status: u16, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .expect("static headers are valid")
+}
+
+fn ok(body: &impl serde::Serialize) -> Answer {
+    Ok(respond(200, body))
+}
+
+async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, ApiError> {
+    let body = Limited::new(request.into_body(), REQUEST_BODY_BYTES_MAX)
+        .collect()
+        .await
+        .map_err(|_| ApiError::new(413, "body_too_large", format!("request body over {REQUEST_BODY_BYTES_MAX} bytes or unreadable")))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+}
+
+fn parse_act_id(text: &str) -> Result<i64, ApiError> {
+    match text.parse::<i64>() {
+        Ok(act_id) if act_id > 0 => Ok(act_id),
+        _ => Err(ApiError::bad_request(format!("act_id `{}` must be a positive integer", text.chars().take(32).collect::<String>()))),
+    }
+}
+
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+async fn route(app: &App, request: Request<Incoming>) -> Answer {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => health(app),
+        (&Method::GET, ["v1", "scenes"]) => ok(&scenes(app)),
+        (&Method::GET, ["v1", "keys"]) => ok(&json!({ "keys": app.issuer.public_keys() })),
+        (&Method::POST, ["v1", "tokens:verify"]) => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct VerifyBody {
+                token: String,
+            }
+            let body: VerifyBody = read_json(request).await?;
+            verify(app, &body.token)
+        }
+        (&Method::POST, ["v1", "grants"]) => {
+            let body: grant::GrantRequest = read_json(request).await?;
+            ok(&grant::grant(app, body).await?)
+        }
+        (&Method::GET, ["v1", "wallets", act_id]) => ok(&wallet::summary(app, parse_act_id(act_id)?)?),
+        (&Method::GET, ["v1", "wallets", act_id, "flow"]) => {
+            let act_id = parse_act_id(act_id)?;
+            let limit = query_param(query.as_deref(), "limit")
+                .map(|text| text.parse::<usize>().map_err(|_| ApiError::bad_request(format!("limit `{text}` is not a number"))))
+                .transpose()?;
+            let cursor = query_param(query.as_deref(), "cursor").filter(|cursor| !cursor.is_empty());
+            ok(&wallet::flow(app, act_id, limit, cursor)?)
+        }
+        (&Method::POST, ["v1", "wallets", act_id, "withdrawals"]) => {
+            let act_id = parse_act_id(act_id)?;
+            let body: wallet::WithdrawalBody = read_json(request).await?;
+            ok(&wallet::withdraw(app, act_id, body).await?)
+        }
+        (&Method::POST, ["v1", "wallets", act_id, "tokens:restore"]) => {
+            let act_id = parse_act_id(act_id)?;
+            let body: wallet::RestoreBody = read_json(request).await?;
+            ok(&json!({ "results": wallet::restore(app, act_id, body).await? }))
+        }
+        (&Method::GET, ["v1", "activities", activity_id, "reconciliation"]) => reconcile(app, activity_id),
+        (_, ["healthz"] | ["v1", "scenes" | "keys" | "tokens:verify" | "grants"] | ["v1", "wallets", _, ..] | ["v1", "activities", _, _]) => {
+            Err(ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on `{path}`")))
+        }
+        _ => Err(ApiError::new(404, "not_found", format!("no route for `{path}`"))),
+    }
+}
+
+fn health(app: &App) -> Answer {
+    use std::sync::atomic::Ordering::Relaxed;
+    let queue_len = app.store.queue_len().map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?;
+    ok(&json!({
+        "status": "ok",
+        "crediting_backlog": queue_len,
+        "writer": {
+            "applied": app.writer.stats.applied.load(Relaxed),
+            "batches": app.writer.stats.batches.load(Relaxed),
+            "failures": app.writer.stats.failures.load(Relaxed),
+        },
+    }))
+}
+
+fn scenes(app: &App) -> Value {
+    let snapshot = app.registry.snapshot();
+    let activities: Vec<Value> = snapshot
+        .activities()
+        .map(|activity| {
+            let scenes: Vec<Value> = activity
+                .scenes
+                .values()
+                .map(|scene| {
+                    json!({
+                        "activity_id": scene.activity_id,
+                        "award_type": scene.award_type,
+                        "award_id": scene.award_id,
+                        "scene_id": scene.id,
+                        "name": scene.name,
+                        "app_ids": scene.app_ids,
+                        "capabilities": {
+                            "bill_copy": scene.bill_copy.is_some(),
+                            "compensation": scene.compensation.is_some(),
+                            "rate_limit": scene.rate_limit.is_some(),
+                            "inventory": scene.inventory.is_some(),
+                            "reconciliation": scene.reconciliation.is_some(),
+                        },
+                        "version": scene.version,
+                    })
+                })
+                .collect();
+            json!({
+                "activity_id": activity.id,
+                "name": activity.name,
+                "budget_cents": activity.budget_cents,
+                "version": activity.version,
+                "file": activity.file,
+                "scenes": scenes,
+            })
+        })
+        .collect();
+    let files: Vec<Value> = snapshot
+        .files()
+        .map(|(path, state)| {
+            json!({
+                "file": path,
+                "activity_id": state.activity_id,
+                "version": state.version,
+                "errors": state.errors.iter().map(|e| json!({
+                    "line": e.line, "path": e.path, "message": e.message, "text": e.to_string(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "activities": activities, "files": files })
+}
+
+/// The fields of a token as JSON, for `tokens:verify` and `token inspect`.
+pub fn token_json(token: &RedPacketToken) -> Value {
+    json!({
+        "app_id": token.app_id,
+        "act_id": token.act_id,
+        "activity_id": token.activity_id,
+        "scene_id": token.scene_id,
+        "amount_cents": token.amount_cents,
+        "order_no": token.order_no,
+        "open_time_ms": token.open_time_ms,
+        "rain_id": token.rain_id,
+        "status": token.status,
+        "key_id": token.key_id,
+        "award_type": token.award_type,
+        "stage": token.stage,
+    })
+}
+
+fn verify(app: &App, text: &str) -> Answer {
+    match app.issuer.verify(text) {
+        Ok(verified) => {
+            let live = app
+                .store
+                .lookup(&verified.token.activity_id, &verified.token.order_no)
+                .map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?
+                .map(|record| record.status());
+            ok(&json!({ "valid": true, "token": token_json(&verified.token), "live_status": live }))
+        }
+        Err(error) => ok(&json!({ "valid": false, "code": "invalid_token", "message": error.to_string() })),
+    }
+}
+
+fn reconcile(app: &App, activity_id: &str) -> Answer {
+    let snapshot = app.registry.snapshot();
+    let activity = snapshot
+        .activity(activity_id)
+        .ok_or_else(|| ApiError::new(404, "unknown_activity", format!("unknown activity `{activity_id}`")))?;
+    let unavailable = |error: &dyn std::fmt::Display| ApiError::new(503, "unavailable", error.to_string());
+    let grants = app.store.all_grants().map_err(|e| unavailable(&e))?;
+    let entries = app.ledger.all_entries().map_err(|e| unavailable(&e))?;
+    let books = reconciliation::reconcile(activity, &grants, &entries, |scene_id| {
+        app.store.stock_used(activity_id, Some(scene_id)).unwrap_or_default()
+    });
+    ok(&json!({ "activity_id": activity_id, "scenes": books }))
+}

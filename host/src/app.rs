@@ -1,0 +1,115 @@
+//! The running host: every part, wired together once at start.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::capability::rate_limit::RateLimiter;
+use crate::clock::Clock;
+use crate::config::SceneRegistry;
+use crate::issuer::Issuer;
+use crate::ledger::EmbeddedLedger;
+use crate::store::EmbeddedStore;
+use crate::writer::{LedgerWriter, WriterConfig};
+
+/// How often the scene directory is checked for changes; edits take effect within this long
+/// (plus parsing), well inside the one second promised.
+pub const SCENE_RELOAD_INTERVAL_MS: u64 = 200;
+
+/// What `hongbao serve` needs to start.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// The scene YAML directory.
+    pub scenes_dir: PathBuf,
+    /// Where the stores and keys live.
+    pub data_dir: PathBuf,
+    /// The ledger writer's settings.
+    pub writer: WriterConfig,
+    /// Whether this host runs the ledger writer.
+    pub writer_enabled: bool,
+}
+
+/// Every part of the host.
+pub struct App {
+    /// Whether [`App::spawn_background`] starts the ledger writer.
+    pub writer_enabled: bool,
+    /// The scene tree being served.
+    pub registry: Arc<SceneRegistry>,
+    /// Signs and verifies tokens.
+    pub issuer: Issuer,
+    /// Hot state of the grant path.
+    pub store: EmbeddedStore,
+    /// Where money moves.
+    pub ledger: EmbeddedLedger,
+    /// Credits the queue to the ledger.
+    pub writer: Arc<LedgerWriter>,
+    /// Per-scene and per-user rate state.
+    pub rate: RateLimiter,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl App {
+    /// Opens the stores and keys in the data directory and loads the scenes.
+    pub async fn open(config: &AppConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
+        let registry = SceneRegistry::load(&config.scenes_dir)
+            .with_context(|| format!("reading scenes from `{}`", config.scenes_dir.display()))?;
+        let issuer = Issuer::open(&config.data_dir).context("loading the signing keys")?;
+        let store = EmbeddedStore::open(&config.data_dir).context("opening the token store")?;
+        let ledger = EmbeddedLedger::open(&config.data_dir).context("opening the ledger")?;
+        let writer = Arc::new(LedgerWriter::new(store.clone(), ledger.clone(), clock.clone(), config.writer));
+        let app = Arc::new(App {
+            writer_enabled: config.writer_enabled,
+            registry: Arc::new(registry),
+            issuer,
+            store,
+            ledger,
+            writer,
+            rate: RateLimiter::default(),
+            clock,
+        });
+        app.fund_activities().await.context("funding the activities' budget accounts")?;
+        Ok(app)
+    }
+
+    /// Puts each served activity's budget into its ledger account (idempotent).
+    pub async fn fund_activities(&self) -> anyhow::Result<()> {
+        let snapshot = self.registry.snapshot();
+        for activity in snapshot.activities() {
+            self.ledger.fund_activity(activity.id.clone(), activity.budget_cents, self.clock.now_ms()).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the background work: the ledger writer and the scene reloader. Both stop when
+    /// `shutdown` turns true.
+    pub fn spawn_background(self: &Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        if self.writer_enabled {
+            tokio::spawn(self.writer.clone().run(shutdown.clone()));
+        }
+        let app = self.clone();
+        let mut shutdown = shutdown;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(SCENE_RELOAD_INTERVAL_MS)) => {}
+                    _ = shutdown.changed() => return,
+                }
+                let registry = app.registry.clone();
+                match tokio::task::spawn_blocking(move || registry.reload()).await {
+                    Ok(Ok(true)) => {
+                        tracing::info!("scene tree reloaded");
+                        if let Err(error) = app.fund_activities().await {
+                            tracing::error!(%error, "funding reloaded activities failed; will retry on the next change");
+                        }
+                    }
+                    Ok(Ok(false)) => {}
+                    Ok(Err(error)) => tracing::warn!(%error, "scene directory unreadable; keeping the scenes being served"),
+                    Err(error) => tracing::error!(%error, "scene reload panicked"),
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,143 @@
+//! Built-in rate limiting: per scene, a token bucket (`scene_per_second` refill,
+//! `scene_burst` capacity); per user in a scene, at most `user_max` grants per fixed window of
+//! `user_window_seconds`.
+//!
+//! The state is in memory, per host: rate limits protect this host and the stores behind it,
+//! and are not money. The state of a scene survives hot reloads (it is keyed by activity and
+//! scene id), and new settings apply from the next request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::{RateLimit, Scene};
+
+/// The most users one scene tracks in one window. A window cannot see more users than the scene's
+/// rate lets through, so this bound only bites for a scene configured beyond it; then further
+/// new users are refused until the window turns, which errs on the side of the budget.
+pub const USERS_PER_WINDOW_MAX: usize = 1_000_000;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateRejection {
+    /// The scene's bucket is empty.
+    Scene,
+    /// The user has had `user_max` grants in this window.
+    User,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// Thousandths of a token, so refill needs no floating point.
+    tokens_milli: u64,
+    last_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct UserWindow {
+    start_ms: u64,
+    counts: HashMap<i64, u32>,
+}
+
+#[derive(Debug)]
+struct SceneState {
+    bucket: Mutex<Bucket>,
+    users: Mutex<UserWindow>,
+}
+
+/// The rate state of every scene on this host.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    scenes: RwLock<HashMap<String, HashMap<String, Arc<SceneState>>>>,
+}
+
+/// A request let through; [`RateLimiter::refund`] gives it back if a later step refuses the
+/// grant, so that a refused grant consumes nothing.
+#[derive(Debug)]
+#[must_use]
+pub struct RatePermit {
+    state: Option<Arc<SceneState>>,
+    act_id: i64,
+}
+
+impl RateLimiter {
+    fn state(&self, scene: &Scene, limit: &RateLimit, now_ms: u64) -> Arc<SceneState> {
+        if let Some(state) = self.scenes.read().get(&scene.activity_id).and_then(|scenes| scenes.get(&scene.id)) {
+            return state.clone();
+        }
+        let mut scenes = self.scenes.write();
+        scenes
+            .entry(scene.activity_id.clone())
+            .or_default()
+            .entry(scene.id.clone())
+            .or_insert_with(|| {
+                Arc::new(SceneState {
+                    bucket: Mutex::new(Bucket { tokens_milli: u64::from(limit.scene_burst) * 1000, last_ms: now_ms }),
+                    users: Mutex::new(UserWindow::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// Lets one grant for `act_id` through `scene`, or says why not.
+    pub fn acquire(&self, scene: &Scene, act_id: i64, now_ms: u64) -> Result<RatePermit, RateRejection> {
+        let Some(limit) = &scene.rate_limit else { return Ok(RatePermit { state: None, act_id }) };
+        let state = self.state(scene, limit, now_ms);
+        {
+            let mut bucket = state.bucket.lock();
+            let capacity = u64::from(limit.scene_burst) * 1000;
+            let elapsed_ms = now_ms.saturating_sub(bucket.last_ms);
+            bucket.tokens_milli =
+                capacity.min(bucket.tokens_milli.saturating_add(elapsed_ms.saturating_mul(u64::from(limit.scene_per_second))));
+            bucket.last_ms = bucket.last_ms.max(now_ms);
+            if bucket.tokens_milli < 1000 {
+                return Err(RateRejection::Scene);
+            }
+            bucket.tokens_milli -= 1000;
+        }
+        let window_ms = u64::from(limit.user_window_seconds) * 1000;
+        let mut users = state.users.lock();
+        if now_ms >= users.start_ms + window_ms {
+            users.start_ms = now_ms - now_ms % window_ms;
+            users.counts.clear();
+        }
+        let full = users.counts.len() >= USERS_PER_WINDOW_MAX;
+        let count = match users.counts.get_mut(&act_id) {
+            Some(count) => count,
+            None if full => {
+                drop(users);
+                refund_bucket(&state);
+                return Err(RateRejection::User);
+            }
+            None => users.counts.entry(act_id).or_insert(0),
+        };
+        if *count >= limit.user_max {
+            drop(users);
+            refund_bucket(&state);
+            return Err(RateRejection::User);
+        }
+        *count += 1;
+        drop(users);
+        Ok(RatePermit { state: Some(state), act_id })
+    }
+
+    /// Gives back a permit whose grant was refused later on.
+    pub fn refund(&self, permit: RatePermit) {
+        let Some(state) = permit.state else { return };
+        refund_bucket(&state);
+        if let Some(count) = state.users.lock().counts.get_mut(&permit.act_id) {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
+fn refund_bucket(state: &SceneState) {
+    let mut bucket = state.bucket.lock();
+    bucket.tokens_milli = bucket.tokens_milli.saturating_add(1000);
+}
+
+impl RatePermit {
+    /// Keeps the permit: the grant went through.
+    pub fn keep(self) {}
+}

@@ -1,0 +1,214 @@
+//! The `hongbao` command line.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::app::{App, AppConfig};
+use crate::clock::SystemClock;
+use crate::issuer::{self, Issuer};
+use crate::writer::{CREDIT_BATCH_ENTRIES_MAX, WriterConfig};
+
+/// hongbao: red packets at Spring Festival scale.
+#[derive(Debug, Parser)]
+#[command(name = "hongbao", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API for the scenes in a directory.
+    Serve {
+        /// Address to listen on; port 0 picks a free port (the chosen address is printed).
+        #[arg(long, env = "HONGBAO_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Directory of scene YAML files, watched for changes.
+        #[arg(long, env = "HONGBAO_SCENES", default_value = "scenes")]
+        scenes: PathBuf,
+        /// Directory for the embedded stores and the signing keys.
+        #[arg(long, env = "HONGBAO_DATA", default_value = "data")]
+        data: PathBuf,
+        /// Credits per second the ledger writer may make at most (0: no cap).
+        #[arg(long, env = "HONGBAO_CREDITS_PER_SECOND", default_value_t = 0)]
+        credits_per_second: u64,
+        /// Tokens per ledger batch.
+        #[arg(long, env = "HONGBAO_CREDIT_BATCH", default_value_t = CREDIT_BATCH_ENTRIES_MAX)]
+        credit_batch: usize,
+        /// Do not run the ledger writer on this host: it takes grants and serves wallets, and
+        /// tokens wait until a host with a writer credits them (withdrawals still force-credit).
+        #[arg(long, env = "HONGBAO_NO_WRITER")]
+        no_writer: bool,
+    },
+    /// Work with scene files.
+    Scenes {
+        #[command(subcommand)]
+        command: ScenesCommand,
+    },
+    /// Work with tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Work with signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScenesCommand {
+    /// Check every scene file in a directory and print each problem with file, line and key.
+    Validate {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Decode a token and print its fields; with --data, also check its signature.
+    Inspect {
+        /// The token as a client holds it.
+        token: String,
+        /// A data directory whose keys to verify with.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new signing key active; older keys keep verifying. Restart to apply.
+    Rotate {
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+    },
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HONGBAO_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { listen, scenes, data, credits_per_second, credit_batch, no_writer } => {
+            let config = AppConfig {
+                scenes_dir: scenes,
+                data_dir: data,
+                writer: WriterConfig {
+                    credits_per_second_max: (credits_per_second > 0).then_some(credits_per_second),
+                    batch_entries_max: credit_batch,
+                },
+                writer_enabled: !no_writer,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve(config, listen))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scenes { command: ScenesCommand::Validate { dir } } => validate(&dir),
+        Command::Token { command: TokenCommand::Inspect { token, data } } => inspect(&token, data),
+        Command::Keys { command: KeysCommand::Rotate { data } } => {
+            let key_id = issuer::rotate_key(&data)?;
+            println!("new active key: {key_id} (restart hongbao to sign with it)");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(config: AppConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    let app = App::open(&config, Arc::new(SystemClock)).await?;
+    for (file, state) in app.registry.snapshot().files() {
+        for error in &state.errors {
+            tracing::warn!(file = %file.display(), "{error}");
+        }
+    }
+    let listener = crate::api::bind(listen).await.with_context(|| format!("listening on `{listen}`"))?;
+    let address = listener.local_addr()?;
+    let (shutdown_sender, shutdown) = tokio::sync::watch::channel(false);
+    app.spawn_background(shutdown.clone());
+    // Tests and scripts read this line to learn the port.
+    println!("hongbao listening on http://{address}");
+    std::io::stdout().flush()?;
+    tokio::spawn(async move {
+        let interrupt = tokio::signal::ctrl_c();
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = shutdown_sender.send(true);
+    });
+    crate::api::serve(app, listener, shutdown).await;
+    Ok(())
+}
+
+fn validate(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let results =
+        crate::config::validate_dir(dir).with_context(|| format!("reading scene directory `{}`", dir.display()))?;
+    let mut problems = 0;
+    let mut scenes = 0;
+    let mut activities = 0;
+    for result in &results {
+        match result {
+            Ok(activity) => {
+                activities += 1;
+                scenes += activity.scenes.len();
+            }
+            Err(errors) => {
+                for error in errors {
+                    eprintln!("{error}");
+                    problems += 1;
+                }
+            }
+        }
+    }
+    if problems > 0 {
+        eprintln!("{problems} problem(s) in `{}`", dir.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("ok: {activities} activities, {scenes} scenes in `{}`", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(text: &str, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (envelope, token) = issuer::decode_unverified(text)?;
+    let signature = match data {
+        Some(data) => match Issuer::open(&data)?.verify(text) {
+            Ok(_) => "valid".to_owned(),
+            Err(error) => format!("INVALID: {error}"),
+        },
+        None => "not checked (pass --data DIR to check)".to_owned(),
+    };
+    let report = serde_json::json!({
+        "token": crate::api::token_json(&token),
+        "envelope_key_id": envelope.key_id,
+        "signature": signature,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if signature.starts_with("INVALID") { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,278 @@
+//! The grant path: rate limit → inventory → order number → token → store.
+//!
+//! The order number `${actID}_${scene_id}_${rain_id}_${award_type}_${stage}` is the idempotency key
+//! of the grant, its token and its ledger entry: a user gets each scene's award of a rain stage at
+//! most once, and a retried request gets the original answer back. A refused grant consumes
+//! nothing: no stock, no rate allowance, no token.
+
+use std::cell::RefCell;
+
+use crate::app::App;
+use crate::capability::rate_limit::RateRejection;
+use crate::capability::{bill_copy, inventory};
+use crate::issuer::pb::RedPacketToken;
+use crate::store::{GrantCommit, GrantRecord, StockOut, StoreError, TokenStatus};
+
+/// A grant as an app backend asks for it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// The app the user is in.
+    pub app_id: i64,
+    /// The user.
+    pub act_id: i64,
+    /// The activity.
+    pub activity_id: String,
+    /// The scene.
+    pub scene_id: String,
+    /// The rain.
+    pub rain_id: i32,
+    /// The scene's award type.
+    pub award_type: String,
+    /// The stage within the rain.
+    pub stage: u32,
+    /// The amount, for scenes whose amount rule is `caller`.
+    #[serde(default)]
+    pub amount_cents: Option<i64>,
+    /// The locale for the bill copy; the scene's default when absent.
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+/// The answer to a grant.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct GrantResponse {
+    /// The idempotency key.
+    pub order_no: String,
+    /// The amount granted.
+    pub amount_cents: i64,
+    /// `base64url(SignedToken)`, for the client to keep.
+    pub token: String,
+    /// The token's crediting status now.
+    pub status: TokenStatus,
+    /// Whether this order number had been granted before (the original answer is returned).
+    pub replayed: bool,
+    /// The text on the user's bill.
+    pub bill_copy: String,
+}
+
+/// Why a grant was refused; each has a stable code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrantError {
+    /// A field is out of its domain.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such activity is served.
+    #[error("unknown activity `{0}`")]
+    UnknownActivity(String),
+    /// No such scene in the activity.
+    #[error("unknown scene `{0}`")]
+    UnknownScene(String),
+    /// The scene's award type is another.
+    #[error("scene `{scene}` hands out award type `{expected}`, not `{given}`")]
+    AwardTypeMismatch {
+        /// The scene.
+        scene: String,
+        /// Its award type.
+        expected: String,
+        /// What the request said.
+        given: String,
+    },
+    /// The app may not grant in this scene.
+    #[error("app `{0}` is not allowed in this scene")]
+    AppNotAllowed(i64),
+    /// The amount was not acceptable.
+    #[error(transparent)]
+    Amount(#[from] inventory::AmountError),
+    /// Too many grants, for the scene or the user.
+    #[error("rate limited ({})", match .0 { RateRejection::Scene => "scene", RateRejection::User => "user" })]
+    RateLimited(RateRejection),
+    /// The stock or budget cannot cover it.
+    #[error("out of stock ({})", match .0 { StockOut::SceneCount => "scene count", StockOut::SceneBudget => "scene budget", StockOut::ActivityBudget => "activity budget" })]
+    OutOfStock(StockOut),
+    /// The store failed; nothing was granted; retry.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl GrantError {
+    /// The stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GrantError::BadRequest(_) => "bad_request",
+            GrantError::UnknownActivity(_) => "unknown_activity",
+            GrantError::UnknownScene(_) => "unknown_scene",
+            GrantError::AwardTypeMismatch { .. } => "award_type_mismatch",
+            GrantError::AppNotAllowed(_) => "app_not_allowed",
+            GrantError::Amount(inventory::AmountError::NotAllowed(_)) => "amount_not_allowed",
+            GrantError::Amount(inventory::AmountError::Missing(_)) => "amount_required",
+            GrantError::Amount(inventory::AmountError::OutOfRange { .. }) => "amount_out_of_range",
+            GrantError::RateLimited(RateRejection::Scene) => "rate_limited",
+            GrantError::RateLimited(RateRejection::User) => "user_rate_limited",
+            GrantError::OutOfStock(StockOut::ActivityBudget) => "budget_exhausted",
+            GrantError::OutOfStock(_) => "out_of_stock",
+            GrantError::Store(_) => "unavailable",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            GrantError::BadRequest(_) | GrantError::AwardTypeMismatch { .. } | GrantError::Amount(_) => 400,
+            GrantError::AppNotAllowed(_) => 403,
+            GrantError::UnknownActivity(_) | GrantError::UnknownScene(_) => 404,
+            GrantError::OutOfStock(_) => 409,
+            GrantError::RateLimited(_) => 429,
+            GrantError::Store(_) => 503,
+        }
+    }
+}
+
+/// The longest id accepted in a request; config ids are at most this long too.
+pub const ID_BYTES_MAX: usize = 64;
+
+/// Whether `id` can be an activity, scene or award type id: `[A-Za-z0-9-]{1,64}`. No `_`, so
+/// order numbers, joined with `_`, can be split back unambiguously.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= ID_BYTES_MAX && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// `${actID}_${scene_id}_${rain_id}_${award_type}_${stage}`.
+pub fn order_no(act_id: i64, scene_id: &str, rain_id: i32, award_type: &str, stage: u32) -> String {
+    use std::fmt::Write as _;
+    let mut order = String::with_capacity(scene_id.len() + award_type.len() + 40);
+    let _ = write!(order, "{act_id}_{scene_id}_{rain_id}_{award_type}_{stage}");
+    order
+}
+
+thread_local! {
+    /// One random source per worker thread: choosing an amount takes no lock.
+    static RANDOM: RefCell<fastrand::Rng> = RefCell::new(fastrand::Rng::new());
+}
+
+fn check_request(request: &GrantRequest) -> Result<(), GrantError> {
+    let bad = |message: String| Err(GrantError::BadRequest(message));
+    if request.app_id <= 0 {
+        return bad(format!("app_id `{}` must be positive", request.app_id));
+    }
+    if request.act_id <= 0 {
+        return bad(format!("act_id `{}` must be positive", request.act_id));
+    }
+    if request.rain_id < 0 {
+        return bad(format!("rain_id `{}` must not be negative", request.rain_id));
+    }
+    for (name, value) in [("activity_id", &request.activity_id), ("scene_id", &request.scene_id), ("award_type", &request.award_type)] {
+        if !is_valid_id(value) {
+            return bad(format!("{name} `{}` must match [A-Za-z0-9-]{{1,64}}", value.chars().take(80).collect::<String>()));
+        }
+    }
+    if request.locale.as_ref().is_some_and(|locale| locale.len() > 35) {
+        return bad("locale is longer than 35 bytes".into());
+    }
+    Ok(())
+}
+
+fn answer(record: GrantRecord, replayed: bool) -> GrantResponse {
+    GrantResponse {
+        status: record.status(),
+        order_no: record.order_no,
+        amount_cents: record.amount_cents,
+        token: record.token,
+        replayed,
+        bill_copy: record.bill_copy,
+    }
+}
+
+/// Grants a red packet, or replays the original answer for an order number seen before.
+pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, GrantError> {
+    check_request(&request)?;
+    // The snapshot is held to the end: a reload mid-request does not change this grant's rules.
+    let snapshot = app.registry.snapshot();
+    let activity =
+        snapshot.activity(&request.activity_id).ok_or_else(|| GrantError::UnknownActivity(request.activity_id.clone()))?;
+    let scene = snapshot
+        .scene(&request.activity_id, &request.scene_id)
+        .ok_or_else(|| GrantError::UnknownScene(request.scene_id.clone()))?;
+    if scene.award_type != request.award_type {
+        return Err(GrantError::AwardTypeMismatch {
+            scene: scene.id.clone(),
+            expected: scene.award_type.clone(),
+            given: request.award_type.clone(),
+        });
+    }
+    if !scene.allows_app(request.app_id) {
+        return Err(GrantError::AppNotAllowed(request.app_id));
+    }
+    let order_no = order_no(request.act_id, &scene.id, request.rain_id, &scene.award_type, request.stage);
+    // A replay answers from the store before touching rate limits or stock.
+    if let Some(existing) = app.store.lookup(&activity.id, &order_no)? {
+        return Ok(answer(existing, true));
+    }
+    let now_ms = app.clock.now_ms();
+    let amount_cents = RANDOM.with(|random| inventory::choose_amount(scene, request.amount_cents, &mut random.borrow_mut()))?;
+    let permit = app.rate.acquire(scene, request.act_id, now_ms).map_err(GrantError::RateLimited)?;
+    let bill_copy = bill_copy::render(scene, request.locale.as_deref(), amount_cents, request.rain_id, request.stage);
+    let mut token = RedPacketToken {
+        app_id: request.app_id,
+        act_id: request.act_id,
+        activity_id: activity.id.clone(),
+        scene_id: scene.id.clone(),
+        amount_cents,
+        order_no: order_no.clone(),
+        open_time_ms: now_ms as i64,
+        rain_id: request.rain_id,
+        status: i64::from(TokenStatus::Pending.code()),
+        key_id: String::new(),
+        award_type: scene.award_type.clone(),
+        stage: request.stage,
+    };
+    let token_text = app.issuer.mint(&mut token);
+    let record = GrantRecord {
+        activity_id: activity.id.clone(),
+        order_no,
+        scene_id: scene.id.clone(),
+        act_id: request.act_id,
+        amount_cents,
+        open_time_ms: now_ms,
+        status: TokenStatus::Pending.code(),
+        seq: 0,
+        token: token_text,
+        bill_copy,
+        app_id: request.app_id,
+    };
+    let committed = app.store.commit_grant(record, inventory::stock_limits(scene, activity.budget_cents)).await;
+    match committed {
+        Ok(GrantCommit::Granted(record)) => {
+            permit.keep();
+            Ok(answer(record, false))
+        }
+        Ok(GrantCommit::Replayed(record)) => {
+            app.rate.refund(permit);
+            Ok(answer(record, true))
+        }
+        Ok(GrantCommit::OutOfStock(out)) => {
+            app.rate.refund(permit);
+            Err(GrantError::OutOfStock(out))
+        }
+        Err(error) => {
+            app.rate.refund(permit);
+            Err(error.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the order number has the seed's layout and ids cannot contain its separator.
+    #[test]
+    fn order_number_layout() {
+        assert_eq!(order_no(42, "eve-rain", 3, "cash", 1), "42_eve-rain_3_cash_1");
+        assert!(is_valid_id("eve-rain"));
+        assert!(!is_valid_id("eve_rain"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id(&"a".repeat(65)));
+    }
+}

@@ -1,0 +1,181 @@
+//! The ledger: where money really moves, in double entry.
+//!
+//! Accounts: `funding/{activity}` (the company's money flowing into a campaign; the only kind of
+//! account allowed below zero), `budget/{activity}` (what the campaign may still pay out),
+//! `wallet/{act_id}` (a user's money) and `payouts` (what users have withdrawn). Every entry debits
+//! one account and credits another by the same amount, so the balances always sum to zero.
+//!
+//! Each entry has an id that the storage keeps unique: `rp/{activity}/{order_no}` for a red packet,
+//! `wd/{act_id}/{request_id}` for a withdrawal, `fund/{activity}/{total}` for funding. Crediting
+//! the same red packet twice finds the id taken and changes nothing, which is what makes
+//! redelivery from the crediting queue harmless.
+
+mod embedded;
+
+pub use embedded::EmbeddedLedger;
+
+/// The largest single amount the ledger accepts; far above any red packet, and far below the
+/// point where sums of many could overflow `i64`.
+pub const ENTRY_CENTS_MAX: i64 = 1_000_000_000_000;
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A red packet credited to a wallet.
+    RedPacket = 1,
+    /// A withdrawal out of a wallet.
+    Withdrawal = 2,
+    /// Money put into an activity's budget.
+    Funding = 3,
+}
+
+/// One ledger entry as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LedgerEntry {
+    /// Unique id (see the module docs).
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// [`EntryKind`] as a number.
+    #[prost(uint32, tag = "2")]
+    pub kind: u32,
+    /// The account debited.
+    #[prost(string, tag = "3")]
+    pub debit_account: String,
+    /// The account credited.
+    #[prost(string, tag = "4")]
+    pub credit_account: String,
+    /// Always positive.
+    #[prost(int64, tag = "5")]
+    pub amount_cents: i64,
+    /// For red packets the token's open time, so the wallet flow keeps its order when a pending
+    /// token becomes credited; otherwise the time of the entry.
+    #[prost(uint64, tag = "6")]
+    pub time_ms: u64,
+    /// The user, for red packets and withdrawals.
+    #[prost(int64, tag = "7")]
+    pub act_id: i64,
+    /// The bill copy, for red packets.
+    #[prost(string, tag = "8")]
+    pub memo: String,
+    /// The activity, for red packets and funding.
+    #[prost(string, tag = "9")]
+    pub activity_id: String,
+    /// The scene, for red packets.
+    #[prost(string, tag = "10")]
+    pub scene_id: String,
+    /// The order number of a red packet or the request id of a withdrawal.
+    #[prost(string, tag = "11")]
+    pub reference: String,
+}
+
+impl LedgerEntry {
+    /// The entry's kind.
+    pub fn kind(&self) -> EntryKind {
+        match self.kind {
+            2 => EntryKind::Withdrawal,
+            3 => EntryKind::Funding,
+            _ => EntryKind::RedPacket,
+        }
+    }
+}
+
+/// A red packet to credit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credit {
+    /// The activity paying.
+    pub activity_id: String,
+    /// The grant's order number.
+    pub order_no: String,
+    /// The scene.
+    pub scene_id: String,
+    /// The user paid.
+    pub act_id: i64,
+    /// Cents, positive.
+    pub amount_cents: i64,
+    /// The token's open time.
+    pub open_time_ms: u64,
+    /// The bill copy.
+    pub memo: String,
+}
+
+/// What crediting one red packet did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditResult {
+    /// The entry was written now.
+    Applied,
+    /// The entry existed already: a redelivery.
+    AlreadyCredited,
+    /// The activity's budget account cannot pay it; nothing written. Grants are checked against
+    /// the budget, so this means the books disagree and someone must look.
+    BudgetExhausted,
+}
+
+/// A withdrawal request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithdrawalRequest {
+    /// The user.
+    pub act_id: i64,
+    /// The client's idempotency key.
+    pub request_id: String,
+    /// Cents, positive.
+    pub amount_cents: i64,
+    /// When it was asked.
+    pub time_ms: u64,
+}
+
+/// A withdrawal done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Withdrawal {
+    /// The entry written (or found, for a replay).
+    pub entry: LedgerEntry,
+    /// The wallet's credited balance after it (now, for a replay).
+    pub balance_cents: i64,
+    /// Whether this request id had been done before.
+    pub replayed: bool,
+}
+
+/// A user's money as the ledger sees it, read in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LedgerWallet {
+    /// The wallet account's balance: credited red packets minus withdrawals.
+    pub balance_cents: i64,
+    /// All red packets ever credited.
+    pub income_cents: i64,
+    /// Of the flow ids asked about, those that the ledger has credited.
+    pub credited_flow_ids: std::collections::HashSet<String>,
+}
+
+/// Why the ledger refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// The wallet does not hold enough; nothing changed.
+    #[error("insufficient balance: wallet holds {balance_cents} cents")]
+    InsufficientBalance {
+        /// The credited balance.
+        balance_cents: i64,
+    },
+    /// The request id was used before with a different amount.
+    #[error("request id `{0}` was already used for a different withdrawal")]
+    RequestConflict(String),
+    /// The amount is not positive or too large.
+    #[error("amount `{0}` is out of range")]
+    AmountOutOfRange(i64),
+    /// The storage failed; nothing changed; retry.
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The account a user's money is kept in.
+pub fn wallet_account(act_id: i64) -> String {
+    format!("wallet/{act_id}")
+}
+
+/// The account an activity pays red packets from.
+pub fn budget_account(activity_id: &str) -> String {
+    format!("budget/{activity_id}")
+}
+
+/// Withdrawn money leaves through this account.
+pub const PAYOUTS_ACCOUNT: &str = "payouts";

@@ -1,0 +1,5 @@
+//! The `hongbao` binary; everything is in the library.
+
+fn main() -> std::process::ExitCode {
+    hongbao::cli::main()
+}

@@ -1,0 +1,354 @@
+//! The wallet: what a user sees and does with their money while the ledger catches up.
+//!
+//! Balance = what the ledger has credited + the user's tokens it has not credited yet. The token
+//! store is read first and the ledger second, and a token counts as pending only if that ledger
+//! snapshot does not have it; so a token the writer credits in between is counted once (by the
+//! ledger), never twice and never zero times.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::app::App;
+use crate::ledger::{EntryKind, LedgerEntry, LedgerError, WithdrawalRequest};
+use crate::store::{FlowPosition, GrantRecord, RestoreOutcome, StoreError, TokenStatus};
+use crate::writer::WriterError;
+
+/// The most flow items one page returns.
+pub const FLOW_PAGE_ITEMS_MAX: usize = 100;
+
+/// The page size when none is asked for.
+pub const FLOW_PAGE_ITEMS_DEFAULT: usize = 20;
+
+/// The most tokens one restore request may carry; a client restoring more sends several.
+pub const RESTORE_TOKENS_MAX: usize = 256;
+
+/// Why a wallet operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalletError {
+    /// A field is out of its domain.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Not enough money, even after crediting everything pending.
+    #[error("insufficient balance: {balance_cents} cents available")]
+    InsufficientBalance {
+        /// What is there.
+        balance_cents: i64,
+    },
+    /// A request id reused for a different withdrawal.
+    #[error("request id `{0}` was already used for a different withdrawal")]
+    RequestConflict(String),
+    /// A backend failed; nothing changed; retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for WalletError {
+    fn from(error: StoreError) -> Self {
+        WalletError::Unavailable(error.to_string())
+    }
+}
+
+impl From<LedgerError> for WalletError {
+    fn from(error: LedgerError) -> Self {
+        match error {
+            LedgerError::InsufficientBalance { balance_cents } => WalletError::InsufficientBalance { balance_cents },
+            LedgerError::RequestConflict(id) => WalletError::RequestConflict(id),
+            LedgerError::AmountOutOfRange(amount) => WalletError::BadRequest(format!("amount_cents `{amount}` is out of range")),
+            other => WalletError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<WriterError> for WalletError {
+    fn from(error: WriterError) -> Self {
+        WalletError::Unavailable(error.to_string())
+    }
+}
+
+/// `GET /v1/wallets/{act_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WalletSummary {
+    /// The user.
+    pub act_id: i64,
+    /// Credited + pending.
+    pub balance_cents: i64,
+    /// What the ledger holds for the user (after withdrawals).
+    pub credited_cents: i64,
+    /// Granted but not yet credited.
+    pub pending_cents: i64,
+    /// How many tokens are pending.
+    pub pending_count: usize,
+    /// Every red packet ever granted to the user, credited or not.
+    pub total_income_cents: i64,
+}
+
+/// Reads the user's balance as described in the module docs.
+pub fn summary(app: &App, act_id: i64) -> Result<WalletSummary, WalletError> {
+    let unsettled = app.store.unsettled_for_user(act_id)?;
+    let flow_ids: Vec<String> = unsettled.iter().map(GrantRecord::flow_id).collect();
+    let ledger = app.ledger.wallet(act_id, &flow_ids)?;
+    let mut pending_cents = 0i64;
+    let mut pending_count = 0;
+    for (record, flow_id) in unsettled.iter().zip(&flow_ids) {
+        if !ledger.credited_flow_ids.contains(flow_id) {
+            pending_cents = pending_cents.saturating_add(record.amount_cents);
+            pending_count += 1;
+        }
+    }
+    Ok(WalletSummary {
+        act_id,
+        balance_cents: ledger.balance_cents.saturating_add(pending_cents),
+        credited_cents: ledger.balance_cents,
+        pending_cents,
+        pending_count,
+        total_income_cents: ledger.income_cents.saturating_add(pending_cents),
+    })
+}
+
+/// One line of the wallet flow.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FlowItem {
+    /// Stable id: `rp/{activity}/{order_no}` or `wd/{act_id}/{request_id}`.
+    pub id: String,
+    /// `red_packet` or `withdrawal`.
+    pub kind: &'static str,
+    /// `pending`, `processing` or `credited` for red packets; `done` for withdrawals.
+    pub status: &'static str,
+    /// Positive for money in, negative for money out.
+    pub amount_cents: i64,
+    /// When it happened (a red packet's open time).
+    pub time_ms: u64,
+    /// The bill copy of a red packet.
+    pub bill_copy: String,
+    /// The order number or the withdrawal's request id.
+    pub reference: String,
+    /// The activity of a red packet.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub activity_id: String,
+    /// The scene of a red packet.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scene_id: String,
+}
+
+/// One page of the flow.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FlowPage {
+    /// Newest first.
+    pub items: Vec<FlowItem>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Encodes a flow position as an opaque cursor.
+fn encode_cursor(position: &FlowPosition) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", position.time_ms, position.flow_id))
+}
+
+fn decode_cursor(cursor: &str) -> Result<FlowPosition, WalletError> {
+    let bad = || WalletError::BadRequest("cursor is not one this server issued".into());
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (time, flow_id) = text.split_once(':').ok_or_else(bad)?;
+    Ok(FlowPosition { time_ms: time.parse().map_err(|_| bad())?, flow_id: flow_id.to_owned() })
+}
+
+fn entry_item(entry: LedgerEntry) -> FlowItem {
+    let withdrawal = entry.kind() == EntryKind::Withdrawal;
+    FlowItem {
+        kind: if withdrawal { "withdrawal" } else { "red_packet" },
+        status: if withdrawal { "done" } else { "credited" },
+        amount_cents: if withdrawal { -entry.amount_cents } else { entry.amount_cents },
+        time_ms: entry.time_ms,
+        bill_copy: entry.memo,
+        reference: entry.reference,
+        activity_id: entry.activity_id,
+        scene_id: entry.scene_id,
+        id: entry.id,
+    }
+}
+
+fn token_item(record: GrantRecord) -> FlowItem {
+    FlowItem {
+        id: record.flow_id(),
+        kind: "red_packet",
+        status: if record.status() == TokenStatus::Processing { "processing" } else { "pending" },
+        amount_cents: record.amount_cents,
+        time_ms: record.open_time_ms,
+        bill_copy: record.bill_copy,
+        reference: record.order_no,
+        activity_id: record.activity_id,
+        scene_id: record.scene_id,
+    }
+}
+
+/// A page of the user's flow: credited red packets and withdrawals from the ledger merged with
+/// pending tokens from the store, newest first. Each source gives at most `limit` items older
+/// than the cursor, so the newest `limit` of their union is exactly the page.
+pub fn flow(app: &App, act_id: i64, limit: Option<usize>, cursor: Option<&str>) -> Result<FlowPage, WalletError> {
+    let limit = limit.unwrap_or(FLOW_PAGE_ITEMS_DEFAULT);
+    if limit == 0 || limit > FLOW_PAGE_ITEMS_MAX {
+        return Err(WalletError::BadRequest(format!("limit `{limit}` must be 1..={FLOW_PAGE_ITEMS_MAX}")));
+    }
+    let before = cursor.map(decode_cursor).transpose()?;
+    let tokens = app.store.user_tokens(act_id, before.as_ref(), limit)?;
+    let unsettled: Vec<String> = tokens.iter().filter(|r| r.status() != TokenStatus::Credited).map(GrantRecord::flow_id).collect();
+    let credited = app.ledger.wallet(act_id, &unsettled)?.credited_flow_ids;
+    let entries = app.ledger.user_entries(act_id, before.as_ref(), limit)?;
+    let mut items: Vec<FlowItem> = entries.into_iter().map(entry_item).collect();
+    items.extend(
+        tokens
+            .into_iter()
+            .filter(|record| record.status() != TokenStatus::Credited && !credited.contains(&record.flow_id()))
+            .map(token_item),
+    );
+    items.sort_by(|a, b| (b.time_ms, &b.id).cmp(&(a.time_ms, &a.id)));
+    items.dedup_by(|a, b| a.id == b.id);
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = match (more || items.len() == limit, items.last()) {
+        (true, Some(last)) => Some(encode_cursor(&FlowPosition { time_ms: last.time_ms, flow_id: last.id.clone() })),
+        _ => None,
+    };
+    Ok(FlowPage { items, next_cursor })
+}
+
+/// `POST /v1/wallets/{act_id}/withdrawals`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalBody {
+    /// The client's idempotency key: `[A-Za-z0-9._:-]{1,128}`.
+    pub request_id: String,
+    /// Cents to withdraw.
+    pub amount_cents: i64,
+}
+
+/// The answer to a withdrawal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WithdrawalAnswer {
+    /// The request id.
+    pub request_id: String,
+    /// Cents withdrawn.
+    pub amount_cents: i64,
+    /// The wallet balance after it (credited + pending).
+    pub balance_cents: i64,
+    /// Whether this request id had been done before.
+    pub replayed: bool,
+}
+
+/// Credits the user's pending tokens ahead of the queue, then debits the wallet.
+pub async fn withdraw(app: &App, act_id: i64, body: WithdrawalBody) -> Result<WithdrawalAnswer, WalletError> {
+    let id_ok = !body.request_id.is_empty()
+        && body.request_id.len() <= 128
+        && body.request_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if !id_ok {
+        return Err(WalletError::BadRequest("request_id must match [A-Za-z0-9._:-]{1,128}".into()));
+    }
+    if body.amount_cents <= 0 {
+        return Err(WalletError::BadRequest(format!("amount_cents `{}` must be positive", body.amount_cents)));
+    }
+    app.writer.credit_user_now(act_id).await?;
+    let withdrawal = app
+        .ledger
+        .withdraw(WithdrawalRequest {
+            act_id,
+            request_id: body.request_id.clone(),
+            amount_cents: body.amount_cents,
+            time_ms: app.clock.now_ms(),
+        })
+        .await?;
+    let balance = summary(app, act_id)?;
+    Ok(WithdrawalAnswer {
+        request_id: body.request_id,
+        amount_cents: withdrawal.entry.amount_cents,
+        balance_cents: balance.balance_cents,
+        replayed: withdrawal.replayed,
+    })
+}
+
+/// `POST /v1/wallets/{act_id}/tokens:restore`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBody {
+    /// Tokens as the client holds them.
+    pub tokens: Vec<String>,
+}
+
+/// What happened to one restored token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreItem {
+    /// The token's order number, when it could be read.
+    pub order_no: Option<String>,
+    /// `restored`, `already_present`, `already_credited` or `rejected`.
+    pub result: &'static str,
+    /// For `rejected`: a stable code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    /// For `rejected`: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+fn rejected(order_no: Option<String>, code: &'static str, message: String) -> RestoreItem {
+    RestoreItem { order_no, result: "rejected", code: Some(code), message: Some(message) }
+}
+
+/// Verifies each token and registers again those the server no longer has. Restoring twice
+/// changes nothing; forged or altered tokens, and tokens of another user, are rejected.
+pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<RestoreItem>, WalletError> {
+    if body.tokens.len() > RESTORE_TOKENS_MAX {
+        return Err(WalletError::BadRequest(format!("at most {RESTORE_TOKENS_MAX} tokens per request")));
+    }
+    let snapshot = app.registry.snapshot();
+    let mut items = Vec::with_capacity(body.tokens.len());
+    for text in &body.tokens {
+        let verified = match app.issuer.verify(text) {
+            Ok(verified) => verified,
+            Err(error) => {
+                items.push(rejected(None, "invalid_token", error.to_string()));
+                continue;
+            }
+        };
+        let token = verified.token;
+        let order_no = Some(token.order_no.clone());
+        if token.act_id != act_id {
+            items.push(rejected(order_no, "wrong_user", format!("token belongs to act_id `{}`", token.act_id)));
+            continue;
+        }
+        if token.amount_cents <= 0 || token.open_time_ms < 0 {
+            items.push(rejected(order_no, "invalid_token", "token amount or time is out of range".into()));
+            continue;
+        }
+        if snapshot.activity(&token.activity_id).is_none() {
+            items.push(rejected(order_no, "unknown_activity", format!("activity `{}` is not served", token.activity_id)));
+            continue;
+        }
+        let record = GrantRecord {
+            bill_copy: snapshot
+                .scene(&token.activity_id, &token.scene_id)
+                .map(|scene| crate::capability::bill_copy::render(scene, None, token.amount_cents, token.rain_id, token.stage))
+                .unwrap_or_default(),
+            activity_id: token.activity_id,
+            order_no: token.order_no,
+            scene_id: token.scene_id,
+            act_id: token.act_id,
+            amount_cents: token.amount_cents,
+            open_time_ms: token.open_time_ms as u64,
+            status: TokenStatus::Pending.code(),
+            seq: 0,
+            token: verified.text,
+            app_id: token.app_id,
+        };
+        // The store may have lost the token after the ledger credited it: then it is paid.
+        if app.ledger.entry(&record.flow_id())?.is_some() {
+            items.push(RestoreItem { order_no, result: "already_credited", code: None, message: None });
+            continue;
+        }
+        let result = match app.store.restore(record).await? {
+            RestoreOutcome::Restored => "restored",
+            RestoreOutcome::AlreadyPresent => "already_present",
+        };
+        items.push(RestoreItem { order_no, result, code: None, message: None });
+    }
+    Ok(items)
+}

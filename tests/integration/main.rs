@@ -1,0 +1,12 @@
+//! The black-box test suite: one binary, a module per topic. Most tests start the real `hongbao`
+//! binary on 127.0.0.1:0 and talk HTTP to it; the writer-cap and money-property tests drive the
+//! library in-process over the real embedded stores, because they need a hand-moved clock and
+//! crashes between the writer's steps.
+
+mod crash;
+mod grants;
+mod money_properties;
+mod reload;
+mod support;
+mod wallet;
+mod writer_cap;

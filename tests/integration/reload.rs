@@ -1,0 +1,56 @@
+//! Hot reload of scene YAML.
+
+use std::time::Duration;
+
+use crate::support::{Server, TEST_CAMPAIGN, grant_body, wait_for, write_atomically};
+
+// Proves an invalid edit is rejected with its errors visible over HTTP while the last good
+// version keeps serving, and that a valid edit, a new file and a deletion each take effect
+// within a second, without a restart.
+#[test]
+fn invalid_yaml_keeps_the_old_scene_serving() {
+    let server = Server::start(&[]);
+    let file = server.scenes.join("test-campaign.yaml");
+    write_atomically(&file, &TEST_CAMPAIGN.replace("cents: 88", "cents: -5"));
+    let scenes = wait_for(Duration::from_secs(5), || {
+        let (_, scenes) = server.get("/v1/scenes");
+        let errors = scenes["files"][0]["errors"].as_array().cloned().unwrap_or_default();
+        (!errors.is_empty()).then_some(scenes)
+    });
+    let error = &scenes["files"][0]["errors"][0];
+    assert!(error["line"].as_u64().unwrap() > 0, "{error}");
+    assert!(error["path"].as_str().unwrap().contains("amount"), "{error}");
+    let grant = server.grant_rain(11, 1, 0);
+    assert_eq!(grant["amount_cents"], 88, "the last good version must keep serving");
+
+    write_atomically(&file, "activity: [this is: not: yaml");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(server.grant_rain(11, 1, 1)["amount_cents"], 88);
+
+    let started = std::time::Instant::now();
+    write_atomically(&file, &TEST_CAMPAIGN.replace("cents: 88", "cents: 99"));
+    // A fresh user per poll: a grant made before the reload would otherwise be replayed.
+    let mut act_id = 1000;
+    wait_for(Duration::from_secs(1), || {
+        act_id += 1;
+        let (status, body) = server.post("/v1/grants", &grant_body(act_id, "rain", 1, 0));
+        (status == 200 && body["amount_cents"] == 99).then_some(())
+    });
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let (_, scenes) = server.get("/v1/scenes");
+    assert_eq!(scenes["files"][0]["errors"], serde_json::json!([]));
+
+    let second = TEST_CAMPAIGN.replace("id: test-campaign", "id: second-campaign");
+    write_atomically(&server.scenes.join("second.yaml"), &second);
+    wait_for(Duration::from_secs(1), || {
+        let mut body = grant_body(13, "rain", 1, 0);
+        body["activity_id"] = "second-campaign".into();
+        (server.post("/v1/grants", &body).0 == 200).then_some(())
+    });
+    std::fs::remove_file(server.scenes.join("second.yaml")).unwrap();
+    wait_for(Duration::from_secs(1), || {
+        let mut body = grant_body(14, "rain", 1, 0);
+        body["activity_id"] = "second-campaign".into();
+        (server.post("/v1/grants", &body).1["code"] == "unknown_activity").then_some(())
+    });
+}

@@ -1,0 +1,163 @@
+//! Starts the real `hongbao` binary on 127.0.0.1:0 and talks HTTP/1.1 to it.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The campaign most tests use.
+pub const TEST_CAMPAIGN: &str = include_str!("fixtures/test-campaign.yaml");
+
+/// How long a server may take to start, including opening its stores.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running server with its own scene and data directories.
+pub struct Server {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The scene directory it watches.
+    pub scenes: PathBuf,
+    /// Its data directory.
+    pub data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts a server on `TEST_CAMPAIGN` with extra `serve` flags.
+    pub fn start(extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let scenes = dir.path().join("scenes");
+        std::fs::create_dir_all(&scenes).unwrap();
+        std::fs::write(scenes.join("test-campaign.yaml"), TEST_CAMPAIGN).unwrap();
+        let data = dir.path().join("data");
+        let mut server = Server { child: None, addr: String::new(), scenes, data, _dir: dir };
+        server.launch(extra_args);
+        server
+    }
+
+    /// Starts the process again on the same directories (after [`Server::kill9`]).
+    pub fn launch(&mut self, extra_args: &[&str]) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hongbao"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--scenes"])
+            .arg(&self.scenes)
+            .arg("--data")
+            .arg(&self.data)
+            .args(extra_args)
+            .env("HONGBAO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting hongbao");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = sender.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = receiver.recv_timeout(START_TIMEOUT).expect("hongbao did not say where it listens");
+        self.addr = line.rsplit("http://").next().unwrap().trim().to_owned();
+        self.child = Some(child);
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        request(&self.addr, "GET", path, None)
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        request(&self.addr, "POST", path, Some(body))
+    }
+
+    /// Grants in the `rain` scene of the test campaign.
+    pub fn grant_rain(&self, act_id: i64, rain_id: i32, stage: u32) -> Value {
+        let (status, body) = self.post("/v1/grants", &grant_body(act_id, "rain", rain_id, stage));
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `GET /v1/wallets/{act_id}`.
+    pub fn wallet(&self, act_id: i64) -> Value {
+        let (status, body) = self.get(&format!("/v1/wallets/{act_id}"));
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until the user's wallet has nothing pending.
+    pub fn wait_credited(&self, act_id: i64) -> Value {
+        wait_for(Duration::from_secs(30), || {
+            let wallet = self.wallet(act_id);
+            (wallet["pending_cents"] == 0).then_some(wallet)
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A grant request body in the test campaign.
+pub fn grant_body(act_id: i64, scene_id: &str, rain_id: i32, stage: u32) -> Value {
+    let award_type = "cash";
+    serde_json::json!({
+        "app_id": 1128, "act_id": act_id, "activity_id": "test-campaign", "scene_id": scene_id,
+        "rain_id": rain_id, "award_type": award_type, "stage": stage,
+    })
+}
+
+/// Polls `probe` every 20 ms until it returns something, or panics after `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status and the JSON body.
+pub fn request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut stream = TcpStream::connect(addr).expect("connecting to hongbao");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{payload}",
+        payload.len()
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8(response).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status code");
+    let json = if body.is_empty() { Value::Null } else { serde_json::from_str(body).unwrap_or(Value::String(body.into())) };
+    (status, json)
+}
+
+/// Writes `text` to `path` through a rename, as editors do, so a reader never sees half a file.
+pub fn write_atomically(path: &Path, text: &str) {
+    let temporary = path.with_extension("tmp-edit");
+    std::fs::write(&temporary, text).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
