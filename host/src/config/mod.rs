@@ -169,6 +169,7 @@ pub struct Scene {
 impl Scene {
     /// Tells whether `app_id` may request grants for this scene; requests from any other app
     /// are refused before any money moves.
+    #[must_use]
     pub fn allows_app(&self, app_id: i64) -> bool {
         self.app_ids.contains(&app_id)
     }
@@ -216,6 +217,7 @@ impl BillCopy {
     /// always gets a bill line. Placeholders are replaced from `vars`; `{amount_yuan}` is the
     /// amount with two decimals (888 cents → `8.88`). Validated templates contain only known,
     /// balanced placeholders; anything else is copied literally rather than failing a grant.
+    #[must_use]
     pub fn render(&self, locale: Option<&str>, vars: &BillVars<'_>) -> String {
         let template = locale
             .and_then(|wanted| self.find_template(wanted))
@@ -324,10 +326,15 @@ pub struct Reconciliation {
 
 /// One problem found in a scene file, precise enough to fix it without guessing.
 ///
-/// Displayed as `{file}:{line}: {path}: {message}`, e.g.
-/// `scenes/a.yaml:14: activity.award_types[0].awards[0].scenes[0].amount.max_cents: value
-/// `30000000` must be at most 20000000 (the single red-packet cap)`. Problems about the file
-/// as a whole (size, encoding, reading) use the path `(file)` and line 1.
+/// Displayed as `{file}:{line}: {path}: {message}`, one problem per line, e.g.
+///
+/// ```text
+/// scenes/a.yaml:14: activity.award_types[0].awards[0].scenes[0].amount.max_cents: value `30000000` must be at most 20000000 (the single red-packet cap)
+/// ```
+///
+/// Problems about the file as a whole (size, encoding, reading, and YAML errors that no key
+/// can be blamed for) use the path `(file)`; file-level problems use line 1 unless a better
+/// line is known.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
 #[error("{}:{}: {}: {}", .file.display(), .line, .path, .message)]
 pub struct ConfigError {
@@ -358,6 +365,10 @@ impl ConfigError {
 /// `file` is only used in error messages and recorded in [`Activity::file`]. Every semantic
 /// problem is reported, sorted by line; a YAML syntax error, a wrong type or an unknown key is
 /// reported alone, since nothing reliable can be said about the rest of the file.
+///
+/// # Errors
+///
+/// Returns every problem found when the text is not a valid activity.
 pub fn parse_activity(file: &Path, text: &str) -> Result<Activity, Vec<ConfigError>> {
     parse_detailed(file, text).map(|parsed| parsed.activity)
 }
@@ -368,7 +379,11 @@ pub fn parse_activity(file: &Path, text: &str) -> Result<Activity, Vec<ConfigErr
 /// ids must be unique across files: a file declaring an id already declared by an earlier file
 /// (by name) gets an error instead of an activity. Files whose names start with `.` (editor
 /// temporaries) and subdirectories are ignored; files beyond [`SCENE_FILES_PER_DIR_MAX`] get an
-/// error. Only an unreadable directory is an `Err`.
+/// error.
+///
+/// # Errors
+///
+/// Only an unreadable directory is an `Err`; problems with single files are in the results.
 pub fn validate_dir(dir: &Path) -> Result<Vec<Result<Activity, Vec<ConfigError>>>, std::io::Error> {
     let files = list_scene_files(dir)?;
     let total = files.len();
@@ -421,7 +436,10 @@ fn parse_bytes(file: &Path, bytes: &[u8]) -> Result<Parsed, Vec<ConfigError>> {
                 line,
                 ..ConfigError::file_level(
                     file,
-                    format!("file is not valid utf-8 at byte offset `{}`", err.valid_up_to()),
+                    format!(
+                        "file is not valid utf-8 at byte offset `{}`",
+                        err.valid_up_to()
+                    ),
                 )
             }])
         }
@@ -430,8 +448,12 @@ fn parse_bytes(file: &Path, bytes: &[u8]) -> Result<Parsed, Vec<ConfigError>> {
 
 /// Reads a scene file, refusing files over [`SCENE_FILE_BYTES_MAX`] without reading them whole.
 fn read_scene_file(file: &Path) -> Result<Vec<u8>, Vec<ConfigError>> {
-    let read_error =
-        |err: std::io::Error| vec![ConfigError::file_level(file, format!("cannot read file: {err}"))];
+    let read_error = |err: std::io::Error| {
+        vec![ConfigError::file_level(
+            file,
+            format!("cannot read file (`{err}`)"),
+        )]
+    };
     let handle = std::fs::File::open(file).map_err(read_error)?;
     let mut bytes = Vec::new();
     handle
@@ -584,15 +606,14 @@ fn template_pieces(template: &str) -> Vec<Piece<'_>> {
     pieces
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Folder of the scene validation cases (`<case>/scene.yaml` + `<case>/expected.txt`).
-    const CASES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/scene-cases");
+    const CASES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/scene-cases");
     /// Folder of the example campaign served by the example server.
-    const EXAMPLE_SCENES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/scenes");
+    const EXAMPLE_SCENES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenes");
 
     const VALID: &str = r#"activity:
   id: spring-festival-2027
@@ -692,11 +713,20 @@ mod tests {
         assert_eq!(eve.app_ids, [1128, 2329]);
         assert!(eve.allows_app(2329));
         assert!(!eve.allows_app(8663));
-        assert_eq!(eve.amount, AmountRule::Random { min_cents: 1, max_cents: 888 });
+        assert_eq!(
+            eve.amount,
+            AmountRule::Random {
+                min_cents: 1,
+                max_cents: 888
+            }
+        );
         let bill = eve.bill_copy.as_ref().expect("bill copy");
         assert_eq!(bill.default_locale, "zh-CN");
         assert_eq!(bill.templates.len(), 2);
-        assert_eq!(bill.templates["en"], "New Year's Eve rain #{rain_id}: ¥{amount_yuan}");
+        assert_eq!(
+            bill.templates["en"],
+            "New Year's Eve rain #{rain_id}: ¥{amount_yuan}"
+        );
         assert_eq!(
             eve.rate_limit,
             Some(RateLimit {
@@ -708,17 +738,32 @@ mod tests {
         );
         assert_eq!(
             eve.inventory,
-            Some(Inventory { count_max: Some(10_000_000), budget_cents: Some(1_000_000_000) })
+            Some(Inventory {
+                count_max: Some(10_000_000),
+                budget_cents: Some(1_000_000_000)
+            })
         );
         assert_eq!(
             eve.compensation,
-            Some(Compensation { retry_initial_ms: 100, retry_max_ms: 10_000 })
+            Some(Compensation {
+                retry_initial_ms: 100,
+                retry_max_ms: 10_000
+            })
         );
-        assert_eq!(eve.reconciliation, Some(Reconciliation { tolerance_cents: 0 }));
+        assert_eq!(
+            eve.reconciliation,
+            Some(Reconciliation { tolerance_cents: 0 })
+        );
         assert_eq!(eve.version, activity.version);
 
         let partner = &activity.scenes["partner-bonus"];
-        assert_eq!(partner.amount, AmountRule::Caller { min_cents: 1, max_cents: 5000 });
+        assert_eq!(
+            partner.amount,
+            AmountRule::Caller {
+                min_cents: 1,
+                max_cents: 5000
+            }
+        );
         assert_eq!(partner.bill_copy, None);
         assert_eq!(partner.rate_limit, None);
         assert_eq!(partner.inventory, None);
@@ -782,18 +827,37 @@ mod tests {
             (27, format!("{at}[1].id")),
             (33, format!("{at}[1].amount.min_cents")),
         ];
-        let actual: Vec<(u64, String)> =
-            errors.iter().map(|e| (e.line, e.path.clone())).collect();
+        let actual: Vec<(u64, String)> = errors.iter().map(|e| (e.line, e.path.clone())).collect();
         assert_eq!(actual, expected, "{errors:#?}");
         assert!(errors.iter().all(|e| e.file == Path::new("scene.yaml")));
-        assert!(errors[0].message.contains("`spring_2027`"), "{}", errors[0].message);
-        assert!(errors[3].message.contains("`20000001`"), "{}", errors[3].message);
-        assert!(errors[5].message.contains("`{bonus}`"), "{}", errors[5].message);
+        assert!(
+            errors[0].message.contains("`spring_2027`"),
+            "{}",
+            errors[0].message
+        );
+        assert!(
+            errors[3].message.contains("`20000001`"),
+            "{}",
+            errors[3].message
+        );
+        assert!(
+            errors[5].message.contains("`{bonus}`"),
+            "{}",
+            errors[5].message
+        );
         assert!(errors[8].message.contains("duplicate scene id `eve-rain`"));
         for error in &errors {
             let first = error.message.chars().next().unwrap_or('?');
-            assert!(!first.is_uppercase(), "message not lowercase: {}", error.message);
-            assert!(error.message.contains('`'), "value not quoted: {}", error.message);
+            assert!(
+                !first.is_uppercase(),
+                "message not lowercase: {}",
+                error.message
+            );
+            assert!(
+                error.message.contains('`'),
+                "value not quoted: {}",
+                error.message
+            );
         }
     }
 
@@ -801,24 +865,37 @@ mod tests {
     /// key's line and path.
     #[test]
     fn unknown_key_is_one_error_with_its_line() {
-        let text = VALID.replace("              app_ids: [8663]\n", "              app_ids: [8663]\n              colour: red\n");
+        let text = VALID.replace(
+            "              app_ids: [8663]\n",
+            "              app_ids: [8663]\n              colour: red\n",
+        );
         let errors = parse_activity(Path::new("scene.yaml"), &text).expect_err("invalid");
         assert_eq!(
             lines_and_paths(&errors),
             [(43, "activity.award_types[0].awards[1].scenes[0].colour")]
         );
-        assert!(errors[0].message.starts_with("unknown field `colour`"), "{}", errors[0]);
+        assert!(
+            errors[0].message.starts_with("unknown field `colour`"),
+            "{}",
+            errors[0]
+        );
     }
 
     /// Proves that a value of the wrong type stops the parse with exactly one error that
     /// carries the value's line, path and text.
     #[test]
     fn wrong_type_is_one_error_with_its_line() {
-        let text = VALID.replace("                cents: 66\n", "                cents: lots\n");
+        let text = VALID.replace(
+            "                cents: 66\n",
+            "                cents: lots\n",
+        );
         let errors = parse_activity(Path::new("scene.yaml"), &text).expect_err("invalid");
         assert_eq!(
             lines_and_paths(&errors),
-            [(58, "activity.award_types[1].awards[0].scenes[0].amount.cents")]
+            [(
+                58,
+                "activity.award_types[1].awards[0].scenes[0].amount.cents"
+            )]
         );
         assert!(errors[0].message.contains("`lots`"), "{}", errors[0]);
     }
@@ -832,7 +909,10 @@ mod tests {
             path: "activity.id".to_owned(),
             message: "id `a_b` is bad".to_owned(),
         };
-        assert_eq!(error.to_string(), "scenes/a.yaml:7: activity.id: id `a_b` is bad");
+        assert_eq!(
+            error.to_string(),
+            "scenes/a.yaml:7: activity.id: id `a_b` is bad"
+        );
     }
 
     /// Proves that rendering formats yuan with two decimals, fills every placeholder and
@@ -860,10 +940,19 @@ mod tests {
         assert_eq!(bill.render(Some("zh-CN"), &vars(888)), "第3场 获得8.88元");
         assert_eq!(bill.render(Some("zh-CN"), &vars(5)), "第3场 获得0.05元");
         assert_eq!(bill.render(Some("zh-CN"), &vars(100)), "第3场 获得1.00元");
-        assert_eq!(bill.render(Some("en"), &vars(888)), "spring/eve #3.2: ¥8.88 (888)");
-        assert_eq!(bill.render(Some("en-US"), &vars(5)), "spring/eve #3.2: ¥0.05 (5)");
+        assert_eq!(
+            bill.render(Some("en"), &vars(888)),
+            "spring/eve #3.2: ¥8.88 (888)"
+        );
+        assert_eq!(
+            bill.render(Some("en-US"), &vars(5)),
+            "spring/eve #3.2: ¥0.05 (5)"
+        );
         assert_eq!(bill.render(Some("fr"), &vars(888)), "第3场 获得8.88元");
-        assert_eq!(bill.render(None, &vars(20_000_000)), "第3场 获得200000.00元");
+        assert_eq!(
+            bill.render(None, &vars(20_000_000)),
+            "第3场 获得200000.00元"
+        );
         assert_eq!(yuan(-150), "-1.50");
         assert_eq!(yuan(i64::MIN), "-92233720368547758.08");
 
@@ -886,7 +975,11 @@ mod tests {
             .filter(|path| path.is_dir())
             .collect();
         cases.sort();
-        assert!(cases.len() >= 6, "only {} cases in {CASES_DIR}", cases.len());
+        assert!(
+            cases.len() >= 6,
+            "only {} cases in {CASES_DIR}",
+            cases.len()
+        );
 
         let mut failures = Vec::new();
         for case in &cases {
@@ -920,7 +1013,12 @@ mod tests {
                 Err(errors) => panic!("example scene file is invalid: {errors:#?}"),
             })
             .collect();
-        assert_eq!(ids, ["lantern-festival-2027", "spring-festival-2027"]);
+        for expected in ["lantern-festival-2027", "spring-festival-2027"] {
+            assert!(
+                ids.iter().any(|id| id == expected),
+                "{expected} missing from {ids:?}"
+            );
+        }
     }
 
     /// Proves that validate_dir reads only YAML files in name order, keeps files isolated,
@@ -939,7 +1037,10 @@ mod tests {
 
         let results = validate_dir(dir.path()).expect("readable");
         assert_eq!(results.len(), 4);
-        assert_eq!(results[0].as_ref().map(|a| a.id.as_str()), Ok("spring-festival-2027"));
+        assert_eq!(
+            results[0].as_ref().map(|a| a.id.as_str()),
+            Ok("spring-festival-2027")
+        );
         let duplicate = results[1].as_ref().expect_err("duplicate");
         assert_eq!(duplicate.len(), 1);
         assert_eq!(duplicate[0].file, dir.path().join("b.yaml"));
@@ -949,7 +1050,10 @@ mod tests {
             duplicate[0].message,
             "activity id `spring-festival-2027` is already declared in `a.yml`"
         );
-        assert_eq!(results[2].as_ref().map(|a| a.id.as_str()).map_err(Vec::len), Err(1));
+        assert_eq!(
+            results[2].as_ref().map(|a| a.id.as_str()).map_err(Vec::len),
+            Err(1)
+        );
         assert_eq!(results[3].as_ref().map(|a| a.id.as_str()), Ok("other-2027"));
         assert!(validate_dir(&dir.path().join("missing")).is_err());
     }
@@ -972,8 +1076,15 @@ mod tests {
             .map(|e| format!("{}:{}:{}", e.line, e.path, e.message))
             .collect();
         assert_eq!(messages.len(), 2, "{messages:?}");
-        assert!(messages[0].starts_with("1:(file):file size `"), "{}", messages[0]);
-        assert_eq!(messages[1], "2:(file):file is not valid utf-8 at byte offset `16`");
+        assert!(
+            messages[0].starts_with("1:(file):file size `"),
+            "{}",
+            messages[0]
+        );
+        assert_eq!(
+            messages[1],
+            "2:(file):file is not valid utf-8 at byte offset `16`"
+        );
         let errors = parse_activity(Path::new("big.yaml"), &big).expect_err("too big");
         assert_eq!(errors.len(), 1);
     }
@@ -983,13 +1094,18 @@ mod tests {
     #[test]
     fn arbitrary_input_never_panics() {
         let mut inputs: Vec<String> = Vec::new();
-        for (index, _) in VALID.char_indices() {
+        for (index, _) in VALID.char_indices().step_by(3) {
             inputs.push(VALID[..index].to_owned());
         }
-        for (index, _) in VALID.char_indices().step_by(7) {
-            for replacement in ["{", "}", "[", "]", ":", "\"", "'", "-", "\n", "&a", "*a", "!!x"] {
+        for (index, _) in VALID.char_indices().step_by(19) {
+            for replacement in [
+                "{", "}", "[", "]", ":", "\"", "'", "-", "\n", "&a", "*a", "!!x",
+            ] {
                 let mut text = VALID.to_owned();
-                let end = VALID[index..].chars().next().map_or(index, |c| index + c.len_utf8());
+                let end = VALID[index..]
+                    .chars()
+                    .next()
+                    .map_or(index, |c| index + c.len_utf8());
                 text.replace_range(index..end, replacement);
                 inputs.push(text);
             }

@@ -208,10 +208,12 @@ fn sanitize(message: &str) -> String {
         .to_owned()
 }
 
-/// Lowercases the first character, which is the convention for every config error message.
+/// Lowercases the first character, which is the convention for every config error message,
+/// unless it starts an acronym such as `YAML`.
 fn lowercase_first(message: &str) -> String {
     let mut chars = message.chars();
     match chars.next() {
+        Some(_) if message.chars().nth(1).is_some_and(char::is_uppercase) => message.to_owned(),
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => "invalid yaml".to_owned(),
     }
@@ -228,7 +230,10 @@ struct Node {
 /// One open collection while walking the parser's events.
 enum Frame {
     /// A mapping: `pending` is the key whose value comes next, or `None` when a key comes next.
-    Map { path: String, pending: Option<String> },
+    Map {
+        path: String,
+        pending: Option<String>,
+    },
     /// A sequence: `next` is the index of the next item.
     Seq { path: String, next: usize },
 }
@@ -250,7 +255,9 @@ fn node_at(text: &str, line: u64, column: u64) -> Option<Node> {
         let Ok((event, span)) = event else { break };
         let pos = (
             u64::try_from(span.start.line()).unwrap_or(u64::MAX),
-            u64::try_from(span.start.col()).unwrap_or(u64::MAX).saturating_add(1),
+            u64::try_from(span.start.col())
+                .unwrap_or(u64::MAX)
+                .saturating_add(1),
         );
         let (scalar, opens) = match event {
             Event::Scalar(value, ..) => (Some(value.into_owned()), None),

@@ -46,7 +46,9 @@ impl Snapshot {
 
     /// Every scene file with its state, sorted by path, for operator tools and health checks.
     pub fn files(&self) -> impl Iterator<Item = (&Path, &FileState)> {
-        self.files.iter().map(|(path, state)| (path.as_path(), state))
+        self.files
+            .iter()
+            .map(|(path, state)| (path.as_path(), state))
     }
 
     /// Tells whether two snapshots serve the same activities and report the same file states.
@@ -136,7 +138,11 @@ impl SceneRegistry {
     /// Loads every scene file of `dir`.
     ///
     /// Valid files serve; invalid files are recorded in [`FileState::errors`] and do not stop
-    /// the others. Only an unreadable directory is an error.
+    /// the others.
+    ///
+    /// # Errors
+    ///
+    /// Only an unreadable directory is an error.
     pub fn load(dir: &Path) -> std::io::Result<SceneRegistry> {
         let registry = SceneRegistry {
             dir: dir.to_path_buf(),
@@ -154,6 +160,7 @@ impl SceneRegistry {
 
     /// The current snapshot. Cheap (one atomic load); keep the `Arc` for the whole request so
     /// that a concurrent reload cannot change the configuration under it.
+    #[must_use]
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
@@ -164,8 +171,11 @@ impl SceneRegistry {
     /// activity; a deleted file's activity stops serving; invalid new content keeps the
     /// file's last good version serving and records (and logs) the problems. An activity id
     /// already served by another file is refused for the later claimant. Returns whether the
-    /// snapshot changed, including changes of recorded errors. Reloads are serialised; an
-    /// `Err` (unreadable directory) leaves the served snapshot untouched.
+    /// snapshot changed, including changes of recorded errors. Reloads are serialised.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable directory is an error and leaves the served snapshot untouched.
     pub fn reload(&self) -> std::io::Result<bool> {
         let mut tracked = self.tracked.lock().unwrap_or_else(PoisonError::into_inner);
         let listed = list_scene_files(&self.dir)?;
@@ -304,10 +314,12 @@ mod tests {
         )
     }
 
+    /// Writes a scene file into the test directory.
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::write(dir.join(name), text).expect("write scene file");
     }
 
+    /// The `max_cents` of the `eve-rain` scene of an activity, if served.
     fn max_cents(snapshot: &Snapshot, activity_id: &str) -> Option<i64> {
         match snapshot.scene(activity_id, "eve-rain")?.amount {
             AmountRule::Random { max_cents, .. } => Some(max_cents),
@@ -315,6 +327,7 @@ mod tests {
         }
     }
 
+    /// The state of one file in a snapshot.
     fn state<'s>(snapshot: &'s Snapshot, dir: &Path, name: &str) -> &'s FileState {
         let path = dir.join(name);
         snapshot
@@ -348,7 +361,10 @@ mod tests {
             file.errors[0].path,
             "activity.award_types[0].awards[0].scenes[0].amount.max_cents"
         );
-        assert!(!registry.reload().expect("reload"), "unchanged bytes must not change anything");
+        assert!(
+            !registry.reload().expect("reload"),
+            "unchanged bytes must not change anything"
+        );
 
         write(dir.path(), "a.yaml", &activity_yaml("spring", 999));
         assert!(registry.reload().expect("reload"));
@@ -373,7 +389,11 @@ mod tests {
         let b = state(&snapshot, dir.path(), "b.yaml");
         assert_eq!(b.activity_id, None);
         assert_eq!(b.version, None);
-        assert!(b.errors.iter().any(|e| e.line == 2 && e.path == "activity.id"));
+        assert!(
+            b.errors
+                .iter()
+                .any(|e| e.line == 2 && e.path == "activity.id")
+        );
         assert!(SceneRegistry::load(&dir.path().join("missing")).is_err());
     }
 
@@ -393,7 +413,10 @@ mod tests {
         assert!(snapshot.activity("lantern").is_none());
         assert!(snapshot.scene("lantern", "eve-rain").is_none());
         assert_eq!(snapshot.files().count(), 1);
-        assert!(Arc::ptr_eq(snapshot.activity("spring").expect("served"), &spring));
+        assert!(Arc::ptr_eq(
+            snapshot.activity("spring").expect("served"),
+            &spring
+        ));
 
         write(dir.path(), "c.yml", &activity_yaml("dragon-boat", 520));
         assert!(registry.reload().expect("reload"));
@@ -401,7 +424,10 @@ mod tests {
         let ids: Vec<&str> = snapshot.activities().map(|a| a.id.as_str()).collect();
         assert_eq!(ids, ["dragon-boat", "spring"]);
         assert_eq!(max_cents(&snapshot, "dragon-boat"), Some(520));
-        assert!(Arc::ptr_eq(snapshot.activity("spring").expect("served"), &spring));
+        assert!(Arc::ptr_eq(
+            snapshot.activity("spring").expect("served"),
+            &spring
+        ));
     }
 
     /// Proves that a second file declaring an already served activity id is rejected with an
@@ -415,11 +441,18 @@ mod tests {
         assert!(registry.reload().expect("reload"));
 
         let snapshot = registry.snapshot();
-        assert_eq!(max_cents(&snapshot, "spring"), Some(888), "the first loader keeps the id");
+        assert_eq!(
+            max_cents(&snapshot, "spring"),
+            Some(888),
+            "the first loader keeps the id"
+        );
         let second = state(&snapshot, dir.path(), "0-early.yaml");
         assert_eq!(second.activity_id, None);
         assert_eq!(second.errors.len(), 1);
-        assert_eq!((second.errors[0].line, second.errors[0].path.as_str()), (2, "activity.id"));
+        assert_eq!(
+            (second.errors[0].line, second.errors[0].path.as_str()),
+            (2, "activity.id")
+        );
         assert_eq!(
             second.errors[0].message,
             "activity id `spring` is already declared in `a.yaml`"
@@ -430,7 +463,11 @@ mod tests {
         assert!(registry.reload().expect("reload"));
         let snapshot = registry.snapshot();
         assert_eq!(max_cents(&snapshot, "spring"), Some(1));
-        assert!(state(&snapshot, dir.path(), "0-early.yaml").errors.is_empty());
+        assert!(
+            state(&snapshot, dir.path(), "0-early.yaml")
+                .errors
+                .is_empty()
+        );
     }
 
     /// Proves that a snapshot held across a reload keeps showing exactly what it showed
@@ -449,7 +486,10 @@ mod tests {
 
         assert_eq!(max_cents(&held, "spring"), Some(888));
         assert_eq!(held.files().count(), 1);
-        assert!(Arc::ptr_eq(held.scene("spring", "eve-rain").expect("scene"), &held_scene));
+        assert!(Arc::ptr_eq(
+            held.scene("spring", "eve-rain").expect("scene"),
+            &held_scene
+        ));
         let now = registry.snapshot();
         assert_eq!(max_cents(&now, "spring"), Some(666));
         assert_eq!(now.files().count(), 2);

@@ -15,10 +15,10 @@ use super::raw::{
     RawRateLimit, RawReconciliation, RawScene,
 };
 use super::{
-    Activity, AmountRule, Award, AwardType, BUDGET_CENTS_MAX, BillCopy, Compensation,
-    ConfigError, ID_CHARS_MAX, Inventory, MAX_GRANT_CENTS, NAME_CHARS_MAX, Parsed, Piece,
-    RETRY_MAX_MS_MAX, RateLimit, Reconciliation, SCENES_PER_ACTIVITY_MAX, Scene,
-    TEMPLATE_CHARS_MAX, USER_WINDOW_SECONDS_MAX, show, template_pieces,
+    Activity, AmountRule, Award, AwardType, BUDGET_CENTS_MAX, BillCopy, Compensation, ConfigError,
+    ID_CHARS_MAX, Inventory, MAX_GRANT_CENTS, NAME_CHARS_MAX, Parsed, Piece, RETRY_MAX_MS_MAX,
+    RateLimit, Reconciliation, SCENES_PER_ACTIVITY_MAX, Scene, TEMPLATE_CHARS_MAX,
+    USER_WINDOW_SECONDS_MAX, show, template_pieces,
 };
 
 /// The longest locale tag accepted as a `templates` key (BCP 47 tags in practice stay short).
@@ -155,10 +155,18 @@ impl Checker<'_> {
     ) -> Option<i64> {
         let v = value.value;
         if v < min {
-            self.report(line_of(value), path, format!("value `{v}` must be at least {min}"));
+            self.report(
+                line_of(value),
+                path,
+                format!("value `{v}` must be at least {min}"),
+            );
             None
         } else if v > max {
-            self.report(line_of(value), path, format!("value `{v}` must be at most {max}{why}"));
+            self.report(
+                line_of(value),
+                path,
+                format!("value `{v}` must be at most {max}{why}"),
+            );
             None
         } else {
             Some(v)
@@ -193,7 +201,10 @@ impl Checker<'_> {
             self.report(
                 line,
                 key(path, "id"),
-                format!("duplicate {what} id `{}` (first declared on line {first})", show(id)),
+                format!(
+                    "duplicate {what} id `{}` (first declared on line {first})",
+                    show(id)
+                ),
             );
         } else {
             seen.insert(id.to_owned(), line);
@@ -203,7 +214,11 @@ impl Checker<'_> {
     /// Validates the whole activity.
     fn activity(&mut self, raw: &RawFile, version: String) -> Parsed {
         let Some(activity) = raw.activity.as_ref() else {
-            self.report(1, "activity".to_owned(), "missing required key `activity`".to_owned());
+            self.report(
+                1,
+                "activity".to_owned(),
+                "missing required key `activity`".to_owned(),
+            );
             return Parsed {
                 activity: empty_activity(self.file, version),
                 id_line: 1,
@@ -214,8 +229,13 @@ impl Checker<'_> {
         let a = &activity.value;
         let id = self.id(&a.id, line, path);
         let name = self.name(&a.name, line, path);
-        let budget_cents =
-            self.required_range(&a.budget_cents, line, path, "budget_cents", (1, BUDGET_CENTS_MAX));
+        let budget_cents = self.required_range(
+            &a.budget_cents,
+            line,
+            path,
+            "budget_cents",
+            (1, BUDGET_CENTS_MAX),
+        );
         let info = ActivityInfo {
             id: &id,
             name: &name,
@@ -322,9 +342,17 @@ impl Checker<'_> {
                     );
                 }
                 let scene = self.scene(raw_scene, &scene_path, award_type, &id, info);
-                self.unique(&mut walk.scene_ids, &scene.id, &raw_scene.value.id, &scene_path, "scene");
+                self.unique(
+                    &mut walk.scene_ids,
+                    &scene.id,
+                    &raw_scene.value.id,
+                    &scene_path,
+                    "scene",
+                );
                 scene_ids.push(scene.id.clone());
-                walk.scenes.entry(scene.id.clone()).or_insert_with(|| Arc::new(scene));
+                walk.scenes
+                    .entry(scene.id.clone())
+                    .or_insert_with(|| Arc::new(scene));
             }
         }
         Award {
@@ -352,15 +380,22 @@ impl Checker<'_> {
             Some(amount) => self.amount(amount, &key(path, "amount")),
             None => AmountRule::Fixed { cents: 1 },
         };
-        let bill_copy = s.bill_copy.as_ref().map(|b| self.bill_copy(b, &key(path, "bill_copy")));
-        let rate_limit =
-            s.rate_limit.as_ref().map(|r| self.rate_limit(r, &key(path, "rate_limit")));
+        let bill_copy = s
+            .bill_copy
+            .as_ref()
+            .map(|b| self.bill_copy(b, &key(path, "bill_copy")));
+        let rate_limit = s
+            .rate_limit
+            .as_ref()
+            .map(|r| self.rate_limit(r, &key(path, "rate_limit")));
         let inventory = s
             .inventory
             .as_ref()
             .map(|i| self.inventory(i, &key(path, "inventory"), info.budget_cents));
-        let compensation =
-            s.compensation.as_ref().map(|c| self.compensation(c, &key(path, "compensation")));
+        let compensation = s
+            .compensation
+            .as_ref()
+            .map(|c| self.compensation(c, &key(path, "compensation")));
         let reconciliation = s
             .reconciliation
             .as_ref()
@@ -405,7 +440,11 @@ impl Checker<'_> {
                     format!("app id `{}` must be positive", app_id.value),
                 );
             } else if ids.contains(&app_id.value) {
-                self.report(line_of(app_id), item, format!("duplicate app id `{}`", app_id.value));
+                self.report(
+                    line_of(app_id),
+                    item,
+                    format!("duplicate app id `{}`", app_id.value),
+                );
             } else {
                 ids.push(app_id.value);
             }
@@ -528,7 +567,10 @@ impl Checker<'_> {
                 let template_path = format!("{path}.templates.{}", locale.value);
                 let locale_ok = !locale.value.is_empty()
                     && locale.value.len() <= LOCALE_CHARS_MAX
-                    && locale.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    && locale
+                        .value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
                 if !locale_ok {
                     self.report(
                         line_of(locale),
@@ -688,8 +730,13 @@ impl Checker<'_> {
             "retry_initial_ms",
             (1, RETRY_MAX_MS_MAX),
         );
-        let max =
-            self.required_range(&c.retry_max_ms, line, path, "retry_max_ms", (1, RETRY_MAX_MS_MAX));
+        let max = self.required_range(
+            &c.retry_max_ms,
+            line,
+            path,
+            "retry_max_ms",
+            (1, RETRY_MAX_MS_MAX),
+        );
         if let (Some(initial), Some(max), Some(raw_max)) = (initial, max, &c.retry_max_ms)
             && max < initial
         {
