@@ -106,7 +106,9 @@ impl App {
                         }
                     }
                     Ok(Ok(false)) => {}
-                    Ok(Err(error)) => tracing::warn!(%error, "scene directory unreadable; keeping the scenes being served"),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "scene directory unreadable; keeping the scenes being served")
+                    }
                     Err(error) => tracing::error!(%error, "scene reload panicked"),
                 }
             }

@@ -162,9 +162,14 @@ fn check_request(request: &GrantRequest) -> Result<(), GrantError> {
     if request.rain_id < 0 {
         return bad(format!("rain_id `{}` must not be negative", request.rain_id));
     }
-    for (name, value) in [("activity_id", &request.activity_id), ("scene_id", &request.scene_id), ("award_type", &request.award_type)] {
+    for (name, value) in
+        [("activity_id", &request.activity_id), ("scene_id", &request.scene_id), ("award_type", &request.award_type)]
+    {
         if !is_valid_id(value) {
-            return bad(format!("{name} `{}` must match [A-Za-z0-9-]{{1,64}}", value.chars().take(80).collect::<String>()));
+            return bad(format!(
+                "{name} `{}` must match [A-Za-z0-9-]{{1,64}}",
+                value.chars().take(80).collect::<String>()
+            ));
         }
     }
     if request.locale.as_ref().is_some_and(|locale| locale.len() > 35) {
@@ -189,8 +194,9 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
     check_request(&request)?;
     // The snapshot is held to the end: a reload mid-request does not change this grant's rules.
     let snapshot = app.registry.snapshot();
-    let activity =
-        snapshot.activity(&request.activity_id).ok_or_else(|| GrantError::UnknownActivity(request.activity_id.clone()))?;
+    let activity = snapshot
+        .activity(&request.activity_id)
+        .ok_or_else(|| GrantError::UnknownActivity(request.activity_id.clone()))?;
     let scene = snapshot
         .scene(&request.activity_id, &request.scene_id)
         .ok_or_else(|| GrantError::UnknownScene(request.scene_id.clone()))?;
@@ -210,7 +216,8 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
         return Ok(answer(existing, true));
     }
     let now_ms = app.clock.now_ms();
-    let amount_cents = RANDOM.with(|random| inventory::choose_amount(scene, request.amount_cents, &mut random.borrow_mut()))?;
+    let amount_cents =
+        RANDOM.with(|random| inventory::choose_amount(scene, request.amount_cents, &mut random.borrow_mut()))?;
     let permit = app.rate.acquire(scene, request.act_id, now_ms).map_err(GrantError::RateLimited)?;
     let bill_copy = bill_copy::render(scene, request.locale.as_deref(), amount_cents, request.rain_id, request.stage);
     let mut token = RedPacketToken {

@@ -54,7 +54,9 @@ impl From<LedgerError> for WalletError {
         match error {
             LedgerError::InsufficientBalance { balance_cents } => WalletError::InsufficientBalance { balance_cents },
             LedgerError::RequestConflict(id) => WalletError::RequestConflict(id),
-            LedgerError::AmountOutOfRange(amount) => WalletError::BadRequest(format!("amount_cents `{amount}` is out of range")),
+            LedgerError::AmountOutOfRange(amount) => {
+                WalletError::BadRequest(format!("amount_cents `{amount}` is out of range"))
+            }
             other => WalletError::Unavailable(other.to_string()),
         }
     }
@@ -192,7 +194,8 @@ pub fn flow(app: &App, act_id: i64, limit: Option<usize>, cursor: Option<&str>) 
     }
     let before = cursor.map(decode_cursor).transpose()?;
     let tokens = app.store.user_tokens(act_id, before.as_ref(), limit)?;
-    let unsettled: Vec<String> = tokens.iter().filter(|r| r.status() != TokenStatus::Credited).map(GrantRecord::flow_id).collect();
+    let unsettled: Vec<String> =
+        tokens.iter().filter(|r| r.status() != TokenStatus::Credited).map(GrantRecord::flow_id).collect();
     let credited = app.ledger.wallet(act_id, &unsettled)?.credited_flow_ids;
     let entries = app.ledger.user_entries(act_id, before.as_ref(), limit)?;
     let mut items: Vec<FlowItem> = entries.into_iter().map(entry_item).collect();
@@ -320,13 +323,19 @@ pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<Re
             continue;
         }
         if snapshot.activity(&token.activity_id).is_none() {
-            items.push(rejected(order_no, "unknown_activity", format!("activity `{}` is not served", token.activity_id)));
+            items.push(rejected(
+                order_no,
+                "unknown_activity",
+                format!("activity `{}` is not served", token.activity_id),
+            ));
             continue;
         }
         let record = GrantRecord {
             bill_copy: snapshot
                 .scene(&token.activity_id, &token.scene_id)
-                .map(|scene| crate::capability::bill_copy::render(scene, None, token.amount_cents, token.rain_id, token.stage))
+                .map(|scene| {
+                    crate::capability::bill_copy::render(scene, None, token.amount_cents, token.rain_id, token.stage)
+                })
                 .unwrap_or_default(),
             activity_id: token.activity_id,
             order_no: token.order_no,

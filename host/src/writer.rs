@@ -145,7 +145,12 @@ pub struct LedgerWriter {
 
 impl LedgerWriter {
     /// A writer over `store` and `ledger`.
-    pub fn new(store: EmbeddedStore, ledger: EmbeddedLedger, clock: Arc<dyn Clock>, config: WriterConfig) -> LedgerWriter {
+    pub fn new(
+        store: EmbeddedStore,
+        ledger: EmbeddedLedger,
+        clock: Arc<dyn Clock>,
+        config: WriterConfig,
+    ) -> LedgerWriter {
         LedgerWriter {
             store,
             ledger,
@@ -278,7 +283,8 @@ mod tests {
             now += rng.u64(0..30);
         }
         for (start, _) in &granted {
-            let in_window: u64 = granted.iter().filter(|(t, _)| *t >= *start && *t < start + WINDOW_MS).map(|(_, n)| n).sum();
+            let in_window: u64 =
+                granted.iter().filter(|(t, _)| *t >= *start && *t < start + WINDOW_MS).map(|(_, n)| n).sum();
             assert!(in_window <= cap, "{in_window} credits in the second from {start}");
         }
         let total: u64 = granted.iter().map(|(_, n)| n).sum();

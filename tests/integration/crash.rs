@@ -25,7 +25,9 @@ fn kill_9_mid_stream_loses_no_answered_grant() {
                         break;
                     }
                     let act_id = 100_000 + client * 1_000_000 + n;
-                    let outcome = std::panic::catch_unwind(|| request(&addr, "POST", "/v1/grants", Some(&grant_body(act_id, "rain", 1, 0))));
+                    let outcome = std::panic::catch_unwind(|| {
+                        request(&addr, "POST", "/v1/grants", Some(&grant_body(act_id, "rain", 1, 0)))
+                    });
                     match outcome {
                         Ok((200, body)) => answered.push((act_id, body["amount_cents"].as_i64().unwrap())),
                         _ => break, // the server died under this request: its outcome is unknown

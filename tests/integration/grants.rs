@@ -29,10 +29,7 @@ fn grant_verifies_then_pending_then_credited_with_a_steady_balance() {
         let wallet = server.wallet(act_id);
         assert_eq!(wallet["balance_cents"], 264, "balance moved while crediting: {wallet}");
         assert_eq!(wallet["total_income_cents"], 264, "{wallet}");
-        assert_eq!(
-            wallet["credited_cents"].as_i64().unwrap() + wallet["pending_cents"].as_i64().unwrap(),
-            264
-        );
+        assert_eq!(wallet["credited_cents"].as_i64().unwrap() + wallet["pending_cents"].as_i64().unwrap(), 264);
         saw_pending |= wallet["pending_cents"].as_i64().unwrap() > 0;
         (wallet["pending_cents"] == 0).then_some(wallet)
     });
@@ -76,15 +73,47 @@ fn replayed_grant_returns_the_same_token_and_is_paid_once() {
 fn refusals_have_stable_codes_and_consume_nothing() {
     let server = Server::start(&[]);
     let cases = [
-        (json!({"app_id": 1128, "act_id": 1, "activity_id": "nope", "scene_id": "rain", "rain_id": 1, "award_type": "cash", "stage": 0}), 404, "unknown_activity"),
+        (
+            json!({"app_id": 1128, "act_id": 1, "activity_id": "nope", "scene_id": "rain", "rain_id": 1, "award_type": "cash", "stage": 0}),
+            404,
+            "unknown_activity",
+        ),
         (grant_body(1, "nope", 1, 0), 404, "unknown_scene"),
-        (json!({"app_id": 9, "act_id": 1, "activity_id": "test-campaign", "scene_id": "rain", "rain_id": 1, "award_type": "cash", "stage": 0}), 403, "app_not_allowed"),
-        (json!({"app_id": 1128, "act_id": 1, "activity_id": "test-campaign", "scene_id": "rain", "rain_id": 1, "award_type": "cards", "stage": 0}), 400, "award_type_mismatch"),
-        (json!({"app_id": 1128, "act_id": -1, "activity_id": "test-campaign", "scene_id": "rain", "rain_id": 1, "award_type": "cash", "stage": 0}), 400, "bad_request"),
-        (json!({"app_id": 1128, "act_id": 1, "activity_id": "test_campaign", "scene_id": "rain", "rain_id": 1, "award_type": "cash", "stage": 0}), 400, "bad_request"),
-        (json!({"app_id": 1128, "act_id": 1, "activity_id": "test-campaign", "scene_id": "rain", "rain_id": 1, "award_type": "cash", "stage": 0, "amount_cents": 5}), 400, "amount_not_allowed"),
-        (json!({"app_id": 1128, "act_id": 1, "activity_id": "test-campaign", "scene_id": "partner", "rain_id": 1, "award_type": "cash", "stage": 0, "amount_cents": 5001}), 400, "amount_out_of_range"),
-        (json!({"app_id": 1128, "act_id": 1, "activity_id": "test-campaign", "scene_id": "partner", "rain_id": 1, "award_type": "cash", "stage": 0}), 400, "amount_required"),
+        (
+            json!({"app_id": 9, "act_id": 1, "activity_id": "test-campaign", "scene_id": "rain", "rain_id": 1, "award_type": "cash", "stage": 0}),
+            403,
+            "app_not_allowed",
+        ),
+        (
+            json!({"app_id": 1128, "act_id": 1, "activity_id": "test-campaign", "scene_id": "rain", "rain_id": 1, "award_type": "cards", "stage": 0}),
+            400,
+            "award_type_mismatch",
+        ),
+        (
+            json!({"app_id": 1128, "act_id": -1, "activity_id": "test-campaign", "scene_id": "rain", "rain_id": 1, "award_type": "cash", "stage": 0}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"app_id": 1128, "act_id": 1, "activity_id": "test_campaign", "scene_id": "rain", "rain_id": 1, "award_type": "cash", "stage": 0}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"app_id": 1128, "act_id": 1, "activity_id": "test-campaign", "scene_id": "rain", "rain_id": 1, "award_type": "cash", "stage": 0, "amount_cents": 5}),
+            400,
+            "amount_not_allowed",
+        ),
+        (
+            json!({"app_id": 1128, "act_id": 1, "activity_id": "test-campaign", "scene_id": "partner", "rain_id": 1, "award_type": "cash", "stage": 0, "amount_cents": 5001}),
+            400,
+            "amount_out_of_range",
+        ),
+        (
+            json!({"app_id": 1128, "act_id": 1, "activity_id": "test-campaign", "scene_id": "partner", "rain_id": 1, "award_type": "cash", "stage": 0}),
+            400,
+            "amount_required",
+        ),
         (json!({"app_id": 1128, "act_id": 1, "extra": true}), 400, "bad_request"),
     ];
     for (body, status, code) in cases {

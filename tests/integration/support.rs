@@ -151,7 +151,8 @@ pub fn request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u
     let text = String::from_utf8(response).expect("utf-8 response");
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
     let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status code");
-    let json = if body.is_empty() { Value::Null } else { serde_json::from_str(body).unwrap_or(Value::String(body.into())) };
+    let json =
+        if body.is_empty() { Value::Null } else { serde_json::from_str(body).unwrap_or(Value::String(body.into())) };
     (status, json)
 }
 

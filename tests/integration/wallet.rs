@@ -107,12 +107,14 @@ fn restore_after_losing_the_token_store_pays_exactly_once() {
     let tokens = json!({ "tokens": [credited["token"], pending["token"], forged_text] });
     let (status, restored) = server.post(&format!("/v1/wallets/{act_id}/tokens:restore"), &tokens);
     assert_eq!(status, 200, "{restored}");
-    let results: Vec<_> = restored["results"].as_array().unwrap().iter().map(|r| r["result"].as_str().unwrap().to_owned()).collect();
+    let results: Vec<_> =
+        restored["results"].as_array().unwrap().iter().map(|r| r["result"].as_str().unwrap().to_owned()).collect();
     assert_eq!(results, ["already_credited", "restored", "rejected"], "{restored}");
     assert_eq!(restored["results"][2]["code"], "invalid_token");
 
     let (_, again) = server.post(&format!("/v1/wallets/{act_id}/tokens:restore"), &tokens);
-    let results: Vec<_> = again["results"].as_array().unwrap().iter().map(|r| r["result"].as_str().unwrap().to_owned()).collect();
+    let results: Vec<_> =
+        again["results"].as_array().unwrap().iter().map(|r| r["result"].as_str().unwrap().to_owned()).collect();
     assert_eq!(results[0], "already_credited");
     assert!(results[1] == "already_present" || results[1] == "already_credited", "{again}");
 
@@ -120,7 +122,11 @@ fn restore_after_losing_the_token_store_pays_exactly_once() {
     assert_eq!(other["results"][0]["code"], "wrong_user");
 
     let wallet = server.wait_credited(act_id);
-    assert_eq!((wallet["credited_cents"].as_i64(), wallet["balance_cents"].as_i64()), (Some(176), Some(176)), "{wallet}");
+    assert_eq!(
+        (wallet["credited_cents"].as_i64(), wallet["balance_cents"].as_i64()),
+        (Some(176), Some(176)),
+        "{wallet}"
+    );
     let (_, flow) = server.get(&format!("/v1/wallets/{act_id}/flow"));
     assert_eq!(flow["items"].as_array().unwrap().len(), 2, "{flow}");
 }

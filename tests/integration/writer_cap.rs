@@ -54,7 +54,8 @@ fn writer_never_exceeds_its_cap() {
             assert!(steps < 100_000, "the writer stopped making progress");
         }
         for &(start, _) in &credits {
-            let in_window: u64 = credits.iter().filter(|(t, _)| *t >= start && *t < start + 1_000).map(|(_, n)| n).sum();
+            let in_window: u64 =
+                credits.iter().filter(|(t, _)| *t >= start && *t < start + 1_000).map(|(_, n)| n).sum();
             assert!(in_window <= cap, "{in_window} credits in the second from {start}");
         }
         let elapsed_s = (credits.last().unwrap().0 - credits[0].0) as f64 / 1000.0;

@@ -51,7 +51,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: tokio::sy
                 let app = app.clone();
                 async move { Ok::<_, std::convert::Infallible>(routes::handle(&app, request).await) }
             });
-            if let Err(error) = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await {
+            if let Err(error) =
+                http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await
+            {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
             drop(permit);

@@ -41,7 +41,13 @@ async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T,
     let body = Limited::new(request.into_body(), REQUEST_BODY_BYTES_MAX)
         .collect()
         .await
-        .map_err(|_| ApiError::new(413, "body_too_large", format!("request body over {REQUEST_BODY_BYTES_MAX} bytes or unreadable")))?
+        .map_err(|_| {
+            ApiError::new(
+                413,
+                "body_too_large",
+                format!("request body over {REQUEST_BODY_BYTES_MAX} bytes or unreadable"),
+            )
+        })?
         .to_bytes();
     serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
 }
@@ -49,7 +55,10 @@ async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T,
 fn parse_act_id(text: &str) -> Result<i64, ApiError> {
     match text.parse::<i64>() {
         Ok(act_id) if act_id > 0 => Ok(act_id),
-        _ => Err(ApiError::bad_request(format!("act_id `{}` must be a positive integer", text.chars().take(32).collect::<String>()))),
+        _ => Err(ApiError::bad_request(format!(
+            "act_id `{}` must be a positive integer",
+            text.chars().take(32).collect::<String>()
+        ))),
     }
 }
 
@@ -86,7 +95,9 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
         (&Method::GET, ["v1", "wallets", act_id, "flow"]) => {
             let act_id = parse_act_id(act_id)?;
             let limit = query_param(query.as_deref(), "limit")
-                .map(|text| text.parse::<usize>().map_err(|_| ApiError::bad_request(format!("limit `{text}` is not a number"))))
+                .map(|text| {
+                    text.parse::<usize>().map_err(|_| ApiError::bad_request(format!("limit `{text}` is not a number")))
+                })
                 .transpose()?;
             let cursor = query_param(query.as_deref(), "cursor").filter(|cursor| !cursor.is_empty());
             ok(&wallet::flow(app, act_id, limit, cursor)?)
@@ -102,9 +113,13 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
             ok(&json!({ "results": wallet::restore(app, act_id, body).await? }))
         }
         (&Method::GET, ["v1", "activities", activity_id, "reconciliation"]) => reconcile(app, activity_id),
-        (_, ["healthz"] | ["v1", "scenes" | "keys" | "tokens:verify" | "grants"] | ["v1", "wallets", _, ..] | ["v1", "activities", _, _]) => {
-            Err(ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on `{path}`")))
-        }
+        (
+            _,
+            ["healthz"]
+            | ["v1", "scenes" | "keys" | "tokens:verify" | "grants"]
+            | ["v1", "wallets", _, ..]
+            | ["v1", "activities", _, _],
+        ) => Err(ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on `{path}`"))),
         _ => Err(ApiError::new(404, "not_found", format!("no route for `{path}`"))),
     }
 }

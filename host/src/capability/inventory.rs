@@ -26,7 +26,11 @@ pub enum AmountError {
 }
 
 /// The amount of a new grant: fixed, uniformly random in the range, or the caller's within it.
-pub fn choose_amount(scene: &Scene, requested_cents: Option<i64>, random: &mut fastrand::Rng) -> Result<i64, AmountError> {
+pub fn choose_amount(
+    scene: &Scene,
+    requested_cents: Option<i64>,
+    random: &mut fastrand::Rng,
+) -> Result<i64, AmountError> {
     match (&scene.amount, requested_cents) {
         (AmountRule::Caller { min_cents, max_cents }, Some(amount)) => {
             if amount < *min_cents || amount > *max_cents {

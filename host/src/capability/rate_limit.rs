@@ -88,8 +88,8 @@ impl RateLimiter {
             let mut bucket = state.bucket.lock();
             let capacity = u64::from(limit.scene_burst) * 1000;
             let elapsed_ms = now_ms.saturating_sub(bucket.last_ms);
-            bucket.tokens_milli =
-                capacity.min(bucket.tokens_milli.saturating_add(elapsed_ms.saturating_mul(u64::from(limit.scene_per_second))));
+            bucket.tokens_milli = capacity
+                .min(bucket.tokens_milli.saturating_add(elapsed_ms.saturating_mul(u64::from(limit.scene_per_second))));
             bucket.last_ms = bucket.last_ms.max(now_ms);
             if bucket.tokens_milli < 1000 {
                 return Err(RateRejection::Scene);

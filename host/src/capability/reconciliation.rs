@@ -54,7 +54,10 @@ pub fn reconcile(
     let mut books: BTreeMap<&str, SceneBooks> = BTreeMap::new();
     for (scene_id, scene) in &activity.scenes {
         if scene.reconciliation.is_some() {
-            books.insert(scene_id, SceneBooks { scene_id: scene_id.to_string(), stock_used: stock(scene_id), ..SceneBooks::default() });
+            books.insert(
+                scene_id,
+                SceneBooks { scene_id: scene_id.to_string(), stock_used: stock(scene_id), ..SceneBooks::default() },
+            );
         }
     }
     let mut credited_ids = std::collections::HashSet::new();

@@ -76,14 +76,8 @@ pub const USER_WINDOW_SECONDS_MAX: i64 = 86_400;
 pub const RETRY_MAX_MS_MAX: i64 = 3_600_000;
 
 /// Placeholders a bill copy template may use, each replaced by [`BillCopy::render`].
-pub const BILL_PLACEHOLDERS: [&str; 6] = [
-    "amount_yuan",
-    "amount_cents",
-    "rain_id",
-    "stage",
-    "scene_name",
-    "activity_name",
-];
+pub const BILL_PLACEHOLDERS: [&str; 6] =
+    ["amount_yuan", "amount_cents", "rain_id", "stage", "scene_name", "activity_name"];
 
 /// One campaign activity: the validated content of one scene file.
 ///
@@ -230,10 +224,7 @@ impl BillCopy {
                     out.push_str(text);
                 }
                 Piece::Var(placeholder) => {
-                    let name = placeholder
-                        .strip_prefix('{')
-                        .and_then(|p| p.strip_suffix('}'))
-                        .unwrap_or(placeholder);
+                    let name = placeholder.strip_prefix('{').and_then(|p| p.strip_suffix('}')).unwrap_or(placeholder);
                     // Writing to a String cannot fail.
                     let _ = match name {
                         "amount_yuan" => write!(out, "{}", yuan(vars.amount_cents)),
@@ -255,18 +246,11 @@ impl BillCopy {
             return Some(found);
         }
         let ci = |want: &str| {
-            self.templates
-                .iter()
-                .find(|(locale, _)| locale.eq_ignore_ascii_case(want))
-                .map(|(_, template)| template)
+            self.templates.iter().find(|(locale, _)| locale.eq_ignore_ascii_case(want)).map(|(_, template)| template)
         };
         ci(wanted).or_else(|| {
             let primary = wanted.split(['-', '_']).next()?;
-            if primary.len() < wanted.len() {
-                ci(primary)
-            } else {
-                None
-            }
+            if primary.len() < wanted.len() { ci(primary) } else { None }
         })
     }
 }
@@ -351,12 +335,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// Builds an error about the file as a whole.
     fn file_level(file: &Path, message: String) -> Self {
-        ConfigError {
-            file: file.to_path_buf(),
-            line: 1,
-            path: raw::FILE_PATH.to_owned(),
-            message,
-        }
+        ConfigError { file: file.to_path_buf(), line: 1, path: raw::FILE_PATH.to_owned(), message }
     }
 }
 
@@ -436,10 +415,7 @@ fn parse_bytes(file: &Path, bytes: &[u8]) -> Result<Parsed, Vec<ConfigError>> {
                 line,
                 ..ConfigError::file_level(
                     file,
-                    format!(
-                        "file is not valid utf-8 at byte offset `{}`",
-                        err.valid_up_to()
-                    ),
+                    format!("file is not valid utf-8 at byte offset `{}`", err.valid_up_to()),
                 )
             }])
         }
@@ -448,18 +424,10 @@ fn parse_bytes(file: &Path, bytes: &[u8]) -> Result<Parsed, Vec<ConfigError>> {
 
 /// Reads a scene file, refusing files over [`SCENE_FILE_BYTES_MAX`] without reading them whole.
 fn read_scene_file(file: &Path) -> Result<Vec<u8>, Vec<ConfigError>> {
-    let read_error = |err: std::io::Error| {
-        vec![ConfigError::file_level(
-            file,
-            format!("cannot read file (`{err}`)"),
-        )]
-    };
+    let read_error = |err: std::io::Error| vec![ConfigError::file_level(file, format!("cannot read file (`{err}`)"))];
     let handle = std::fs::File::open(file).map_err(read_error)?;
     let mut bytes = Vec::new();
-    handle
-        .take(SCENE_FILE_BYTES_MAX + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
+    handle.take(SCENE_FILE_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(read_error)?;
     if bytes.len() as u64 > SCENE_FILE_BYTES_MAX {
         let size = std::fs::metadata(file).map_or(bytes.len() as u64, |m| m.len());
         return Err(vec![too_large(file, size)]);
@@ -500,10 +468,7 @@ fn hex16(digest: &[u8]) -> String {
 
 /// The error for a file over [`SCENE_FILE_BYTES_MAX`].
 fn too_large(file: &Path, size: u64) -> ConfigError {
-    ConfigError::file_level(
-        file,
-        format!("file size `{size}` bytes exceeds the limit of {SCENE_FILE_BYTES_MAX} bytes"),
-    )
+    ConfigError::file_level(file, format!("file size `{size}` bytes exceeds the limit of {SCENE_FILE_BYTES_MAX} bytes"))
 }
 
 /// The error for a file beyond [`SCENE_FILES_PER_DIR_MAX`].
@@ -542,11 +507,7 @@ fn yuan(cents: i64) -> String {
 /// Shortens a value quoted in an error message, so that a huge value cannot flood the log.
 fn show(value: &str) -> String {
     const SHOWN_CHARS_MAX: usize = 64;
-    let mut shown: String = value
-        .chars()
-        .take(SHOWN_CHARS_MAX)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let mut shown: String = value.chars().take(SHOWN_CHARS_MAX).map(|c| if c.is_control() { ' ' } else { c }).collect();
     if value.chars().nth(SHOWN_CHARS_MAX).is_some() {
         shown.push('…');
     }
@@ -713,57 +674,22 @@ mod tests {
         assert_eq!(eve.app_ids, [1128, 2329]);
         assert!(eve.allows_app(2329));
         assert!(!eve.allows_app(8663));
-        assert_eq!(
-            eve.amount,
-            AmountRule::Random {
-                min_cents: 1,
-                max_cents: 888
-            }
-        );
+        assert_eq!(eve.amount, AmountRule::Random { min_cents: 1, max_cents: 888 });
         let bill = eve.bill_copy.as_ref().expect("bill copy");
         assert_eq!(bill.default_locale, "zh-CN");
         assert_eq!(bill.templates.len(), 2);
-        assert_eq!(
-            bill.templates["en"],
-            "New Year's Eve rain #{rain_id}: ¥{amount_yuan}"
-        );
+        assert_eq!(bill.templates["en"], "New Year's Eve rain #{rain_id}: ¥{amount_yuan}");
         assert_eq!(
             eve.rate_limit,
-            Some(RateLimit {
-                scene_per_second: 200_000,
-                scene_burst: 400_000,
-                user_max: 1,
-                user_window_seconds: 10
-            })
+            Some(RateLimit { scene_per_second: 200_000, scene_burst: 400_000, user_max: 1, user_window_seconds: 10 })
         );
-        assert_eq!(
-            eve.inventory,
-            Some(Inventory {
-                count_max: Some(10_000_000),
-                budget_cents: Some(1_000_000_000)
-            })
-        );
-        assert_eq!(
-            eve.compensation,
-            Some(Compensation {
-                retry_initial_ms: 100,
-                retry_max_ms: 10_000
-            })
-        );
-        assert_eq!(
-            eve.reconciliation,
-            Some(Reconciliation { tolerance_cents: 0 })
-        );
+        assert_eq!(eve.inventory, Some(Inventory { count_max: Some(10_000_000), budget_cents: Some(1_000_000_000) }));
+        assert_eq!(eve.compensation, Some(Compensation { retry_initial_ms: 100, retry_max_ms: 10_000 }));
+        assert_eq!(eve.reconciliation, Some(Reconciliation { tolerance_cents: 0 }));
         assert_eq!(eve.version, activity.version);
 
         let partner = &activity.scenes["partner-bonus"];
-        assert_eq!(
-            partner.amount,
-            AmountRule::Caller {
-                min_cents: 1,
-                max_cents: 5000
-            }
-        );
+        assert_eq!(partner.amount, AmountRule::Caller { min_cents: 1, max_cents: 5000 });
         assert_eq!(partner.bill_copy, None);
         assert_eq!(partner.rate_limit, None);
         assert_eq!(partner.inventory, None);
@@ -830,34 +756,14 @@ mod tests {
         let actual: Vec<(u64, String)> = errors.iter().map(|e| (e.line, e.path.clone())).collect();
         assert_eq!(actual, expected, "{errors:#?}");
         assert!(errors.iter().all(|e| e.file == Path::new("scene.yaml")));
-        assert!(
-            errors[0].message.contains("`spring_2027`"),
-            "{}",
-            errors[0].message
-        );
-        assert!(
-            errors[3].message.contains("`20000001`"),
-            "{}",
-            errors[3].message
-        );
-        assert!(
-            errors[5].message.contains("`{bonus}`"),
-            "{}",
-            errors[5].message
-        );
+        assert!(errors[0].message.contains("`spring_2027`"), "{}", errors[0].message);
+        assert!(errors[3].message.contains("`20000001`"), "{}", errors[3].message);
+        assert!(errors[5].message.contains("`{bonus}`"), "{}", errors[5].message);
         assert!(errors[8].message.contains("duplicate scene id `eve-rain`"));
         for error in &errors {
             let first = error.message.chars().next().unwrap_or('?');
-            assert!(
-                !first.is_uppercase(),
-                "message not lowercase: {}",
-                error.message
-            );
-            assert!(
-                error.message.contains('`'),
-                "value not quoted: {}",
-                error.message
-            );
+            assert!(!first.is_uppercase(), "message not lowercase: {}", error.message);
+            assert!(error.message.contains('`'), "value not quoted: {}", error.message);
         }
     }
 
@@ -865,38 +771,20 @@ mod tests {
     /// key's line and path.
     #[test]
     fn unknown_key_is_one_error_with_its_line() {
-        let text = VALID.replace(
-            "              app_ids: [8663]\n",
-            "              app_ids: [8663]\n              colour: red\n",
-        );
+        let text = VALID
+            .replace("              app_ids: [8663]\n", "              app_ids: [8663]\n              colour: red\n");
         let errors = parse_activity(Path::new("scene.yaml"), &text).expect_err("invalid");
-        assert_eq!(
-            lines_and_paths(&errors),
-            [(43, "activity.award_types[0].awards[1].scenes[0].colour")]
-        );
-        assert!(
-            errors[0].message.starts_with("unknown field `colour`"),
-            "{}",
-            errors[0]
-        );
+        assert_eq!(lines_and_paths(&errors), [(43, "activity.award_types[0].awards[1].scenes[0].colour")]);
+        assert!(errors[0].message.starts_with("unknown field `colour`"), "{}", errors[0]);
     }
 
     /// Proves that a value of the wrong type stops the parse with exactly one error that
     /// carries the value's line, path and text.
     #[test]
     fn wrong_type_is_one_error_with_its_line() {
-        let text = VALID.replace(
-            "                cents: 66\n",
-            "                cents: lots\n",
-        );
+        let text = VALID.replace("                cents: 66\n", "                cents: lots\n");
         let errors = parse_activity(Path::new("scene.yaml"), &text).expect_err("invalid");
-        assert_eq!(
-            lines_and_paths(&errors),
-            [(
-                58,
-                "activity.award_types[1].awards[0].scenes[0].amount.cents"
-            )]
-        );
+        assert_eq!(lines_and_paths(&errors), [(58, "activity.award_types[1].awards[0].scenes[0].amount.cents")]);
         assert!(errors[0].message.contains("`lots`"), "{}", errors[0]);
     }
 
@@ -909,10 +797,7 @@ mod tests {
             path: "activity.id".to_owned(),
             message: "id `a_b` is bad".to_owned(),
         };
-        assert_eq!(
-            error.to_string(),
-            "scenes/a.yaml:7: activity.id: id `a_b` is bad"
-        );
+        assert_eq!(error.to_string(), "scenes/a.yaml:7: activity.id: id `a_b` is bad");
     }
 
     /// Proves that rendering formats yuan with two decimals, fills every placeholder and
@@ -925,34 +810,19 @@ mod tests {
                 ("zh-CN".to_owned(), "第{rain_id}场 获得{amount_yuan}元".to_owned()),
                 (
                     "en".to_owned(),
-                    "{activity_name}/{scene_name} #{rain_id}.{stage}: ¥{amount_yuan} ({amount_cents})"
-                        .to_owned(),
+                    "{activity_name}/{scene_name} #{rain_id}.{stage}: ¥{amount_yuan} ({amount_cents})".to_owned(),
                 ),
             ]),
         };
-        let vars = |amount_cents| BillVars {
-            amount_cents,
-            rain_id: 3,
-            stage: 2,
-            scene_name: "eve",
-            activity_name: "spring",
-        };
+        let vars =
+            |amount_cents| BillVars { amount_cents, rain_id: 3, stage: 2, scene_name: "eve", activity_name: "spring" };
         assert_eq!(bill.render(Some("zh-CN"), &vars(888)), "第3场 获得8.88元");
         assert_eq!(bill.render(Some("zh-CN"), &vars(5)), "第3场 获得0.05元");
         assert_eq!(bill.render(Some("zh-CN"), &vars(100)), "第3场 获得1.00元");
-        assert_eq!(
-            bill.render(Some("en"), &vars(888)),
-            "spring/eve #3.2: ¥8.88 (888)"
-        );
-        assert_eq!(
-            bill.render(Some("en-US"), &vars(5)),
-            "spring/eve #3.2: ¥0.05 (5)"
-        );
+        assert_eq!(bill.render(Some("en"), &vars(888)), "spring/eve #3.2: ¥8.88 (888)");
+        assert_eq!(bill.render(Some("en-US"), &vars(5)), "spring/eve #3.2: ¥0.05 (5)");
         assert_eq!(bill.render(Some("fr"), &vars(888)), "第3场 获得8.88元");
-        assert_eq!(
-            bill.render(None, &vars(20_000_000)),
-            "第3场 获得200000.00元"
-        );
+        assert_eq!(bill.render(None, &vars(20_000_000)), "第3场 获得200000.00元");
         assert_eq!(yuan(-150), "-1.50");
         assert_eq!(yuan(i64::MIN), "-92233720368547758.08");
 
@@ -975,11 +845,7 @@ mod tests {
             .filter(|path| path.is_dir())
             .collect();
         cases.sort();
-        assert!(
-            cases.len() >= 6,
-            "only {} cases in {CASES_DIR}",
-            cases.len()
-        );
+        assert!(cases.len() >= 6, "only {} cases in {CASES_DIR}", cases.len());
 
         let mut failures = Vec::new();
         for case in &cases {
@@ -1014,10 +880,7 @@ mod tests {
             })
             .collect();
         for expected in ["lantern-festival-2027", "spring-festival-2027"] {
-            assert!(
-                ids.iter().any(|id| id == expected),
-                "{expected} missing from {ids:?}"
-            );
+            assert!(ids.iter().any(|id| id == expected), "{expected} missing from {ids:?}");
         }
     }
 
@@ -1037,23 +900,14 @@ mod tests {
 
         let results = validate_dir(dir.path()).expect("readable");
         assert_eq!(results.len(), 4);
-        assert_eq!(
-            results[0].as_ref().map(|a| a.id.as_str()),
-            Ok("spring-festival-2027")
-        );
+        assert_eq!(results[0].as_ref().map(|a| a.id.as_str()), Ok("spring-festival-2027"));
         let duplicate = results[1].as_ref().expect_err("duplicate");
         assert_eq!(duplicate.len(), 1);
         assert_eq!(duplicate[0].file, dir.path().join("b.yaml"));
         assert_eq!(duplicate[0].line, 2);
         assert_eq!(duplicate[0].path, "activity.id");
-        assert_eq!(
-            duplicate[0].message,
-            "activity id `spring-festival-2027` is already declared in `a.yml`"
-        );
-        assert_eq!(
-            results[2].as_ref().map(|a| a.id.as_str()).map_err(Vec::len),
-            Err(1)
-        );
+        assert_eq!(duplicate[0].message, "activity id `spring-festival-2027` is already declared in `a.yml`");
+        assert_eq!(results[2].as_ref().map(|a| a.id.as_str()).map_err(Vec::len), Err(1));
         assert_eq!(results[3].as_ref().map(|a| a.id.as_str()), Ok("other-2027"));
         assert!(validate_dir(&dir.path().join("missing")).is_err());
     }
@@ -1076,15 +930,8 @@ mod tests {
             .map(|e| format!("{}:{}:{}", e.line, e.path, e.message))
             .collect();
         assert_eq!(messages.len(), 2, "{messages:?}");
-        assert!(
-            messages[0].starts_with("1:(file):file size `"),
-            "{}",
-            messages[0]
-        );
-        assert_eq!(
-            messages[1],
-            "2:(file):file is not valid utf-8 at byte offset `16`"
-        );
+        assert!(messages[0].starts_with("1:(file):file size `"), "{}", messages[0]);
+        assert_eq!(messages[1], "2:(file):file is not valid utf-8 at byte offset `16`");
         let errors = parse_activity(Path::new("big.yaml"), &big).expect_err("too big");
         assert_eq!(errors.len(), 1);
     }
@@ -1098,14 +945,9 @@ mod tests {
             inputs.push(VALID[..index].to_owned());
         }
         for (index, _) in VALID.char_indices().step_by(19) {
-            for replacement in [
-                "{", "}", "[", "]", ":", "\"", "'", "-", "\n", "&a", "*a", "!!x",
-            ] {
+            for replacement in ["{", "}", "[", "]", ":", "\"", "'", "-", "\n", "&a", "*a", "!!x"] {
                 let mut text = VALID.to_owned();
-                let end = VALID[index..]
-                    .chars()
-                    .next()
-                    .map_or(index, |c| index + c.len_utf8());
+                let end = VALID[index..].chars().next().map_or(index, |c| index + c.len_utf8());
                 text.replace_range(index..end, replacement);
                 inputs.push(text);
             }

@@ -190,22 +190,12 @@ fn serde_error(file: &Path, text: &str, err: &serde_saphyr::Error) -> ConfigErro
         Some(node) if !node.path.is_empty() => node.path,
         _ => FILE_PATH.to_owned(),
     };
-    ConfigError {
-        file: file.to_path_buf(),
-        line,
-        path,
-        message: lowercase_first(&message),
-    }
+    ConfigError { file: file.to_path_buf(), line, path, message: lowercase_first(&message) }
 }
 
 /// Removes control characters (line breaks in particular) so that one error stays one line.
 fn sanitize(message: &str) -> String {
-    message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_owned()
+    message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_owned()
 }
 
 /// Lowercases the first character, which is the convention for every config error message,
@@ -230,10 +220,7 @@ struct Node {
 /// One open collection while walking the parser's events.
 enum Frame {
     /// A mapping: `pending` is the key whose value comes next, or `None` when a key comes next.
-    Map {
-        path: String,
-        pending: Option<String>,
-    },
+    Map { path: String, pending: Option<String> },
     /// A sequence: `next` is the index of the next item.
     Seq { path: String, next: usize },
 }
@@ -255,9 +242,7 @@ fn node_at(text: &str, line: u64, column: u64) -> Option<Node> {
         let Ok((event, span)) = event else { break };
         let pos = (
             u64::try_from(span.start.line()).unwrap_or(u64::MAX),
-            u64::try_from(span.start.col())
-                .unwrap_or(u64::MAX)
-                .saturating_add(1),
+            u64::try_from(span.start.col()).unwrap_or(u64::MAX).saturating_add(1),
         );
         let (scalar, opens) = match event {
             Event::Scalar(value, ..) => (Some(value.into_owned()), None),
@@ -292,17 +277,10 @@ fn node_at(text: &str, line: u64, column: u64) -> Option<Node> {
         };
 
         if pos <= target && best.as_ref().is_none_or(|b| pos > b.position) {
-            best = Some(Node {
-                position: pos,
-                path: path.clone(),
-                scalar,
-            });
+            best = Some(Node { position: pos, path: path.clone(), scalar });
         }
         match opens {
-            Some(true) => stack.push(Frame::Map {
-                path,
-                pending: None,
-            }),
+            Some(true) => stack.push(Frame::Map { path, pending: None }),
             Some(false) => stack.push(Frame::Seq { path, next: 0 }),
             None => {}
         }
@@ -312,9 +290,5 @@ fn node_at(text: &str, line: u64, column: u64) -> Option<Node> {
 
 /// Joins a parent key path and a mapping key with `.`.
 fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{parent}.{key}")
-    }
+    if parent.is_empty() { key.to_owned() } else { format!("{parent}.{key}") }
 }

@@ -14,8 +14,8 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Activity, ConfigError, Parsed, SCENE_FILES_PER_DIR_MAX, Scene, duplicate_activity,
-    list_scene_files, parse_bytes, read_scene_file, too_many_files,
+    Activity, ConfigError, Parsed, SCENE_FILES_PER_DIR_MAX, Scene, duplicate_activity, list_scene_files, parse_bytes,
+    read_scene_file, too_many_files,
 };
 
 /// An immutable view of what is being served: the live activities and the state of every
@@ -46,9 +46,7 @@ impl Snapshot {
 
     /// Every scene file with its state, sorted by path, for operator tools and health checks.
     pub fn files(&self) -> impl Iterator<Item = (&Path, &FileState)> {
-        self.files
-            .iter()
-            .map(|(path, state)| (path.as_path(), state))
+        self.files.iter().map(|(path, state)| (path.as_path(), state))
     }
 
     /// Tells whether two snapshots serve the same activities and report the same file states.
@@ -86,9 +84,7 @@ pub struct SceneRegistry {
 
 impl std::fmt::Debug for SceneRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SceneRegistry")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+        f.debug_struct("SceneRegistry").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
@@ -227,10 +223,7 @@ impl SceneRegistry {
                 .filter_map(|entry| entry.serving.clone())
                 .map(|activity| (activity.id.clone(), activity))
                 .collect(),
-            files: tracked
-                .iter()
-                .map(|(path, entry)| (path.clone(), entry.state()))
-                .collect(),
+            files: tracked.iter().map(|(path, entry)| (path.clone(), entry.state())).collect(),
         };
         if self.current.load().same_as(&next) {
             return Ok(false);
@@ -330,11 +323,7 @@ mod tests {
     /// The state of one file in a snapshot.
     fn state<'s>(snapshot: &'s Snapshot, dir: &Path, name: &str) -> &'s FileState {
         let path = dir.join(name);
-        snapshot
-            .files()
-            .find(|(p, _)| *p == path.as_path())
-            .map(|(_, s)| s)
-            .expect("file state")
+        snapshot.files().find(|(p, _)| *p == path.as_path()).map(|(_, s)| s).expect("file state")
     }
 
     /// Proves that an invalid edit keeps the last good version serving while recording the
@@ -357,14 +346,8 @@ mod tests {
         assert_eq!(file.version.as_ref(), Some(&good_version));
         assert_eq!(file.errors.len(), 1);
         assert_eq!(file.errors[0].line, 18);
-        assert_eq!(
-            file.errors[0].path,
-            "activity.award_types[0].awards[0].scenes[0].amount.max_cents"
-        );
-        assert!(
-            !registry.reload().expect("reload"),
-            "unchanged bytes must not change anything"
-        );
+        assert_eq!(file.errors[0].path, "activity.award_types[0].awards[0].scenes[0].amount.max_cents");
+        assert!(!registry.reload().expect("reload"), "unchanged bytes must not change anything");
 
         write(dir.path(), "a.yaml", &activity_yaml("spring", 999));
         assert!(registry.reload().expect("reload"));
@@ -389,11 +372,7 @@ mod tests {
         let b = state(&snapshot, dir.path(), "b.yaml");
         assert_eq!(b.activity_id, None);
         assert_eq!(b.version, None);
-        assert!(
-            b.errors
-                .iter()
-                .any(|e| e.line == 2 && e.path == "activity.id")
-        );
+        assert!(b.errors.iter().any(|e| e.line == 2 && e.path == "activity.id"));
         assert!(SceneRegistry::load(&dir.path().join("missing")).is_err());
     }
 
@@ -413,10 +392,7 @@ mod tests {
         assert!(snapshot.activity("lantern").is_none());
         assert!(snapshot.scene("lantern", "eve-rain").is_none());
         assert_eq!(snapshot.files().count(), 1);
-        assert!(Arc::ptr_eq(
-            snapshot.activity("spring").expect("served"),
-            &spring
-        ));
+        assert!(Arc::ptr_eq(snapshot.activity("spring").expect("served"), &spring));
 
         write(dir.path(), "c.yml", &activity_yaml("dragon-boat", 520));
         assert!(registry.reload().expect("reload"));
@@ -424,10 +400,7 @@ mod tests {
         let ids: Vec<&str> = snapshot.activities().map(|a| a.id.as_str()).collect();
         assert_eq!(ids, ["dragon-boat", "spring"]);
         assert_eq!(max_cents(&snapshot, "dragon-boat"), Some(520));
-        assert!(Arc::ptr_eq(
-            snapshot.activity("spring").expect("served"),
-            &spring
-        ));
+        assert!(Arc::ptr_eq(snapshot.activity("spring").expect("served"), &spring));
     }
 
     /// Proves that a second file declaring an already served activity id is rejected with an
@@ -441,33 +414,19 @@ mod tests {
         assert!(registry.reload().expect("reload"));
 
         let snapshot = registry.snapshot();
-        assert_eq!(
-            max_cents(&snapshot, "spring"),
-            Some(888),
-            "the first loader keeps the id"
-        );
+        assert_eq!(max_cents(&snapshot, "spring"), Some(888), "the first loader keeps the id");
         let second = state(&snapshot, dir.path(), "0-early.yaml");
         assert_eq!(second.activity_id, None);
         assert_eq!(second.errors.len(), 1);
-        assert_eq!(
-            (second.errors[0].line, second.errors[0].path.as_str()),
-            (2, "activity.id")
-        );
-        assert_eq!(
-            second.errors[0].message,
-            "activity id `spring` is already declared in `a.yaml`"
-        );
+        assert_eq!((second.errors[0].line, second.errors[0].path.as_str()), (2, "activity.id"));
+        assert_eq!(second.errors[0].message, "activity id `spring` is already declared in `a.yaml`");
         assert!(!registry.reload().expect("reload"));
 
         std::fs::remove_file(dir.path().join("a.yaml")).expect("remove");
         assert!(registry.reload().expect("reload"));
         let snapshot = registry.snapshot();
         assert_eq!(max_cents(&snapshot, "spring"), Some(1));
-        assert!(
-            state(&snapshot, dir.path(), "0-early.yaml")
-                .errors
-                .is_empty()
-        );
+        assert!(state(&snapshot, dir.path(), "0-early.yaml").errors.is_empty());
     }
 
     /// Proves that a snapshot held across a reload keeps showing exactly what it showed
@@ -486,10 +445,7 @@ mod tests {
 
         assert_eq!(max_cents(&held, "spring"), Some(888));
         assert_eq!(held.files().count(), 1);
-        assert!(Arc::ptr_eq(
-            held.scene("spring", "eve-rain").expect("scene"),
-            &held_scene
-        ));
+        assert!(Arc::ptr_eq(held.scene("spring", "eve-rain").expect("scene"), &held_scene));
         let now = registry.snapshot();
         assert_eq!(max_cents(&now, "spring"), Some(666));
         assert_eq!(now.files().count(), 2);

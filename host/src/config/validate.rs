@@ -11,29 +11,21 @@ use std::sync::Arc;
 use serde_saphyr::Spanned;
 
 use super::raw::{
-    RawAmount, RawAward, RawAwardType, RawBillCopy, RawCompensation, RawFile, RawInventory,
-    RawRateLimit, RawReconciliation, RawScene,
+    RawAmount, RawAward, RawAwardType, RawBillCopy, RawCompensation, RawFile, RawInventory, RawRateLimit,
+    RawReconciliation, RawScene,
 };
 use super::{
-    Activity, AmountRule, Award, AwardType, BUDGET_CENTS_MAX, BillCopy, Compensation, ConfigError,
-    ID_CHARS_MAX, Inventory, MAX_GRANT_CENTS, NAME_CHARS_MAX, Parsed, Piece, RETRY_MAX_MS_MAX,
-    RateLimit, Reconciliation, SCENES_PER_ACTIVITY_MAX, Scene, TEMPLATE_CHARS_MAX,
-    USER_WINDOW_SECONDS_MAX, show, template_pieces,
+    Activity, AmountRule, Award, AwardType, BUDGET_CENTS_MAX, BillCopy, Compensation, ConfigError, ID_CHARS_MAX,
+    Inventory, MAX_GRANT_CENTS, NAME_CHARS_MAX, Parsed, Piece, RETRY_MAX_MS_MAX, RateLimit, Reconciliation,
+    SCENES_PER_ACTIVITY_MAX, Scene, TEMPLATE_CHARS_MAX, USER_WINDOW_SECONDS_MAX, show, template_pieces,
 };
 
 /// The longest locale tag accepted as a `templates` key (BCP 47 tags in practice stay short).
 const LOCALE_CHARS_MAX: usize = 35;
 
 /// Validates a parsed file; `version` is the hash of the file bytes.
-pub(super) fn validate(
-    file: &Path,
-    version: String,
-    raw: &RawFile,
-) -> Result<Parsed, Vec<ConfigError>> {
-    let mut checker = Checker {
-        file,
-        errors: Vec::new(),
-    };
+pub(super) fn validate(file: &Path, version: String, raw: &RawFile) -> Result<Parsed, Vec<ConfigError>> {
+    let mut checker = Checker { file, errors: Vec::new() };
     let parsed = checker.activity(raw, version);
     if checker.errors.is_empty() {
         Ok(parsed)
@@ -71,12 +63,7 @@ fn line_of<T>(value: &Spanned<T>) -> u64 {
 impl Checker<'_> {
     /// Records one problem.
     fn report(&mut self, line: u64, path: String, message: String) {
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            line: line.max(1),
-            path,
-            message,
-        });
+        self.errors.push(ConfigError { file: self.file.to_path_buf(), line: line.max(1), path, message });
     }
 
     /// Returns a required value, reporting it as missing (at the line of its parent mapping)
@@ -89,11 +76,7 @@ impl Checker<'_> {
         name: &str,
     ) -> Option<&'v Spanned<T>> {
         if value.is_none() {
-            self.report(
-                parent_line,
-                key(parent, name),
-                format!("missing required key `{name}`"),
-            );
+            self.report(parent_line, key(parent, name), format!("missing required key `{name}`"));
         }
         value.as_ref()
     }
@@ -110,15 +93,9 @@ impl Checker<'_> {
             && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !valid {
             let message = if text.contains('_') {
-                format!(
-                    "id `{}` contains `_`, which separates the parts of order numbers; use `-`",
-                    show(text)
-                )
+                format!("id `{}` contains `_`, which separates the parts of order numbers; use `-`", show(text))
             } else {
-                format!(
-                    "id `{}` must be 1 to {ID_CHARS_MAX} ascii letters, digits or `-`",
-                    show(text)
-                )
+                format!("id `{}` must be 1 to {ID_CHARS_MAX} ascii letters, digits or `-`", show(text))
             };
             self.report(line_of(id), key(parent, "id"), message);
         }
@@ -145,28 +122,13 @@ impl Checker<'_> {
     }
 
     /// Checks that an integer lies in `min..=max`; `why` explains the upper bound.
-    fn range(
-        &mut self,
-        value: &Spanned<i64>,
-        path: String,
-        min: i64,
-        max: i64,
-        why: &str,
-    ) -> Option<i64> {
+    fn range(&mut self, value: &Spanned<i64>, path: String, min: i64, max: i64, why: &str) -> Option<i64> {
         let v = value.value;
         if v < min {
-            self.report(
-                line_of(value),
-                path,
-                format!("value `{v}` must be at least {min}"),
-            );
+            self.report(line_of(value), path, format!("value `{v}` must be at least {min}"));
             None
         } else if v > max {
-            self.report(
-                line_of(value),
-                path,
-                format!("value `{v}` must be at most {max}{why}"),
-            );
+            self.report(line_of(value), path, format!("value `{v}` must be at most {max}{why}"));
             None
         } else {
             Some(v)
@@ -201,10 +163,7 @@ impl Checker<'_> {
             self.report(
                 line,
                 key(path, "id"),
-                format!(
-                    "duplicate {what} id `{}` (first declared on line {first})",
-                    show(id)
-                ),
+                format!("duplicate {what} id `{}` (first declared on line {first})", show(id)),
             );
         } else {
             seen.insert(id.to_owned(), line);
@@ -214,34 +173,16 @@ impl Checker<'_> {
     /// Validates the whole activity.
     fn activity(&mut self, raw: &RawFile, version: String) -> Parsed {
         let Some(activity) = raw.activity.as_ref() else {
-            self.report(
-                1,
-                "activity".to_owned(),
-                "missing required key `activity`".to_owned(),
-            );
-            return Parsed {
-                activity: empty_activity(self.file, version),
-                id_line: 1,
-            };
+            self.report(1, "activity".to_owned(), "missing required key `activity`".to_owned());
+            return Parsed { activity: empty_activity(self.file, version), id_line: 1 };
         };
         let path = "activity";
         let line = line_of(activity);
         let a = &activity.value;
         let id = self.id(&a.id, line, path);
         let name = self.name(&a.name, line, path);
-        let budget_cents = self.required_range(
-            &a.budget_cents,
-            line,
-            path,
-            "budget_cents",
-            (1, BUDGET_CENTS_MAX),
-        );
-        let info = ActivityInfo {
-            id: &id,
-            name: &name,
-            budget_cents,
-            version: &version,
-        };
+        let budget_cents = self.required_range(&a.budget_cents, line, path, "budget_cents", (1, BUDGET_CENTS_MAX));
+        let info = ActivityInfo { id: &id, name: &name, budget_cents, version: &version };
 
         let mut walk = Walk::default();
         let mut award_types = Vec::new();
@@ -290,11 +231,7 @@ impl Checker<'_> {
         let mut awards = Vec::new();
         if let Some(list) = self.required(&t.awards, line, path, "awards") {
             if list.value.is_empty() {
-                self.report(
-                    line_of(list),
-                    key(path, "awards"),
-                    "awards `[]` must list at least one award".to_owned(),
-                );
+                self.report(line_of(list), key(path, "awards"), "awards `[]` must list at least one award".to_owned());
             }
             for (j, award) in list.value.iter().enumerate() {
                 let award_path = format!("{path}.awards[{j}]");
@@ -321,11 +258,7 @@ impl Checker<'_> {
         let mut scene_ids = Vec::new();
         if let Some(list) = self.required(&a.scenes, line, path, "scenes") {
             if list.value.is_empty() {
-                self.report(
-                    line_of(list),
-                    key(path, "scenes"),
-                    "scenes `[]` must list at least one scene".to_owned(),
-                );
+                self.report(line_of(list), key(path, "scenes"), "scenes `[]` must list at least one scene".to_owned());
             }
             for (k, raw_scene) in list.value.iter().enumerate() {
                 let scene_path = format!("{path}.scenes[{k}]");
@@ -342,24 +275,12 @@ impl Checker<'_> {
                     );
                 }
                 let scene = self.scene(raw_scene, &scene_path, award_type, &id, info);
-                self.unique(
-                    &mut walk.scene_ids,
-                    &scene.id,
-                    &raw_scene.value.id,
-                    &scene_path,
-                    "scene",
-                );
+                self.unique(&mut walk.scene_ids, &scene.id, &raw_scene.value.id, &scene_path, "scene");
                 scene_ids.push(scene.id.clone());
-                walk.scenes
-                    .entry(scene.id.clone())
-                    .or_insert_with(|| Arc::new(scene));
+                walk.scenes.entry(scene.id.clone()).or_insert_with(|| Arc::new(scene));
             }
         }
-        Award {
-            id,
-            name,
-            scene_ids,
-        }
+        Award { id, name, scene_ids }
     }
 
     /// Validates one scene.
@@ -380,26 +301,11 @@ impl Checker<'_> {
             Some(amount) => self.amount(amount, &key(path, "amount")),
             None => AmountRule::Fixed { cents: 1 },
         };
-        let bill_copy = s
-            .bill_copy
-            .as_ref()
-            .map(|b| self.bill_copy(b, &key(path, "bill_copy")));
-        let rate_limit = s
-            .rate_limit
-            .as_ref()
-            .map(|r| self.rate_limit(r, &key(path, "rate_limit")));
-        let inventory = s
-            .inventory
-            .as_ref()
-            .map(|i| self.inventory(i, &key(path, "inventory"), info.budget_cents));
-        let compensation = s
-            .compensation
-            .as_ref()
-            .map(|c| self.compensation(c, &key(path, "compensation")));
-        let reconciliation = s
-            .reconciliation
-            .as_ref()
-            .map(|r| self.reconciliation(r, &key(path, "reconciliation")));
+        let bill_copy = s.bill_copy.as_ref().map(|b| self.bill_copy(b, &key(path, "bill_copy")));
+        let rate_limit = s.rate_limit.as_ref().map(|r| self.rate_limit(r, &key(path, "rate_limit")));
+        let inventory = s.inventory.as_ref().map(|i| self.inventory(i, &key(path, "inventory"), info.budget_cents));
+        let compensation = s.compensation.as_ref().map(|c| self.compensation(c, &key(path, "compensation")));
+        let reconciliation = s.reconciliation.as_ref().map(|r| self.reconciliation(r, &key(path, "reconciliation")));
         Scene {
             activity_id: info.id.to_owned(),
             activity_name: info.name.to_owned(),
@@ -424,27 +330,15 @@ impl Checker<'_> {
             return Vec::new();
         };
         if list.value.is_empty() {
-            self.report(
-                line_of(list),
-                key(path, "app_ids"),
-                "app_ids `[]` must list at least one app id".to_owned(),
-            );
+            self.report(line_of(list), key(path, "app_ids"), "app_ids `[]` must list at least one app id".to_owned());
         }
         let mut ids = Vec::with_capacity(list.value.len());
         for (i, app_id) in list.value.iter().enumerate() {
             let item = format!("{path}.app_ids[{i}]");
             if app_id.value <= 0 {
-                self.report(
-                    line_of(app_id),
-                    item,
-                    format!("app id `{}` must be positive", app_id.value),
-                );
+                self.report(line_of(app_id), item, format!("app id `{}` must be positive", app_id.value));
             } else if ids.contains(&app_id.value) {
-                self.report(
-                    line_of(app_id),
-                    item,
-                    format!("duplicate app id `{}`", app_id.value),
-                );
+                self.report(line_of(app_id), item, format!("duplicate app id `{}`", app_id.value));
             } else {
                 ids.push(app_id.value);
             }
@@ -458,9 +352,7 @@ impl Checker<'_> {
         let a = &raw.value;
         let cap = " (the single red-packet cap)";
         let check = |checker: &mut Self, value: &Option<Spanned<i64>>, name: &str| {
-            value
-                .as_ref()
-                .and_then(|v| checker.range(v, key(path, name), 1, MAX_GRANT_CENTS, cap))
+            value.as_ref().and_then(|v| checker.range(v, key(path, name), 1, MAX_GRANT_CENTS, cap))
         };
         let cents = check(self, &a.cents, "cents");
         let min = check(self, &a.min_cents, "min_cents");
@@ -482,15 +374,9 @@ impl Checker<'_> {
                     }
                 }
                 if a.cents.is_none() {
-                    self.report(
-                        line,
-                        key(path, "cents"),
-                        "key `cents` is required with kind `fixed`".to_owned(),
-                    );
+                    self.report(line, key(path, "cents"), "key `cents` is required with kind `fixed`".to_owned());
                 }
-                AmountRule::Fixed {
-                    cents: cents.unwrap_or(1),
-                }
+                AmountRule::Fixed { cents: cents.unwrap_or(1) }
             }
             "random" | "caller" => {
                 if let Some(v) = &a.cents {
@@ -505,11 +391,7 @@ impl Checker<'_> {
                 }
                 for (value, name) in [(&a.min_cents, "min_cents"), (&a.max_cents, "max_cents")] {
                     if value.is_none() {
-                        self.report(
-                            line,
-                            key(path, name),
-                            format!("key `{name}` is required with kind `{kind_name}`"),
-                        );
+                        self.report(line, key(path, name), format!("key `{name}` is required with kind `{kind_name}`"));
                     }
                 }
                 if let (Some(min_cents), Some(max_cents), Some(raw_max)) = (min, max, &a.max_cents)
@@ -523,25 +405,16 @@ impl Checker<'_> {
                 }
                 let (min_cents, max_cents) = (min.unwrap_or(1), max.unwrap_or(1));
                 if kind_name == "random" {
-                    AmountRule::Random {
-                        min_cents,
-                        max_cents,
-                    }
+                    AmountRule::Random { min_cents, max_cents }
                 } else {
-                    AmountRule::Caller {
-                        min_cents,
-                        max_cents,
-                    }
+                    AmountRule::Caller { min_cents, max_cents }
                 }
             }
             other => {
                 self.report(
                     line_of(kind),
                     key(path, "kind"),
-                    format!(
-                        "kind `{}` must be one of `fixed`, `random` or `caller`",
-                        show(other)
-                    ),
+                    format!("kind `{}` must be one of `fixed`, `random` or `caller`", show(other)),
                 );
                 AmountRule::Fixed { cents: 1 }
             }
@@ -567,10 +440,7 @@ impl Checker<'_> {
                 let template_path = format!("{path}.templates.{}", locale.value);
                 let locale_ok = !locale.value.is_empty()
                     && locale.value.len() <= LOCALE_CHARS_MAX
-                    && locale
-                        .value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    && locale.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
                 if !locale_ok {
                     self.report(
                         line_of(locale),
@@ -592,17 +462,11 @@ impl Checker<'_> {
                 self.report(
                     line_of(default),
                     key(path, "default_locale"),
-                    format!(
-                        "default_locale `{}` has no template in `templates`",
-                        show(&default.value)
-                    ),
+                    format!("default_locale `{}` has no template in `templates`", show(&default.value)),
                 );
             }
         }
-        BillCopy {
-            default_locale: default_locale.map(|d| d.value.clone()).unwrap_or_default(),
-            templates,
-        }
+        BillCopy { default_locale: default_locale.map(|d| d.value.clone()).unwrap_or_default(), templates }
     }
 
     /// One template: 1..=256 characters, balanced braces, known placeholders only.
@@ -658,44 +522,27 @@ impl Checker<'_> {
         let r = &raw.value;
         let u32_max = i64::from(u32::MAX);
         let get = |checker: &mut Self, value, name, bounds| {
-            checker
-                .required_range(value, line, path, name, bounds)
-                .and_then(|v| u32::try_from(v).ok())
-                .unwrap_or(1)
+            checker.required_range(value, line, path, name, bounds).and_then(|v| u32::try_from(v).ok()).unwrap_or(1)
         };
         RateLimit {
             scene_per_second: get(self, &r.scene_per_second, "scene_per_second", (1, u32_max)),
             scene_burst: get(self, &r.scene_burst, "scene_burst", (1, u32_max)),
             user_max: get(self, &r.user_max, "user_max", (1, u32_max)),
-            user_window_seconds: get(
-                self,
-                &r.user_window_seconds,
-                "user_window_seconds",
-                (1, USER_WINDOW_SECONDS_MAX),
-            ),
+            user_window_seconds: get(self, &r.user_window_seconds, "user_window_seconds", (1, USER_WINDOW_SECONDS_MAX)),
         }
     }
 
     /// `inventory`: at least one bound; the budget fits in the activity budget.
-    fn inventory(
-        &mut self,
-        raw: &Spanned<RawInventory>,
-        path: &str,
-        activity_budget: Option<i64>,
-    ) -> Inventory {
+    fn inventory(&mut self, raw: &Spanned<RawInventory>, path: &str, activity_budget: Option<i64>) -> Inventory {
         let line = line_of(raw);
         let i = &raw.value;
         if i.count_max.is_none() && i.budget_cents.is_none() {
-            self.report(
-                line,
-                path.to_owned(),
-                "inventory must set `count_max`, `budget_cents` or both".to_owned(),
-            );
+            self.report(line, path.to_owned(), "inventory must set `count_max`, `budget_cents` or both".to_owned());
         }
-        let count_max = i.count_max.as_ref().and_then(|v| {
-            self.range(v, key(path, "count_max"), 1, i64::MAX, "")
-                .and_then(|v| u64::try_from(v).ok())
-        });
+        let count_max = i
+            .count_max
+            .as_ref()
+            .and_then(|v| self.range(v, key(path, "count_max"), 1, i64::MAX, "").and_then(|v| u64::try_from(v).ok()));
         let budget_cents = i.budget_cents.as_ref().and_then(|v| {
             let budget = self.range(v, key(path, "budget_cents"), 1, BUDGET_CENTS_MAX, "")?;
             match activity_budget {
@@ -713,30 +560,15 @@ impl Checker<'_> {
                 _ => Some(budget),
             }
         });
-        Inventory {
-            count_max,
-            budget_cents,
-        }
+        Inventory { count_max, budget_cents }
     }
 
     /// `compensation`: 1 <= retry_initial_ms <= retry_max_ms <= one hour.
     fn compensation(&mut self, raw: &Spanned<RawCompensation>, path: &str) -> Compensation {
         let line = line_of(raw);
         let c = &raw.value;
-        let initial = self.required_range(
-            &c.retry_initial_ms,
-            line,
-            path,
-            "retry_initial_ms",
-            (1, RETRY_MAX_MS_MAX),
-        );
-        let max = self.required_range(
-            &c.retry_max_ms,
-            line,
-            path,
-            "retry_max_ms",
-            (1, RETRY_MAX_MS_MAX),
-        );
+        let initial = self.required_range(&c.retry_initial_ms, line, path, "retry_initial_ms", (1, RETRY_MAX_MS_MAX));
+        let max = self.required_range(&c.retry_max_ms, line, path, "retry_max_ms", (1, RETRY_MAX_MS_MAX));
         if let (Some(initial), Some(max), Some(raw_max)) = (initial, max, &c.retry_max_ms)
             && max < initial
         {
@@ -747,25 +579,15 @@ impl Checker<'_> {
             );
         }
         let as_u64 = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(1);
-        Compensation {
-            retry_initial_ms: as_u64(initial),
-            retry_max_ms: as_u64(max),
-        }
+        Compensation { retry_initial_ms: as_u64(initial), retry_max_ms: as_u64(max) }
     }
 
     /// `reconciliation`: a non-negative tolerance.
     fn reconciliation(&mut self, raw: &Spanned<RawReconciliation>, path: &str) -> Reconciliation {
         let line = line_of(raw);
-        let tolerance = self.required_range(
-            &raw.value.tolerance_cents,
-            line,
-            path,
-            "tolerance_cents",
-            (0, BUDGET_CENTS_MAX),
-        );
-        Reconciliation {
-            tolerance_cents: tolerance.unwrap_or_default(),
-        }
+        let tolerance =
+            self.required_range(&raw.value.tolerance_cents, line, path, "tolerance_cents", (0, BUDGET_CENTS_MAX));
+        Reconciliation { tolerance_cents: tolerance.unwrap_or_default() }
     }
 }
 

@@ -87,7 +87,8 @@ impl EmbeddedLedger {
         let accounts = read.open_table(ACCOUNTS).map_err(unavailable)?;
         let income = read.open_table(USER_INCOME).map_err(unavailable)?;
         let entries = read.open_table(ENTRIES).map_err(unavailable)?;
-        let balance_cents = accounts.get(wallet_account(act_id).as_str()).map_err(unavailable)?.map_or(0, |v| v.value());
+        let balance_cents =
+            accounts.get(wallet_account(act_id).as_str()).map_err(unavailable)?.map_or(0, |v| v.value());
         let income_cents = income.get(act_id).map_err(unavailable)?.map_or(0, |v| v.value());
         let mut credited_flow_ids = HashSet::new();
         for flow_id in flow_ids {
@@ -270,7 +271,8 @@ fn credit_batch(db: &Database, credits: &[Credit]) -> Result<Vec<CreditResult>, 
     for (credit, result) in credits.iter().zip(&results) {
         if *result != CreditResult::BudgetExhausted {
             let id = red_packet_flow_id(&credit.activity_id, &credit.order_no);
-            let stored = entries.get(id.as_str()).map_err(unavailable)?.map(|bytes| decode(bytes.value())).transpose()?;
+            let stored =
+                entries.get(id.as_str()).map_err(unavailable)?.map(|bytes| decode(bytes.value())).transpose()?;
             assert!(
                 stored.is_some_and(|entry| entry.amount_cents == credit.amount_cents && entry.act_id == credit.act_id),
                 "ledger entry `{id}` does not read back as credited"

@@ -172,7 +172,8 @@ impl EmbeddedStore {
         let unsettled = read.open_table(USER_UNSETTLED).map_err(unavailable)?;
         let grants = read.open_table(GRANTS).map_err(unavailable)?;
         let mut records = Vec::new();
-        for row in unsettled.range((act_id, 0)..=(act_id, u64::MAX)).map_err(unavailable)?.take(USER_UNSETTLED_READ_MAX) {
+        for row in unsettled.range((act_id, 0)..=(act_id, u64::MAX)).map_err(unavailable)?.take(USER_UNSETTLED_READ_MAX)
+        {
             let (_, value) = row.map_err(unavailable)?;
             let (activity_id, order_no) = value.value();
             if let Some(bytes) = grants.get((activity_id, order_no)).map_err(unavailable)? {
@@ -220,10 +221,12 @@ impl EmbeddedStore {
         let read = self.db.begin_read().map_err(unavailable)?;
         let stock = read.open_table(STOCK).map_err(unavailable)?;
         let used = stock.get((activity_id, scene_id.unwrap_or(ACTIVITY_TOTAL))).map_err(unavailable)?;
-        Ok(used.map(|value| {
-            let (count, cents) = value.value();
-            StockUsed { count, cents }
-        }).unwrap_or_default())
+        Ok(used
+            .map(|value| {
+                let (count, cents) = value.value();
+                StockUsed { count, cents }
+            })
+            .unwrap_or_default())
     }
 
     /// Every stored grant; for reconciliation and tests, never on the grant path.
@@ -330,7 +333,9 @@ fn apply_group(
                 WriteOp::ClaimQueue { max, reply } => Outcome::Records(reply, claim_queue(&mut tables, max)),
                 WriteOp::ClaimKeys { keys, reply } => Outcome::Records(reply, claim_keys(&mut tables, &keys)),
                 WriteOp::Complete { keys, reply } => Outcome::Unit(reply, complete(&mut tables, &keys)),
-                WriteOp::Restore { record, reply } => Outcome::Restore(reply, restore(&mut tables, record, &mut next_seq)),
+                WriteOp::Restore { record, reply } => {
+                    Outcome::Restore(reply, restore(&mut tables, record, &mut next_seq))
+                }
             });
         }
         tables.meta.insert("next_seq", next_seq).map_err(unavailable)?;
@@ -353,7 +358,8 @@ fn grant(
     if limits.scene_count_max.is_some_and(|max| scene_used.count >= max) {
         return Ok(GrantCommit::OutOfStock(StockOut::SceneCount));
     }
-    if limits.scene_budget_cents.is_some_and(|max| scene_used.cents.checked_add(amount).is_none_or(|total| total > max)) {
+    if limits.scene_budget_cents.is_some_and(|max| scene_used.cents.checked_add(amount).is_none_or(|total| total > max))
+    {
         return Ok(GrantCommit::OutOfStock(StockOut::SceneBudget));
     }
     if activity_used.cents.checked_add(amount).is_none_or(|total| total > limits.activity_budget_cents) {
@@ -400,10 +406,12 @@ fn read_grant(tables: &Tables<'_>, activity_id: &str, order_no: &str) -> Result<
 
 fn read_stock(tables: &Tables<'_>, activity_id: &str, scene_id: &str) -> Result<StockUsed, StoreError> {
     let used = tables.stock.get((activity_id, scene_id)).map_err(unavailable)?;
-    Ok(used.map(|value| {
-        let (count, cents) = value.value();
-        StockUsed { count, cents }
-    }).unwrap_or_default())
+    Ok(used
+        .map(|value| {
+            let (count, cents) = value.value();
+            StockUsed { count, cents }
+        })
+        .unwrap_or_default())
 }
 
 fn claim_queue(tables: &mut Tables<'_>, max: usize) -> Result<Vec<GrantRecord>, StoreError> {
@@ -426,7 +434,10 @@ fn claim_keys(tables: &mut Tables<'_>, keys: &[GrantKey]) -> Result<Vec<GrantRec
             TokenStatus::Pending => {
                 record.status = TokenStatus::Processing.code();
                 let encoded = record.encode_to_vec();
-                tables.grants.insert((key.activity_id.as_str(), key.order_no.as_str()), encoded.as_slice()).map_err(unavailable)?;
+                tables
+                    .grants
+                    .insert((key.activity_id.as_str(), key.order_no.as_str()), encoded.as_slice())
+                    .map_err(unavailable)?;
             }
         }
         claimed.push(record);
@@ -442,7 +453,10 @@ fn complete(tables: &mut Tables<'_>, keys: &[GrantKey]) -> Result<(), StoreError
         }
         record.status = TokenStatus::Credited.code();
         let encoded = record.encode_to_vec();
-        tables.grants.insert((key.activity_id.as_str(), key.order_no.as_str()), encoded.as_slice()).map_err(unavailable)?;
+        tables
+            .grants
+            .insert((key.activity_id.as_str(), key.order_no.as_str()), encoded.as_slice())
+            .map_err(unavailable)?;
         tables.queue.remove(record.seq).map_err(unavailable)?;
         tables.user_unsettled.remove((record.act_id, record.seq)).map_err(unavailable)?;
     }
@@ -497,7 +511,8 @@ mod tests {
         runtime.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let store = EmbeddedStore::open(dir.path()).unwrap();
-            let limits = StockLimits { activity_budget_cents: 1_000, scene_count_max: Some(5), scene_budget_cents: None };
+            let limits =
+                StockLimits { activity_budget_cents: 1_000, scene_count_max: Some(5), scene_budget_cents: None };
             let grants: Vec<_> = (0..20)
                 .map(|n| {
                     let store = store.clone();
@@ -515,7 +530,10 @@ mod tests {
             assert_eq!(granted, 5);
             assert_eq!(store.stock_used("a", Some("s")).unwrap(), StockUsed { count: 5, cents: 50 });
             let budget = StockLimits { activity_budget_cents: 55, scene_count_max: None, scene_budget_cents: None };
-            assert!(matches!(store.commit_grant(record(100), budget).await.unwrap(), GrantCommit::OutOfStock(StockOut::ActivityBudget)));
+            assert!(matches!(
+                store.commit_grant(record(100), budget).await.unwrap(),
+                GrantCommit::OutOfStock(StockOut::ActivityBudget)
+            ));
         });
     }
 }
