@@ -20,6 +20,10 @@ lint: _toolchain
     cargo clippy --workspace --all-targets -- -D warnings
     cargo fmt --all --check
 
+# Benchmarks: print figures for the hot paths (release build). Record them in BENCHMARKS.md.
+bench: _toolchain
+    cargo bench -p hongbao-host --bench embedded
+
 # Build the server in release mode.
 build: _toolchain
     cargo build --release -p hongbao-host --bin hongbao

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -22,6 +22,10 @@ use crate::app::App;
 /// The most connections served at once. Past it, new connections wait in the kernel's accept
 /// queue: the host sheds load by not reading rather than by running out of memory.
 pub const CONNECTIONS_MAX: usize = 16 * 1024;
+
+/// A client that has not sent a whole request head by then is disconnected, so idle or slow
+/// connections cannot hold connection slots forever.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The largest request body read; a restore of 256 tokens fits with room to spare.
 pub const REQUEST_BODY_BYTES_MAX: usize = 1024 * 1024;
@@ -51,9 +55,12 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: tokio::sy
                 let app = app.clone();
                 async move { Ok::<_, std::convert::Infallible>(routes::handle(&app, request).await) }
             });
-            if let Err(error) =
-                http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await
-            {
+            let connection = http1::Builder::new()
+                .keep_alive(true)
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
             drop(permit);

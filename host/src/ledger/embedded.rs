@@ -194,6 +194,9 @@ fn transfer(
 }
 
 fn fund_activity(db: &Database, activity_id: &str, budget_cents: i64, time_ms: u64) -> Result<(), LedgerError> {
+    if budget_cents <= 0 || budget_cents > ENTRY_CENTS_MAX {
+        return Err(LedgerError::AmountOutOfRange(budget_cents));
+    }
     let txn = db.begin_write().map_err(unavailable)?;
     {
         let mut funded = txn.open_table(FUNDED).map_err(unavailable)?;
@@ -323,4 +326,24 @@ fn withdraw(db: &Database, request: &WithdrawalRequest) -> Result<Withdrawal, Le
     };
     txn.commit().map_err(unavailable)?;
     Ok(withdrawal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Regression: funding an activity with the largest budget the config allows panicked on a
+    // ledger assertion. It must fund, and an out-of-range budget must be an error, not a panic.
+    #[test]
+    fn largest_configured_budget_funds_and_out_of_range_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = EmbeddedLedger::open(dir.path()).unwrap();
+        fund_activity(&ledger.db, "big", crate::config::BUDGET_CENTS_MAX, 0).unwrap();
+        assert_eq!(ledger.balance(&budget_account("big")).unwrap(), crate::config::BUDGET_CENTS_MAX);
+        assert!(matches!(fund_activity(&ledger.db, "big", i64::MAX, 0), Err(LedgerError::AmountOutOfRange(_))));
+        assert!(matches!(fund_activity(&ledger.db, "big", 0, 0), Err(LedgerError::AmountOutOfRange(_))));
+        // Funding the same total again writes nothing more.
+        fund_activity(&ledger.db, "big", crate::config::BUDGET_CENTS_MAX, 0).unwrap();
+        assert_eq!(ledger.all_entries().unwrap().len(), 1);
+    }
 }

@@ -14,9 +14,9 @@ mod embedded;
 
 pub use embedded::EmbeddedLedger;
 
-/// The largest single amount the ledger accepts; far above any red packet, and far below the
-/// point where sums of many could overflow `i64`.
-pub const ENTRY_CENTS_MAX: i64 = 1_000_000_000_000;
+/// The largest single amount the ledger accepts: an activity's whole budget fits in one funding
+/// entry, and it is far below the point where sums of many could overflow `i64`.
+pub const ENTRY_CENTS_MAX: i64 = crate::config::BUDGET_CENTS_MAX;
 
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
