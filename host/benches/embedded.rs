@@ -92,8 +92,14 @@ fn main() {
                                 token: text.clone(),
                                 ..GrantRecord::default()
                             };
-                            let limits = StockLimits { activity_budget_cents: hongbao::ledger::ENTRY_CENTS_MAX, ..StockLimits::default() };
-                            assert!(matches!(store.commit_grant(record, limits).await.unwrap(), GrantCommit::Granted(_)));
+                            let limits = StockLimits {
+                                activity_budget_cents: hongbao::ledger::ENTRY_CENTS_MAX,
+                                ..StockLimits::default()
+                            };
+                            assert!(matches!(
+                                store.commit_grant(record, limits).await.unwrap(),
+                                GrantCommit::Granted(_)
+                            ));
                         }
                     })
                 })
@@ -130,6 +136,10 @@ fn main() {
         running.await.unwrap();
         let credited = before - store.queue_len().unwrap();
         let rate = credited as f64 / started.elapsed().as_secs_f64();
-        println!("{:<44} {rate:>10.0} credits/s against a cap of {cap} ({:.1} %)", "writer credit, capped", rate / cap as f64 * 100.0);
+        println!(
+            "{:<44} {rate:>10.0} credits/s against a cap of {cap} ({:.1} %)",
+            "writer credit, capped",
+            rate / cap as f64 * 100.0
+        );
     });
 }

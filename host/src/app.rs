@@ -75,11 +75,16 @@ impl App {
         Ok(app)
     }
 
-    /// Puts each served activity's budget into its ledger account (idempotent).
+    /// Puts each served activity's budget into its ledger account (idempotent), then queues
+    /// again the tokens the ledger had refused for want of funds.
     pub async fn fund_activities(&self) -> anyhow::Result<()> {
         let snapshot = self.registry.snapshot();
         for activity in snapshot.activities() {
             self.ledger.fund_activity(activity.id.clone(), activity.budget_cents, self.clock.now_ms()).await?;
+        }
+        let requeued = self.store.requeue_parked().await?;
+        if requeued > 0 {
+            tracing::warn!(requeued, "parked tokens queued again after funding");
         }
         Ok(())
     }
@@ -93,17 +98,27 @@ impl App {
         let app = self.clone();
         let mut shutdown = shutdown;
         tokio::spawn(async move {
+            // Funding is retried on every tick until it succeeds, so a budget raise never stays
+            // unfunded because the ledger was briefly unavailable.
+            let mut funding_owed = false;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(SCENE_RELOAD_INTERVAL_MS)) => {}
                     _ = shutdown.changed() => return,
+                }
+                if funding_owed {
+                    match app.fund_activities().await {
+                        Ok(()) => funding_owed = false,
+                        Err(error) => tracing::warn!(%error, "funding activities failed; retrying"),
+                    }
                 }
                 let registry = app.registry.clone();
                 match tokio::task::spawn_blocking(move || registry.reload()).await {
                     Ok(Ok(true)) => {
                         tracing::info!("scene tree reloaded");
                         if let Err(error) = app.fund_activities().await {
-                            tracing::error!(%error, "funding reloaded activities failed; will retry on the next change");
+                            tracing::warn!(%error, "funding reloaded activities failed; retrying");
+                            funding_owed = true;
                         }
                     }
                     Ok(Ok(false)) => {}

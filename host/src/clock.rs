@@ -6,10 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A source of wall-clock time in milliseconds since the Unix epoch.
+/// A source of time. Wall time stamps tokens and entries; monotonic time drives limiters, so a
+/// wall clock stepped backwards never stalls crediting or starves a rate limit.
 pub trait Clock: Send + Sync + 'static {
-    /// The current time.
+    /// Wall-clock milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// Milliseconds on a clock that never goes backwards (its origin is arbitrary).
+    fn monotonic_ms(&self) -> u64;
 }
 
 /// The operating system's clock.
@@ -19,6 +23,11 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
     }
 }
 
@@ -42,6 +51,11 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
+        self.now_ms.load(Ordering::SeqCst)
+    }
+
+    /// The same moving value: a hand-moved clock only moves forward.
+    fn monotonic_ms(&self) -> u64 {
         self.now_ms.load(Ordering::SeqCst)
     }
 }

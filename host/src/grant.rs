@@ -11,7 +11,8 @@ use crate::app::App;
 use crate::capability::rate_limit::RateRejection;
 use crate::capability::{bill_copy, inventory};
 use crate::issuer::pb::RedPacketToken;
-use crate::store::{GrantCommit, GrantRecord, StockOut, StoreError, TokenStatus};
+use crate::ledger::LedgerError;
+use crate::store::{GrantCommit, GrantRecord, StockOut, StoreError, TokenStatus, red_packet_flow_id};
 
 /// A grant as an app backend asks for it.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -94,6 +95,9 @@ pub enum GrantError {
     /// The store failed; nothing was granted; retry.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The ledger could not be asked about the order number; nothing was granted; retry.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
 impl GrantError {
@@ -112,7 +116,7 @@ impl GrantError {
             GrantError::RateLimited(RateRejection::User) => "user_rate_limited",
             GrantError::OutOfStock(StockOut::ActivityBudget) => "budget_exhausted",
             GrantError::OutOfStock(_) => "out_of_stock",
-            GrantError::Store(_) => "unavailable",
+            GrantError::Store(_) | GrantError::Ledger(_) => "unavailable",
         }
     }
 
@@ -124,7 +128,7 @@ impl GrantError {
             GrantError::UnknownActivity(_) | GrantError::UnknownScene(_) => 404,
             GrantError::OutOfStock(_) => 409,
             GrantError::RateLimited(_) => 429,
-            GrantError::Store(_) => 503,
+            GrantError::Store(_) | GrantError::Ledger(_) => 503,
         }
     }
 }
@@ -156,8 +160,8 @@ fn check_request(request: &GrantRequest) -> Result<(), GrantError> {
     if request.app_id <= 0 {
         return bad(format!("app_id `{}` must be positive", request.app_id));
     }
-    if request.act_id <= 0 {
-        return bad(format!("act_id `{}` must be positive", request.act_id));
+    if request.act_id <= 0 || request.act_id == i64::MAX {
+        return bad(format!("act_id `{}` must be positive and below 2^63-1", request.act_id));
     }
     if request.rain_id < 0 {
         return bad(format!("rain_id `{}` must not be negative", request.rain_id));
@@ -192,6 +196,24 @@ fn answer(record: GrantRecord, replayed: bool) -> GrantResponse {
 /// Grants a red packet, or replays the original answer for an order number seen before.
 pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, GrantError> {
     check_request(&request)?;
+    // A replay answers first, before any scene check: a retry of an answered grant gets its
+    // original token even if the scene was edited or removed since, and it touches no rate limit
+    // or stock. The ledger is asked too, because it outlives a lost token store: an order it has
+    // credited must never be granted again with a new amount.
+    let order_no = order_no(request.act_id, &request.scene_id, request.rain_id, &request.award_type, request.stage);
+    if let Some(existing) = app.store.lookup(&request.activity_id, &order_no)? {
+        return Ok(answer(existing, true));
+    }
+    if let Some(entry) = app.ledger.entry(&red_packet_flow_id(&request.activity_id, &order_no))? {
+        return Ok(GrantResponse {
+            order_no,
+            amount_cents: entry.amount_cents,
+            token: entry.token,
+            status: TokenStatus::Credited,
+            replayed: true,
+            bill_copy: entry.memo,
+        });
+    }
     // The snapshot is held to the end: a reload mid-request does not change this grant's rules.
     let snapshot = app.registry.snapshot();
     let activity = snapshot
@@ -210,15 +232,10 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
     if !scene.allows_app(request.app_id) {
         return Err(GrantError::AppNotAllowed(request.app_id));
     }
-    let order_no = order_no(request.act_id, &scene.id, request.rain_id, &scene.award_type, request.stage);
-    // A replay answers from the store before touching rate limits or stock.
-    if let Some(existing) = app.store.lookup(&activity.id, &order_no)? {
-        return Ok(answer(existing, true));
-    }
     let now_ms = app.clock.now_ms();
     let amount_cents =
         RANDOM.with(|random| inventory::choose_amount(scene, request.amount_cents, &mut random.borrow_mut()))?;
-    let permit = app.rate.acquire(scene, request.act_id, now_ms).map_err(GrantError::RateLimited)?;
+    let permit = app.rate.acquire(scene, request.act_id, app.clock.monotonic_ms()).map_err(GrantError::RateLimited)?;
     let bill_copy = bill_copy::render(scene, request.locale.as_deref(), amount_cents, request.rain_id, request.stage);
     let mut token = RedPacketToken {
         app_id: request.app_id,

@@ -19,6 +19,10 @@ pub const FLOW_PAGE_ITEMS_MAX: usize = 100;
 /// The page size when none is asked for.
 pub const FLOW_PAGE_ITEMS_DEFAULT: usize = 20;
 
+/// How many passes of forced crediting a withdrawal makes for a user with more pending tokens
+/// than one pass reads (each pass credits up to `USER_UNSETTLED_READ_MAX`).
+const WITHDRAW_CREDIT_PASSES_MAX: usize = 64;
+
 /// The most tokens one restore request may carry; a client restoring more sends several.
 pub const RESTORE_TOKENS_MAX: usize = 256;
 
@@ -41,11 +45,18 @@ pub enum WalletError {
     /// A backend failed; nothing changed; retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The user holds more pending tokens than one request reads; a withdrawal credits them
+    /// (and can then be retried), a balance cannot be shown until then.
+    #[error("{0}")]
+    TooManyPending(String),
 }
 
 impl From<StoreError> for WalletError {
     fn from(error: StoreError) -> Self {
-        WalletError::Unavailable(error.to_string())
+        match error {
+            StoreError::TooManyUnsettled { .. } => WalletError::TooManyPending(error.to_string()),
+            other => WalletError::Unavailable(other.to_string()),
+        }
     }
 }
 
@@ -64,7 +75,10 @@ impl From<LedgerError> for WalletError {
 
 impl From<WriterError> for WalletError {
     fn from(error: WriterError) -> Self {
-        WalletError::Unavailable(error.to_string())
+        match error {
+            WriterError::Store(error) => error.into(),
+            WriterError::Ledger(error) => error.into(),
+        }
     }
 }
 
@@ -250,7 +264,18 @@ pub async fn withdraw(app: &App, act_id: i64, body: WithdrawalBody) -> Result<Wi
     if body.amount_cents <= 0 {
         return Err(WalletError::BadRequest(format!("amount_cents `{}` must be positive", body.amount_cents)));
     }
-    app.writer.credit_user_now(act_id).await?;
+    // Credit everything pending first. A user past the per-read bound is credited in passes.
+    for _ in 0..WITHDRAW_CREDIT_PASSES_MAX {
+        match app.writer.credit_user_now(act_id).await {
+            Err(WriterError::Store(StoreError::TooManyUnsettled { .. })) => {
+                app.writer.credit_user_prefix_now(act_id).await?;
+            }
+            other => {
+                other?;
+                break;
+            }
+        }
+    }
     let withdrawal = app
         .ledger
         .withdraw(WithdrawalRequest {
@@ -348,12 +373,22 @@ pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<Re
             token: verified.text,
             app_id: token.app_id,
         };
-        // The store may have lost the token after the ledger credited it: then it is paid.
-        if app.ledger.entry(&record.flow_id())?.is_some() {
+        // The store may have lost the token after the ledger credited it: then it is paid, and
+        // it goes back into the store as credited so that its stock counts again.
+        if let Some(entry) = app.ledger.entry(&record.flow_id())? {
+            if entry.amount_cents != record.amount_cents || entry.act_id != record.act_id {
+                items.push(rejected(
+                    order_no,
+                    "ledger_conflict",
+                    "the ledger holds this order with another amount".into(),
+                ));
+                continue;
+            }
+            app.store.restore(record, true).await?;
             items.push(RestoreItem { order_no, result: "already_credited", code: None, message: None });
             continue;
         }
-        let result = match app.store.restore(record).await? {
+        let result = match app.store.restore(record, false).await? {
             RestoreOutcome::Restored => "restored",
             RestoreOutcome::AlreadyPresent => "already_present",
         };

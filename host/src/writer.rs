@@ -92,6 +92,14 @@ impl CreditLimiter {
         self.in_window += count;
     }
 
+    /// Moves the newest batch's stamp to `commit_ms`, when the ledger committed it: the cap bounds
+    /// credits by when they reach the ledger, so a slow batch cannot bunch up with the next one.
+    pub fn restamp_last(&mut self, commit_ms: u64) {
+        if let Some(last) = self.recent.back_mut() {
+            last.0 = last.0.max(commit_ms);
+        }
+    }
+
     /// Milliseconds until some allowance comes back.
     pub fn wait_ms(&self, now_ms: u64) -> u64 {
         self.recent.front().map_or(0, |&(time_ms, _)| (time_ms + WINDOW_MS).saturating_sub(now_ms))
@@ -130,6 +138,8 @@ pub struct WriterStats {
     pub batches: AtomicU64,
     /// Failed steps.
     pub failures: AtomicU64,
+    /// Tokens the ledger refused and that were parked.
+    pub parked: AtomicU64,
 }
 
 /// Credits the crediting queue to the ledger.
@@ -163,7 +173,11 @@ impl LedgerWriter {
 
     /// Credits one batch from the front of the queue, as far as the cap allows now.
     pub async fn step(&self) -> Result<StepReport, WriterError> {
-        let now_ms = self.clock.now_ms();
+        // An empty queue costs a read, not a write transaction and its fsync.
+        if self.store.queue_len()? == 0 {
+            return Ok(StepReport::default());
+        }
+        let now_ms = self.clock.monotonic_ms();
         let allowance = {
             let mut limiter = self.limiter.lock();
             let allowance = limiter.allowance(now_ms);
@@ -174,20 +188,31 @@ impl LedgerWriter {
         };
         let max = (self.batch_entries_max as u64).min(allowance) as usize;
         let claimed = self.store.claim_queue(max).await?;
+        // Reserve the allowance now; the stamp moves to the ledger's commit time below.
         self.limiter.lock().record(now_ms, claimed.len() as u64);
         let claimed_count = claimed.len();
-        let applied = self.credit_claimed(claimed).await?;
-        Ok(StepReport { claimed: claimed_count, applied, throttled_ms: None })
+        let outcome = self.credit_claimed(claimed).await;
+        self.limiter.lock().restamp_last(self.clock.monotonic_ms());
+        Ok(StepReport { claimed: claimed_count, applied: outcome?, throttled_ms: None })
     }
 
     /// Credits the user's pending tokens now, ahead of the queue and outside the cap: a user
     /// about to withdraw must see the whole balance. Returns how many entries were written.
+    /// Parked tokens are tried again here too; the ledger still refuses what it cannot take.
     pub async fn credit_user_now(&self, act_id: i64) -> Result<usize, WriterError> {
         let unsettled = self.store.unsettled_for_user(act_id)?;
         if unsettled.is_empty() {
             return Ok(0);
         }
         let claimed = self.store.claim_keys(unsettled.iter().map(GrantRecord::key).collect()).await?;
+        self.credit_claimed(claimed).await
+    }
+
+    /// Credits the first `USER_UNSETTLED_READ_MAX` of a user's pending tokens, for users who
+    /// have more than one read returns.
+    pub async fn credit_user_prefix_now(&self, act_id: i64) -> Result<usize, WriterError> {
+        let keys = self.store.unsettled_keys_prefix(act_id)?;
+        let claimed = self.store.claim_keys(keys).await?;
         self.credit_claimed(claimed).await
     }
 
@@ -205,10 +230,12 @@ impl LedgerWriter {
                 amount_cents: record.amount_cents,
                 open_time_ms: record.open_time_ms,
                 memo: record.bill_copy.clone(),
+                token: record.token.clone(),
             })
             .collect();
         let results = self.ledger.credit_batch(credits).await?;
         let mut done = Vec::with_capacity(claimed.len());
+        let mut refused = Vec::new();
         let mut applied = 0;
         for (record, result) in claimed.iter().zip(results) {
             match result {
@@ -217,11 +244,16 @@ impl LedgerWriter {
                     done.push(record.key());
                 }
                 CreditResult::AlreadyCredited => done.push(record.key()),
-                // Stays processing; the next pass tries again, and reconciliation reports it.
-                CreditResult::BudgetExhausted => {}
+                // Still owed: parked off the queue's front so it blocks nobody, shown by
+                // reconciliation, and queued again when the activity is funded.
+                CreditResult::BudgetExhausted | CreditResult::Conflict => refused.push(record.key()),
             }
         }
         self.store.complete(done).await?;
+        if !refused.is_empty() {
+            self.stats.parked.fetch_add(refused.len() as u64, Ordering::Relaxed);
+            self.store.park(refused).await?;
+        }
         self.stats.applied.fetch_add(applied as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         Ok(applied)

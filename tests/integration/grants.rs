@@ -115,6 +115,11 @@ fn refusals_have_stable_codes_and_consume_nothing() {
             "amount_required",
         ),
         (json!({"app_id": 1128, "act_id": 1, "extra": true}), 400, "bad_request"),
+        (
+            json!({"app_id": 1128, "act_id": i64::MAX, "activity_id": "test-campaign", "scene_id": "rain", "rain_id": 1, "award_type": "cash", "stage": 0}),
+            400,
+            "bad_request",
+        ),
     ];
     for (body, status, code) in cases {
         let (got_status, answer) = server.post("/v1/grants", &body);

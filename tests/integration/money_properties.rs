@@ -141,7 +141,7 @@ proptest! {
                         if matches!(step, Step::CrashAfterLedger) {
                             let credits = claimed.iter().map(|r| Credit {
                                 activity_id: r.activity_id.clone(), order_no: r.order_no.clone(), scene_id: r.scene_id.clone(),
-                                act_id: r.act_id, amount_cents: r.amount_cents, open_time_ms: r.open_time_ms, memo: String::new(),
+                                act_id: r.act_id, amount_cents: r.amount_cents, open_time_ms: r.open_time_ms, memo: String::new(), token: r.token.clone(),
                             }).collect();
                             app.ledger.credit_batch(credits).await.unwrap();
                         }

@@ -40,6 +40,17 @@ fn invalid_yaml_keeps_the_old_scene_serving() {
     let (_, scenes) = server.get("/v1/scenes");
     assert_eq!(scenes["files"][0]["errors"], serde_json::json!([]));
 
+    // Regression: scene checks ran before the replay lookup, so a retry of an answered grant was
+    // refused once its app left the scene's app_ids. A replay must still answer.
+    let before = server.grant_rain(11, 1, 0);
+    write_atomically(&file, &TEST_CAMPAIGN.replace("app_ids: [1128, 2329]", "app_ids: [2329]"));
+    wait_for(Duration::from_secs(1), || {
+        act_id += 1;
+        (server.post("/v1/grants", &grant_body(act_id, "rain", 1, 0)).1["code"] == "app_not_allowed").then_some(())
+    });
+    let replay = server.grant_rain(11, 1, 0);
+    assert_eq!((replay["token"].clone(), replay["replayed"].as_bool()), (before["token"].clone(), Some(true)));
+
     let second = TEST_CAMPAIGN.replace("id: test-campaign", "id: second-campaign");
     write_atomically(&server.scenes.join("second.yaml"), &second);
     wait_for(Duration::from_secs(1), || {
@@ -49,7 +60,8 @@ fn invalid_yaml_keeps_the_old_scene_serving() {
     });
     std::fs::remove_file(server.scenes.join("second.yaml")).unwrap();
     wait_for(Duration::from_secs(1), || {
-        let mut body = grant_body(14, "rain", 1, 0);
+        act_id += 1;
+        let mut body = grant_body(act_id, "rain", 1, 0);
         body["activity_id"] = "second-campaign".into();
         (server.post("/v1/grants", &body).1["code"] == "unknown_activity").then_some(())
     });

@@ -100,6 +100,12 @@ fn restore_after_losing_the_token_store_pays_exactly_once() {
     let lost = server.wallet(act_id);
     assert_eq!((lost["balance_cents"].as_i64(), lost["pending_cents"].as_i64()), (Some(88), Some(0)), "{lost}");
 
+    // Regression: a retried grant whose token the store lost was granted again with a new
+    // token; the ledger's copy must answer it instead.
+    let retried = server.grant_rain(act_id, 4, 0);
+    assert_eq!(retried["token"], credited["token"], "{retried}");
+    assert_eq!((retried["replayed"].as_bool(), retried["status"].as_str()), (Some(true), Some("credited")));
+
     let mut forged_text = pending["token"].as_str().unwrap().to_owned();
     let flip = forged_text.len() / 2;
     let replacement = if &forged_text[flip..=flip] == "A" { "B" } else { "A" };

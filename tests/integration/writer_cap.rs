@@ -65,3 +65,45 @@ fn writer_never_exceeds_its_cap() {
         assert_eq!(wallet_sum, total * 10);
     });
 }
+
+// Regression: tokens the ledger refused (budget not funded) stayed at the front of the queue and
+// blocked all crediting. They must be parked, let the rest through, and be credited once the
+// activity is funded.
+#[test]
+fn refused_tokens_are_parked_and_credited_after_funding() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let ledger = EmbeddedLedger::open(dir.path()).unwrap();
+        // The "cap" activity has no funding yet; "other" is funded.
+        ledger.fund_activity("other".into(), 1_000, 0).await.unwrap();
+        let limits = StockLimits { activity_budget_cents: 1_000_000, ..StockLimits::default() };
+        for n in 1..=5 {
+            store.commit_grant(record(n), limits).await.unwrap();
+        }
+        let mut other = record(6);
+        other.activity_id = "other".into();
+        store.commit_grant(other, limits).await.unwrap();
+        let writer = LedgerWriter::new(
+            store.clone(),
+            ledger.clone(),
+            Arc::new(ManualClock::new(0)),
+            WriterConfig { credits_per_second_max: None, batch_entries_max: 2 },
+        );
+        for _ in 0..10 {
+            writer.step().await.unwrap();
+        }
+        assert_eq!(store.queue_len().unwrap(), 0, "refused tokens still block the queue");
+        assert_eq!(store.parked_len().unwrap(), 5);
+        assert_eq!(ledger.balance("wallet/6").unwrap(), 10, "the funded activity was not credited");
+        ledger.fund_activity("cap".into(), 1_000, 0).await.unwrap();
+        assert_eq!(store.requeue_parked().await.unwrap(), 5);
+        for _ in 0..10 {
+            writer.step().await.unwrap();
+        }
+        assert_eq!((store.queue_len().unwrap(), store.parked_len().unwrap()), (0, 0));
+        let credited: i64 = (1..=5).map(|n| ledger.balance(&format!("wallet/{n}")).unwrap()).sum();
+        assert_eq!(credited, 50);
+    });
+}

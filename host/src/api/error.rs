@@ -40,6 +40,7 @@ impl From<WalletError> for ApiError {
             WalletError::InsufficientBalance { .. } => (409, "insufficient_balance"),
             WalletError::RequestConflict(_) => (409, "request_id_conflict"),
             WalletError::Unavailable(_) => (503, "unavailable"),
+            WalletError::TooManyPending(_) => (503, "too_many_pending"),
         };
         ApiError::new(status, code, error.to_string())
     }

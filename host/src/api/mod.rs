@@ -20,15 +20,26 @@ pub use routes::token_json;
 use crate::app::App;
 
 /// The most connections served at once. Past it, new connections wait in the kernel's accept
-/// queue: the host sheds load by not reading rather than by running out of memory.
-pub const CONNECTIONS_MAX: usize = 16 * 1024;
+/// queue: the host sheds load by not reading rather than by running out of memory. With the body
+/// limits below, buffered bodies stay under a gigabyte even if every connection sends one.
+pub const CONNECTIONS_MAX: usize = 8 * 1024;
 
 /// A client that has not sent a whole request head by then is disconnected, so idle or slow
 /// connections cannot hold connection slots forever.
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The largest request body read; a restore of 256 tokens fits with room to spare.
-pub const REQUEST_BODY_BYTES_MAX: usize = 1024 * 1024;
+/// The largest request body read on most routes; a grant is about 200 bytes.
+pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// The largest restore body: 256 tokens of at most 2 KiB each, with room to spare.
+pub const RESTORE_BODY_BYTES_MAX: usize = 1024 * 1024;
+
+/// A request body must arrive within this long, so a slow sender cannot hold a connection and
+/// its buffer indefinitely.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Pause after a failed accept (for example, out of file descriptors), instead of spinning.
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Serves the API on `listener` until `shutdown` turns true.
 pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -43,6 +54,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: tokio::sy
                 Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }
             },

@@ -8,7 +8,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{ApiError, REQUEST_BODY_BYTES_MAX};
+use super::{ApiError, BODY_READ_TIMEOUT, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX};
 use crate::app::App;
 use crate::capability::reconciliation;
 use crate::issuer::pb::RedPacketToken;
@@ -37,16 +37,15 @@ fn ok(body: &impl serde::Serialize) -> Answer {
     Ok(respond(200, body))
 }
 
-async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, ApiError> {
-    let body = Limited::new(request.into_body(), REQUEST_BODY_BYTES_MAX)
-        .collect()
+async fn read_json<T: DeserializeOwned>(request: Request<Incoming>, bytes_max: usize) -> Result<T, ApiError> {
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(request.into_body(), bytes_max).collect())
         .await
         .map_err(|_| {
-            ApiError::new(
-                413,
-                "body_too_large",
-                format!("request body over {REQUEST_BODY_BYTES_MAX} bytes or unreadable"),
-            )
+            ApiError::new(408, "request_timeout", format!("request body not received within {BODY_READ_TIMEOUT:?}"))
+        })?;
+    let body = collected
+        .map_err(|_| {
+            ApiError::new(413, "body_too_large", format!("request body over {bytes_max} bytes or unreadable"))
         })?
         .to_bytes();
     serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
@@ -54,7 +53,7 @@ async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T,
 
 fn parse_act_id(text: &str) -> Result<i64, ApiError> {
     match text.parse::<i64>() {
-        Ok(act_id) if act_id > 0 => Ok(act_id),
+        Ok(act_id) if act_id > 0 && act_id < i64::MAX => Ok(act_id),
         _ => Err(ApiError::bad_request(format!(
             "act_id `{}` must be a positive integer",
             text.chars().take(32).collect::<String>()
@@ -84,11 +83,11 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
             struct VerifyBody {
                 token: String,
             }
-            let body: VerifyBody = read_json(request).await?;
+            let body: VerifyBody = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
             verify(app, &body.token)
         }
         (&Method::POST, ["v1", "grants"]) => {
-            let body: grant::GrantRequest = read_json(request).await?;
+            let body: grant::GrantRequest = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
             ok(&grant::grant(app, body).await?)
         }
         (&Method::GET, ["v1", "wallets", act_id]) => ok(&wallet::summary(app, parse_act_id(act_id)?)?),
@@ -104,15 +103,15 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
         }
         (&Method::POST, ["v1", "wallets", act_id, "withdrawals"]) => {
             let act_id = parse_act_id(act_id)?;
-            let body: wallet::WithdrawalBody = read_json(request).await?;
+            let body: wallet::WithdrawalBody = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
             ok(&wallet::withdraw(app, act_id, body).await?)
         }
         (&Method::POST, ["v1", "wallets", act_id, "tokens:restore"]) => {
             let act_id = parse_act_id(act_id)?;
-            let body: wallet::RestoreBody = read_json(request).await?;
+            let body: wallet::RestoreBody = read_json(request, RESTORE_BODY_BYTES_MAX).await?;
             ok(&json!({ "results": wallet::restore(app, act_id, body).await? }))
         }
-        (&Method::GET, ["v1", "activities", activity_id, "reconciliation"]) => reconcile(app, activity_id),
+        (&Method::GET, ["v1", "activities", activity_id, "reconciliation"]) => reconcile(app, activity_id).await,
         (
             _,
             ["healthz"]
@@ -223,16 +222,29 @@ fn verify(app: &App, text: &str) -> Answer {
     }
 }
 
-fn reconcile(app: &App, activity_id: &str) -> Answer {
+/// Reconciliation reads a whole activity; one runs at a time per host, on the blocking pool.
+static RECONCILING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+async fn reconcile(app: &App, activity_id: &str) -> Answer {
     let snapshot = app.registry.snapshot();
     let activity = snapshot
         .activity(activity_id)
-        .ok_or_else(|| ApiError::new(404, "unknown_activity", format!("unknown activity `{activity_id}`")))?;
-    let unavailable = |error: &dyn std::fmt::Display| ApiError::new(503, "unavailable", error.to_string());
-    let grants = app.store.all_grants().map_err(|e| unavailable(&e))?;
-    let entries = app.ledger.all_entries().map_err(|e| unavailable(&e))?;
-    let books = reconciliation::reconcile(activity, &grants, &entries, |scene_id| {
-        app.store.stock_used(activity_id, Some(scene_id)).unwrap_or_default()
-    });
+        .ok_or_else(|| ApiError::new(404, "unknown_activity", format!("unknown activity `{activity_id}`")))?
+        .clone();
+    let Ok(_permit) = RECONCILING.try_acquire() else {
+        return Err(ApiError::new(429, "busy", "a reconciliation is already running on this host"));
+    };
+    let store = app.store.clone();
+    let ledger = app.ledger.clone();
+    let books = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let grants = store.grants_of(&activity.id).map_err(|e| e.to_string())?;
+        let entries = ledger.red_packets_of(&activity.id).map_err(|e| e.to_string())?;
+        Ok(reconciliation::reconcile(&activity, &grants, &entries, |scene_id| {
+            store.stock_used(&activity.id, Some(scene_id)).unwrap_or_default()
+        }))
+    })
+    .await
+    .map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?
+    .map_err(|error| ApiError::new(503, "unavailable", error))?;
     ok(&json!({ "activity_id": activity_id, "scenes": books }))
 }

@@ -47,7 +47,7 @@ pub struct Finding {
 /// Reconciles every scene of `activity` that has reconciliation on.
 pub fn reconcile(
     activity: &Activity,
-    grants: &[GrantRecord],
+    grants: &[(GrantRecord, bool)],
     entries: &[LedgerEntry],
     stock: impl Fn(&str) -> StockUsed,
 ) -> Vec<SceneBooks> {
@@ -68,8 +68,15 @@ pub fn reconcile(
             scene.credited_cents += entry.amount_cents;
         }
     }
-    for grant in grants.iter().filter(|g| g.activity_id == activity.id) {
+    for (grant, parked) in grants.iter().filter(|(g, _)| g.activity_id == activity.id) {
         let Some(scene) = books.get_mut(grant.scene_id.as_str()) else { continue };
+        if *parked {
+            scene.findings.push(Finding {
+                code: "parked_token",
+                message: format!("order `{}` was refused by the ledger and is parked", grant.order_no),
+                repair: "fund the activity (raise budget_cents) or correct the conflicting entry; parked tokens are queued again on funding",
+            });
+        }
         scene.issued_count += 1;
         scene.issued_cents += grant.amount_cents;
         let credited = credited_ids.contains(grant.flow_id().as_str());

@@ -84,6 +84,12 @@ pub(super) fn load_or_create(dir: &Path) -> Result<KeyRing, KeyError> {
         signing_keys.insert(active_key_id.clone(), key);
         return Ok(KeyRing { active_key_id, signing_keys });
     }
+    // A crash on first start can leave the key written but not `ACTIVE`: with one key there is
+    // no doubt which one it is.
+    if !active_path.exists() && signing_keys.len() == 1 {
+        let only = signing_keys.keys().next().cloned().unwrap_or_default();
+        write_owner_only(&active_path, only.as_bytes())?;
+    }
     let active_key_id = fs::read_to_string(&active_path).map_err(io(&active_path))?.trim().to_owned();
     if !signing_keys.contains_key(&active_key_id) {
         return Err(KeyError::Invalid { path: active_path, message: format!("names missing key `{active_key_id}`") });
@@ -148,6 +154,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let again = load_or_create(&keys_dir).unwrap();
         assert_eq!(again.active_key_id, first.active_key_id);
+        // Regression: a crash between writing the first key and `ACTIVE` left a host that could
+        // not start.
+        fs::remove_file(keys_dir.join(ACTIVE_FILE)).unwrap();
+        assert_eq!(load_or_create(&keys_dir).unwrap().active_key_id, first.active_key_id);
         let rotated = rotate_key(dir.path()).unwrap();
         let after = load_or_create(&keys_dir).unwrap();
         assert_eq!(after.active_key_id, rotated);

@@ -140,6 +140,21 @@ impl EmbeddedLedger {
         Ok(accounts.get(account).map_err(unavailable)?.map_or(0, |v| v.value()))
     }
 
+    /// The red packet entries of one activity, for reconciliation; never on the grant path.
+    pub fn red_packets_of(&self, activity_id: &str) -> Result<Vec<LedgerEntry>, LedgerError> {
+        let read = self.db.begin_read().map_err(unavailable)?;
+        let entries = read.open_table(ENTRIES).map_err(unavailable)?;
+        // Ids are `rp/{activity}/{order_no}`; '0' is the byte after '/', so this range is exactly
+        // the activity's red packets.
+        let start = format!("rp/{activity_id}/");
+        let end = format!("rp/{activity_id}0");
+        let mut found = Vec::new();
+        for row in entries.range(start.as_str()..end.as_str()).map_err(unavailable)? {
+            found.push(decode(row.map_err(unavailable)?.1.value())?);
+        }
+        Ok(found)
+    }
+
     /// Every entry, for audits and tests; never on a request path.
     pub fn all_entries(&self) -> Result<Vec<LedgerEntry>, LedgerError> {
         let read = self.db.begin_read().map_err(unavailable)?;
@@ -239,8 +254,15 @@ fn credit_batch(db: &Database, credits: &[Credit]) -> Result<Vec<CreditResult>, 
         let mut income = txn.open_table(USER_INCOME).map_err(unavailable)?;
         for credit in credits {
             let id = red_packet_flow_id(&credit.activity_id, &credit.order_no);
-            if entries.get(id.as_str()).map_err(unavailable)?.is_some() {
-                results.push(CreditResult::AlreadyCredited);
+            let existing =
+                entries.get(id.as_str()).map_err(unavailable)?.map(|bytes| decode(bytes.value())).transpose()?;
+            if let Some(entry) = existing {
+                if entry.amount_cents == credit.amount_cents && entry.act_id == credit.act_id {
+                    results.push(CreditResult::AlreadyCredited);
+                } else {
+                    tracing::error!(entry = %id, ledger_cents = entry.amount_cents, token_cents = credit.amount_cents, "ledger holds this order with another amount or user");
+                    results.push(CreditResult::Conflict);
+                }
                 continue;
             }
             let entry = LedgerEntry {
@@ -255,6 +277,7 @@ fn credit_batch(db: &Database, credits: &[Credit]) -> Result<Vec<CreditResult>, 
                 activity_id: credit.activity_id.clone(),
                 scene_id: credit.scene_id.clone(),
                 reference: credit.order_no.clone(),
+                token: credit.token.clone(),
             };
             if !transfer(&mut accounts, &entry.debit_account, &entry.credit_account, entry.amount_cents)? {
                 tracing::error!(activity = %credit.activity_id, order_no = %credit.order_no, "budget account cannot pay a granted red packet");
@@ -272,7 +295,7 @@ fn credit_batch(db: &Database, credits: &[Credit]) -> Result<Vec<CreditResult>, 
     let read = db.begin_read().map_err(unavailable)?;
     let entries = read.open_table(ENTRIES).map_err(unavailable)?;
     for (credit, result) in credits.iter().zip(&results) {
-        if *result != CreditResult::BudgetExhausted {
+        if *result == CreditResult::Applied {
             let id = red_packet_flow_id(&credit.activity_id, &credit.order_no);
             let stored =
                 entries.get(id.as_str()).map_err(unavailable)?.map(|bytes| decode(bytes.value())).transpose()?;

@@ -67,6 +67,10 @@ pub struct LedgerEntry {
     /// The order number of a red packet or the request id of a withdrawal.
     #[prost(string, tag = "11")]
     pub reference: String,
+    /// For red packets, the signed token as the client holds it: a retried grant whose token the
+    /// store has lost still gets the original token back, never a new amount.
+    #[prost(string, tag = "12")]
+    pub token: String,
 }
 
 impl LedgerEntry {
@@ -97,6 +101,8 @@ pub struct Credit {
     pub open_time_ms: u64,
     /// The bill copy.
     pub memo: String,
+    /// The signed token.
+    pub token: String,
 }
 
 /// What crediting one red packet did.
@@ -107,8 +113,11 @@ pub enum CreditResult {
     /// The entry existed already: a redelivery.
     AlreadyCredited,
     /// The activity's budget account cannot pay it; nothing written. Grants are checked against
-    /// the budget, so this means the books disagree and someone must look.
+    /// the budget, so this means the books disagree (for example an activity not funded yet).
     BudgetExhausted,
+    /// The ledger already has this order number with a different amount or user; nothing
+    /// written. Reconciliation reports it.
+    Conflict,
 }
 
 /// A withdrawal request.

@@ -30,6 +30,10 @@ const USER_UNSETTLED: TableDefinition<(i64, u64), (&str, &str)> = TableDefinitio
 const QUEUE: TableDefinition<u64, (&str, &str)> = TableDefinition::new("queue");
 /// (activity, scene) → (count, cents) used; the scene `""` holds the activity's total.
 const STOCK: TableDefinition<(&str, &str), (u64, i64)> = TableDefinition::new("stock");
+/// seq → (activity, order number): tokens taken off the queue because the ledger would not take
+/// them (the activity's budget cannot pay, or the ledger holds a different amount for the order).
+/// They are still owed and still shown pending; funding the activity puts them back in the queue.
+const PARKED: TableDefinition<u64, (&str, &str)> = TableDefinition::new("parked");
 /// Counters: `next_seq`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -56,7 +60,9 @@ enum WriteOp {
     ClaimQueue { max: usize, reply: Reply<Vec<GrantRecord>> },
     ClaimKeys { keys: Vec<GrantKey>, reply: Reply<Vec<GrantRecord>> },
     Complete { keys: Vec<GrantKey>, reply: Reply<()> },
-    Restore { record: GrantRecord, reply: Reply<RestoreOutcome> },
+    Restore { record: GrantRecord, credited: bool, reply: Reply<RestoreOutcome> },
+    Park { keys: Vec<GrantKey>, reply: Reply<()> },
+    Requeue { reply: Reply<u64> },
 }
 
 /// A handle on the embedded token store; clones share one database and one committer.
@@ -102,6 +108,7 @@ impl EmbeddedStore {
             setup.open_table(QUEUE).map_err(unavailable)?;
             setup.open_table(STOCK).map_err(unavailable)?;
             setup.open_table(META).map_err(unavailable)?;
+            setup.open_table(PARKED).map_err(unavailable)?;
         }
         setup.commit().map_err(unavailable)?;
         let (sender, receiver) = mpsc::channel(COMMIT_QUEUE_OPS_MAX);
@@ -149,13 +156,36 @@ impl EmbeddedStore {
     /// Marks the named tokens credited and takes them off the queue. Call only after the ledger
     /// has them.
     pub async fn complete(&self, keys: Vec<GrantKey>) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         self.submit(|reply| WriteOp::Complete { keys, reply }).await
     }
 
     /// Stores a token a client kept, if the server no longer has it. Its amount is counted
     /// against stock but never refused for it: the money was promised when it was granted.
-    pub async fn restore(&self, record: GrantRecord) -> Result<RestoreOutcome, StoreError> {
-        self.submit(|reply| WriteOp::Restore { record, reply }).await
+    /// `credited` says the ledger already has it: it is stored as credited and not queued.
+    pub async fn restore(&self, record: GrantRecord, credited: bool) -> Result<RestoreOutcome, StoreError> {
+        self.submit(|reply| WriteOp::Restore { record, credited, reply }).await
+    }
+
+    /// Takes tokens the ledger refused off the crediting queue so they stop blocking its front.
+    pub async fn park(&self, keys: Vec<GrantKey>) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.submit(|reply| WriteOp::Park { keys, reply }).await
+    }
+
+    /// Puts every parked token back in the crediting queue; returns how many.
+    pub async fn requeue_parked(&self) -> Result<u64, StoreError> {
+        self.submit(|reply| WriteOp::Requeue { reply }).await
+    }
+
+    /// How many tokens are parked.
+    pub fn parked_len(&self) -> Result<u64, StoreError> {
+        let read = self.db.begin_read().map_err(unavailable)?;
+        read.open_table(PARKED).map_err(unavailable)?.len().map_err(unavailable)
     }
 
     /// The stored grant with this order number.
@@ -181,6 +211,20 @@ impl EmbeddedStore {
             }
         }
         Ok(records)
+    }
+
+    /// The keys of the user's oldest `USER_UNSETTLED_READ_MAX` unsettled tokens.
+    pub fn unsettled_keys_prefix(&self, act_id: i64) -> Result<Vec<GrantKey>, StoreError> {
+        let read = self.db.begin_read().map_err(unavailable)?;
+        let unsettled = read.open_table(USER_UNSETTLED).map_err(unavailable)?;
+        let mut keys = Vec::new();
+        for row in unsettled.range((act_id, 0)..=(act_id, u64::MAX)).map_err(unavailable)?.take(USER_UNSETTLED_READ_MAX)
+        {
+            let (key, value) = row.map_err(unavailable)?;
+            let (activity_id, order_no) = value.value();
+            keys.push(GrantKey { activity_id: activity_id.into(), order_no: order_no.into(), seq: key.value().1 });
+        }
+        Ok(keys)
     }
 
     /// Up to `limit` of the user's tokens strictly older than `before`, newest first.
@@ -229,14 +273,25 @@ impl EmbeddedStore {
             .unwrap_or_default())
     }
 
-    /// Every stored grant; for reconciliation and tests, never on the grant path.
-    pub fn all_grants(&self) -> Result<Vec<GrantRecord>, StoreError> {
+    /// Every stored grant of one activity, and whether each is parked; for reconciliation and
+    /// tests, never on the grant path.
+    pub fn grants_of(&self, activity_id: &str) -> Result<Vec<(GrantRecord, bool)>, StoreError> {
         let read = self.db.begin_read().map_err(unavailable)?;
         let grants = read.open_table(GRANTS).map_err(unavailable)?;
+        let parked_table = read.open_table(PARKED).map_err(unavailable)?;
+        let mut parked = std::collections::HashSet::new();
+        for row in parked_table.iter().map_err(unavailable)? {
+            parked.insert(row.map_err(unavailable)?.0.value());
+        }
         let mut records = Vec::new();
-        for row in grants.iter().map_err(unavailable)? {
-            let (_, bytes) = row.map_err(unavailable)?;
-            records.push(decode(bytes.value())?);
+        for row in grants.range((activity_id, "")..).map_err(unavailable)? {
+            let (key, bytes) = row.map_err(unavailable)?;
+            if key.value().0 != activity_id {
+                break;
+            }
+            let record = decode(bytes.value())?;
+            let is_parked = record.status() != TokenStatus::Credited && parked.contains(&record.seq);
+            records.push((record, is_parked));
         }
         Ok(records)
     }
@@ -272,9 +327,22 @@ enum Outcome {
     Records(Reply<Vec<GrantRecord>>, Result<Vec<GrantRecord>, StoreError>),
     Unit(Reply<()>, Result<(), StoreError>),
     Restore(Reply<RestoreOutcome>, Result<RestoreOutcome, StoreError>),
+    Count(Reply<u64>, Result<u64, StoreError>),
 }
 
 impl Outcome {
+    fn error(&self) -> Option<String> {
+        let error = match self {
+            Outcome::Grant(_, Err(error)) => error,
+            Outcome::Records(_, Err(error)) => error,
+            Outcome::Unit(_, Err(error)) => error,
+            Outcome::Restore(_, Err(error)) => error,
+            Outcome::Count(_, Err(error)) => error,
+            _ => return None,
+        };
+        Some(error.to_string())
+    }
+
     fn send(self, failure: Option<&str>) {
         let fail = |message: &str| StoreError::Unavailable(message.to_owned());
         match self {
@@ -282,6 +350,7 @@ impl Outcome {
             Outcome::Records(reply, result) => drop(reply.send(failure.map_or(result, |m| Err(fail(m))))),
             Outcome::Unit(reply, result) => drop(reply.send(failure.map_or(result, |m| Err(fail(m))))),
             Outcome::Restore(reply, result) => drop(reply.send(failure.map_or(result, |m| Err(fail(m))))),
+            Outcome::Count(reply, result) => drop(reply.send(failure.map_or(result, |m| Err(fail(m))))),
         }
     }
 }
@@ -307,6 +376,7 @@ struct Tables<'txn> {
     queue: redb::Table<'txn, u64, (&'static str, &'static str)>,
     stock: redb::Table<'txn, (&'static str, &'static str), (u64, i64)>,
     meta: redb::Table<'txn, &'static str, u64>,
+    parked: redb::Table<'txn, u64, (&'static str, &'static str)>,
 }
 
 fn apply_group(
@@ -323,8 +393,10 @@ fn apply_group(
             queue: txn.open_table(QUEUE).map_err(unavailable)?,
             stock: txn.open_table(STOCK).map_err(unavailable)?,
             meta: txn.open_table(META).map_err(unavailable)?,
+            parked: txn.open_table(PARKED).map_err(unavailable)?,
         };
-        let mut next_seq = tables.meta.get("next_seq").map_err(unavailable)?.map(|v| v.value()).unwrap_or(1);
+        let first_seq = tables.meta.get("next_seq").map_err(unavailable)?.map(|v| v.value()).unwrap_or(1);
+        let mut next_seq = first_seq;
         for op in ops {
             outcomes.push(match op {
                 WriteOp::Grant { record, limits, reply } => {
@@ -333,12 +405,21 @@ fn apply_group(
                 WriteOp::ClaimQueue { max, reply } => Outcome::Records(reply, claim_queue(&mut tables, max)),
                 WriteOp::ClaimKeys { keys, reply } => Outcome::Records(reply, claim_keys(&mut tables, &keys)),
                 WriteOp::Complete { keys, reply } => Outcome::Unit(reply, complete(&mut tables, &keys)),
-                WriteOp::Restore { record, reply } => {
-                    Outcome::Restore(reply, restore(&mut tables, record, &mut next_seq))
+                WriteOp::Restore { record, credited, reply } => {
+                    Outcome::Restore(reply, restore(&mut tables, record, credited, &mut next_seq))
                 }
+                WriteOp::Park { keys, reply } => Outcome::Unit(reply, park(&mut tables, &keys)),
+                WriteOp::Requeue { reply } => Outcome::Count(reply, requeue(&mut tables)),
             });
+            // An operation that failed may have written part of its work: the whole group is
+            // rolled back rather than committing half an operation.
+            if let Some(error) = outcomes.last().and_then(Outcome::error) {
+                return Err(StoreError::Unavailable(error));
+            }
         }
-        tables.meta.insert("next_seq", next_seq).map_err(unavailable)?;
+        if next_seq != first_seq {
+            tables.meta.insert("next_seq", next_seq).map_err(unavailable)?;
+        }
     }
     txn.commit().map_err(unavailable)
 }
@@ -372,25 +453,61 @@ fn grant(
     Ok(GrantCommit::Granted(record))
 }
 
-fn restore(tables: &mut Tables<'_>, mut record: GrantRecord, next_seq: &mut u64) -> Result<RestoreOutcome, StoreError> {
+fn restore(
+    tables: &mut Tables<'_>,
+    mut record: GrantRecord,
+    credited: bool,
+    next_seq: &mut u64,
+) -> Result<RestoreOutcome, StoreError> {
     if read_grant(tables, &record.activity_id, &record.order_no)?.is_some() {
         return Ok(RestoreOutcome::AlreadyPresent);
     }
     record.seq = *next_seq;
     *next_seq += 1;
-    record.status = TokenStatus::Pending.code();
-    insert_new(tables, &record)?;
+    if credited {
+        record.status = TokenStatus::Credited.code();
+        insert_record(tables, &record)?;
+    } else {
+        record.status = TokenStatus::Pending.code();
+        insert_new(tables, &record)?;
+    }
     Ok(RestoreOutcome::Restored)
+}
+
+fn park(tables: &mut Tables<'_>, keys: &[GrantKey]) -> Result<(), StoreError> {
+    for key in keys {
+        if tables.queue.remove(key.seq).map_err(unavailable)?.is_some() {
+            tables.parked.insert(key.seq, (key.activity_id.as_str(), key.order_no.as_str())).map_err(unavailable)?;
+        }
+    }
+    Ok(())
+}
+
+fn requeue(tables: &mut Tables<'_>) -> Result<u64, StoreError> {
+    let mut moved = 0;
+    while let Some((seq, value)) = tables.parked.pop_first().map_err(unavailable)? {
+        let (activity_id, order_no) = value.value();
+        tables.queue.insert(seq.value(), (activity_id, order_no)).map_err(unavailable)?;
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 /// Writes a new grant into every table: record, user indexes, queue and stock.
 fn insert_new(tables: &mut Tables<'_>, record: &GrantRecord) -> Result<(), StoreError> {
+    insert_record(tables, record)?;
+    let key = (record.activity_id.as_str(), record.order_no.as_str());
+    tables.user_unsettled.insert((record.act_id, record.seq), key).map_err(unavailable)?;
+    tables.queue.insert(record.seq, key).map_err(unavailable)?;
+    Ok(())
+}
+
+/// Writes the record, the user's token list and the stock counters.
+fn insert_record(tables: &mut Tables<'_>, record: &GrantRecord) -> Result<(), StoreError> {
     let key = (record.activity_id.as_str(), record.order_no.as_str());
     tables.grants.insert(key, record.encode_to_vec().as_slice()).map_err(unavailable)?;
     let flow_id = record.flow_id();
     tables.user_tokens.insert((record.act_id, record.open_time_ms, flow_id.as_str()), ()).map_err(unavailable)?;
-    tables.user_unsettled.insert((record.act_id, record.seq), key).map_err(unavailable)?;
-    tables.queue.insert(record.seq, key).map_err(unavailable)?;
     for scene in [record.scene_id.as_str(), ACTIVITY_TOTAL] {
         let used = read_stock(tables, &record.activity_id, scene)?;
         let cents = used.cents.saturating_add(record.amount_cents);
@@ -458,6 +575,7 @@ fn complete(tables: &mut Tables<'_>, keys: &[GrantKey]) -> Result<(), StoreError
             .insert((key.activity_id.as_str(), key.order_no.as_str()), encoded.as_slice())
             .map_err(unavailable)?;
         tables.queue.remove(record.seq).map_err(unavailable)?;
+        tables.parked.remove(record.seq).map_err(unavailable)?;
         tables.user_unsettled.remove((record.act_id, record.seq)).map_err(unavailable)?;
     }
     Ok(())

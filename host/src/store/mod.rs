@@ -176,6 +176,15 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("token store is closed")]
     Closed,
+    /// A user holds more unsettled tokens than one request reads; answering with part of them
+    /// would show a wrong balance, so the request fails instead.
+    #[error("user `{act_id}` has more than {max} unsettled tokens")]
+    TooManyUnsettled {
+        /// The user.
+        act_id: i64,
+        /// The bound.
+        max: usize,
+    },
 }
 
 /// A position in a user's wallet flow: items strictly older than it come next.
