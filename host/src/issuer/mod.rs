@@ -227,3 +227,41 @@ mod tests {
         assert!(matches!(issuer.verify("not a token!"), Err(TokenError::Malformed(_))));
     }
 }
+
+#[cfg(test)]
+mod decoder_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        // Proves the token decoder, which reads bytes from outside (clients restoring tokens),
+        // never panics and never accepts what this issuer did not sign, whatever the input.
+        #[test]
+        fn arbitrary_text_never_panics_or_verifies(text in ".{0,400}") {
+            let issuer = Issuer::ephemeral();
+            prop_assert!(issuer.verify(&text).is_err());
+            let _ = decode_unverified(&text);
+        }
+
+        // The same over arbitrary bytes wrapped as base64url, so the protobuf decoders run.
+        #[test]
+        fn arbitrary_envelopes_never_panic_or_verify(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let issuer = Issuer::ephemeral();
+            let text = URL_SAFE_NO_PAD.encode(&bytes);
+            prop_assert!(issuer.verify(&text).is_err());
+            let _ = decode_unverified(&text);
+        }
+
+        // Flipping any one byte of a real token's envelope makes it fail verification.
+        #[test]
+        fn any_single_byte_change_is_refused(index in 0usize..10_000, flip in 1u8..=255) {
+            let issuer = Issuer::ephemeral();
+            let text = issuer.mint(&mut pb::RedPacketToken { act_id: 7, amount_cents: 88, order_no: "7_s_1_cash_0".into(), ..Default::default() });
+            let mut bytes = URL_SAFE_NO_PAD.decode(&text).unwrap();
+            let index = index % bytes.len();
+            bytes[index] ^= flip;
+            prop_assert!(issuer.verify(&URL_SAFE_NO_PAD.encode(&bytes)).is_err());
+        }
+    }
+}
