@@ -16,7 +16,7 @@ use super::{
     Credit, CreditResult, ENTRY_CENTS_MAX, EntryKind, LedgerEntry, LedgerError, LedgerWallet, PAYOUTS_ACCOUNT,
     Withdrawal, WithdrawalRequest, budget_account, wallet_account,
 };
-use crate::store::{FlowPosition, red_packet_flow_id};
+use crate::store::{FlowPosition, flow_index_range, red_packet_flow_id};
 
 /// account → balance in cents.
 const ACCOUNTS: TableDefinition<&str, i64> = TableDefinition::new("accounts");
@@ -109,11 +109,7 @@ impl EmbeddedLedger {
         let read = self.db.begin_read().map_err(unavailable)?;
         let index = read.open_table(USER_ENTRIES).map_err(unavailable)?;
         let entries = read.open_table(ENTRIES).map_err(unavailable)?;
-        let rows = match before {
-            Some(position) => index.range((act_id, 0, "")..(act_id, position.time_ms, position.flow_id.as_str())),
-            None => index.range((act_id, 0, "")..(act_id.saturating_add(1), 0, "")),
-        }
-        .map_err(unavailable)?;
+        let rows = index.range(flow_index_range(act_id, before)).map_err(unavailable)?;
         let mut found = Vec::with_capacity(limit);
         for row in rows.rev().take(limit) {
             let (key, _) = row.map_err(unavailable)?;

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     FlowPosition, GrantCommit, GrantKey, GrantRecord, RestoreOutcome, StockLimits, StockOut, StockUsed, StoreError,
-    TokenStatus,
+    TokenStatus, flow_index_range,
 };
 
 /// (activity, order number) → encoded [`GrantRecord`].
@@ -237,11 +237,7 @@ impl EmbeddedStore {
         let read = self.db.begin_read().map_err(unavailable)?;
         let index = read.open_table(USER_TOKENS).map_err(unavailable)?;
         let grants = read.open_table(GRANTS).map_err(unavailable)?;
-        let rows = match before {
-            Some(position) => index.range((act_id, 0, "")..(act_id, position.time_ms, position.flow_id.as_str())),
-            None => index.range((act_id, 0, "")..(act_id.saturating_add(1), 0, "")),
-        }
-        .map_err(unavailable)?;
+        let rows = index.range(flow_index_range(act_id, before)).map_err(unavailable)?;
         let mut records = Vec::with_capacity(limit);
         for row in rows.rev().take(limit) {
             let (key, _) = row.map_err(unavailable)?;

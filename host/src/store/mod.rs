@@ -195,3 +195,13 @@ pub struct FlowPosition {
     /// The item's flow id, which breaks ties between items of the same millisecond.
     pub flow_id: String,
 }
+
+/// The keys `(act_id, time_ms, flow_id)` of a user's flow index that come strictly before
+/// `before` (all of the user's keys when `None`). The token store and the ledger both page their
+/// flow indexes with it, so their pages line up exactly when the wallet merges them.
+pub fn flow_index_range(act_id: i64, before: Option<&FlowPosition>) -> std::ops::Range<(i64, u64, &str)> {
+    match before {
+        Some(position) => (act_id, 0, "")..(act_id, position.time_ms, position.flow_id.as_str()),
+        None => (act_id, 0, "")..(act_id.saturating_add(1), 0, ""),
+    }
+}
