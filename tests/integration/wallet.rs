@@ -136,3 +136,25 @@ fn restore_after_losing_the_token_store_pays_exactly_once() {
     let (_, flow) = server.get(&format!("/v1/wallets/{act_id}/flow"));
     assert_eq!(flow["items"].as_array().unwrap().len(), 2, "{flow}");
 }
+
+// Proves the request bounds hold exactly at their limits: 256 tokens per restore, 100 items per
+// flow page, 64 KiB per ordinary body.
+#[test]
+fn request_bounds_hold_at_the_limit() {
+    let server = Server::start(&["--no-writer"]);
+    let tokens = |n: usize| json!({ "tokens": vec!["x"; n] });
+    let (status, answer) = server.post("/v1/wallets/1/tokens:restore", &tokens(256));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"].as_array().unwrap().len(), 256);
+    let (status, answer) = server.post("/v1/wallets/1/tokens:restore", &tokens(257));
+    assert_eq!((status, answer["code"].as_str()), (400, Some("bad_request")));
+
+    assert_eq!(server.get("/v1/wallets/1/flow?limit=100").0, 200);
+    let (status, answer) = server.get("/v1/wallets/1/flow?limit=101");
+    assert_eq!((status, answer["code"].as_str()), (400, Some("bad_request")));
+
+    let mut body = crate::support::grant_body(1, "rain", 1, 0);
+    body["locale"] = "x".repeat(64 * 1024).into();
+    let (status, answer) = server.post("/v1/grants", &body);
+    assert_eq!((status, answer["code"].as_str()), (413, Some("body_too_large")));
+}

@@ -107,3 +107,41 @@ fn refused_tokens_are_parked_and_credited_after_funding() {
         assert_eq!(credited, 50);
     });
 }
+
+// Proves the per-user read bound: past 4096 unsettled tokens a read fails loudly instead of
+// showing a partial balance, and forced crediting works through them in passes.
+#[test]
+fn unsettled_reads_fail_past_the_bound_and_credit_in_passes() {
+    use hongbao::store::{StoreError, USER_UNSETTLED_READ_MAX};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let ledger = EmbeddedLedger::open(dir.path()).unwrap();
+        ledger.fund_activity("cap".into(), 1_000_000, 0).await.unwrap();
+        let limits = StockLimits { activity_budget_cents: 1_000_000, ..StockLimits::default() };
+        let grants: Vec<_> = (0..USER_UNSETTLED_READ_MAX as i64)
+            .map(|n| {
+                let store = store.clone();
+                let mut one = record(n + 1);
+                one.act_id = 42;
+                tokio::spawn(async move { store.commit_grant(one, limits).await.unwrap() })
+            })
+            .collect();
+        for grant in grants {
+            grant.await.unwrap();
+        }
+        assert_eq!(store.unsettled_for_user(42).unwrap().len(), USER_UNSETTLED_READ_MAX);
+        let mut extra = record(999_999);
+        extra.act_id = 42;
+        store.commit_grant(extra, limits).await.unwrap();
+        assert!(matches!(store.unsettled_for_user(42), Err(StoreError::TooManyUnsettled { .. })));
+
+        let writer =
+            LedgerWriter::new(store.clone(), ledger.clone(), Arc::new(ManualClock::new(0)), WriterConfig::default());
+        assert!(writer.credit_user_now(42).await.is_err());
+        assert_eq!(writer.credit_user_prefix_now(42).await.unwrap(), USER_UNSETTLED_READ_MAX);
+        assert_eq!(writer.credit_user_now(42).await.unwrap(), 1);
+        assert_eq!(ledger.balance("wallet/42").unwrap(), 10 * (USER_UNSETTLED_READ_MAX as i64 + 1));
+    });
+}

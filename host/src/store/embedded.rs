@@ -202,8 +202,11 @@ impl EmbeddedStore {
         let unsettled = read.open_table(USER_UNSETTLED).map_err(unavailable)?;
         let grants = read.open_table(GRANTS).map_err(unavailable)?;
         let mut records = Vec::new();
-        for row in unsettled.range((act_id, 0)..=(act_id, u64::MAX)).map_err(unavailable)?.take(USER_UNSETTLED_READ_MAX)
-        {
+        for (index, row) in unsettled.range((act_id, 0)..=(act_id, u64::MAX)).map_err(unavailable)?.enumerate() {
+            // Answering with part of the list would show a wrong balance: fail loudly instead.
+            if index == USER_UNSETTLED_READ_MAX {
+                return Err(StoreError::TooManyUnsettled { act_id, max: USER_UNSETTLED_READ_MAX });
+            }
             let (_, value) = row.map_err(unavailable)?;
             let (activity_id, order_no) = value.value();
             if let Some(bytes) = grants.get((activity_id, order_no)).map_err(unavailable)? {

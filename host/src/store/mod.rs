@@ -10,7 +10,7 @@
 
 mod embedded;
 
-pub use embedded::{EmbeddedStore, GROUP_COMMIT_OPS_MAX};
+pub use embedded::{EmbeddedStore, GROUP_COMMIT_OPS_MAX, USER_UNSETTLED_READ_MAX};
 
 /// A token's crediting status, numbered as in the seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
