@@ -1,7 +1,8 @@
 # hongbao tasks. `just run` serves the example campaign; `just test` runs every test.
 
-# Build output lives outside the clone so that a fresh clone (CI) reuses earlier builds.
-export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", home_directory() / ".cache/hongbao/target")
+# Build output stays in each clone's own `target/`. A target directory shared between clones is
+# unsafe here: the integration tests live outside the `host` package, so cargo fingerprints them by
+# absolute path, and one clone's build could look up to date to another and run stale tests.
 
 # Serve scenes/ on http://127.0.0.1:8080 with the embedded store in ./data.
 run *ARGS: _toolchain

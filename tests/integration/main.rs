@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod grants;
 mod money_properties;
+mod readme;
 mod reload;
 mod support;
 mod wallet;

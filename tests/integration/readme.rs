@@ -1,0 +1,54 @@
+//! The README's examples, run as written: its scene YAML validates, and its curl tour works
+//! against the real server serving the shipped campaign.
+
+use std::process::Command;
+
+use crate::support::Server;
+
+const README: &str = include_str!("../../README.md");
+
+/// The body of the `index`-th fenced block whose info string is `lang`.
+fn fenced_block(lang: &str, index: usize) -> String {
+    let fence = format!("```{lang}");
+    let mut blocks = README.split(&fence).skip(1);
+    let block = blocks.nth(index).unwrap_or_else(|| panic!("README has no block {index} of {lang}"));
+    block.split("\n```").next().unwrap().to_owned()
+}
+
+// Proves the scene YAML shown in the README is a valid scene file.
+#[test]
+fn readme_scene_yaml_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("readme.yaml"), fenced_block("yaml", 0)).unwrap();
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_hongbao")).args(["scenes", "validate"]).arg(dir.path()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+// Proves the README's curl tour runs as written against the shipped campaign: every command
+// succeeds and no answer is an error.
+#[test]
+fn readme_curl_tour_works() {
+    assert!(Command::new("curl").arg("--version").output().is_ok(), "install curl to run the README tour test");
+    let server = Server::start(&[]);
+    std::fs::remove_file(server.scenes.join("test-campaign.yaml")).unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenes")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, server.scenes.join(path.file_name().unwrap())).unwrap();
+    }
+    crate::support::wait_for(std::time::Duration::from_secs(5), || {
+        (server.get("/v1/scenes").1["activities"][0]["activity_id"] == "lantern-festival-2027").then_some(())
+    });
+    let tour = fenced_block("sh", 1).replace("localhost:8080", &server.addr);
+    let output = Command::new("bash").args(["-e", "-c", &tour]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "tour failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("\"order_no\":\"10001_eve-rain_1_cash_0\""), "{stdout}");
+    assert!(stdout.contains("\"replayed\":true"), "{stdout}");
+    assert!(stdout.contains("\"valid\":true"), "{stdout}");
+    assert!(
+        stdout.contains("\"result\":\"already_present\"") || stdout.contains("\"result\":\"already_credited\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("\"code\":"), "an example answered an error: {stdout}");
+}
