@@ -21,16 +21,21 @@ fn record(n: i64) -> GrantRecord {
     }
 }
 
+/// Runs `test` on a multi-threaded runtime over a fresh embedded token store and ledger.
+fn with_stores<F: std::future::Future<Output = ()>>(test: impl FnOnce(EmbeddedStore, EmbeddedLedger) -> F) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let ledger = EmbeddedLedger::open(dir.path()).unwrap();
+    runtime.block_on(test(store, ledger));
+}
+
 // Proves that with the writer capped at N credits/s, no one-second window of the controllable
 // clock ever holds more than N credits, that the writer still works at the cap, and that every
 // token is credited in the end.
 #[test]
 fn writer_never_exceeds_its_cap() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        let ledger = EmbeddedLedger::open(dir.path()).unwrap();
+    with_stores(|store, ledger| async move {
         ledger.fund_activity("cap".into(), 1_000_000, 0).await.unwrap();
         let total = 1_000;
         for n in 1..=total {
@@ -71,11 +76,7 @@ fn writer_never_exceeds_its_cap() {
 // activity is funded.
 #[test]
 fn refused_tokens_are_parked_and_credited_after_funding() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        let ledger = EmbeddedLedger::open(dir.path()).unwrap();
+    with_stores(|store, ledger| async move {
         // The "cap" activity has no funding yet; "other" is funded.
         ledger.fund_activity("other".into(), 1_000, 0).await.unwrap();
         let limits = StockLimits { activity_budget_cents: 1_000_000, ..StockLimits::default() };
@@ -113,11 +114,7 @@ fn refused_tokens_are_parked_and_credited_after_funding() {
 #[test]
 fn unsettled_reads_fail_past_the_bound_and_credit_in_passes() {
     use hongbao::store::{StoreError, USER_UNSETTLED_READ_MAX};
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        let ledger = EmbeddedLedger::open(dir.path()).unwrap();
+    with_stores(|store, ledger| async move {
         ledger.fund_activity("cap".into(), 1_000_000, 0).await.unwrap();
         let limits = StockLimits { activity_budget_cents: 1_000_000, ..StockLimits::default() };
         let grants: Vec<_> = (0..USER_UNSETTLED_READ_MAX as i64)
