@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use crate::capability::rate_limit::RateLimiter;
 use crate::clock::Clock;
 use crate::config::SceneRegistry;
+use crate::plugin::PluginRuntime;
 use crate::issuer::Issuer;
 use crate::ledger::EmbeddedLedger;
 use crate::store::EmbeddedStore;
@@ -50,26 +51,34 @@ pub struct App {
     pub rate: RateLimiter,
     /// The time.
     pub clock: Arc<dyn Clock>,
+    /// Runs the scenes' WebAssembly plugins.
+    pub plugins: Arc<PluginRuntime>,
 }
 
 impl App {
     /// Opens the stores and keys in the data directory and loads the scenes.
     pub async fn open(config: &AppConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
-        let registry = SceneRegistry::load(&config.scenes_dir)
-            .with_context(|| format!("reading scenes from `{}`", config.scenes_dir.display()))?;
         let issuer = Issuer::open(&config.data_dir).context("loading the signing keys")?;
         let store = EmbeddedStore::open(&config.data_dir).context("opening the token store")?;
+        let plugins = PluginRuntime::new(Some(&config.data_dir)).context("starting the plugin runtime")?;
+        plugins.services().set_stock_source(Arc::new(store.clone()));
+        let registry = Arc::new(
+            SceneRegistry::load(&config.scenes_dir, plugins.clone())
+                .with_context(|| format!("reading scenes from `{}`", config.scenes_dir.display()))?,
+        );
         let ledger = EmbeddedLedger::open(&config.data_dir).context("opening the ledger")?;
         let writer = Arc::new(LedgerWriter::new(store.clone(), ledger.clone(), clock.clone(), config.writer));
+        writer.attach_scenes(registry.clone());
         let app = Arc::new(App {
             writer_enabled: config.writer_enabled,
-            registry: Arc::new(registry),
+            registry,
             issuer,
             store,
             ledger,
             writer,
             rate: RateLimiter::default(),
             clock,
+            plugins,
         });
         app.fund_activities().await.context("funding the activities' budget accounts")?;
         Ok(app)

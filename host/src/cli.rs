@@ -61,6 +61,37 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Write and try scene plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate that builds as is (`cargo build --release` inside it).
+    New {
+        /// bill-copy, rate-limit, inventory, compensation or reconciliation.
+        kind: String,
+        /// The crate name: lowercase letters, digits and `-`.
+        name: String,
+        /// Where to create it; `./NAME` by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The hongbao SDK directory; the one next to this binary's sources by default.
+        #[arg(long, env = "HONGBAO_SDK")]
+        sdk: Option<PathBuf>,
+    },
+    /// Run one call of a plugin outside the server and print the result, time, instructions
+    /// and peak memory as JSON.
+    Run {
+        /// The plugin's `.wasm` file.
+        plugin: PathBuf,
+        /// A JSON file with `context`, `input`, and optionally `counters` and `stock`.
+        #[arg(long)]
+        input: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +159,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Scenes { command: ScenesCommand::Validate { dir } } => validate(&dir),
         Command::Token { command: TokenCommand::Inspect { token, data } } => inspect(&token, data),
+        Command::Plugin { command: PluginCommand::New { kind, name, dir, sdk } } => {
+            let capability = crate::plugin::Capability::parse(&kind).with_context(|| {
+                format!("unknown plugin kind `{kind}`: use bill-copy, rate-limit, inventory, compensation or reconciliation")
+            })?;
+            let sdk = sdk.or_else(crate::plugin::authoring::default_sdk_dir).context(
+                "the hongbao SDK was not found next to this binary's sources; pass --sdk PATH (the `sdk` folder of the hongbao repository)",
+            )?;
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let files = crate::plugin::authoring::scaffold(capability, &name, &dir, &sdk)?;
+            for file in files {
+                println!("created {}", file.display());
+            }
+            let wasm = name.replace('-', "_");
+            println!(
+                "next: cd {} && cargo build --release && hongbao plugin run target/wasm32-wasip2/release/{wasm}.wasm --input input.json",
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin { command: PluginCommand::Run { plugin, input } } => {
+            let text = std::fs::read_to_string(&input).with_context(|| format!("reading `{}`", input.display()))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("`{}` is not valid JSON", input.display()))?;
+            let (report, ok) = crate::plugin::authoring::run_once(&plugin, &value)
+                .with_context(|| format!("running `{}` with `{}`", plugin.display(), input.display()))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Keys { command: KeysCommand::Rotate { data } } => {
             let key_id = issuer::rotate_key(&data)?;
             println!("new active key: {key_id} (restart hongbao to sign with it)");
@@ -166,8 +225,9 @@ async fn serve(config: AppConfig, listen: SocketAddr) -> anyhow::Result<()> {
 }
 
 fn validate(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let results =
-        crate::config::validate_dir(dir).with_context(|| format!("reading scene directory `{}`", dir.display()))?;
+    let plugins = crate::plugin::PluginRuntime::new(None)?;
+    let results = crate::config::validate_dir(dir, &plugins)
+        .with_context(|| format!("reading scene directory `{}`", dir.display()))?;
     let mut problems = 0;
     let mut scenes = 0;
     let mut activities = 0;

@@ -12,6 +12,12 @@ use crate::capability::rate_limit::RateRejection;
 use crate::capability::{bill_copy, inventory};
 use crate::issuer::pb::RedPacketToken;
 use crate::ledger::LedgerError;
+use crate::config::{AmountRule, Scene};
+use crate::plugin::bindings::bill_copy::exports::hongbao::plugin::bill_copy::Award;
+use crate::plugin::bindings::inventory::exports::hongbao::plugin::inventory::{AmountRequest, Allocation};
+use crate::plugin::bindings::rate_limit::exports::hongbao::plugin::rate_limit::Decision;
+use crate::plugin::{CallInput, Capability, FailurePolicy, Plugin, PluginFailure};
+use crate::capability::rate_limit::RatePermit;
 use crate::store::{GrantCommit, GrantRecord, StockOut, StoreError, TokenStatus, red_packet_flow_id};
 
 /// A grant as an app backend asks for it.
@@ -86,6 +92,20 @@ pub enum GrantError {
     /// The amount was not acceptable.
     #[error(transparent)]
     Amount(#[from] inventory::AmountError),
+    /// The scene's rate-limit plugin rejected the request; the reason is logged, not shown.
+    #[error("rate limited by the scene's policy")]
+    PluginRateLimited(String),
+    /// The scene's inventory plugin says there is no stock for this grant.
+    #[error("out of stock (the scene's inventory policy)")]
+    PluginOutOfStock,
+    /// A scene plugin failed and the scene's policy is `fail_closed`; nothing was granted.
+    #[error("the scene's {} plugin failed: {failure}", .capability.kind())]
+    PluginFailed {
+        /// Which plugin.
+        capability: Capability,
+        /// How it failed.
+        failure: PluginFailure,
+    },
     /// Too many grants, for the scene or the user.
     #[error("rate limited ({})", match .0 { RateRejection::Scene => "scene", RateRejection::User => "user" })]
     RateLimited(RateRejection),
@@ -112,7 +132,9 @@ impl GrantError {
             GrantError::Amount(inventory::AmountError::NotAllowed(_)) => "amount_not_allowed",
             GrantError::Amount(inventory::AmountError::Missing(_)) => "amount_required",
             GrantError::Amount(inventory::AmountError::OutOfRange { .. }) => "amount_out_of_range",
-            GrantError::RateLimited(RateRejection::Scene) => "rate_limited",
+            GrantError::RateLimited(RateRejection::Scene) | GrantError::PluginRateLimited(_) => "rate_limited",
+            GrantError::PluginOutOfStock => "out_of_stock",
+            GrantError::PluginFailed { .. } => "plugin_failed",
             GrantError::RateLimited(RateRejection::User) => "user_rate_limited",
             GrantError::OutOfStock(StockOut::ActivityBudget) => "budget_exhausted",
             GrantError::OutOfStock(_) => "out_of_stock",
@@ -126,9 +148,9 @@ impl GrantError {
             GrantError::BadRequest(_) | GrantError::AwardTypeMismatch { .. } | GrantError::Amount(_) => 400,
             GrantError::AppNotAllowed(_) => 403,
             GrantError::UnknownActivity(_) | GrantError::UnknownScene(_) => 404,
-            GrantError::OutOfStock(_) => 409,
-            GrantError::RateLimited(_) => 429,
-            GrantError::Store(_) | GrantError::Ledger(_) => 503,
+            GrantError::OutOfStock(_) | GrantError::PluginOutOfStock => 409,
+            GrantError::RateLimited(_) | GrantError::PluginRateLimited(_) => 429,
+            GrantError::Store(_) | GrantError::Ledger(_) | GrantError::PluginFailed { .. } => 503,
         }
     }
 }
@@ -233,10 +255,35 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
         return Err(GrantError::AppNotAllowed(request.app_id));
     }
     let now_ms = app.clock.now_ms();
-    let amount_cents =
-        RANDOM.with(|random| inventory::choose_amount(scene, request.amount_cents, &mut random.borrow_mut()))?;
-    let permit = app.rate.acquire(scene, request.act_id, app.clock.monotonic_ms()).map_err(GrantError::RateLimited)?;
-    let bill_copy = bill_copy::render(scene, request.locale.as_deref(), amount_cents, request.rain_id, request.stage);
+    let (builtin_amount, random_seed) = RANDOM.with(|random| {
+        let random = &mut random.borrow_mut();
+        inventory::choose_amount(scene, request.amount_cents, random).map(|amount| (amount, random.u64(..)))
+    })?;
+    let input = CallInput {
+        award_type: &scene.award_type,
+        app_id: request.app_id,
+        act_id: request.act_id,
+        rain_id: request.rain_id,
+        stage: request.stage,
+        now_ms,
+        random_seed,
+        locale: request.locale.as_deref(),
+    };
+    let permit = rate_limit(app, scene, &input)?;
+    let amount_cents = match choose_amount(scene, &input, request.amount_cents, builtin_amount) {
+        Ok(amount) => amount,
+        Err(error) => {
+            app.rate.refund(permit);
+            return Err(error);
+        }
+    };
+    let bill_copy = match render_bill_copy(scene, &input, amount_cents) {
+        Ok(text) => text,
+        Err(error) => {
+            app.rate.refund(permit);
+            return Err(error);
+        }
+    };
     let mut token = RedPacketToken {
         app_id: request.app_id,
         act_id: request.act_id,
@@ -283,6 +330,77 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
             app.rate.refund(permit);
             Err(error.into())
         }
+    }
+}
+
+/// What to do after a plugin failed, by the scene's policy: `Ok(true)` to use the built-in,
+/// `Ok(false)` to skip the step, `Err` to refuse the grant.
+fn after_failure(plugin: &Plugin, failure: PluginFailure) -> Result<bool, GrantError> {
+    match plugin.spec().on_failure {
+        FailurePolicy::FailClosed => Err(GrantError::PluginFailed { capability: plugin.spec().capability, failure }),
+        FailurePolicy::FailOpen => Ok(false),
+        FailurePolicy::Builtin => Ok(true),
+    }
+}
+
+/// The rate-limit step: the scene's plugin when it has one, else the built-in limiter.
+fn rate_limit(app: &App, scene: &Scene, input: &CallInput<'_>) -> Result<RatePermit, GrantError> {
+    if let Some(plugin) = &scene.plugins.rate_limit {
+        match plugin.check(&plugin.context(input)).0 {
+            Ok(Decision::Allow) => return Ok(RatePermit::unlimited()),
+            Ok(Decision::Reject(reason)) => {
+                tracing::debug!(scene = %scene.id, act_id = input.act_id, %reason, "rate-limit plugin rejected");
+                return Err(GrantError::PluginRateLimited(reason));
+            }
+            Err(failure) => {
+                if !after_failure(plugin, failure)? {
+                    return Ok(RatePermit::unlimited());
+                }
+            }
+        }
+    }
+    app.rate.acquire(scene, input.act_id, app.clock.monotonic_ms()).map_err(GrantError::RateLimited)
+}
+
+/// The amount bounds of a scene's rule.
+fn amount_bounds(scene: &Scene) -> (i64, i64) {
+    match scene.amount {
+        AmountRule::Fixed { cents } => (cents, cents),
+        AmountRule::Random { min_cents, max_cents } | AmountRule::Caller { min_cents, max_cents } => {
+            (min_cents, max_cents)
+        }
+    }
+}
+
+/// The inventory step: the scene's plugin may choose the amount (within the scene's bounds) or
+/// say there is no stock; the store still checks and reserves the stock when it records the
+/// grant.
+fn choose_amount(
+    scene: &Scene,
+    input: &CallInput<'_>,
+    requested_cents: Option<i64>,
+    builtin_amount: i64,
+) -> Result<i64, GrantError> {
+    let Some(plugin) = &scene.plugins.inventory else { return Ok(builtin_amount) };
+    let stock = plugin.stock_remaining().map_err(|error| GrantError::Store(StoreError::Unavailable(error)))?;
+    let (min_cents, max_cents) = amount_bounds(scene);
+    let amount_request = AmountRequest { requested_cents, min_cents, max_cents, stock };
+    match plugin.choose(&plugin.context(input), &amount_request).0 {
+        Ok(Allocation::Amount(amount)) => Ok(amount),
+        Ok(Allocation::OutOfStock) => Err(GrantError::PluginOutOfStock),
+        // Skipping the step and the built-in are the same here: the scene's amount rule.
+        Err(failure) => after_failure(plugin, failure).map(|_| builtin_amount),
+    }
+}
+
+/// The bill-copy step: the scene's plugin when it has one, else the scene's templates.
+fn render_bill_copy(scene: &Scene, input: &CallInput<'_>, amount_cents: i64) -> Result<String, GrantError> {
+    let builtin = || bill_copy::render(scene, input.locale, amount_cents, input.rain_id, input.stage);
+    let Some(plugin) = &scene.plugins.bill_copy else { return Ok(builtin()) };
+    let award = Award { amount_cents, scene_name: scene.name.clone(), activity_name: scene.activity_name.clone() };
+    match plugin.render(&plugin.context(input), &award).0 {
+        Ok(text) => Ok(text.text),
+        Err(failure) => Ok(if after_failure(plugin, failure)? { builtin() } else { String::new() }),
     }
 }
 

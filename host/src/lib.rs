@@ -13,6 +13,7 @@
 //! - [`issuer`]: the protobuf token, ed25519 keys, mint and verify.
 //! - [`store`]: the token store — grants, statuses, user lists, the crediting queue, stock.
 //! - [`ledger`]: double-entry accounts and entries, one entry per order number.
+//! - [`plugin`]: the WebAssembly plugin runtime (sandbox, pools, failure policy).
 //! - [`writer`]: the throttled ledger writer (status 1 → 2 → 8).
 //! - [`grant`]: the grant path; [`wallet`]: balance, flow, withdrawals, restore.
 //! - [`api`]: HTTP; [`cli`]: the `hongbao` command; [`app`]: wiring; [`clock`]: time.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod grant;
 pub mod issuer;
 pub mod ledger;
+pub mod plugin;
 pub mod store;
 pub mod wallet;
 pub mod writer;

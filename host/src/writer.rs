@@ -18,10 +18,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::capability::compensation;
+use std::sync::OnceLock;
+
+use crate::capability::compensation::{self, RefusalOutcome, RefusalRetries};
+use crate::config::SceneRegistry;
 use crate::clock::Clock;
 use crate::ledger::{Credit, CreditResult, EmbeddedLedger, LedgerError};
-use crate::store::{EmbeddedStore, GrantRecord, StoreError};
+use crate::store::{EmbeddedStore, GrantKey, GrantRecord, StoreError};
 
 /// The most tokens credited in one ledger transaction: large enough to amortise the commit,
 /// small enough that one batch holds the limiter's window only briefly.
@@ -140,6 +143,10 @@ pub struct WriterStats {
     pub failures: AtomicU64,
     /// Tokens the ledger refused and that were parked.
     pub parked: AtomicU64,
+    /// Parked tokens queued again because a compensation plugin said to retry.
+    pub compensation_retries: AtomicU64,
+    /// Refused tokens a compensation plugin gave up on (they stay parked and owed).
+    pub compensation_alerts: AtomicU64,
 }
 
 /// Credits the crediting queue to the ledger.
@@ -149,6 +156,10 @@ pub struct LedgerWriter {
     clock: Arc<dyn Clock>,
     limiter: Mutex<CreditLimiter>,
     batch_entries_max: usize,
+    /// The scenes, for their compensation plugins.
+    scenes: OnceLock<Arc<SceneRegistry>>,
+    /// Compensation decisions about refused tokens.
+    retries: RefusalRetries,
     /// Totals since start.
     pub stats: WriterStats,
 }
@@ -167,12 +178,30 @@ impl LedgerWriter {
             clock,
             limiter: Mutex::new(CreditLimiter::new(config.credits_per_second_max)),
             batch_entries_max: config.batch_entries_max.max(1),
+            scenes: OnceLock::new(),
+            retries: RefusalRetries::default(),
             stats: WriterStats::default(),
         }
     }
 
+    /// Lets the writer ask the scenes' compensation plugins about tokens the ledger refuses.
+    pub fn attach_scenes(&self, scenes: Arc<SceneRegistry>) {
+        let _ = self.scenes.set(scenes);
+    }
+
+    /// Puts back in the queue the parked tokens whose compensation retry time has come.
+    async fn requeue_due(&self) -> Result<(), WriterError> {
+        let due = self.retries.due(self.clock.monotonic_ms());
+        if !due.is_empty() {
+            let moved = self.store.requeue_parked_keys(due).await?;
+            self.stats.compensation_retries.fetch_add(moved, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Credits one batch from the front of the queue, as far as the cap allows now.
     pub async fn step(&self) -> Result<StepReport, WriterError> {
+        self.requeue_due().await?;
         // An empty queue costs a read, not a write transaction and its fsync.
         if self.store.queue_len()? == 0 {
             return Ok(StepReport::default());
@@ -216,6 +245,16 @@ impl LedgerWriter {
         self.credit_claimed(claimed).await
     }
 
+    /// Credits the tokens with these keys now, outside the cap (a reconciliation repair).
+    /// Tokens already credited or claimed elsewhere change nothing.
+    pub async fn credit_keys_now(&self, keys: Vec<GrantKey>) -> Result<usize, WriterError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let claimed = self.store.claim_keys(keys).await?;
+        self.credit_claimed(claimed).await
+    }
+
     async fn credit_claimed(&self, claimed: Vec<GrantRecord>) -> Result<usize, WriterError> {
         if claimed.is_empty() {
             return Ok(0);
@@ -236,6 +275,7 @@ impl LedgerWriter {
         let results = self.ledger.credit_batch(credits).await?;
         let mut done = Vec::with_capacity(claimed.len());
         let mut refused = Vec::new();
+        let mut refused_records = Vec::new();
         let mut applied = 0;
         for (record, result) in claimed.iter().zip(results) {
             match result {
@@ -246,17 +286,43 @@ impl LedgerWriter {
                 CreditResult::AlreadyCredited => done.push(record.key()),
                 // Still owed: parked off the queue's front so it blocks nobody, shown by
                 // reconciliation, and queued again when the activity is funded.
-                CreditResult::BudgetExhausted | CreditResult::Conflict => refused.push(record.key()),
+                CreditResult::BudgetExhausted | CreditResult::Conflict => {
+                    refused.push(record.key());
+                    refused_records.push((record, if result == CreditResult::Conflict { "conflict" } else { "budget_exhausted" }));
+                }
             }
         }
+        self.retries.settled(&done);
         self.store.complete(done).await?;
         if !refused.is_empty() {
             self.stats.parked.fetch_add(refused.len() as u64, Ordering::Relaxed);
             self.store.park(refused).await?;
+            self.compensate(&refused_records);
         }
         self.stats.applied.fetch_add(applied as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         Ok(applied)
+    }
+
+    /// Asks each refused token's scene's compensation plugin what to do.
+    fn compensate(&self, refused: &[(&GrantRecord, &str)]) {
+        let Some(scenes) = self.scenes.get() else { return };
+        let snapshot = scenes.snapshot();
+        for (record, code) in refused {
+            let scene = snapshot.scene(&record.activity_id, &record.scene_id);
+            let outcome = self.retries.on_refused(
+                scene.map(|s| s.as_ref()),
+                record,
+                code,
+                self.clock.now_ms(),
+                self.clock.monotonic_ms(),
+            );
+            if let RefusalOutcome::Alert(reason) = outcome {
+                self.stats.compensation_alerts.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(order_no = %record.order_no, activity = %record.activity_id, %reason,
+                    "compensation gave up on a refused token; it stays parked and owed");
+            }
+        }
     }
 
     /// Runs steps until `shutdown` turns true, sleeping when idle or throttled and backing off

@@ -111,7 +111,11 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
             let body: wallet::RestoreBody = read_json(request, RESTORE_BODY_BYTES_MAX).await?;
             ok(&json!({ "results": wallet::restore(app, act_id, body).await? }))
         }
-        (&Method::GET, ["v1", "activities", activity_id, "reconciliation"]) => reconcile(app, activity_id).await,
+        (&Method::GET, ["v1", "activities", activity_id, "reconciliation"]) => reconcile(app, activity_id, false).await,
+        (&Method::POST, ["v1", "activities", activity_id, "reconciliation:repair"]) => {
+            reconcile(app, activity_id, true).await
+        }
+        (&Method::GET, ["v1", "plugins"]) => ok(&plugins(app)),
         (
             _,
             ["healthz"]
@@ -133,6 +137,9 @@ fn health(app: &App) -> Answer {
             "applied": app.writer.stats.applied.load(Relaxed),
             "batches": app.writer.stats.batches.load(Relaxed),
             "failures": app.writer.stats.failures.load(Relaxed),
+            "parked": app.writer.stats.parked.load(Relaxed),
+            "compensation_retries": app.writer.stats.compensation_retries.load(Relaxed),
+            "compensation_alerts": app.writer.stats.compensation_alerts.load(Relaxed),
         },
     }))
 }
@@ -153,6 +160,11 @@ fn scenes(app: &App) -> Value {
                         "scene_id": scene.id,
                         "name": scene.name,
                         "app_ids": scene.app_ids,
+                        "plugins": scene.plugins.specs.iter().map(|spec| json!({
+                            "capability": spec.capability,
+                            "sha256": crate::plugin::hex(&spec.sha256),
+                            "on_failure": spec.on_failure,
+                        })).collect::<Vec<_>>(),
                         "capabilities": {
                             "bill_copy": scene.bill_copy.is_some(),
                             "compensation": scene.compensation.is_some(),
@@ -225,7 +237,34 @@ fn verify(app: &App, text: &str) -> Answer {
 /// Reconciliation reads a whole activity; one runs at a time per host, on the blocking pool.
 static RECONCILING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
-async fn reconcile(app: &App, activity_id: &str) -> Answer {
+/// Every loaded scene plugin with its declaration, load state and call counts.
+fn plugins(app: &App) -> Value {
+    let snapshot = app.registry.snapshot();
+    let mut list = Vec::new();
+    for activity in snapshot.activities() {
+        for scene in activity.scenes.values() {
+            for spec in &scene.plugins.specs {
+                let Some(plugin) = scene.plugins.get(spec.capability) else { continue };
+                list.push(json!({
+                    "activity_id": activity.id,
+                    "scene_id": scene.id,
+                    "capability": spec.capability,
+                    "path": spec.path,
+                    "sha256": crate::plugin::hex(&spec.sha256),
+                    "on_failure": spec.on_failure,
+                    "deadline_ms": spec.deadline_ms,
+                    "memory_mb": spec.memory_mb,
+                    "settings": spec.settings.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                    "load_error": plugin.load_error().map(ToString::to_string),
+                    "stats": plugin.stats().to_json(),
+                }));
+            }
+        }
+    }
+    json!({ "plugins": list })
+}
+
+async fn reconcile(app: &App, activity_id: &str, repair: bool) -> Answer {
     let snapshot = app.registry.snapshot();
     let activity = snapshot
         .activity(activity_id)
@@ -236,15 +275,53 @@ async fn reconcile(app: &App, activity_id: &str) -> Answer {
     };
     let store = app.store.clone();
     let ledger = app.ledger.clone();
-    let books = tokio::task::spawn_blocking(move || -> Result<_, String> {
+    let now_ms = app.clock.now_ms();
+    let (books, grants) = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let grants = store.grants_of(&activity.id).map_err(|e| e.to_string())?;
         let entries = ledger.red_packets_of(&activity.id).map_err(|e| e.to_string())?;
-        Ok(reconciliation::reconcile(&activity, &grants, &entries, |scene_id| {
+        let mut books = reconciliation::reconcile(&activity, &grants, &entries, |scene_id| {
             store.stock_used(&activity.id, Some(scene_id)).unwrap_or_default()
-        }))
+        });
+        reconciliation::judge_with_plugins(&activity, &mut books, now_ms);
+        Ok((books, grants))
     })
     .await
     .map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?
     .map_err(|error| ApiError::new(503, "unavailable", error))?;
-    ok(&json!({ "activity_id": activity_id, "scenes": books }))
+    if !repair {
+        return ok(&json!({ "activity_id": activity_id, "scenes": books }));
+    }
+    let mut repairs = Vec::new();
+    for scene_books in &books {
+        for finding in &scene_books.findings {
+            let Some(action) = finding.repair_action else { continue };
+            let result = match action {
+                reconciliation::RepairAction::RequeueInFlightOlderThanMs(age_ms) => {
+                    // In flight = in the store, not credited, not parked; crediting is idempotent,
+                    // so crediting them now is always safe.
+                    let cutoff = now_ms.saturating_sub(age_ms);
+                    let keys: Vec<_> = grants
+                        .iter()
+                        .filter(|(grant, parked)| {
+                            !parked
+                                && grant.scene_id == scene_books.scene_id
+                                && grant.status() != crate::store::TokenStatus::Credited
+                                && grant.open_time_ms <= cutoff
+                        })
+                        .map(|(grant, _)| grant.key())
+                        .collect();
+                    let selected = keys.len();
+                    match app.writer.credit_keys_now(keys).await {
+                        Ok(credited) => json!({ "applied": true, "selected": selected, "credited": credited }),
+                        Err(error) => json!({ "applied": false, "error": error.to_string() }),
+                    }
+                }
+                reconciliation::RepairAction::RecountStock => {
+                    json!({ "applied": false, "reason": "recounting stock is not automated yet; see the finding" })
+                }
+            };
+            repairs.push(json!({ "scene_id": scene_books.scene_id, "code": finding.code, "action": action, "result": result }));
+        }
+    }
+    ok(&json!({ "activity_id": activity_id, "scenes": books, "repairs": repairs }))
 }

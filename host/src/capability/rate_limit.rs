@@ -140,4 +140,9 @@ fn refund_bucket(state: &SceneState) {
 impl RatePermit {
     /// Keeps the permit: the grant went through.
     pub fn keep(self) {}
+
+    /// A permit that holds nothing: for scenes whose rate limit a plugin decided.
+    pub fn unlimited() -> RatePermit {
+        RatePermit { state: None, act_id: 0 }
+    }
 }

@@ -26,6 +26,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::plugin::{LoadError, PluginRuntime};
+
 pub use registry::{FileState, SceneRegistry, Snapshot};
 
 /// The largest amount, in cents, that a single red packet may carry (¥200,000).
@@ -156,8 +158,53 @@ pub struct Scene {
     pub compensation: Option<Compensation>,
     /// Ledger reconciliation settings; `None` when off.
     pub reconciliation: Option<Reconciliation>,
+    /// WebAssembly plugins that take over capabilities, with their failure policies.
+    pub plugins: ScenePlugins,
     /// Version of the activity file this scene was loaded from (see [`Activity::version`]).
     pub version: String,
+}
+
+/// A scene's plugins: what the YAML declares, and once the registry has loaded them, the
+/// loaded plugins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScenePlugins {
+    /// The declarations, in capability order.
+    pub specs: Vec<crate::plugin::PluginSpec>,
+    /// `plugins.bill_copy`, loaded.
+    pub bill_copy: Option<Arc<crate::plugin::Plugin>>,
+    /// `plugins.rate_limit`, loaded.
+    pub rate_limit: Option<Arc<crate::plugin::Plugin>>,
+    /// `plugins.inventory`, loaded.
+    pub inventory: Option<Arc<crate::plugin::Plugin>>,
+    /// `plugins.compensation`, loaded.
+    pub compensation: Option<Arc<crate::plugin::Plugin>>,
+    /// `plugins.reconciliation`, loaded.
+    pub reconciliation: Option<Arc<crate::plugin::Plugin>>,
+}
+
+impl ScenePlugins {
+    /// The loaded plugin for `capability`.
+    pub fn get(&self, capability: crate::plugin::Capability) -> Option<&Arc<crate::plugin::Plugin>> {
+        use crate::plugin::Capability;
+        match capability {
+            Capability::BillCopy => self.bill_copy.as_ref(),
+            Capability::RateLimit => self.rate_limit.as_ref(),
+            Capability::Inventory => self.inventory.as_ref(),
+            Capability::Compensation => self.compensation.as_ref(),
+            Capability::Reconciliation => self.reconciliation.as_ref(),
+        }
+    }
+
+    fn slot(&mut self, capability: crate::plugin::Capability) -> &mut Option<Arc<crate::plugin::Plugin>> {
+        use crate::plugin::Capability;
+        match capability {
+            Capability::BillCopy => &mut self.bill_copy,
+            Capability::RateLimit => &mut self.rate_limit,
+            Capability::Inventory => &mut self.inventory,
+            Capability::Compensation => &mut self.compensation,
+            Capability::Reconciliation => &mut self.reconciliation,
+        }
+    }
 }
 
 impl Scene {
@@ -363,7 +410,10 @@ pub fn parse_activity(file: &Path, text: &str) -> Result<Activity, Vec<ConfigErr
 /// # Errors
 ///
 /// Only an unreadable directory is an `Err`; problems with single files are in the results.
-pub fn validate_dir(dir: &Path) -> Result<Vec<Result<Activity, Vec<ConfigError>>>, std::io::Error> {
+pub fn validate_dir(
+    dir: &Path,
+    plugins: &Arc<PluginRuntime>,
+) -> Result<Vec<Result<Activity, Vec<ConfigError>>>, std::io::Error> {
     let files = list_scene_files(dir)?;
     let total = files.len();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
@@ -373,7 +423,28 @@ pub fn validate_dir(dir: &Path) -> Result<Vec<Result<Activity, Vec<ConfigError>>
             results.push(Err(vec![too_many_files(&file, total)]));
             continue;
         }
-        let parsed = read_scene_file(&file).and_then(|bytes| parse_bytes(&file, &bytes));
+        let parsed = read_scene_file(&file).and_then(|bytes| parse_bytes(&file, &bytes)).and_then(|mut parsed| {
+            attach_plugins(&mut parsed, plugins)?;
+            // Stricter than the server, which serves a plugin that does not load with its
+            // failure policy: an author validating wants to hear about it.
+            let errors: Vec<ConfigError> = parsed
+                .activity
+                .scenes
+                .values()
+                .flat_map(|scene| {
+                    scene.plugins.specs.iter().filter_map(|spec| {
+                        let error = scene.plugins.get(spec.capability)?.load_error()?;
+                        Some(ConfigError {
+                            file: file.clone(),
+                            line: spec.line,
+                            path: format!("{}.path", spec.key_path),
+                            message: error.to_string(),
+                        })
+                    })
+                })
+                .collect();
+            if errors.is_empty() { Ok(parsed) } else { Err(errors) }
+        });
         results.push(match parsed {
             Err(errors) => Err(errors),
             Ok(parsed) => match seen.get(&parsed.activity.id) {
@@ -386,6 +457,41 @@ pub fn validate_dir(dir: &Path) -> Result<Vec<Result<Activity, Vec<ConfigError>>
         });
     }
     Ok(results)
+}
+
+/// Loads the plugins `parsed` declares into its scenes.
+///
+/// # Errors
+///
+/// A plugin whose file is missing or whose sha256 is not the pinned one refuses the file (and
+/// so its scenes), reported at the plugin block's line.
+fn attach_plugins(parsed: &mut Parsed, runtime: &Arc<PluginRuntime>) -> Result<(), Vec<ConfigError>> {
+    let activity = &mut parsed.activity;
+    let mut errors = Vec::new();
+    for scene in activity.scenes.values_mut() {
+        if scene.plugins.specs.is_empty() {
+            continue;
+        }
+        // Not shared yet, so this does not clone.
+        let scene = Arc::make_mut(scene);
+        let limits = crate::capability::inventory::stock_limits(scene, activity.budget_cents);
+        for spec in scene.plugins.specs.clone() {
+            match runtime.load(&spec, &activity.id, &scene.id, limits.clone()) {
+                Ok(plugin) => *scene.plugins.slot(spec.capability) = Some(plugin),
+                Err(error) => errors.push(ConfigError {
+                    file: activity.file.clone(),
+                    line: spec.line,
+                    path: format!(
+                        "{}.{}",
+                        spec.key_path,
+                        if matches!(error, LoadError::Sha256Mismatch { .. }) { "sha256" } else { "path" }
+                    ),
+                    message: error.to_string(),
+                }),
+            }
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
 /// A validated activity plus what cross-file checks need to report on it.
@@ -871,7 +977,7 @@ mod tests {
     /// Proves that the example campaign shipped for the example server is valid.
     #[test]
     fn example_scenes_are_valid() {
-        let results = validate_dir(Path::new(EXAMPLE_SCENES_DIR)).expect("scenes folder");
+        let results = validate_dir(Path::new(EXAMPLE_SCENES_DIR), &PluginRuntime::new(None).expect("runtime")).expect("scenes folder");
         let ids: Vec<String> = results
             .into_iter()
             .map(|result| match result {
@@ -898,7 +1004,7 @@ mod tests {
         std::fs::write(dir.path().join(".e.yaml"), "editor temp").expect("write");
         std::fs::create_dir(dir.path().join("sub.yaml")).expect("mkdir");
 
-        let results = validate_dir(dir.path()).expect("readable");
+        let results = validate_dir(dir.path(), &PluginRuntime::new(None).expect("runtime")).expect("readable");
         assert_eq!(results.len(), 4);
         assert_eq!(results[0].as_ref().map(|a| a.id.as_str()), Ok("spring-festival-2027"));
         let duplicate = results[1].as_ref().expect_err("duplicate");
@@ -909,7 +1015,7 @@ mod tests {
         assert_eq!(duplicate[0].message, "activity id `spring-festival-2027` is already declared in `a.yml`");
         assert_eq!(results[2].as_ref().map(|a| a.id.as_str()).map_err(Vec::len), Err(1));
         assert_eq!(results[3].as_ref().map(|a| a.id.as_str()), Ok("other-2027"));
-        assert!(validate_dir(&dir.path().join("missing")).is_err());
+        assert!(validate_dir(&dir.path().join("missing"), &PluginRuntime::new(None).expect("runtime")).is_err());
     }
 
     /// Proves that oversized and non-UTF-8 files are rejected with a file-level error
@@ -923,7 +1029,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("big.yaml"), &big).expect("write");
         std::fs::write(dir.path().join("bin.yaml"), b"activity:\n  id: \xff\n").expect("write");
-        let results = validate_dir(dir.path()).expect("readable");
+        let results = validate_dir(dir.path(), &PluginRuntime::new(None).expect("runtime")).expect("readable");
         let messages: Vec<String> = results
             .iter()
             .flat_map(|r| r.as_ref().err().cloned().unwrap_or_default())

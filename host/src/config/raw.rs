@@ -68,6 +68,100 @@ pub(super) struct RawScene {
     pub inventory: Option<Spanned<RawInventory>>,
     pub compensation: Option<Spanned<RawCompensation>>,
     pub reconciliation: Option<Spanned<RawReconciliation>>,
+    pub plugins: Option<Spanned<RawPlugins>>,
+}
+
+/// `scene.plugins`: a WebAssembly plugin per capability.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlugins {
+    pub bill_copy: Option<Spanned<RawPlugin>>,
+    pub rate_limit: Option<Spanned<RawPlugin>>,
+    pub inventory: Option<Spanned<RawPlugin>>,
+    pub compensation: Option<Spanned<RawPlugin>>,
+    pub reconciliation: Option<Spanned<RawPlugin>>,
+}
+
+/// One `scene.plugins.<capability>` block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlugin {
+    pub path: Option<Spanned<String>>,
+    pub sha256: Option<Spanned<String>>,
+    pub on_failure: Option<Spanned<String>>,
+    pub deadline_ms: Option<Spanned<i64>>,
+    pub memory_mb: Option<Spanned<i64>>,
+    pub settings: Option<Spanned<RawSettings>>,
+}
+
+/// `plugins.<capability>.settings`: key → scalar, in file order. Numbers and booleans are kept
+/// as their text, so `window_ms: 10000` needs no quotes.
+#[derive(Debug, Default)]
+pub(super) struct RawSettings(pub Vec<(Spanned<String>, Spanned<Scalar>)>);
+
+/// A scalar read as text.
+#[derive(Debug)]
+pub(super) struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSettings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SettingsVisitor;
+
+        impl<'de> Visitor<'de> for SettingsVisitor {
+            type Value = RawSettings;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of setting name to value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSettings, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value::<Spanned<Scalar>>()?;
+                    entries.push((key, value));
+                }
+                Ok(RawSettings(entries))
+            }
+        }
+
+        deserializer.deserialize_map(SettingsVisitor)
+    }
 }
 
 /// `scene.amount`; which keys are required depends on `kind`, so all are optional here.

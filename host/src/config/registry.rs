@@ -15,8 +15,9 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Activity, ConfigError, Parsed, SCENE_FILES_PER_DIR_MAX, Scene, duplicate_activity, list_scene_files, parse_bytes,
-    read_scene_file, too_many_files,
+    attach_plugins, read_scene_file, too_many_files,
 };
+use crate::plugin::PluginRuntime;
 
 /// An immutable view of what is being served: the live activities and the state of every
 /// scene file.
@@ -80,6 +81,8 @@ pub struct SceneRegistry {
     current: ArcSwap<Snapshot>,
     /// Per-file bookkeeping; the lock also serialises reloads.
     tracked: Mutex<BTreeMap<PathBuf, Tracked>>,
+    /// Loads the scenes' plugins.
+    plugins: Arc<PluginRuntime>,
 }
 
 impl std::fmt::Debug for SceneRegistry {
@@ -101,6 +104,27 @@ struct Tracked {
     waiting: Option<Parsed>,
     /// Problems of the newest content.
     errors: Vec<ConfigError>,
+    /// The plugin files the newest content names, with their size, mtime and inode when last
+    /// read: a plugin replaced on disk reloads its scene file even if the YAML is unchanged.
+    plugin_files: Vec<(PathBuf, Option<FileStamp>)>,
+}
+
+/// Enough of a file's metadata to notice it was replaced or rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified_ns: i128,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        len: meta.len(),
+        modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        inode: meta.ino(),
+    })
 }
 
 impl Tracked {
@@ -139,11 +163,12 @@ impl SceneRegistry {
     /// # Errors
     ///
     /// Only an unreadable directory is an error.
-    pub fn load(dir: &Path) -> std::io::Result<SceneRegistry> {
+    pub fn load(dir: &Path, plugins: Arc<PluginRuntime>) -> std::io::Result<SceneRegistry> {
         let registry = SceneRegistry {
             dir: dir.to_path_buf(),
             current: ArcSwap::from_pointee(Snapshot::default()),
             tracked: Mutex::new(BTreeMap::new()),
+            plugins,
         };
         registry.reload()?;
         Ok(registry)
@@ -202,12 +227,33 @@ impl SceneRegistry {
                 }
             };
             let hash: [u8; 32] = Sha256::digest(&bytes).into();
-            if entry.hash == Some(hash) {
+            let plugins_unchanged = entry.plugin_files.iter().all(|(file, seen)| stamp(file) == *seen);
+            if entry.hash == Some(hash) && plugins_unchanged {
                 continue;
             }
             entry.hash = Some(hash);
+            entry.plugin_files.clear();
             match parse_bytes(path, &bytes) {
-                Ok(parsed) => entry.waiting = Some(parsed),
+                Ok(mut parsed) => {
+                    // Stamped before reading, so a write during the load is seen next time.
+                    entry.plugin_files = parsed
+                        .activity
+                        .scenes
+                        .values()
+                        .flat_map(|scene| scene.plugins.specs.iter().map(|spec| spec.path.clone()))
+                        .map(|file| {
+                            let seen = stamp(&file);
+                            (file, seen)
+                        })
+                        .collect();
+                    match attach_plugins(&mut parsed, &self.plugins) {
+                        Ok(()) => entry.waiting = Some(parsed),
+                        Err(errors) => {
+                            entry.waiting = None;
+                            entry.set_errors(errors);
+                        }
+                    }
+                }
                 Err(errors) => {
                     entry.waiting = None;
                     entry.set_errors(errors);
@@ -332,7 +378,7 @@ mod tests {
     fn invalid_edit_keeps_old_version_and_fix_clears_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "a.yaml", &activity_yaml("spring", 888));
-        let registry = SceneRegistry::load(dir.path()).expect("load");
+        let registry = SceneRegistry::load(dir.path(), PluginRuntime::new(None).expect("runtime")).expect("load");
         let good = registry.snapshot();
         let good_version = good.activity("spring").expect("served").version.clone();
         assert!(state(&good, dir.path(), "a.yaml").errors.is_empty());
@@ -365,7 +411,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "a.yaml", &activity_yaml("spring", 888));
         write(dir.path(), "b.yaml", "activity:\n  id: bad_id\n");
-        let registry = SceneRegistry::load(dir.path()).expect("load");
+        let registry = SceneRegistry::load(dir.path(), PluginRuntime::new(None).expect("runtime")).expect("load");
         let snapshot = registry.snapshot();
         let ids: Vec<&str> = snapshot.activities().map(|a| a.id.as_str()).collect();
         assert_eq!(ids, ["spring"]);
@@ -373,7 +419,7 @@ mod tests {
         assert_eq!(b.activity_id, None);
         assert_eq!(b.version, None);
         assert!(b.errors.iter().any(|e| e.line == 2 && e.path == "activity.id"));
-        assert!(SceneRegistry::load(&dir.path().join("missing")).is_err());
+        assert!(SceneRegistry::load(&dir.path().join("missing"), PluginRuntime::new(None).expect("runtime")).is_err());
     }
 
     /// Proves that deleting a file stops its activity and a new file adds one, leaving the
@@ -383,7 +429,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "a.yaml", &activity_yaml("spring", 888));
         write(dir.path(), "b.yaml", &activity_yaml("lantern", 288));
-        let registry = SceneRegistry::load(dir.path()).expect("load");
+        let registry = SceneRegistry::load(dir.path(), PluginRuntime::new(None).expect("runtime")).expect("load");
         let spring = Arc::clone(registry.snapshot().activity("spring").expect("served"));
 
         std::fs::remove_file(dir.path().join("b.yaml")).expect("remove");
@@ -409,7 +455,7 @@ mod tests {
     fn duplicate_activity_id_is_rejected_for_the_second_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "a.yaml", &activity_yaml("spring", 888));
-        let registry = SceneRegistry::load(dir.path()).expect("load");
+        let registry = SceneRegistry::load(dir.path(), PluginRuntime::new(None).expect("runtime")).expect("load");
         write(dir.path(), "0-early.yaml", &activity_yaml("spring", 1));
         assert!(registry.reload().expect("reload"));
 
@@ -435,7 +481,7 @@ mod tests {
     fn held_snapshot_is_unchanged_by_reload() {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "a.yaml", &activity_yaml("spring", 888));
-        let registry = SceneRegistry::load(dir.path()).expect("load");
+        let registry = SceneRegistry::load(dir.path(), PluginRuntime::new(None).expect("runtime")).expect("load");
         let held = registry.snapshot();
         let held_scene = Arc::clone(held.scene("spring", "eve-rain").expect("scene"));
 

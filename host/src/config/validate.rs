@@ -12,8 +12,11 @@ use serde_saphyr::Spanned;
 
 use super::raw::{
     RawAmount, RawAward, RawAwardType, RawBillCopy, RawCompensation, RawFile, RawInventory, RawRateLimit,
-    RawReconciliation, RawScene,
+    RawPlugin, RawPlugins, RawReconciliation, RawScene,
 };
+use super::ScenePlugins;
+use crate::plugin::limits as plugin_limits;
+use crate::plugin::{Capability, FailurePolicy, PluginSpec};
 use super::{
     Activity, AmountRule, Award, AwardType, BUDGET_CENTS_MAX, BillCopy, Compensation, ConfigError, ID_CHARS_MAX,
     Inventory, MAX_GRANT_CENTS, NAME_CHARS_MAX, Parsed, Piece, RETRY_MAX_MS_MAX, RateLimit, Reconciliation,
@@ -306,6 +309,7 @@ impl Checker<'_> {
         let inventory = s.inventory.as_ref().map(|i| self.inventory(i, &key(path, "inventory"), info.budget_cents));
         let compensation = s.compensation.as_ref().map(|c| self.compensation(c, &key(path, "compensation")));
         let reconciliation = s.reconciliation.as_ref().map(|r| self.reconciliation(r, &key(path, "reconciliation")));
+        let plugins = s.plugins.as_ref().map(|p| self.plugins(p, &key(path, "plugins"))).unwrap_or_default();
         Scene {
             activity_id: info.id.to_owned(),
             activity_name: info.name.to_owned(),
@@ -320,6 +324,7 @@ impl Checker<'_> {
             inventory,
             compensation,
             reconciliation,
+            plugins,
             version: info.version.to_owned(),
         }
     }
@@ -582,6 +587,113 @@ impl Checker<'_> {
         Compensation { retry_initial_ms: as_u64(initial), retry_max_ms: as_u64(max) }
     }
 
+    /// `plugins`: one block per capability.
+    fn plugins(&mut self, raw: &Spanned<RawPlugins>, path: &str) -> ScenePlugins {
+        let p = &raw.value;
+        let blocks = [
+            (Capability::BillCopy, &p.bill_copy),
+            (Capability::RateLimit, &p.rate_limit),
+            (Capability::Inventory, &p.inventory),
+            (Capability::Compensation, &p.compensation),
+            (Capability::Reconciliation, &p.reconciliation),
+        ];
+        let specs = blocks
+            .into_iter()
+            .filter_map(|(capability, block)| {
+                block.as_ref().and_then(|b| self.plugin(capability, b, &key(path, capability.yaml_key())))
+            })
+            .collect();
+        ScenePlugins { specs, ..ScenePlugins::default() }
+    }
+
+    /// One plugin block: a path, a pinned sha256, a failure policy, optional bounds within the
+    /// host's maxima, and settings.
+    fn plugin(&mut self, capability: Capability, raw: &Spanned<RawPlugin>, path: &str) -> Option<PluginSpec> {
+        let line = line_of(raw);
+        let p = &raw.value;
+        let file = self.required(&p.path, line, path, "path").and_then(|value| {
+            if value.value.trim().is_empty() {
+                self.report(line_of(value), key(path, "path"), "path must not be empty".into());
+                return None;
+            }
+            let relative = Path::new(&value.value);
+            Some(match self.file.parent() {
+                Some(dir) if relative.is_relative() => dir.join(relative),
+                _ => relative.to_path_buf(),
+            })
+        });
+        let sha256 = self.required(&p.sha256, line, path, "sha256").and_then(|value| {
+            let parsed = parse_sha256(&value.value);
+            if parsed.is_none() {
+                self.report(
+                    line_of(value),
+                    key(path, "sha256"),
+                    format!("sha256 `{}` must be 64 hexadecimal digits (`sha256sum FILE` prints it)", show(&value.value)),
+                );
+            }
+            parsed
+        });
+        let on_failure = self.required(&p.on_failure, line, path, "on_failure").and_then(|value| {
+            let parsed = FailurePolicy::parse(&value.value);
+            if parsed.is_none() {
+                self.report(
+                    line_of(value),
+                    key(path, "on_failure"),
+                    format!("on_failure `{}` must be one of fail_closed, fail_open, builtin", show(&value.value)),
+                );
+            }
+            parsed
+        });
+        let deadline_ms = match &p.deadline_ms {
+            Some(value) => self
+                .range(value, key(path, "deadline_ms"), 1, plugin_limits::DEADLINE_MS_MAX as i64, " (the host's maximum)")
+                .map(|v| v as u64),
+            None => Some(plugin_limits::DEADLINE_MS_DEFAULT),
+        };
+        let memory_mb = match &p.memory_mb {
+            Some(value) => self
+                .range(value, key(path, "memory_mb"), 1, plugin_limits::MEMORY_MB_MAX as i64, " (the host's maximum)")
+                .map(|v| v as u64),
+            None => Some(plugin_limits::MEMORY_MB_DEFAULT),
+        };
+        let mut settings: Vec<(String, String)> = Vec::new();
+        if let Some(raw_settings) = &p.settings {
+            let settings_path = key(path, "settings");
+            if raw_settings.value.0.len() > plugin_limits::SETTINGS_MAX {
+                self.report(
+                    line_of(raw_settings),
+                    settings_path.clone(),
+                    format!("{} settings, at most {}", raw_settings.value.0.len(), plugin_limits::SETTINGS_MAX),
+                );
+            }
+            for (name, value) in &raw_settings.value.0 {
+                let entry_path = key(&settings_path, &name.value);
+                if name.value.is_empty() || name.value.len() > plugin_limits::SETTING_BYTES_MAX {
+                    self.report(line_of(name), entry_path.clone(), "setting names are 1 to 1024 bytes".into());
+                }
+                if value.value.0.len() > plugin_limits::SETTING_BYTES_MAX {
+                    self.report(line_of(value), entry_path.clone(), "setting values are at most 1024 bytes".into());
+                }
+                if settings.iter().any(|(existing, _)| *existing == name.value) {
+                    self.report(line_of(name), entry_path, format!("duplicate setting `{}`", show(&name.value)));
+                    continue;
+                }
+                settings.push((name.value.clone(), value.value.0.clone()));
+            }
+        }
+        Some(PluginSpec {
+            capability,
+            path: file?,
+            sha256: sha256?,
+            on_failure: on_failure?,
+            deadline_ms: deadline_ms?,
+            memory_mb: memory_mb?,
+            settings,
+            line,
+            key_path: path.to_owned(),
+        })
+    }
+
     /// `reconciliation`: a non-negative tolerance.
     fn reconciliation(&mut self, raw: &Spanned<RawReconciliation>, path: &str) -> Reconciliation {
         let line = line_of(raw);
@@ -612,4 +724,17 @@ fn empty_activity(file: &Path, version: String) -> Activity {
         version,
         file: file.to_path_buf(),
     }
+}
+
+/// Parses 64 hex digits.
+fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(out)
 }

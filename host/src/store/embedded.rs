@@ -63,6 +63,7 @@ enum WriteOp {
     Restore { record: GrantRecord, credited: bool, reply: Reply<RestoreOutcome> },
     Park { keys: Vec<GrantKey>, reply: Reply<()> },
     Requeue { reply: Reply<u64> },
+    RequeueKeys { keys: Vec<GrantKey>, reply: Reply<u64> },
 }
 
 /// A handle on the embedded token store; clones share one database and one committer.
@@ -180,6 +181,15 @@ impl EmbeddedStore {
     /// Puts every parked token back in the crediting queue; returns how many.
     pub async fn requeue_parked(&self) -> Result<u64, StoreError> {
         self.submit(|reply| WriteOp::Requeue { reply }).await
+    }
+
+    /// Puts the given parked tokens back in the crediting queue (a compensation retry); keys
+    /// that are not parked are skipped. Returns how many moved.
+    pub async fn requeue_parked_keys(&self, keys: Vec<GrantKey>) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.submit(|reply| WriteOp::RequeueKeys { keys, reply }).await
     }
 
     /// How many tokens are parked.
@@ -409,6 +419,7 @@ fn apply_group(
                 }
                 WriteOp::Park { keys, reply } => Outcome::Unit(reply, park(&mut tables, &keys)),
                 WriteOp::Requeue { reply } => Outcome::Count(reply, requeue(&mut tables)),
+                WriteOp::RequeueKeys { keys, reply } => Outcome::Count(reply, requeue_keys(&mut tables, &keys)),
             });
             // An operation that failed may have written part of its work: the whole group is
             // rolled back rather than committing half an operation.
@@ -488,6 +499,17 @@ fn requeue(tables: &mut Tables<'_>) -> Result<u64, StoreError> {
         let (activity_id, order_no) = value.value();
         tables.queue.insert(seq.value(), (activity_id, order_no)).map_err(unavailable)?;
         moved += 1;
+    }
+    Ok(moved)
+}
+
+fn requeue_keys(tables: &mut Tables<'_>, keys: &[GrantKey]) -> Result<u64, StoreError> {
+    let mut moved = 0;
+    for key in keys {
+        if tables.parked.remove(key.seq).map_err(unavailable)?.is_some() {
+            tables.queue.insert(key.seq, (key.activity_id.as_str(), key.order_no.as_str())).map_err(unavailable)?;
+            moved += 1;
+        }
     }
     Ok(moved)
 }
@@ -652,5 +674,11 @@ mod tests {
                 GrantCommit::OutOfStock(StockOut::ActivityBudget)
             ));
         });
+    }
+}
+
+impl crate::plugin::StockSource for EmbeddedStore {
+    fn used(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, String> {
+        self.stock_used(activity_id, scene_id).map_err(|error| error.to_string())
     }
 }

@@ -1,0 +1,323 @@
+//! Author tools: `hongbao plugin new` (a plugin crate that builds as is) and `hongbao plugin run`
+//! (one call outside the server, with its time, instructions and peak memory).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use super::bindings::bill_copy::exports::hongbao::plugin::bill_copy as bill_copy_wit;
+use super::bindings::compensation::exports::hongbao::plugin::compensation as compensation_wit;
+use super::bindings::inventory::exports::hongbao::plugin::inventory as inventory_wit;
+use super::bindings::rate_limit::exports::hongbao::plugin::rate_limit as rate_limit_wit;
+use super::bindings::reconciliation::exports::hongbao::plugin::reconciliation as reconciliation_wit;
+use super::bindings::types::{CallContext, Stock};
+use super::{CallReport, Capability, PluginFailure, PluginRuntime, hex};
+
+const CARGO_TEMPLATE: &str = include_str!("../../../sdk/template/Cargo.toml.tmpl");
+const CARGO_CONFIG: &str = include_str!("../../../sdk/template/config.toml");
+
+/// The SDK example that becomes the new crate's `src/lib.rs`, and a sample input for
+/// `hongbao plugin run`.
+fn scaffold_files(capability: Capability) -> (&'static str, Value) {
+    let context = |extra: Value| {
+        let mut ctx = json!({
+            "activity_id": "spring-festival-2027", "scene_id": "eve-rain", "award_type": "cash",
+            "app_id": 1128, "act_id": 10001, "rain_id": 3, "stage": 1,
+            "now_ms": 1_800_000_000_000u64, "random_seed": 42, "locale": "zh-CN", "settings": {}
+        });
+        if let (Some(ctx), Some(extra)) = (ctx.as_object_mut(), extra.as_object()) {
+            ctx.extend(extra.clone());
+        }
+        ctx
+    };
+    match capability {
+        Capability::BillCopy => (
+            include_str!("../../../sdk/examples/bill_copy.rs"),
+            json!({ "capability": "bill-copy", "context": context(json!({})),
+                    "input": { "amount_cents": 188, "scene_name": "除夕红包雨", "activity_name": "2027 春节红包" } }),
+        ),
+        Capability::RateLimit => (
+            include_str!("../../../sdk/examples/rate_limit.rs"),
+            json!({ "capability": "rate-limit", "context": context(json!({})), "counters": { "user/10001": 0 } }),
+        ),
+        Capability::Inventory => (
+            include_str!("../../../sdk/examples/inventory.rs"),
+            json!({ "capability": "inventory", "context": context(json!({})),
+                    "input": { "min_cents": 1, "max_cents": 888 },
+                    "stock": { "count_remaining": 10, "budget_remaining_cents": 1000 } }),
+        ),
+        Capability::Compensation => (
+            include_str!("../../../sdk/examples/compensation.rs"),
+            json!({ "capability": "compensation", "context": context(json!({})),
+                    "input": { "step": "ledger-credit", "attempt": 2, "error_code": "unavailable",
+                               "error_message": "ledger did not answer", "first_failed_ms": 1_799_999_999_000u64 } }),
+        ),
+        Capability::Reconciliation => (
+            include_str!("../../../sdk/examples/reconciliation.rs"),
+            json!({ "capability": "reconciliation", "context": context(json!({ "act_id": 0, "rain_id": 0, "stage": 0 })),
+                    "input": { "issued_count": 10, "issued_cents": 1000, "credited_count": 8, "credited_cents": 800,
+                               "in_flight_count": 2, "in_flight_cents": 200, "oldest_in_flight_ms": 1_799_999_000_000u64,
+                               "parked_count": 0, "stock_used_count": 10, "stock_used_cents": 1000 } }),
+        ),
+    }
+}
+
+/// The SDK next to this binary's sources, when it is there.
+pub fn default_sdk_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+    dir.join("Cargo.toml").is_file().then(|| dir.canonicalize().ok()).flatten()
+}
+
+/// Writes a new plugin crate for `capability` named `name` into `dir`; returns the files.
+///
+/// # Errors
+///
+/// A bad name, a non-empty `dir`, or a write failure.
+pub fn scaffold(capability: Capability, name: &str, dir: &Path, sdk_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        bail!("plugin name `{name}` must be 1 to 64 lowercase letters, digits or `-`, starting with a letter");
+    }
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!("`{}` already exists and is not empty", dir.display());
+    }
+    let sdk_dir = sdk_dir.canonicalize().with_context(|| format!("the SDK directory `{}`", sdk_dir.display()))?;
+    if !sdk_dir.join("wit/hongbao-plugin.wit").is_file() {
+        bail!("`{}` is not the hongbao SDK (no wit/hongbao-plugin.wit)", sdk_dir.display());
+    }
+    let (lib, input) = scaffold_files(capability);
+    let sdk_text = sdk_dir.to_string_lossy().replace('\\', "\\\\").replace('"', "\\\"");
+    let files = [
+        (PathBuf::from("Cargo.toml"), CARGO_TEMPLATE.replace("{{name}}", name).replace("{{sdk_path}}", &sdk_text)),
+        (PathBuf::from(".cargo/config.toml"), CARGO_CONFIG.to_owned()),
+        (PathBuf::from("src/lib.rs"), lib.to_owned()),
+        (PathBuf::from("input.json"), serde_json::to_string_pretty(&input)? + "\n"),
+        (PathBuf::from(".gitignore"), "target/\n".to_owned()),
+    ];
+    let mut written = Vec::new();
+    for (relative, text) in files {
+        let path = dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating `{}`", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing `{}`", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Runs one call of the plugin at `wasm` with the input JSON `input` (see the SDK guide) and
+/// returns the report as JSON. The second value is whether the call succeeded.
+///
+/// # Errors
+///
+/// The plugin cannot be loaded or the input is malformed; a failing call is not an error.
+pub fn run_once(wasm: &Path, input: &Value) -> anyhow::Result<(Value, bool)> {
+    let object = input.as_object().context("the input must be a JSON object")?;
+    let stock = object.get("stock").map(parse_stock).transpose()?;
+    let context = object.get("context").cloned().unwrap_or_else(|| json!({}));
+    let settings: Vec<(String, String)> = match context.get("settings") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .collect(),
+        Some(_) => bail!("context.settings must be an object of strings"),
+    };
+    let runtime = PluginRuntime::new(None)?;
+    let (plugin, sha256) = runtime.load_standalone(wasm, settings.clone(), stock.clone()).map_err(anyhow::Error::new)?;
+    let capability = plugin.spec().capability;
+    if let Some(asked) = object.get("capability").and_then(Value::as_str) {
+        let asked = Capability::parse(asked).with_context(|| format!("unknown capability `{asked}`"))?;
+        if asked != capability {
+            bail!("the input is for `{}` but `{}` is a `{}` plugin", asked.kind(), wasm.display(), capability.kind());
+        }
+    }
+    let ctx = parse_context(&context, settings)?;
+    if let Some(counters) = object.get("counters").and_then(Value::as_object) {
+        for (name, value) in counters {
+            let value = value.as_i64().with_context(|| format!("counter `{name}` must be an integer"))?;
+            plugin.seed_counter(name, value, ctx.now_ms);
+        }
+    }
+    let empty = json!({});
+    let payload = object.get("input").unwrap_or(&empty);
+    let (result, report): (Result<Value, PluginFailure>, CallReport) = match capability {
+        Capability::BillCopy => {
+            let award = bill_copy_wit::Award {
+                amount_cents: int(payload, "amount_cents", 188)?,
+                scene_name: text(payload, "scene_name", "scene")?,
+                activity_name: text(payload, "activity_name", "activity")?,
+            };
+            let (result, report) = plugin.render(&ctx, &award);
+            (result.map(|t| json!({ "locale": t.locale, "text": t.text })), report)
+        }
+        Capability::RateLimit => {
+            let (result, report) = plugin.check(&ctx);
+            (
+                result.map(|decision| match decision {
+                    rate_limit_wit::Decision::Allow => json!({ "decision": "allow" }),
+                    rate_limit_wit::Decision::Reject(reason) => json!({ "decision": "reject", "reason": reason }),
+                }),
+                report,
+            )
+        }
+        Capability::Inventory => {
+            let request = inventory_wit::AmountRequest {
+                requested_cents: payload.get("requested_cents").and_then(Value::as_i64),
+                min_cents: int(payload, "min_cents", 1)?,
+                max_cents: int(payload, "max_cents", 100)?,
+                stock: stock.unwrap_or(Stock { count_remaining: None, budget_remaining_cents: None }),
+            };
+            let (result, report) = plugin.choose(&ctx, &request);
+            (
+                result.map(|allocation| match allocation {
+                    inventory_wit::Allocation::Amount(cents) => json!({ "amount_cents": cents }),
+                    inventory_wit::Allocation::OutOfStock => json!({ "out_of_stock": true }),
+                }),
+                report,
+            )
+        }
+        Capability::Compensation => {
+            let step = match text(payload, "step", "ledger-credit")?.as_str() {
+                "store-grant" => compensation_wit::Step::StoreGrant,
+                "ledger-credit" => compensation_wit::Step::LedgerCredit,
+                "ledger-refused" => compensation_wit::Step::LedgerRefused,
+                "withdrawal-credit" => compensation_wit::Step::WithdrawalCredit,
+                other => bail!(
+                    "input.step `{other}` must be store-grant, ledger-credit, ledger-refused or withdrawal-credit"
+                ),
+            };
+            let failure = compensation_wit::Failure {
+                step,
+                attempt: u32::try_from(int(payload, "attempt", 1)?).context("input.attempt must fit in u32")?,
+                error_code: text(payload, "error_code", "unavailable")?,
+                error_message: text(payload, "error_message", "")?,
+                order_no: payload.get("order_no").and_then(Value::as_str).map(str::to_owned),
+                amount_cents: payload.get("amount_cents").and_then(Value::as_i64),
+                first_failed_ms: payload.get("first_failed_ms").and_then(Value::as_u64).unwrap_or(ctx.now_ms),
+            };
+            let (result, report) = plugin.decide(&ctx, &failure);
+            (
+                result.map(|remedy| match remedy {
+                    compensation_wit::Remedy::RetryAfterMs(ms) => json!({ "remedy": "retry_after_ms", "ms": ms }),
+                    compensation_wit::Remedy::ReleaseStock => json!({ "remedy": "release_stock" }),
+                    compensation_wit::Remedy::GiveUpAndAlert(reason) => {
+                        json!({ "remedy": "give_up_and_alert", "reason": reason })
+                    }
+                }),
+                report,
+            )
+        }
+        Capability::Reconciliation => {
+            let summary = reconciliation_wit::SceneSummary {
+                issued_count: uint(payload, "issued_count")?,
+                issued_cents: int(payload, "issued_cents", 0)?,
+                credited_count: uint(payload, "credited_count")?,
+                credited_cents: int(payload, "credited_cents", 0)?,
+                in_flight_count: uint(payload, "in_flight_count")?,
+                in_flight_cents: int(payload, "in_flight_cents", 0)?,
+                oldest_in_flight_ms: payload.get("oldest_in_flight_ms").and_then(Value::as_u64),
+                parked_count: uint(payload, "parked_count")?,
+                stock_used_count: uint(payload, "stock_used_count")?,
+                stock_used_cents: int(payload, "stock_used_cents", 0)?,
+            };
+            let (result, report) = plugin.judge(&ctx, &summary);
+            (
+                result.map(|findings| {
+                    json!({ "findings": findings.iter().map(|f| json!({
+                        "code": f.code,
+                        "severity": format!("{:?}", f.severity).to_lowercase(),
+                        "message": f.message,
+                        "repair": f.repair.as_ref().map(|r| format!("{r:?}")),
+                    })).collect::<Vec<_>>() })
+                }),
+                report,
+            )
+        }
+    };
+    let ok = result.is_ok();
+    let outcome = match result {
+        Ok(value) => json!({ "result": value }),
+        Err(failure) => json!({ "failure": { "code": failure.code(), "message": failure.to_string() } }),
+    };
+    let mut out = json!({
+        "plugin": wasm.display().to_string(),
+        "sha256": hex(&sha256),
+        "capability": capability.kind(),
+        "time_us": {
+            "instantiate": report.instantiate.map(|d| d.as_secs_f64() * 1e6),
+            "call": report.call.as_secs_f64() * 1e6,
+        },
+        "instructions": report.instructions,
+        "peak_memory_bytes": report.peak_memory_bytes,
+        "output": String::from_utf8_lossy(&report.output.bytes),
+        "output_dropped_bytes": report.output.dropped_bytes,
+        "log": report.log.iter().map(|(level, line)| json!({ "level": level, "message": line })).collect::<Vec<_>>(),
+        "log_dropped": report.log_dropped,
+        "counters": plugin.counters(ctx.now_ms).into_iter().collect::<BTreeMap<_, _>>(),
+    });
+    if let (Some(out), Some(outcome)) = (out.as_object_mut(), outcome.as_object()) {
+        out.extend(outcome.clone());
+    }
+    drop(runtime);
+    Ok((out, ok))
+}
+
+fn int(value: &Value, key: &str, default: i64) -> anyhow::Result<i64> {
+    match value.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_i64().with_context(|| format!("input.{key} must be an integer")),
+    }
+}
+
+fn uint(value: &Value, key: &str) -> anyhow::Result<u64> {
+    match value.get(key) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v.as_u64().with_context(|| format!("input.{key} must be a non-negative integer")),
+    }
+}
+
+fn text(value: &Value, key: &str, default: &str) -> anyhow::Result<String> {
+    match value.get(key) {
+        None | Some(Value::Null) => Ok(default.to_owned()),
+        Some(v) => v.as_str().map(str::to_owned).with_context(|| format!("`{key}` must be a string")),
+    }
+}
+
+fn parse_stock(value: &Value) -> anyhow::Result<Stock> {
+    Ok(Stock {
+        count_remaining: match value.get("count_remaining") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64().context("stock.count_remaining must be a non-negative integer")?),
+        },
+        budget_remaining_cents: match value.get("budget_remaining_cents") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().context("stock.budget_remaining_cents must be an integer")?),
+        },
+    })
+}
+
+fn parse_context(ctx: &Value, settings: Vec<(String, String)>) -> anyhow::Result<CallContext> {
+    let context = |key: &str| format!("context.{key}");
+    Ok(CallContext {
+        activity_id: text(ctx, "activity_id", "local").with_context(|| context("activity_id"))?,
+        scene_id: text(ctx, "scene_id", "local").with_context(|| context("scene_id"))?,
+        award_type: text(ctx, "award_type", "cash").with_context(|| context("award_type"))?,
+        app_id: int(ctx, "app_id", 1).with_context(|| context("app_id"))?,
+        act_id: int(ctx, "act_id", 1).with_context(|| context("act_id"))?,
+        rain_id: i32::try_from(int(ctx, "rain_id", 0)?).context("context.rain_id must fit in i32")?,
+        stage: u32::try_from(int(ctx, "stage", 0)?).context("context.stage must fit in u32")?,
+        now_ms: ctx.get("now_ms").and_then(Value::as_u64).unwrap_or(1_800_000_000_000),
+        random_seed: ctx.get("random_seed").and_then(Value::as_u64).unwrap_or(0),
+        locale: ctx.get("locale").and_then(Value::as_str).map(str::to_owned),
+        settings,
+    })
+}

@@ -1,0 +1,50 @@
+//! The bounds of the plugin sandbox, each with the reason for its value.
+//!
+//! A scene may lower the per-call deadline and memory cap, or raise them up to the `_MAX`
+//! values here; everything else is fixed by the host.
+
+/// Per-call deadline when the scene sets none. A warm hook takes 1–2 µs; 10 ms is thousands of
+/// times that, so only a plugin that is stuck (or absurdly slow) ever reaches it.
+pub const DEADLINE_MS_DEFAULT: u64 = 10;
+/// The longest deadline a scene may set: a grant request waits on its hooks.
+pub const DEADLINE_MS_MAX: u64 = 100;
+/// Linear memory per instance when the scene sets none. A Rust plugin built with the SDK's
+/// template starts at 128 KiB (64 KiB stack) and rarely grows past a few hundred.
+pub const MEMORY_MB_DEFAULT: u64 = 16;
+/// The largest memory cap a scene may set: warm instances are pooled, so this times the pool
+/// size is what one scene can hold.
+pub const MEMORY_MB_MAX: u64 = 64;
+/// Table elements per instance (function references); generous for any real plugin.
+pub const TABLE_ELEMENTS_MAX: usize = 100_000;
+/// Wasm operators a call may run. The deadline is the real bound; fuel only makes the count of
+/// instructions available (for `hongbao plugin run`) and is set high enough never to trigger
+/// before the deadline does.
+pub const FUEL_PER_CALL: u64 = 1 << 40;
+/// Bytes of guest stdout plus stderr kept per call; the rest is counted and dropped, so a
+/// chatty plugin can neither trap on a full pipe nor flood the host's log.
+pub const OUTPUT_BYTES_PER_CALL_MAX: usize = 4 * 1024;
+/// `host.log` lines kept per call; the rest are counted and dropped.
+pub const LOG_LINES_PER_CALL_MAX: usize = 16;
+/// Bytes kept of one `host.log` line.
+pub const LOG_LINE_BYTES_MAX: usize = 512;
+/// Calls one warm instance serves before it is replaced. Guest globals survive between calls,
+/// so a plugin could keep state despite the contract; recycling bounds how long it can.
+pub const CALLS_PER_INSTANCE_MAX: u32 = 10_000;
+/// Idle warm instances kept per scene plugin: about one per concurrently running grant.
+pub const INSTANCES_PER_POOL_MAX: usize = 64;
+/// Bytes of a counter name (`host.counter-*`).
+pub const COUNTER_NAME_BYTES_MAX: usize = 128;
+/// Counters one scene may hold at once (expired windows are reclaimed first).
+pub const COUNTERS_PER_SCENE_MAX: usize = 1_000_000;
+/// The largest `.wasm` file the host reads.
+pub const WASM_BYTES_MAX: u64 = 32 * 1024 * 1024;
+/// Bytes of text a bill-copy plugin may return.
+pub const BILL_TEXT_BYTES_MAX: usize = 512;
+/// Findings one reconciliation call may return.
+pub const FINDINGS_PER_CALL_MAX: usize = 64;
+/// Settings per plugin in the scene YAML, and bytes per key or value.
+pub const SETTINGS_MAX: usize = 64;
+/// Bytes of one settings key or value.
+pub const SETTING_BYTES_MAX: usize = 1024;
+/// The longest retry delay a compensation plugin may ask for; longer answers are capped.
+pub const RETRY_AFTER_MS_MAX: u64 = 3_600_000;
