@@ -5,15 +5,15 @@
 # absolute path, and one clone's build could look up to date to another and run stale tests.
 
 # Serve scenes/ on http://127.0.0.1:8080 with the embedded store in ./data.
-run *ARGS: _toolchain
+run *ARGS: plugins
     cargo run -p hongbao-host --bin hongbao -- serve --scenes scenes --data data {{ARGS}}
 
 # Every test: unit tests, the scene validation cases, and the black-box suite against the real binary.
-test: _toolchain
+test: plugins
     cargo test --workspace --no-fail-fast
 
 # Check the example campaign.
-validate: _toolchain
+validate: plugins
     cargo run -q -p hongbao-host --bin hongbao -- scenes validate scenes
 
 # Clippy with warnings as errors, and formatting.
@@ -22,12 +22,22 @@ lint: _toolchain
     cargo fmt --all --check
 
 # Benchmarks: print figures for the hot paths (release build). Record them in BENCHMARKS.md.
-bench: _toolchain
+bench: plugins
     cargo bench -p hongbao-host --bench embedded
+    cargo bench -p hongbao-host --bench plugins
 
 # Build the server in release mode.
 build: _toolchain
     cargo build --release -p hongbao-host --bin hongbao
+
+# The reference plugins and test fixtures (plugins/), and the SDK's examples, as wasm32-wasip2
+# components. The build is reproducible: the example campaign pins the reference plugins' sha256.
+plugins: _wasm_target
+    cd plugins && cargo build --release --locked
+    cargo build --release --locked -p hongbao-sdk --examples --target wasm32-wasip2
+
+_wasm_target: _toolchain
+    @rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2 || { echo "install the wasm32-wasip2 target: rustup target add wasm32-wasip2"; exit 1; }
 
 _toolchain:
     @command -v cargo >/dev/null || { echo "install Rust first: https://rustup.rs (cargo is missing)"; exit 1; }

@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use crate::capability::rate_limit::RateLimiter;
 use crate::clock::Clock;
 use crate::config::SceneRegistry;
-use crate::plugin::PluginRuntime;
 use crate::issuer::Issuer;
 use crate::ledger::EmbeddedLedger;
+use crate::plugin::PluginRuntime;
 use crate::store::EmbeddedStore;
 use crate::writer::{LedgerWriter, WriterConfig};
 

@@ -161,7 +161,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { command: TokenCommand::Inspect { token, data } } => inspect(&token, data),
         Command::Plugin { command: PluginCommand::New { kind, name, dir, sdk } } => {
             let capability = crate::plugin::Capability::parse(&kind).with_context(|| {
-                format!("unknown plugin kind `{kind}`: use bill-copy, rate-limit, inventory, compensation or reconciliation")
+                format!(
+                    "unknown plugin kind `{kind}`: use bill-copy, rate-limit, inventory, compensation or reconciliation"
+                )
             })?;
             let sdk = sdk.or_else(crate::plugin::authoring::default_sdk_dir).context(
                 "the hongbao SDK was not found next to this binary's sources; pass --sdk PATH (the `sdk` folder of the hongbao repository)",

@@ -8,16 +8,16 @@
 use std::cell::RefCell;
 
 use crate::app::App;
+use crate::capability::rate_limit::RatePermit;
 use crate::capability::rate_limit::RateRejection;
 use crate::capability::{bill_copy, inventory};
+use crate::config::{AmountRule, Scene};
 use crate::issuer::pb::RedPacketToken;
 use crate::ledger::LedgerError;
-use crate::config::{AmountRule, Scene};
 use crate::plugin::bindings::bill_copy::exports::hongbao::plugin::bill_copy::Award;
-use crate::plugin::bindings::inventory::exports::hongbao::plugin::inventory::{AmountRequest, Allocation};
+use crate::plugin::bindings::inventory::exports::hongbao::plugin::inventory::{Allocation, AmountRequest};
 use crate::plugin::bindings::rate_limit::exports::hongbao::plugin::rate_limit::Decision;
 use crate::plugin::{CallInput, Capability, FailurePolicy, Plugin, PluginFailure};
-use crate::capability::rate_limit::RatePermit;
 use crate::store::{GrantCommit, GrantRecord, StockOut, StoreError, TokenStatus, red_packet_flow_id};
 
 /// A grant as an app backend asks for it.

@@ -21,8 +21,8 @@ use parking_lot::Mutex;
 use std::sync::OnceLock;
 
 use crate::capability::compensation::{self, RefusalOutcome, RefusalRetries};
-use crate::config::SceneRegistry;
 use crate::clock::Clock;
+use crate::config::SceneRegistry;
 use crate::ledger::{Credit, CreditResult, EmbeddedLedger, LedgerError};
 use crate::store::{EmbeddedStore, GrantKey, GrantRecord, StoreError};
 
@@ -288,7 +288,8 @@ impl LedgerWriter {
                 // reconciliation, and queued again when the activity is funded.
                 CreditResult::BudgetExhausted | CreditResult::Conflict => {
                     refused.push(record.key());
-                    refused_records.push((record, if result == CreditResult::Conflict { "conflict" } else { "budget_exhausted" }));
+                    refused_records
+                        .push((record, if result == CreditResult::Conflict { "conflict" } else { "budget_exhausted" }));
                 }
             }
         }

@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod grants;
 mod money_properties;
+mod plugins;
 mod readme;
 mod reload;
 mod support;

@@ -34,7 +34,11 @@ fn readme_curl_tour_works() {
     std::fs::remove_file(server.scenes.join("test-campaign.yaml")).unwrap();
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenes")).unwrap() {
         let path = entry.unwrap().path();
-        std::fs::copy(&path, server.scenes.join(path.file_name().unwrap())).unwrap();
+        // Plugin paths are relative to the scene file; the copy points them at the repository.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("path: ../plugins/", concat!("path: ", env!("CARGO_MANIFEST_DIR"), "/../plugins/"));
+        std::fs::write(server.scenes.join(path.file_name().unwrap()), text).unwrap();
     }
     crate::support::wait_for(std::time::Duration::from_secs(5), || {
         (server.get("/v1/scenes").1["activities"][0]["activity_id"] == "lantern-festival-2027").then_some(())

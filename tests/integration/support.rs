@@ -40,6 +40,20 @@ impl Server {
         server
     }
 
+    /// Starts a server whose scene directory holds `files` (name, YAML text).
+    pub fn start_with(files: &[(&str, &str)], extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let scenes = dir.path().join("scenes");
+        std::fs::create_dir_all(&scenes).unwrap();
+        for (name, text) in files {
+            std::fs::write(scenes.join(name), text).unwrap();
+        }
+        let data = dir.path().join("data");
+        let mut server = Server { child: None, addr: String::new(), scenes, data, _dir: dir };
+        server.launch(extra_args);
+        server
+    }
+
     /// Starts the process again on the same directories (after [`Server::kill9`]).
     pub fn launch(&mut self, extra_args: &[&str]) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hongbao"))
@@ -161,4 +175,29 @@ pub fn write_atomically(path: &Path, text: &str) {
     let temporary = path.with_extension("tmp-edit");
     std::fs::write(&temporary, text).unwrap();
     std::fs::rename(&temporary, path).unwrap();
+}
+
+/// A plugin built by `just plugins` (`plugins/target/wasm32-wasip2/release/{name}.wasm`).
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: build the plugins first with `just plugins`", path.display());
+    path
+}
+
+/// The sha256 of a file, as the scene YAML pins it.
+pub fn sha256_of(path: &Path) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `plugins:` entry for a scene: `capability` served by `wasm`, pinned to its current bytes.
+pub fn plugin_block(capability: &str, wasm: &Path, on_failure: &str, extra: &str) -> String {
+    format!(
+        "                {capability}:\n                  path: {}\n                  sha256: {}\n                  on_failure: {on_failure}\n{extra}",
+        wasm.display(),
+        sha256_of(wasm)
+    )
 }

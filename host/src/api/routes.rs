@@ -320,7 +320,9 @@ async fn reconcile(app: &App, activity_id: &str, repair: bool) -> Answer {
                     json!({ "applied": false, "reason": "recounting stock is not automated yet; see the finding" })
                 }
             };
-            repairs.push(json!({ "scene_id": scene_books.scene_id, "code": finding.code, "action": action, "result": result }));
+            repairs.push(
+                json!({ "scene_id": scene_books.scene_id, "code": finding.code, "action": action, "result": result }),
+            );
         }
     }
     ok(&json!({ "activity_id": activity_id, "scenes": books, "repairs": repairs }))

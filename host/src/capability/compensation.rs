@@ -62,7 +62,8 @@ impl RefusalRetries {
                 tracing::warn!(order_no = %record.order_no, "too many refused tokens tracked; this one waits for funding");
                 return RefusalOutcome::Wait;
             }
-            let retry = tracked.entry(key.clone()).or_insert(Retry { attempt: 0, first_failed_ms: now_ms, due_ms: None });
+            let retry =
+                tracked.entry(key.clone()).or_insert(Retry { attempt: 0, first_failed_ms: now_ms, due_ms: None });
             retry.attempt = retry.attempt.saturating_add(1);
             *retry
         };

@@ -476,11 +476,11 @@ fn attach_plugins(parsed: &mut Parsed, runtime: &Arc<PluginRuntime>) -> Result<(
         let scene = Arc::make_mut(scene);
         let limits = crate::capability::inventory::stock_limits(scene, activity.budget_cents);
         for spec in scene.plugins.specs.clone() {
-            match runtime.load(&spec, &activity.id, &scene.id, limits.clone()) {
+            match runtime.load(&spec, &activity.id, &scene.id, limits) {
                 Ok(plugin) => *scene.plugins.slot(spec.capability) = Some(plugin),
                 Err(error) => errors.push(ConfigError {
                     file: activity.file.clone(),
-                    line: spec.line,
+                    line: if matches!(error, LoadError::Sha256Mismatch { .. }) { spec.sha256_line } else { spec.line },
                     path: format!(
                         "{}.{}",
                         spec.key_path,
@@ -977,7 +977,8 @@ mod tests {
     /// Proves that the example campaign shipped for the example server is valid.
     #[test]
     fn example_scenes_are_valid() {
-        let results = validate_dir(Path::new(EXAMPLE_SCENES_DIR), &PluginRuntime::new(None).expect("runtime")).expect("scenes folder");
+        let results = validate_dir(Path::new(EXAMPLE_SCENES_DIR), &PluginRuntime::new(None).expect("runtime"))
+            .expect("scenes folder");
         let ids: Vec<String> = results
             .into_iter()
             .map(|result| match result {

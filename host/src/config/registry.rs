@@ -14,8 +14,8 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Activity, ConfigError, Parsed, SCENE_FILES_PER_DIR_MAX, Scene, duplicate_activity, list_scene_files, parse_bytes,
-    attach_plugins, read_scene_file, too_many_files,
+    Activity, ConfigError, Parsed, SCENE_FILES_PER_DIR_MAX, Scene, attach_plugins, duplicate_activity,
+    list_scene_files, parse_bytes, read_scene_file, too_many_files,
 };
 use crate::plugin::PluginRuntime;
 

@@ -10,18 +10,18 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
-use super::raw::{
-    RawAmount, RawAward, RawAwardType, RawBillCopy, RawCompensation, RawFile, RawInventory, RawRateLimit,
-    RawPlugin, RawPlugins, RawReconciliation, RawScene,
-};
 use super::ScenePlugins;
-use crate::plugin::limits as plugin_limits;
-use crate::plugin::{Capability, FailurePolicy, PluginSpec};
+use super::raw::{
+    RawAmount, RawAward, RawAwardType, RawBillCopy, RawCompensation, RawFile, RawInventory, RawPlugin, RawPlugins,
+    RawRateLimit, RawReconciliation, RawScene,
+};
 use super::{
     Activity, AmountRule, Award, AwardType, BUDGET_CENTS_MAX, BillCopy, Compensation, ConfigError, ID_CHARS_MAX,
     Inventory, MAX_GRANT_CENTS, NAME_CHARS_MAX, Parsed, Piece, RETRY_MAX_MS_MAX, RateLimit, Reconciliation,
     SCENES_PER_ACTIVITY_MAX, Scene, TEMPLATE_CHARS_MAX, USER_WINDOW_SECONDS_MAX, show, template_pieces,
 };
+use crate::plugin::limits as plugin_limits;
+use crate::plugin::{Capability, FailurePolicy, PluginSpec};
 
 /// The longest locale tag accepted as a `templates` key (BCP 47 tags in practice stay short).
 const LOCALE_CHARS_MAX: usize = 35;
@@ -628,7 +628,10 @@ impl Checker<'_> {
                 self.report(
                     line_of(value),
                     key(path, "sha256"),
-                    format!("sha256 `{}` must be 64 hexadecimal digits (`sha256sum FILE` prints it)", show(&value.value)),
+                    format!(
+                        "sha256 `{}` must be 64 hexadecimal digits (`sha256sum FILE` prints it)",
+                        show(&value.value)
+                    ),
                 );
             }
             parsed
@@ -646,7 +649,13 @@ impl Checker<'_> {
         });
         let deadline_ms = match &p.deadline_ms {
             Some(value) => self
-                .range(value, key(path, "deadline_ms"), 1, plugin_limits::DEADLINE_MS_MAX as i64, " (the host's maximum)")
+                .range(
+                    value,
+                    key(path, "deadline_ms"),
+                    1,
+                    plugin_limits::DEADLINE_MS_MAX as i64,
+                    " (the host's maximum)",
+                )
                 .map(|v| v as u64),
             None => Some(plugin_limits::DEADLINE_MS_DEFAULT),
         };
@@ -690,6 +699,7 @@ impl Checker<'_> {
             memory_mb: memory_mb?,
             settings,
             line,
+            sha256_line: p.sha256.as_ref().map_or(line, line_of),
             key_path: path.to_owned(),
         })
     }

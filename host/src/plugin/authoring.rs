@@ -132,7 +132,7 @@ pub fn run_once(wasm: &Path, input: &Value) -> anyhow::Result<(Value, bool)> {
         Some(_) => bail!("context.settings must be an object of strings"),
     };
     let runtime = PluginRuntime::new(None)?;
-    let (plugin, sha256) = runtime.load_standalone(wasm, settings.clone(), stock.clone()).map_err(anyhow::Error::new)?;
+    let (plugin, sha256) = runtime.load_standalone(wasm, settings.clone(), stock).map_err(anyhow::Error::new)?;
     let capability = plugin.spec().capability;
     if let Some(asked) = object.get("capability").and_then(Value::as_str) {
         let asked = Capability::parse(asked).with_context(|| format!("unknown capability `{asked}`"))?;

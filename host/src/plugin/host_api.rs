@@ -26,7 +26,7 @@ pub trait StockSource: Send + Sync {
 #[derive(Default)]
 pub struct HostServices {
     /// Per scene `(activity, scene)`: its counter table, the same one across reloads.
-    counters: Mutex<HashMap<(String, String), Arc<Mutex<SceneCounters>>>>,
+    counters: Mutex<HashMap<(String, String), SharedCounters>>,
     /// Where stock comes from; unset (no store) means every scene reports no limits.
     stock: OnceLock<Arc<dyn StockSource>>,
 }
@@ -51,7 +51,7 @@ impl HostServices {
     /// What is left of `scope`'s stock now.
     pub fn stock_remaining(&self, scope: &Scope) -> Result<Stock, String> {
         if let Some(stock) = &scope.fixed_stock {
-            return Ok(stock.clone());
+            return Ok(*stock);
         }
         let Some(source) = self.stock.get() else {
             return Ok(Stock { count_remaining: None, budget_remaining_cents: None });
@@ -76,6 +76,9 @@ pub fn remaining(limits: &StockLimits, scene_used: StockUsed, activity_used: Sto
         budget_remaining_cents: Some(budget_left),
     }
 }
+
+/// One scene's counters, shared by its plugins' instances.
+type SharedCounters = Arc<Mutex<SceneCounters>>;
 
 /// The scene an instance serves.
 pub struct Scope {
@@ -131,7 +134,10 @@ impl SceneCounters {
                 return Err(HostError::TooManyCounters);
             }
         }
-        self.counters.insert(name.to_owned(), Counter { value: delta, resets_at_ms: window_ms.map(|w| now_ms.saturating_add(w)) });
+        self.counters.insert(
+            name.to_owned(),
+            Counter { value: delta, resets_at_ms: window_ms.map(|w| now_ms.saturating_add(w)) },
+        );
         Ok(delta)
     }
 
@@ -192,7 +198,9 @@ impl host::Host for PluginState {
     fn stock_remaining(&mut self) -> wasmtime::Result<Stock> {
         // A stock read that fails must not look like "no limit": the call traps and the
         // scene's failure policy decides.
-        self.services.stock_remaining(&self.scope).map_err(|error| wasmtime::Error::msg(format!("stock unavailable: {error}")))
+        self.services
+            .stock_remaining(&self.scope)
+            .map_err(|error| wasmtime::Error::msg(format!("stock unavailable: {error}")))
     }
 
     fn log(&mut self, level: LogLevel, mut message: String) -> wasmtime::Result<()> {
@@ -246,7 +254,8 @@ mod tests {
     // Proves remaining stock is the scene's, capped by the activity's budget.
     #[test]
     fn remaining_stock_is_capped_by_the_activity() {
-        let limits = StockLimits { activity_budget_cents: 1_000, scene_count_max: Some(10), scene_budget_cents: Some(800) };
+        let limits =
+            StockLimits { activity_budget_cents: 1_000, scene_count_max: Some(10), scene_budget_cents: Some(800) };
         let stock = remaining(&limits, StockUsed { count: 3, cents: 300 }, StockUsed { count: 5, cents: 900 });
         assert_eq!(stock.count_remaining, Some(7));
         assert_eq!(stock.budget_remaining_cents, Some(100));

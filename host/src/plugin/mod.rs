@@ -33,9 +33,9 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
 use self::bindings::types::{CallContext, LogLevel, PluginError, Stock};
+pub use self::host_api::{HostServices, Scope, StockSource, remaining};
 use self::limits::{CALLS_PER_INSTANCE_MAX, FUEL_PER_CALL, INSTANCES_PER_POOL_MAX, WASM_BYTES_MAX};
 use self::sandbox::PluginState;
-pub use self::host_api::{HostServices, Scope, StockSource, remaining};
 pub use self::sandbox::{Captured, MemoryCapExceeded};
 use crate::store::StockLimits;
 
@@ -138,6 +138,8 @@ pub struct PluginSpec {
     pub settings: Vec<(String, String)>,
     /// Where in the YAML the block is (line), for errors.
     pub line: u64,
+    /// The line of its `sha256`, where a mismatch is reported.
+    pub sha256_line: u64,
     /// The key path of the block, e.g. `activity.award_types[0]….plugins.bill_copy`.
     pub key_path: String,
 }
@@ -447,13 +449,18 @@ impl PluginRuntime {
                         memory_mb: limits::MEMORY_MB_MAX,
                         settings,
                         line: 0,
+                        sha256_line: 0,
                         key_path: String::new(),
                     };
                     let scope = Arc::new(Scope {
                         activity_id: "local".into(),
                         scene_id: "local".into(),
                         plugin: path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-                        limits: StockLimits { activity_budget_cents: 0, scene_count_max: None, scene_budget_cents: None },
+                        limits: StockLimits {
+                            activity_budget_cents: 0,
+                            scene_count_max: None,
+                            scene_budget_cents: None,
+                        },
                         fixed_stock,
                         counters: Arc::default(),
                     });
@@ -705,7 +712,9 @@ impl Plugin {
             return PluginFailure::MemoryCap(self.spec.memory_mb);
         }
         match error.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::Interrupt | wasmtime::Trap::OutOfFuel) => PluginFailure::Deadline(self.spec.deadline_ms),
+            Some(wasmtime::Trap::Interrupt | wasmtime::Trap::OutOfFuel) => {
+                PluginFailure::Deadline(self.spec.deadline_ms)
+            }
             // The trap itself, without the wasm backtrace wasmtime attaches.
             Some(trap) => PluginFailure::Trap(trap.to_string()),
             None => PluginFailure::Trap(error_chain(error)),
@@ -818,10 +827,18 @@ impl Plugin {
         }
         for (level, line) in &report.log {
             match level.as_str() {
-                "error" => tracing::error!(activity = %scope.activity_id, scene = %scope.scene_id, plugin = %scope.plugin, "{line}"),
-                "warn" => tracing::warn!(activity = %scope.activity_id, scene = %scope.scene_id, plugin = %scope.plugin, "{line}"),
-                "info" => tracing::info!(activity = %scope.activity_id, scene = %scope.scene_id, plugin = %scope.plugin, "{line}"),
-                _ => tracing::debug!(activity = %scope.activity_id, scene = %scope.scene_id, plugin = %scope.plugin, "{line}"),
+                "error" => {
+                    tracing::error!(activity = %scope.activity_id, scene = %scope.scene_id, plugin = %scope.plugin, "{line}")
+                }
+                "warn" => {
+                    tracing::warn!(activity = %scope.activity_id, scene = %scope.scene_id, plugin = %scope.plugin, "{line}")
+                }
+                "info" => {
+                    tracing::info!(activity = %scope.activity_id, scene = %scope.scene_id, plugin = %scope.plugin, "{line}")
+                }
+                _ => {
+                    tracing::debug!(activity = %scope.activity_id, scene = %scope.scene_id, plugin = %scope.plugin, "{line}")
+                }
             }
         }
         if report.log_dropped > 0 {
@@ -895,7 +912,8 @@ impl Plugin {
         &self,
         ctx: &CallContext,
         failure: &bindings::compensation::exports::hongbao::plugin::compensation::Failure,
-    ) -> (Result<bindings::compensation::exports::hongbao::plugin::compensation::Remedy, PluginFailure>, CallReport) {
+    ) -> (Result<bindings::compensation::exports::hongbao::plugin::compensation::Remedy, PluginFailure>, CallReport)
+    {
         use bindings::compensation::exports::hongbao::plugin::compensation::Remedy;
         let (result, report) = self.call(ctx, |instance, store| match instance {
             Instance::Compensation(p) => Some(p.hongbao_plugin_compensation().call_decide(store, ctx, failure)),

@@ -602,6 +602,12 @@ fn complete(tables: &mut Tables<'_>, keys: &[GrantKey]) -> Result<(), StoreError
     Ok(())
 }
 
+impl crate::plugin::StockSource for EmbeddedStore {
+    fn used(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, String> {
+        self.stock_used(activity_id, scene_id).map_err(|error| error.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,11 +680,5 @@ mod tests {
                 GrantCommit::OutOfStock(StockOut::ActivityBudget)
             ));
         });
-    }
-}
-
-impl crate::plugin::StockSource for EmbeddedStore {
-    fn used(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, String> {
-        self.stock_used(activity_id, scene_id).map_err(|error| error.to_string())
     }
 }
