@@ -509,3 +509,44 @@ fn plugin_new_output_builds_and_runs() {
         assert!(report["peak_memory_bytes"].as_u64().unwrap() >= 65_536, "{report}");
     }
 }
+
+fn plugin_run(wasm: &Path, input: &Value) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input.json");
+    std::fs::write(&file, input.to_string()).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_hongbao"))
+        .args(["plugin", "run"])
+        .arg(wasm)
+        .arg("--input")
+        .arg(&file)
+        .env("HONGBAO_LOG", "error")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&run.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&run.stderr)))
+}
+
+// Proves the sandbox: a guest's clock reads the call's `now_ms`, its randomness is drawn from
+// the call's seed (the same seed gives the same numbers, another seed others), it sees no files
+// and no environment, and what it prints or logs is kept only up to the host's bounds.
+#[test]
+fn the_sandbox_pins_time_and_randomness_and_bounds_output() {
+    let input = |seed: u64| {
+        json!({ "capability": "bill-copy", "context": { "now_ms": 1_234_567_890_123u64, "random_seed": seed },
+                "input": { "amount_cents": 1 } })
+    };
+    let text = |report: Value| report["result"]["text"].as_str().unwrap_or_else(|| panic!("{report}")).to_owned();
+    let first = text(plugin_run(&plugin_wasm("fx_clock"), &input(7)));
+    let again = text(plugin_run(&plugin_wasm("fx_clock"), &input(7)));
+    let other = text(plugin_run(&plugin_wasm("fx_clock"), &input(8)));
+    assert!(first.starts_with("1234567890123 "), "{first}");
+    assert!(first.ends_with(" fs=err env=0"), "{first}");
+    assert_eq!(first, again, "same context, same answer");
+    assert_ne!(first, other, "another seed, other numbers");
+
+    let spam = plugin_run(&plugin_wasm("fx_spam"), &input(1));
+    assert_eq!(spam["result"]["text"], "spammed", "{spam}");
+    assert_eq!(spam["output"].as_str().unwrap().len(), 4096, "output kept per call");
+    assert!(spam["output_dropped_bytes"].as_u64().unwrap() > 100_000, "{}", spam["output_dropped_bytes"]);
+    assert_eq!(spam["log"].as_array().unwrap().len(), 16, "log lines kept per call");
+    assert_eq!(spam["log_dropped"], 1_000 - 16);
+}
