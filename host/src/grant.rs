@@ -386,6 +386,15 @@ fn choose_amount(
     let (min_cents, max_cents) = amount_bounds(scene);
     let amount_request = AmountRequest { requested_cents, min_cents, max_cents, stock };
     match plugin.choose(&plugin.context(input), &amount_request).0 {
+        // A scene whose caller names the amount grants that amount or nothing.
+        Ok(Allocation::Amount(amount)) if requested_cents.is_some_and(|requested| requested != amount) => {
+            let failure = PluginFailure::InvalidOutput(format!(
+                "amount {amount} differs from the {} cents the caller asked for",
+                requested_cents.unwrap_or_default()
+            ));
+            plugin.count_invalid_answer(&failure);
+            after_failure(plugin, failure).map(|_| builtin_amount)
+        }
         Ok(Allocation::Amount(amount)) => Ok(amount),
         Ok(Allocation::OutOfStock) => Err(GrantError::PluginOutOfStock),
         // Skipping the step and the built-in are the same here: the scene's amount rule.

@@ -191,10 +191,19 @@ impl LedgerWriter {
 
     /// Puts back in the queue the parked tokens whose compensation retry time has come.
     async fn requeue_due(&self) -> Result<(), WriterError> {
-        let due = self.retries.due(self.clock.monotonic_ms());
+        let now_ms = self.clock.monotonic_ms();
+        let due = self.retries.due(now_ms);
         if !due.is_empty() {
-            let moved = self.store.requeue_parked_keys(due).await?;
-            self.stats.compensation_retries.fetch_add(moved, Ordering::Relaxed);
+            match self.store.requeue_parked_keys(due.clone()).await {
+                Ok(moved) => {
+                    self.stats.compensation_retries.fetch_add(moved, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    // Not lost: due again on the next step.
+                    self.retries.retry_at(&due, now_ms);
+                    return Err(error.into());
+                }
+            }
         }
         Ok(())
     }
@@ -245,14 +254,16 @@ impl LedgerWriter {
         self.credit_claimed(claimed).await
     }
 
-    /// Credits the tokens with these keys now, outside the cap (a reconciliation repair).
-    /// Tokens already credited or claimed elsewhere change nothing.
+    /// Credits the tokens with these keys now, outside the cap (a reconciliation repair), in
+    /// batches of the writer's batch size. Crediting is idempotent: a token the writer credits
+    /// at the same time is written to the ledger once.
     pub async fn credit_keys_now(&self, keys: Vec<GrantKey>) -> Result<usize, WriterError> {
-        if keys.is_empty() {
-            return Ok(0);
+        let mut applied = 0;
+        for chunk in keys.chunks(self.batch_entries_max) {
+            let claimed = self.store.claim_keys(chunk.to_vec()).await?;
+            applied += self.credit_claimed(claimed).await?;
         }
-        let claimed = self.store.claim_keys(keys).await?;
-        self.credit_claimed(claimed).await
+        Ok(applied)
     }
 
     async fn credit_claimed(&self, claimed: Vec<GrantRecord>) -> Result<usize, WriterError> {

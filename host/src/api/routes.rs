@@ -293,8 +293,14 @@ async fn reconcile(app: &App, activity_id: &str, repair: bool) -> Answer {
     }
     let mut repairs = Vec::new();
     for scene_books in &books {
+        let mut done = Vec::new();
         for finding in &scene_books.findings {
             let Some(action) = finding.repair_action else { continue };
+            // Each action once per scene, however many findings propose it.
+            if done.contains(&action) {
+                continue;
+            }
+            done.push(action);
             let result = match action {
                 reconciliation::RepairAction::RequeueInFlightOlderThanMs(age_ms) => {
                     // In flight = in the store, not credited, not parked; crediting is idempotent,

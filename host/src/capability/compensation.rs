@@ -52,10 +52,12 @@ impl RefusalRetries {
         now_ms: u64,
         monotonic_ms: u64,
     ) -> RefusalOutcome {
+        let key = record.key();
         let Some((scene, plugin)) = scene.and_then(|s| s.plugins.compensation.as_ref().map(|p| (s, p))) else {
+            // The scene or its plugin is gone (a reload): nothing to decide any more.
+            self.settled(std::slice::from_ref(&key));
             return RefusalOutcome::Wait;
         };
-        let key = record.key();
         let retry = {
             let mut tracked = self.tracked.lock();
             if tracked.len() >= REFUSALS_TRACKED_MAX && !tracked.contains_key(&key) {
@@ -122,6 +124,16 @@ impl RefusalRetries {
                 key.clone()
             })
             .collect()
+    }
+
+    /// Schedules `keys` again at `monotonic_ms` (their requeue failed).
+    pub fn retry_at(&self, keys: &[GrantKey], monotonic_ms: u64) {
+        let mut tracked = self.tracked.lock();
+        for key in keys {
+            if let Some(retry) = tracked.get_mut(key) {
+                retry.due_ms = Some(monotonic_ms);
+            }
+        }
     }
 
     /// Forgets tokens that were credited.

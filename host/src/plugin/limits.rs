@@ -46,5 +46,8 @@ pub const FINDINGS_PER_CALL_MAX: usize = 64;
 pub const SETTINGS_MAX: usize = 64;
 /// Bytes of one settings key or value.
 pub const SETTING_BYTES_MAX: usize = 1024;
+/// The shortest retry delay a compensation plugin may ask for; shorter answers are raised, so a
+/// refused token cannot spin the ledger writer.
+pub const RETRY_AFTER_MS_MIN: u64 = 50;
 /// The longest retry delay a compensation plugin may ask for; longer answers are capped.
 pub const RETRY_AFTER_MS_MAX: u64 = 3_600_000;

@@ -345,11 +345,19 @@ impl PluginRuntime {
     fn compile_file(&self, path: &Path, pinned: Option<&[u8; 32]>) -> Result<(Component, [u8; 32]), LoadError> {
         let shown = path.display().to_string();
         let unreadable = |message: String| LoadError::Unreadable { path: shown.clone(), message };
-        let size = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?.len();
-        if size > WASM_BYTES_MAX {
-            return Err(unreadable(format!("{size} bytes is more than the {WASM_BYTES_MAX} bytes a plugin may have")));
+        // One open handle, a regular file, and a bounded read: a FIFO, a device or a file that
+        // keeps growing can neither hang nor exhaust the reload.
+        let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+        let metadata = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+        if !metadata.is_file() {
+            return Err(unreadable("not a regular file".into()));
         }
-        let bytes = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(metadata.len().min(WASM_BYTES_MAX) as usize);
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, WASM_BYTES_MAX + 1), &mut bytes)
+            .map_err(|e| unreadable(e.to_string()))?;
+        if bytes.len() as u64 > WASM_BYTES_MAX {
+            return Err(unreadable(format!("more than the {WASM_BYTES_MAX} bytes a plugin may have")));
+        }
         let actual: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into();
         if let Some(pinned) = pinned
             && *pinned != actual
@@ -907,7 +915,8 @@ impl Plugin {
         (result, report)
     }
 
-    /// `compensation.decide`; retry delays are capped at [`limits::RETRY_AFTER_MS_MAX`].
+    /// `compensation.decide`; retry delays are kept within [`limits::RETRY_AFTER_MS_MIN`] and
+    /// [`limits::RETRY_AFTER_MS_MAX`].
     pub fn decide(
         &self,
         ctx: &CallContext,
@@ -920,7 +929,9 @@ impl Plugin {
             _ => None,
         });
         let result = result.map(|remedy| match remedy {
-            Remedy::RetryAfterMs(ms) => Remedy::RetryAfterMs(ms.min(limits::RETRY_AFTER_MS_MAX)),
+            Remedy::RetryAfterMs(ms) => {
+                Remedy::RetryAfterMs(ms.clamp(limits::RETRY_AFTER_MS_MIN, limits::RETRY_AFTER_MS_MAX))
+            }
             other => other,
         });
         (result, report)
@@ -963,6 +974,11 @@ impl Plugin {
         });
         self.count_invalid(&result);
         (result, report)
+    }
+
+    /// Counts an answer the caller rejected after the call (a rule the plugin cannot see).
+    pub fn count_invalid_answer(&self, failure: &PluginFailure) {
+        self.count_invalid::<()>(&Err(failure.clone()));
     }
 
     fn count_invalid<T>(&self, result: &Result<T, PluginFailure>) {
