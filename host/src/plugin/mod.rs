@@ -373,18 +373,22 @@ impl PluginRuntime {
 
     fn pre(&self, component: &Component, capability: Capability) -> Result<ReadyPre, String> {
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| error_chain(&e))?;
-        let pre = match capability {
-            Capability::BillCopy => Pre::BillCopy(bindings::bill_copy::BillCopyPluginPre::new(instance_pre)),
-            Capability::RateLimit => Pre::RateLimit(bindings::rate_limit::RateLimitPluginPre::new(instance_pre)),
-            Capability::Inventory => Pre::Inventory(bindings::inventory::InventoryPluginPre::new(instance_pre)),
+        let ready = match capability {
+            Capability::BillCopy => bindings::bill_copy::BillCopyPluginPre::new(instance_pre).map(ReadyPre::BillCopy),
+            Capability::RateLimit => {
+                bindings::rate_limit::RateLimitPluginPre::new(instance_pre).map(ReadyPre::RateLimit)
+            }
+            Capability::Inventory => {
+                bindings::inventory::InventoryPluginPre::new(instance_pre).map(ReadyPre::Inventory)
+            }
             Capability::Compensation => {
-                Pre::Compensation(bindings::compensation::CompensationPluginPre::new(instance_pre))
+                bindings::compensation::CompensationPluginPre::new(instance_pre).map(ReadyPre::Compensation)
             }
             Capability::Reconciliation => {
-                Pre::Reconciliation(bindings::reconciliation::ReconciliationPluginPre::new(instance_pre))
+                bindings::reconciliation::ReconciliationPluginPre::new(instance_pre).map(ReadyPre::Reconciliation)
             }
         };
-        pre.into_result().map_err(|e| error_chain(&e))
+        ready.map_err(|e| error_chain(&e))
     }
 
     /// Loads the plugin `spec` declares for scene `scene_id` of `activity_id`.
@@ -512,33 +516,12 @@ fn error_chain(error: &wasmtime::Error) -> String {
 }
 
 /// A pre-linked component, by world.
-enum Pre {
-    BillCopy(wasmtime::Result<bindings::bill_copy::BillCopyPluginPre<PluginState>>),
-    RateLimit(wasmtime::Result<bindings::rate_limit::RateLimitPluginPre<PluginState>>),
-    Inventory(wasmtime::Result<bindings::inventory::InventoryPluginPre<PluginState>>),
-    Compensation(wasmtime::Result<bindings::compensation::CompensationPluginPre<PluginState>>),
-    Reconciliation(wasmtime::Result<bindings::reconciliation::ReconciliationPluginPre<PluginState>>),
-}
-
-/// [`Pre`] once checked.
 enum ReadyPre {
     BillCopy(bindings::bill_copy::BillCopyPluginPre<PluginState>),
     RateLimit(bindings::rate_limit::RateLimitPluginPre<PluginState>),
     Inventory(bindings::inventory::InventoryPluginPre<PluginState>),
     Compensation(bindings::compensation::CompensationPluginPre<PluginState>),
     Reconciliation(bindings::reconciliation::ReconciliationPluginPre<PluginState>),
-}
-
-impl Pre {
-    fn into_result(self) -> wasmtime::Result<ReadyPre> {
-        Ok(match self {
-            Pre::BillCopy(pre) => ReadyPre::BillCopy(pre?),
-            Pre::RateLimit(pre) => ReadyPre::RateLimit(pre?),
-            Pre::Inventory(pre) => ReadyPre::Inventory(pre?),
-            Pre::Compensation(pre) => ReadyPre::Compensation(pre?),
-            Pre::Reconciliation(pre) => ReadyPre::Reconciliation(pre?),
-        })
-    }
 }
 
 /// A live instance, by world.
