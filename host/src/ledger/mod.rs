@@ -11,8 +11,109 @@
 //! redelivery from the crediting queue harmless.
 
 mod embedded;
+mod postgres;
 
 pub use embedded::EmbeddedLedger;
+pub use postgres::PostgresLedger;
+
+use crate::store::FlowPosition;
+
+/// The ledger the host runs on: the embedded default or PostgreSQL. Both keep the same books
+/// with the same rules; the conformance suite runs the platform's tests against each.
+#[derive(Clone)]
+pub enum Ledger {
+    /// `DATA/ledger.redb`.
+    Embedded(EmbeddedLedger),
+    /// A PostgreSQL database.
+    Postgres(PostgresLedger),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $ledger:ident => $call:expr) => {
+        match $self {
+            Ledger::Embedded($ledger) => $call,
+            Ledger::Postgres($ledger) => $call,
+        }
+    };
+}
+
+impl Ledger {
+    /// Tops the activity's budget account up to `budget_cents` in total (idempotent).
+    pub async fn fund_activity(&self, activity_id: String, budget_cents: i64, time_ms: u64) -> Result<(), LedgerError> {
+        dispatch!(self, l => l.fund_activity(activity_id, budget_cents, time_ms).await)
+    }
+
+    /// Credits a batch of red packets in one transaction: one result per credit, in order.
+    pub async fn credit_batch(&self, credits: Vec<Credit>) -> Result<Vec<CreditResult>, LedgerError> {
+        dispatch!(self, l => l.credit_batch(credits).await)
+    }
+
+    /// Debits a wallet, once per request id, never below zero.
+    pub async fn withdraw(&self, request: WithdrawalRequest) -> Result<Withdrawal, LedgerError> {
+        dispatch!(self, l => l.withdraw(request).await)
+    }
+
+    /// The user's balance and income, and which of `flow_ids` are credited, in one snapshot.
+    pub async fn wallet(&self, act_id: i64, flow_ids: &[String]) -> Result<LedgerWallet, LedgerError> {
+        match self {
+            Ledger::Embedded(l) => l.wallet(act_id, flow_ids),
+            Ledger::Postgres(l) => l.wallet(act_id, flow_ids).await,
+        }
+    }
+
+    /// Up to `limit` of the user's entries strictly older than `before`, newest first.
+    pub async fn user_entries(
+        &self,
+        act_id: i64,
+        before: Option<&FlowPosition>,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+        match self {
+            Ledger::Embedded(l) => l.user_entries(act_id, before, limit),
+            Ledger::Postgres(l) => l.user_entries(act_id, before, limit).await,
+        }
+    }
+
+    /// The entry with this id.
+    pub async fn entry(&self, id: &str) -> Result<Option<LedgerEntry>, LedgerError> {
+        match self {
+            Ledger::Embedded(l) => l.entry(id),
+            Ledger::Postgres(l) => l.entry(id).await,
+        }
+    }
+
+    /// An account's balance.
+    pub async fn balance(&self, account: &str) -> Result<i64, LedgerError> {
+        match self {
+            Ledger::Embedded(l) => l.balance(account),
+            Ledger::Postgres(l) => l.balance(account).await,
+        }
+    }
+
+    /// The red packet entries of one activity, for reconciliation; never on the grant path.
+    pub async fn red_packets_of(&self, activity_id: &str) -> Result<Vec<LedgerEntry>, LedgerError> {
+        match self {
+            Ledger::Embedded(l) => l.red_packets_of(activity_id),
+            Ledger::Postgres(l) => l.red_packets_of(activity_id).await,
+        }
+    }
+
+    /// Every entry, for audits and tests; never on a request path.
+    pub async fn all_entries(&self) -> Result<Vec<LedgerEntry>, LedgerError> {
+        match self {
+            Ledger::Embedded(l) => l.all_entries(),
+            Ledger::Postgres(l) => l.all_entries().await,
+        }
+    }
+
+    /// Every account with its balance, for audits and tests.
+    pub async fn all_balances(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        match self {
+            Ledger::Embedded(l) => l.all_balances(),
+            Ledger::Postgres(l) => l.all_balances().await,
+        }
+    }
+}
 
 /// The largest single amount the ledger accepts: an activity's whole budget fits in one funding
 /// entry, and it is far below the point where sums of many could overflow `i64`.
