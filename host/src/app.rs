@@ -10,9 +10,9 @@ use crate::capability::rate_limit::RateLimiter;
 use crate::clock::Clock;
 use crate::config::SceneRegistry;
 use crate::issuer::Issuer;
-use crate::ledger::EmbeddedLedger;
+use crate::ledger::{EmbeddedLedger, Ledger, PostgresLedger};
 use crate::plugin::PluginRuntime;
-use crate::store::EmbeddedStore;
+use crate::store::{EmbeddedStore, RedisStore, RedisStoreConfig, Store};
 use crate::writer::{LedgerWriter, WriterConfig};
 
 /// How often the scene directory is checked for changes; edits take effect within this long
@@ -31,6 +31,10 @@ pub struct AppConfig {
     pub writer: WriterConfig,
     /// Whether this host runs the ledger writer.
     pub writer_enabled: bool,
+    /// The token store: the embedded one in the data directory unless a Redis is named.
+    pub store: Option<RedisStoreConfig>,
+    /// The ledger: the embedded one in the data directory unless a PostgreSQL URL is given.
+    pub ledger_url: Option<String>,
 }
 
 /// Every part of the host.
@@ -42,9 +46,9 @@ pub struct App {
     /// Signs and verifies tokens.
     pub issuer: Issuer,
     /// Hot state of the grant path.
-    pub store: EmbeddedStore,
+    pub store: Store,
     /// Where money moves.
-    pub ledger: EmbeddedLedger,
+    pub ledger: Ledger,
     /// Credits the queue to the ledger.
     pub writer: Arc<LedgerWriter>,
     /// Per-scene and per-user rate state.
@@ -59,14 +63,26 @@ impl App {
     /// Opens the stores and keys in the data directory and loads the scenes.
     pub async fn open(config: &AppConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
         let issuer = Issuer::open(&config.data_dir).context("loading the signing keys")?;
-        let store = EmbeddedStore::open(&config.data_dir).context("opening the token store")?;
+        let store = match &config.store {
+            None => Store::Embedded(EmbeddedStore::open(&config.data_dir).context("opening the token store")?),
+            Some(redis) => Store::Redis(
+                RedisStore::connect(redis.clone())
+                    .await
+                    .with_context(|| format!("connecting to the token store at `{}`", redis.url))?,
+            ),
+        };
         let plugins = PluginRuntime::new(Some(&config.data_dir)).context("starting the plugin runtime")?;
         plugins.services().set_stock_source(Arc::new(store.clone()));
         let registry = Arc::new(
             SceneRegistry::load(&config.scenes_dir, plugins.clone())
                 .with_context(|| format!("reading scenes from `{}`", config.scenes_dir.display()))?,
         );
-        let ledger = EmbeddedLedger::open(&config.data_dir).context("opening the ledger")?;
+        let ledger = match &config.ledger_url {
+            None => Ledger::Embedded(EmbeddedLedger::open(&config.data_dir).context("opening the ledger")?),
+            Some(url) => Ledger::Postgres(
+                PostgresLedger::connect(url).await.context("connecting to the PostgreSQL ledger")?,
+            ),
+        };
         let writer = Arc::new(LedgerWriter::new(store.clone(), ledger.clone(), clock.clone(), config.writer));
         writer.attach_scenes(registry.clone());
         let app = Arc::new(App {

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::app::{App, AppConfig};
 use crate::clock::SystemClock;
 use crate::issuer::{self, Issuer};
+use crate::store::{RedisStoreConfig, STOCK_SHARDS_DEFAULT};
 use crate::writer::{CREDIT_BATCH_ENTRIES_MAX, WriterConfig};
 
 /// hongbao: red packets at Spring Festival scale.
@@ -45,6 +46,25 @@ enum Command {
         /// tokens wait until a host with a writer credits them (withdrawals still force-credit).
         #[arg(long, env = "HONGBAO_NO_WRITER")]
         no_writer: bool,
+        /// The token store: `redis://HOST:PORT[/DB]` or `redis-cluster://HOST:PORT,HOST:PORT,…`;
+        /// the embedded store in --data when not given.
+        #[arg(long, env = "HONGBAO_STORE")]
+        store: Option<String>,
+        /// The ledger: `postgres://USER@HOST:PORT/DB`; the embedded ledger in --data when not
+        /// given.
+        #[arg(long, env = "HONGBAO_LEDGER")]
+        ledger: Option<String>,
+        /// Prefix of every Redis key, so several deployments can share a Redis.
+        #[arg(long, env = "HONGBAO_STORE_PREFIX", default_value = "hb")]
+        store_prefix: String,
+        /// Hash-tag shards of the Redis store (stock buckets and crediting queues); fixed for
+        /// the life of a deployment.
+        #[arg(long, env = "HONGBAO_STORE_SHARDS", default_value_t = STOCK_SHARDS_DEFAULT)]
+        store_shards: u32,
+        /// Milliseconds a claimed crediting-queue entry may stay unfinished before another
+        /// host's writer takes it over (Redis store).
+        #[arg(long, env = "HONGBAO_RECLAIM_AFTER_MS", default_value_t = 5_000)]
+        reclaim_after_ms: u64,
     },
     /// Work with scene files.
     Scenes {
@@ -143,8 +163,40 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { listen, scenes, data, credits_per_second, credit_batch, no_writer } => {
+        Command::Serve {
+            listen,
+            scenes,
+            data,
+            credits_per_second,
+            credit_batch,
+            no_writer,
+            store,
+            ledger,
+            store_prefix,
+            store_shards,
+            reclaim_after_ms,
+        } => {
+            let store = match store {
+                None => None,
+                Some(url) if url.starts_with("redis://") || url.starts_with("redis-cluster://") => {
+                    let mut config = RedisStoreConfig::new(url);
+                    config.prefix = store_prefix;
+                    config.shards = store_shards;
+                    config.reclaim_after_ms = reclaim_after_ms;
+                    Some(config)
+                }
+                Some(url) => anyhow::bail!(
+                    "--store `{url}` is not a Redis URL: use redis://HOST:PORT or redis-cluster://HOST:PORT,HOST:PORT"
+                ),
+            };
+            if let Some(url) = &ledger
+                && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+            {
+                anyhow::bail!("--ledger `{url}` is not a PostgreSQL URL: use postgres://USER@HOST:PORT/DB");
+            }
             let config = AppConfig {
+                store,
+                ledger_url: ledger,
                 scenes_dir: scenes,
                 data_dir: data,
                 writer: WriterConfig {

@@ -18,7 +18,7 @@ use crate::plugin::bindings::bill_copy::exports::hongbao::plugin::bill_copy::Awa
 use crate::plugin::bindings::inventory::exports::hongbao::plugin::inventory::{Allocation, AmountRequest};
 use crate::plugin::bindings::rate_limit::exports::hongbao::plugin::rate_limit::Decision;
 use crate::plugin::{CallInput, Capability, FailurePolicy, Plugin, PluginFailure};
-use crate::store::{GrantCommit, GrantRecord, StockOut, StoreError, TokenStatus, red_packet_flow_id};
+use crate::store::{GrantCommit, GrantRecord, StockOut, StoreError, TokenStatus, UserRate, red_packet_flow_id};
 
 /// A grant as an app backend asks for it.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -223,10 +223,10 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
     // or stock. The ledger is asked too, because it outlives a lost token store: an order it has
     // credited must never be granted again with a new amount.
     let order_no = order_no(request.act_id, &request.scene_id, request.rain_id, &request.award_type, request.stage);
-    if let Some(existing) = app.store.lookup(&request.activity_id, &order_no)? {
+    if let Some(existing) = app.store.lookup(&request.activity_id, &order_no).await? {
         return Ok(answer(existing, true));
     }
-    if let Some(entry) = app.ledger.entry(&red_packet_flow_id(&request.activity_id, &order_no))? {
+    if let Some(entry) = app.ledger.entry(&red_packet_flow_id(&request.activity_id, &order_no)).await? {
         return Ok(GrantResponse {
             order_no,
             amount_cents: entry.amount_cents,
@@ -311,8 +311,14 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
         token: token_text,
         bill_copy,
         app_id: request.app_id,
+        queue_id: String::new(),
     };
-    let committed = app.store.commit_grant(record, inventory::stock_limits(scene, activity.budget_cents)).await;
+    let user_rate = scene.rate_limit.as_ref().filter(|_| scene.plugins.rate_limit.is_none()).map(|limit| UserRate {
+        max: limit.user_max,
+        window_ms: u64::from(limit.user_window_seconds) * 1000,
+    });
+    let limits = inventory::stock_limits(scene, activity.budget_cents);
+    let committed = app.store.commit_grant(record, limits, user_rate).await;
     match committed {
         Ok(GrantCommit::Granted(record)) => {
             permit.keep();
@@ -325,6 +331,10 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
         Ok(GrantCommit::OutOfStock(out)) => {
             app.rate.refund(permit);
             Err(GrantError::OutOfStock(out))
+        }
+        Ok(GrantCommit::UserRateLimited) => {
+            app.rate.refund(permit);
+            Err(GrantError::RateLimited(RateRejection::User))
         }
         Err(error) => {
             app.rate.refund(permit);

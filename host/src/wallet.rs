@@ -100,10 +100,10 @@ pub struct WalletSummary {
 }
 
 /// Reads the user's balance as described in the module docs.
-pub fn summary(app: &App, act_id: i64) -> Result<WalletSummary, WalletError> {
-    let unsettled = app.store.unsettled_for_user(act_id)?;
+pub async fn summary(app: &App, act_id: i64) -> Result<WalletSummary, WalletError> {
+    let unsettled = app.store.unsettled_for_user(act_id).await?;
     let flow_ids: Vec<String> = unsettled.iter().map(GrantRecord::flow_id).collect();
-    let ledger = app.ledger.wallet(act_id, &flow_ids)?;
+    let ledger = app.ledger.wallet(act_id, &flow_ids).await?;
     let mut pending_cents = 0i64;
     let mut pending_count = 0;
     for (record, flow_id) in unsettled.iter().zip(&flow_ids) {
@@ -201,17 +201,17 @@ fn token_item(record: GrantRecord) -> FlowItem {
 /// A page of the user's flow: credited red packets and withdrawals from the ledger merged with
 /// pending tokens from the store, newest first. Each source gives at most `limit` items older
 /// than the cursor, so the newest `limit` of their union is exactly the page.
-pub fn flow(app: &App, act_id: i64, limit: Option<usize>, cursor: Option<&str>) -> Result<FlowPage, WalletError> {
+pub async fn flow(app: &App, act_id: i64, limit: Option<usize>, cursor: Option<&str>) -> Result<FlowPage, WalletError> {
     let limit = limit.unwrap_or(FLOW_PAGE_ITEMS_DEFAULT);
     if limit == 0 || limit > FLOW_PAGE_ITEMS_MAX {
         return Err(WalletError::BadRequest(format!("limit `{limit}` must be 1..={FLOW_PAGE_ITEMS_MAX}")));
     }
     let before = cursor.map(decode_cursor).transpose()?;
-    let tokens = app.store.user_tokens(act_id, before.as_ref(), limit)?;
+    let tokens = app.store.user_tokens(act_id, before.as_ref(), limit).await?;
     let unsettled: Vec<String> =
         tokens.iter().filter(|r| r.status() != TokenStatus::Credited).map(GrantRecord::flow_id).collect();
-    let credited = app.ledger.wallet(act_id, &unsettled)?.credited_flow_ids;
-    let entries = app.ledger.user_entries(act_id, before.as_ref(), limit)?;
+    let credited = app.ledger.wallet(act_id, &unsettled).await?.credited_flow_ids;
+    let entries = app.ledger.user_entries(act_id, before.as_ref(), limit).await?;
     let mut items: Vec<FlowItem> = entries.into_iter().map(entry_item).collect();
     items.extend(
         tokens
@@ -285,7 +285,7 @@ pub async fn withdraw(app: &App, act_id: i64, body: WithdrawalBody) -> Result<Wi
             time_ms: app.clock.now_ms(),
         })
         .await?;
-    let balance = summary(app, act_id)?;
+    let balance = summary(app, act_id).await?;
     Ok(WithdrawalAnswer {
         request_id: body.request_id,
         amount_cents: withdrawal.entry.amount_cents,
@@ -372,10 +372,11 @@ pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<Re
             seq: 0,
             token: verified.text,
             app_id: token.app_id,
+            queue_id: String::new(),
         };
         // The store may have lost the token after the ledger credited it: then it is paid, and
         // it goes back into the store as credited so that its stock counts again.
-        if let Some(entry) = app.ledger.entry(&record.flow_id())? {
+        if let Some(entry) = app.ledger.entry(&record.flow_id()).await? {
             if entry.amount_cents != record.amount_cents || entry.act_id != record.act_id {
                 items.push(rejected(
                     order_no,

@@ -23,8 +23,8 @@ use std::sync::OnceLock;
 use crate::capability::compensation::{self, RefusalOutcome, RefusalRetries};
 use crate::clock::Clock;
 use crate::config::SceneRegistry;
-use crate::ledger::{Credit, CreditResult, EmbeddedLedger, LedgerError};
-use crate::store::{EmbeddedStore, GrantKey, GrantRecord, StoreError};
+use crate::ledger::{Credit, CreditResult, Ledger, LedgerError};
+use crate::store::{CapTake, GrantKey, GrantRecord, Store, StoreError};
 
 /// The most tokens credited in one ledger transaction: large enough to amortise the commit,
 /// small enough that one batch holds the limiter's window only briefly.
@@ -149,12 +149,19 @@ pub struct WriterStats {
     pub compensation_alerts: AtomicU64,
 }
 
+/// The credits-per-second cap: this host's window over the embedded store, the fleet's window
+/// in Redis over the shared store (every host's writer draws from it).
+enum CreditCap {
+    Local(Mutex<CreditLimiter>),
+    Fleet { cap: u64 },
+}
+
 /// Credits the crediting queue to the ledger.
 pub struct LedgerWriter {
-    store: EmbeddedStore,
-    ledger: EmbeddedLedger,
+    store: Store,
+    ledger: Ledger,
     clock: Arc<dyn Clock>,
-    limiter: Mutex<CreditLimiter>,
+    cap: CreditCap,
     batch_entries_max: usize,
     /// The scenes, for their compensation plugins.
     scenes: OnceLock<Arc<SceneRegistry>>,
@@ -166,17 +173,16 @@ pub struct LedgerWriter {
 
 impl LedgerWriter {
     /// A writer over `store` and `ledger`.
-    pub fn new(
-        store: EmbeddedStore,
-        ledger: EmbeddedLedger,
-        clock: Arc<dyn Clock>,
-        config: WriterConfig,
-    ) -> LedgerWriter {
+    pub fn new(store: Store, ledger: Ledger, clock: Arc<dyn Clock>, config: WriterConfig) -> LedgerWriter {
+        let cap = match (&store, config.credits_per_second_max) {
+            (Store::Redis(_), Some(cap)) => CreditCap::Fleet { cap },
+            _ => CreditCap::Local(Mutex::new(CreditLimiter::new(config.credits_per_second_max))),
+        };
         LedgerWriter {
             store,
             ledger,
             clock,
-            limiter: Mutex::new(CreditLimiter::new(config.credits_per_second_max)),
+            cap,
             batch_entries_max: config.batch_entries_max.max(1),
             scenes: OnceLock::new(),
             retries: RefusalRetries::default(),
@@ -211,34 +217,64 @@ impl LedgerWriter {
     /// Credits one batch from the front of the queue, as far as the cap allows now.
     pub async fn step(&self) -> Result<StepReport, WriterError> {
         self.requeue_due().await?;
-        // An empty queue costs a read, not a write transaction and its fsync.
-        if self.store.queue_len()? == 0 {
-            return Ok(StepReport::default());
-        }
-        let now_ms = self.clock.monotonic_ms();
-        let allowance = {
-            let mut limiter = self.limiter.lock();
-            let allowance = limiter.allowance(now_ms);
-            if allowance == 0 {
-                return Ok(StepReport { throttled_ms: Some(limiter.wait_ms(now_ms).max(1)), ..StepReport::default() });
+        match &self.cap {
+            CreditCap::Local(limiter) => {
+                let now_ms = self.clock.monotonic_ms();
+                let allowance = {
+                    let mut limiter = limiter.lock();
+                    let allowance = limiter.allowance(now_ms);
+                    if allowance == 0 {
+                        let wait_ms = limiter.wait_ms(now_ms).max(1);
+                        return Ok(StepReport { throttled_ms: Some(wait_ms), ..StepReport::default() });
+                    }
+                    allowance
+                };
+                let max = (self.batch_entries_max as u64).min(allowance) as usize;
+                let claimed = self.store.claim_queue(max).await?;
+                if claimed.is_empty() {
+                    return Ok(StepReport::default());
+                }
+                // Reserve the allowance now; the stamp moves to the ledger's commit time below.
+                limiter.lock().record(now_ms, claimed.len() as u64);
+                let claimed_count = claimed.len();
+                let outcome = self.credit_claimed(claimed).await;
+                limiter.lock().restamp_last(self.clock.monotonic_ms());
+                Ok(StepReport { claimed: claimed_count, applied: outcome?, throttled_ms: None })
             }
-            allowance
-        };
-        let max = (self.batch_entries_max as u64).min(allowance) as usize;
-        let claimed = self.store.claim_queue(max).await?;
-        // Reserve the allowance now; the stamp moves to the ledger's commit time below.
-        self.limiter.lock().record(now_ms, claimed.len() as u64);
-        let claimed_count = claimed.len();
-        let outcome = self.credit_claimed(claimed).await;
-        self.limiter.lock().restamp_last(self.clock.monotonic_ms());
-        Ok(StepReport { claimed: claimed_count, applied: outcome?, throttled_ms: None })
+            CreditCap::Fleet { cap } => {
+                let Store::Redis(redis) = &self.store else { unreachable!("a fleet cap needs the Redis store") };
+                // An empty queue must not hold the fleet's allowance: look before reserving.
+                if self.store.queue_len().await? == 0 {
+                    return Ok(StepReport::default());
+                }
+                let (taken, ticket) = match redis.cap_take(*cap, self.batch_entries_max as u64).await? {
+                    CapTake::Wait { wait_ms } => {
+                        return Ok(StepReport { throttled_ms: Some(wait_ms), ..StepReport::default() });
+                    }
+                    CapTake::Taken { taken, ticket } => (taken, ticket),
+                };
+                let claimed = match self.store.claim_queue(taken as usize).await {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        let _ = redis.cap_settle(&ticket, 0).await;
+                        return Err(error.into());
+                    }
+                };
+                let claimed_count = claimed.len();
+                let outcome = self.credit_claimed(claimed).await;
+                // Counted at the ledger's commit; a failed batch still counts (it may have
+                // committed before the answer was lost).
+                redis.cap_settle(&ticket, claimed_count as u64).await?;
+                Ok(StepReport { claimed: claimed_count, applied: outcome?, throttled_ms: None })
+            }
+        }
     }
 
     /// Credits the user's pending tokens now, ahead of the queue and outside the cap: a user
     /// about to withdraw must see the whole balance. Returns how many entries were written.
     /// Parked tokens are tried again here too; the ledger still refuses what it cannot take.
     pub async fn credit_user_now(&self, act_id: i64) -> Result<usize, WriterError> {
-        let unsettled = self.store.unsettled_for_user(act_id)?;
+        let unsettled = self.store.unsettled_for_user(act_id).await?;
         if unsettled.is_empty() {
             return Ok(0);
         }
@@ -249,7 +285,7 @@ impl LedgerWriter {
     /// Credits the first `USER_UNSETTLED_READ_MAX` of a user's pending tokens, for users who
     /// have more than one read returns.
     pub async fn credit_user_prefix_now(&self, act_id: i64) -> Result<usize, WriterError> {
-        let keys = self.store.unsettled_keys_prefix(act_id)?;
+        let keys = self.store.unsettled_keys_prefix(act_id).await?;
         let claimed = self.store.claim_keys(keys).await?;
         self.credit_claimed(claimed).await
     }

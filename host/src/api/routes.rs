@@ -74,7 +74,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
     let query = request.uri().query().map(str::to_owned);
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => health(app),
+        (&Method::GET, ["healthz"]) => health(app).await,
         (&Method::GET, ["v1", "scenes"]) => ok(&scenes(app)),
         (&Method::GET, ["v1", "keys"]) => ok(&json!({ "keys": app.issuer.public_keys() })),
         (&Method::POST, ["v1", "tokens:verify"]) => {
@@ -84,13 +84,13 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
                 token: String,
             }
             let body: VerifyBody = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
-            verify(app, &body.token)
+            verify(app, &body.token).await
         }
         (&Method::POST, ["v1", "grants"]) => {
             let body: grant::GrantRequest = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
             ok(&grant::grant(app, body).await?)
         }
-        (&Method::GET, ["v1", "wallets", act_id]) => ok(&wallet::summary(app, parse_act_id(act_id)?)?),
+        (&Method::GET, ["v1", "wallets", act_id]) => ok(&wallet::summary(app, parse_act_id(act_id)?).await?),
         (&Method::GET, ["v1", "wallets", act_id, "flow"]) => {
             let act_id = parse_act_id(act_id)?;
             let limit = query_param(query.as_deref(), "limit")
@@ -99,7 +99,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
                 })
                 .transpose()?;
             let cursor = query_param(query.as_deref(), "cursor").filter(|cursor| !cursor.is_empty());
-            ok(&wallet::flow(app, act_id, limit, cursor)?)
+            ok(&wallet::flow(app, act_id, limit, cursor).await?)
         }
         (&Method::POST, ["v1", "wallets", act_id, "withdrawals"]) => {
             let act_id = parse_act_id(act_id)?;
@@ -127,9 +127,9 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
     }
 }
 
-fn health(app: &App) -> Answer {
+async fn health(app: &App) -> Answer {
     use std::sync::atomic::Ordering::Relaxed;
-    let queue_len = app.store.queue_len().map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?;
+    let queue_len = app.store.queue_len().await.map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?;
     ok(&json!({
         "status": "ok",
         "crediting_backlog": queue_len,
@@ -220,12 +220,13 @@ pub fn token_json(token: &RedPacketToken) -> Value {
     })
 }
 
-fn verify(app: &App, text: &str) -> Answer {
+async fn verify(app: &App, text: &str) -> Answer {
     match app.issuer.verify(text) {
         Ok(verified) => {
             let live = app
                 .store
                 .lookup(&verified.token.activity_id, &verified.token.order_no)
+                .await
                 .map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?
                 .map(|record| record.status());
             ok(&json!({ "valid": true, "token": token_json(&verified.token), "live_status": live }))
@@ -273,21 +274,25 @@ async fn reconcile(app: &App, activity_id: &str, repair: bool) -> Answer {
     let Ok(_permit) = RECONCILING.try_acquire() else {
         return Err(ApiError::new(429, "busy", "a reconciliation is already running on this host"));
     };
-    let store = app.store.clone();
-    let ledger = app.ledger.clone();
     let now_ms = app.clock.now_ms();
-    let (books, grants) = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let grants = store.grants_of(&activity.id).map_err(|e| e.to_string())?;
-        let entries = ledger.red_packets_of(&activity.id).map_err(|e| e.to_string())?;
+    let unavailable = |error: String| ApiError::new(503, "unavailable", error);
+    let grants = app.store.grants_of(&activity.id).await.map_err(|e| unavailable(e.to_string()))?;
+    let entries = app.ledger.red_packets_of(&activity.id).await.map_err(|e| unavailable(e.to_string()))?;
+    let mut used = std::collections::HashMap::new();
+    for scene_id in activity.scenes.keys() {
+        let stock = app.store.stock_used(&activity.id, Some(scene_id)).await.map_err(|e| unavailable(e.to_string()))?;
+        used.insert(scene_id.clone(), stock);
+    }
+    // Comparing the books is CPU work over every grant of the activity: off the async workers.
+    let (books, grants) = tokio::task::spawn_blocking(move || {
         let mut books = reconciliation::reconcile(&activity, &grants, &entries, |scene_id| {
-            store.stock_used(&activity.id, Some(scene_id)).unwrap_or_default()
+            used.get(scene_id).copied().unwrap_or_default()
         });
         reconciliation::judge_with_plugins(&activity, &mut books, now_ms);
-        Ok((books, grants))
+        (books, grants)
     })
     .await
-    .map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?
-    .map_err(|error| ApiError::new(503, "unavailable", error))?;
+    .map_err(|error| unavailable(error.to_string()))?;
     if !repair {
         return ok(&json!({ "activity_id": activity_id, "scenes": books }));
     }

@@ -235,7 +235,12 @@ impl EmbeddedStore {
         {
             let (key, value) = row.map_err(unavailable)?;
             let (activity_id, order_no) = value.value();
-            keys.push(GrantKey { activity_id: activity_id.into(), order_no: order_no.into(), seq: key.value().1 });
+            keys.push(GrantKey {
+                activity_id: activity_id.into(),
+                order_no: order_no.into(),
+                seq: key.value().1,
+                queue_id: String::new(),
+            });
         }
         Ok(keys)
     }
@@ -557,7 +562,12 @@ fn claim_queue(tables: &mut Tables<'_>, max: usize) -> Result<Vec<GrantRecord>, 
     for row in tables.queue.iter().map_err(unavailable)?.take(max) {
         let (seq, value) = row.map_err(unavailable)?;
         let (activity_id, order_no) = value.value();
-        keys.push(GrantKey { activity_id: activity_id.to_owned(), order_no: order_no.to_owned(), seq: seq.value() });
+        keys.push(GrantKey {
+            activity_id: activity_id.to_owned(),
+            order_no: order_no.to_owned(),
+            seq: seq.value(),
+            queue_id: String::new(),
+        });
     }
     claim_keys(tables, &keys)
 }
@@ -600,12 +610,6 @@ fn complete(tables: &mut Tables<'_>, keys: &[GrantKey]) -> Result<(), StoreError
         tables.user_unsettled.remove((record.act_id, record.seq)).map_err(unavailable)?;
     }
     Ok(())
-}
-
-impl crate::plugin::StockSource for EmbeddedStore {
-    fn used(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, String> {
-        self.stock_used(activity_id, scene_id).map_err(|error| error.to_string())
-    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@
 //! failed state: a token that was claimed but not completed is claimed again.
 
 mod embedded;
+mod redis;
 
 pub use embedded::{EmbeddedStore, GROUP_COMMIT_OPS_MAX, USER_UNSETTLED_READ_MAX};
+pub use redis::{CapTake, RedisStore, RedisStoreConfig, STOCK_SHARDS_DEFAULT, STOCK_SHARDS_MAX};
 
 /// A token's crediting status, numbered as in the seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -77,6 +79,10 @@ pub struct GrantRecord {
     /// The app the grant came through.
     #[prost(int64, tag = "11")]
     pub app_id: i64,
+    /// The crediting-queue entry that delivered this record to a writer (a Redis stream entry
+    /// id); empty when the record was not read from a queue. Never stored.
+    #[prost(string, tag = "12")]
+    pub queue_id: String,
 }
 
 impl GrantRecord {
@@ -93,7 +99,12 @@ impl GrantRecord {
 
     /// Identifies the record across the store's tables.
     pub fn key(&self) -> GrantKey {
-        GrantKey { activity_id: self.activity_id.clone(), order_no: self.order_no.clone(), seq: self.seq }
+        GrantKey {
+            activity_id: self.activity_id.clone(),
+            order_no: self.order_no.clone(),
+            seq: self.seq,
+            queue_id: self.queue_id.clone(),
+        }
     }
 }
 
@@ -111,6 +122,8 @@ pub struct GrantKey {
     pub order_no: String,
     /// The queue position.
     pub seq: u64,
+    /// The crediting-queue entry it was delivered by, if any (see [`GrantRecord::queue_id`]).
+    pub queue_id: String,
 }
 
 /// The stock bounds a grant is checked against, taken from the scene version the request
@@ -145,6 +158,20 @@ pub enum GrantCommit {
     Replayed(GrantRecord),
     /// Nothing stored.
     OutOfStock(StockOut),
+    /// Nothing stored: the user has had the scene's `user_max` grants in this window, counted
+    /// across the fleet (stores that share state across hosts check it with the grant).
+    UserRateLimited,
+}
+
+/// A scene's per-user window, checked by stores shared across hosts in the same step that
+/// records the grant, so that a user reaching several hosts still gets at most `max` grants per
+/// window and a refused grant counts nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRate {
+    /// Grants per window.
+    pub max: u32,
+    /// The window's length.
+    pub window_ms: u64,
 }
 
 /// The outcome of restoring a client's token.
@@ -203,5 +230,173 @@ pub fn flow_index_range(act_id: i64, before: Option<&FlowPosition>) -> std::ops:
     match before {
         Some(position) => (act_id, 0, "")..(act_id, position.time_ms, position.flow_id.as_str()),
         None => (act_id, 0, "")..(act_id.saturating_add(1), 0, ""),
+    }
+}
+
+/// The token store the host runs on: the embedded default or Redis (single or Cluster). Both
+/// keep the same records with the same rules; the conformance suite runs the platform's tests
+/// against each.
+#[derive(Clone)]
+pub enum Store {
+    /// `DATA/tokens.redb`.
+    Embedded(EmbeddedStore),
+    /// Redis or Redis Cluster, shared by a fleet of hosts.
+    Redis(RedisStore),
+}
+
+impl Store {
+    /// Stores a new grant, unless its order number is stored already (then the original comes
+    /// back) or the stock cannot cover it (then nothing is stored). `user_rate` is checked here
+    /// by stores shared across hosts; the embedded store leaves it to the host's limiter.
+    pub async fn commit_grant(
+        &self,
+        record: GrantRecord,
+        limits: StockLimits,
+        user_rate: Option<UserRate>,
+    ) -> Result<GrantCommit, StoreError> {
+        match self {
+            Store::Embedded(s) => s.commit_grant(record, limits).await,
+            Store::Redis(s) => s.commit_grant(record, limits, user_rate).await,
+        }
+    }
+
+    /// Takes up to `max` tokens from the crediting queue and marks them processing; tokens
+    /// claimed earlier by a writer that did not finish are taken again.
+    pub async fn claim_queue(&self, max: usize) -> Result<Vec<GrantRecord>, StoreError> {
+        match self {
+            // An empty queue costs a read, not a write transaction and its fsync.
+            Store::Embedded(s) if s.queue_len()? == 0 => Ok(Vec::new()),
+            Store::Embedded(s) => s.claim_queue(max).await,
+            Store::Redis(s) => s.claim_queue(max).await,
+        }
+    }
+
+    /// Marks the named tokens processing, returning those not yet credited.
+    pub async fn claim_keys(&self, keys: Vec<GrantKey>) -> Result<Vec<GrantRecord>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.claim_keys(keys).await,
+            Store::Redis(s) => s.claim_keys(keys).await,
+        }
+    }
+
+    /// Marks the named tokens credited and takes them off the queue. Call only after the ledger
+    /// has them.
+    pub async fn complete(&self, keys: Vec<GrantKey>) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.complete(keys).await,
+            Store::Redis(s) => s.complete(keys).await,
+        }
+    }
+
+    /// Stores a token a client kept, if the server no longer has it (see
+    /// [`EmbeddedStore::restore`]).
+    pub async fn restore(&self, record: GrantRecord, credited: bool) -> Result<RestoreOutcome, StoreError> {
+        match self {
+            Store::Embedded(s) => s.restore(record, credited).await,
+            Store::Redis(s) => s.restore(record, credited).await,
+        }
+    }
+
+    /// Takes tokens the ledger refused off the crediting queue so they stop blocking it.
+    pub async fn park(&self, keys: Vec<GrantKey>) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.park(keys).await,
+            Store::Redis(s) => s.park(keys).await,
+        }
+    }
+
+    /// Puts every parked token back in the crediting queue; returns how many.
+    pub async fn requeue_parked(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Embedded(s) => s.requeue_parked().await,
+            Store::Redis(s) => s.requeue_parked().await,
+        }
+    }
+
+    /// Puts the given parked tokens back in the crediting queue; returns how many moved.
+    pub async fn requeue_parked_keys(&self, keys: Vec<GrantKey>) -> Result<u64, StoreError> {
+        match self {
+            Store::Embedded(s) => s.requeue_parked_keys(keys).await,
+            Store::Redis(s) => s.requeue_parked_keys(keys).await,
+        }
+    }
+
+    /// How many tokens are parked.
+    pub async fn parked_len(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Embedded(s) => s.parked_len(),
+            Store::Redis(s) => s.parked_len().await,
+        }
+    }
+
+    /// The stored grant with this order number.
+    pub async fn lookup(&self, activity_id: &str, order_no: &str) -> Result<Option<GrantRecord>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.lookup(activity_id, order_no),
+            Store::Redis(s) => s.lookup(activity_id, order_no).await,
+        }
+    }
+
+    /// The user's tokens that are not yet credited, oldest first.
+    pub async fn unsettled_for_user(&self, act_id: i64) -> Result<Vec<GrantRecord>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.unsettled_for_user(act_id),
+            Store::Redis(s) => s.unsettled_for_user(act_id).await,
+        }
+    }
+
+    /// The keys of the user's oldest `USER_UNSETTLED_READ_MAX` unsettled tokens.
+    pub async fn unsettled_keys_prefix(&self, act_id: i64) -> Result<Vec<GrantKey>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.unsettled_keys_prefix(act_id),
+            Store::Redis(s) => s.unsettled_keys_prefix(act_id).await,
+        }
+    }
+
+    /// Up to `limit` of the user's tokens strictly older than `before`, newest first.
+    pub async fn user_tokens(
+        &self,
+        act_id: i64,
+        before: Option<&FlowPosition>,
+        limit: usize,
+    ) -> Result<Vec<GrantRecord>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.user_tokens(act_id, before, limit),
+            Store::Redis(s) => s.user_tokens(act_id, before, limit).await,
+        }
+    }
+
+    /// How many tokens wait in the crediting queue (claimed or not).
+    pub async fn queue_len(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Embedded(s) => s.queue_len(),
+            Store::Redis(s) => s.queue_len().await,
+        }
+    }
+
+    /// Stock used by a scene, or by the whole activity when `scene_id` is `None`.
+    pub async fn stock_used(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, StoreError> {
+        match self {
+            Store::Embedded(s) => s.stock_used(activity_id, scene_id),
+            Store::Redis(s) => s.stock_used(activity_id, scene_id).await,
+        }
+    }
+
+    /// Every stored grant of one activity, and whether each is parked; for reconciliation and
+    /// tests, never on the grant path.
+    pub async fn grants_of(&self, activity_id: &str) -> Result<Vec<(GrantRecord, bool)>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.grants_of(activity_id),
+            Store::Redis(s) => s.grants_of(activity_id).await,
+        }
+    }
+}
+
+impl crate::plugin::StockSource for Store {
+    fn used(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, String> {
+        match self {
+            Store::Embedded(s) => s.stock_used(activity_id, scene_id).map_err(|error| error.to_string()),
+            Store::Redis(s) => s.stock_used_blocking(activity_id, scene_id).map_err(|error| error.to_string()),
+        }
     }
 }
