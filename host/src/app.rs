@@ -57,6 +57,9 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Runs the scenes' WebAssembly plugins.
     pub plugins: Arc<PluginRuntime>,
+    /// Until when (monotonic ms) the grant path skips its ledger lookup after the ledger
+    /// failed, so that a ledger outage costs grants one failed lookup a second, not one each.
+    pub ledger_down_until_ms: std::sync::atomic::AtomicU64,
 }
 
 impl App {
@@ -95,6 +98,7 @@ impl App {
             rate: RateLimiter::default(),
             clock,
             plugins,
+            ledger_down_until_ms: std::sync::atomic::AtomicU64::new(0),
         });
         app.fund_activities().await.context("funding the activities' budget accounts")?;
         Ok(app)

@@ -3,8 +3,11 @@
 //! library in-process over the real embedded stores, because they need a hand-moved clock and
 //! crashes between the writer's steps.
 
+mod backends;
 mod cli;
 mod crash;
+mod deployment;
+mod fleet;
 mod grants;
 mod money_properties;
 mod plugins;

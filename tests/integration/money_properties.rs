@@ -1,17 +1,20 @@
 //! Money invariants over random histories of grants, replays, writer steps, crashes and
-//! withdrawals, run in-process against the real embedded stores.
+//! withdrawals, run in-process against the real stores of every deployment.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use hongbao::app::{App, AppConfig};
+use hongbao::app::App;
 use hongbao::clock::SystemClock;
 use hongbao::grant::{GrantRequest, grant};
 use hongbao::ledger::{Credit, EntryKind};
 use hongbao::wallet::{self, WithdrawalBody};
 use hongbao::writer::WriterConfig;
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+use crate::deployment::{Backends, Deployment, conformance};
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -40,14 +43,9 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-async fn open(dir: &Path) -> Arc<App> {
-    let config = AppConfig {
-        scenes_dir: dir.join("scenes"),
-        data_dir: dir.join("data"),
-        writer: WriterConfig { credits_per_second_max: None, batch_entries_max: 3 },
-        writer_enabled: false,
-    };
-    App::open(&config, Arc::new(SystemClock)).await.unwrap()
+async fn open(backends: &Backends, dir: &Path) -> Arc<App> {
+    let writer = WriterConfig { credits_per_second_max: None, batch_entries_max: 3 };
+    backends.open_app(&dir.join("scenes"), &dir.join("data"), writer, Arc::new(SystemClock)).await
 }
 
 fn act_id(user: u8) -> i64 {
@@ -57,17 +55,17 @@ fn act_id(user: u8) -> i64 {
 async fn check_invariants(app: &App, granted: &HashMap<i64, i64>, withdrawn: &HashMap<i64, i64>) {
     for user in 0..4 {
         let act_id = act_id(user);
-        let summary = wallet::summary(app, act_id).unwrap();
+        let summary = wallet::summary(app, act_id).await.unwrap();
         let expected = granted.get(&act_id).copied().unwrap_or(0) - withdrawn.get(&act_id).copied().unwrap_or(0);
         assert_eq!(summary.balance_cents, expected, "user {act_id}: {summary:?}");
         assert!(summary.credited_cents >= 0 && summary.pending_cents >= 0, "{summary:?}");
     }
-    let balances = app.ledger.all_balances().unwrap();
+    let balances = app.ledger.all_balances().await.unwrap();
     assert_eq!(balances.iter().map(|(_, b)| b).sum::<i64>(), 0, "double entry does not balance: {balances:?}");
     for (account, balance) in &balances {
         assert!(*balance >= 0 || account.starts_with("funding/"), "{account} is at {balance}");
     }
-    let entries = app.ledger.all_entries().unwrap();
+    let entries = app.ledger.all_entries().await.unwrap();
     let mut orders = std::collections::HashSet::new();
     for entry in entries.iter().filter(|e| e.kind() == EntryKind::RedPacket) {
         assert!(orders.insert(entry.reference.clone()), "order {} credited twice", entry.reference);
@@ -95,20 +93,31 @@ activity:
                 max_cents: 500
 "#;
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-
+conformance! {
     // Proves, for any history: each balance = sum granted − withdrawn at every step; no order
     // number is credited twice; no guarded account goes below zero; the books balance; and once
     // the queue drains, everything granted is credited.
-    #[test]
-    fn money_is_never_lost_or_doubled(steps in proptest::collection::vec(step(), 1..40)) {
+    fn money_is_never_lost_or_doubled(deployment: Deployment) {
+        // Fewer cases on the production backends: each case makes a database.
+        let cases = if deployment == Deployment::Embedded { 24 } else { 8 };
+        let mut runner = TestRunner::new(Config { cases, ..Config::default() });
+        runner
+            .run(&proptest::collection::vec(step(), 1..40), |steps| {
+                run_history(deployment, steps);
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+fn run_history(deployment: Deployment, steps: Vec<Step>) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         runtime.block_on(async {
+            let backends = deployment.backends();
             let dir = tempfile::tempdir().unwrap();
             std::fs::create_dir_all(dir.path().join("scenes")).unwrap();
             std::fs::write(dir.path().join("scenes/prop.yaml"), SCENES).unwrap();
-            let mut app = open(dir.path()).await;
+            let mut app = open(&backends, dir.path()).await;
             let mut granted: HashMap<i64, i64> = HashMap::new();
             let mut withdrawn: HashMap<i64, i64> = HashMap::new();
             let mut amounts: HashMap<(u8, u8), i64> = HashMap::new();
@@ -146,15 +155,15 @@ proptest! {
                             app.ledger.credit_batch(credits).await.unwrap();
                         }
                         drop(app);
-                        app = open(dir.path()).await;
+                        app = open(&backends, dir.path()).await;
                     }
                     Step::Crash => {
                         drop(app);
-                        app = open(dir.path()).await;
+                        app = open(&backends, dir.path()).await;
                     }
                     Step::Withdraw { user, percent, request } => {
                         let act_id = act_id(user);
-                        let balance = wallet::summary(&app, act_id).unwrap().balance_cents;
+                        let balance = wallet::summary(&app, act_id).await.unwrap().balance_cents;
                         let amount = (balance * i64::from(percent) / 100).max(1);
                         let request_id = format!("r{request}");
                         let body = WithdrawalBody { request_id: request_id.clone(), amount_cents: amount };
@@ -178,15 +187,14 @@ proptest! {
                 }
                 check_invariants(&app, &granted, &withdrawn).await;
             }
-            while app.store.queue_len().unwrap() > 0 {
+            while app.store.queue_len().await.unwrap() > 0 {
                 app.writer.step().await.unwrap();
             }
             check_invariants(&app, &granted, &withdrawn).await;
             for user in 0..4 {
-                let summary = wallet::summary(&app, act_id(user)).unwrap();
+                let summary = wallet::summary(&app, act_id(user)).await.unwrap();
                 assert_eq!(summary.pending_cents, 0);
                 assert_eq!(summary.total_income_cents, granted.get(&act_id(user)).copied().unwrap_or(0));
             }
         });
-    }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::deployment::{Backends, Deployment};
+
 /// The campaign most tests use.
 pub const TEST_CAMPAIGN: &str = include_str!("fixtures/test-campaign.yaml");
 
@@ -24,18 +26,42 @@ pub struct Server {
     pub scenes: PathBuf,
     /// Its data directory.
     pub data: PathBuf,
+    /// The flags that select its deployment's backends, used again on every launch.
+    pub backend_args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
     /// Starts a server on `TEST_CAMPAIGN` with extra `serve` flags.
     pub fn start(extra_args: &[&str]) -> Server {
+        Server::start_on(&Deployment::Embedded.backends(), extra_args)
+    }
+
+    /// Starts a server on `TEST_CAMPAIGN` over `backends`, with extra `serve` flags.
+    pub fn start_on(backends: &Backends, extra_args: &[&str]) -> Server {
+        Server::start_with_on(backends, &[("test-campaign.yaml", TEST_CAMPAIGN)], None, extra_args)
+    }
+
+    /// Starts a server over `backends` whose scene directory holds `files`; `keys_from` copies
+    /// another host's signing keys, as the hosts of one fleet share them.
+    pub fn start_with_on(
+        backends: &Backends,
+        files: &[(&str, &str)],
+        keys_from: Option<&Server>,
+        extra_args: &[&str],
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let scenes = dir.path().join("scenes");
         std::fs::create_dir_all(&scenes).unwrap();
-        std::fs::write(scenes.join("test-campaign.yaml"), TEST_CAMPAIGN).unwrap();
+        for (name, text) in files {
+            std::fs::write(scenes.join(name), text).unwrap();
+        }
         let data = dir.path().join("data");
-        let mut server = Server { child: None, addr: String::new(), scenes, data, _dir: dir };
+        if let Some(other) = keys_from {
+            copy_dir(&other.data.join("keys"), &data.join("keys"));
+        }
+        let mut server =
+            Server { child: None, addr: String::new(), scenes, data, backend_args: backends.serve_args(), _dir: dir };
         server.launch(extra_args);
         server
     }
@@ -49,7 +75,7 @@ impl Server {
             std::fs::write(scenes.join(name), text).unwrap();
         }
         let data = dir.path().join("data");
-        let mut server = Server { child: None, addr: String::new(), scenes, data, _dir: dir };
+        let mut server = Server { child: None, addr: String::new(), scenes, data, backend_args: Vec::new(), _dir: dir };
         server.launch(extra_args);
         server
     }
@@ -61,6 +87,7 @@ impl Server {
             .arg(&self.scenes)
             .arg("--data")
             .arg(&self.data)
+            .args(&self.backend_args)
             .args(extra_args)
             .env("HONGBAO_LOG", "warn")
             .stdout(Stdio::piped())
@@ -128,6 +155,15 @@ impl Drop for Server {
     }
 }
 
+/// Copies a directory's files (not recursive).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
 /// A grant request body in the test campaign.
 pub fn grant_body(act_id: i64, scene_id: &str, rain_id: i32, stage: u32) -> Value {
     let award_type = "cash";
@@ -151,23 +187,28 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T
 
 /// One HTTP/1.1 request on a fresh connection; returns the status and the JSON body.
 pub fn request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    try_request(addr, method, path, body).unwrap_or_else(|error| panic!("{method} {path} on {addr}: {error}"))
+}
+
+/// [`request`] that reports a server that is gone, or dies before answering, as an error.
+pub fn try_request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, Value)> {
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut stream = TcpStream::connect(addr).expect("connecting to hongbao");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{payload}",
         payload.len()
-    )
-    .unwrap();
+    )?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8(response).expect("utf-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status code");
+    stream.read_to_end(&mut response)?;
+    let broken = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let text = String::from_utf8(response).map_err(|_| broken("response is not UTF-8"))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| broken("no HTTP response"))?;
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).ok_or_else(|| broken("no status code"))?;
     let json =
         if body.is_empty() { Value::Null } else { serde_json::from_str(body).unwrap_or(Value::String(body.into())) };
-    (status, json)
+    Ok((status, json))
 }
 
 /// Writes `text` to `path` through a rename, as editors do, so a reader never sees half a file.
