@@ -113,7 +113,17 @@ enum Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
+            // The manager notices a dropped connection only when a command fails on it, then
+            // reconnects: one more try makes a Redis that came back work at once. (The cluster
+            // client retries on its own.)
+            Conn::Single(c) => Box::pin(async move {
+                match c.req_packed_command(cmd).await {
+                    Err(error) if error.is_connection_dropped() || error.is_io_error() => {
+                        c.req_packed_command(cmd).await
+                    }
+                    result => result,
+                }
+            }),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
