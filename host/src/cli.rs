@@ -27,6 +27,10 @@ pub struct Cli {
 enum Command {
     /// Serve the HTTP API for the scenes in a directory.
     Serve {
+        /// A YAML file of `serve` settings (`store: redis://…`, `credits_per_second: 300000`,
+        /// …: the flag names with `_`); the command line and the environment take precedence.
+        #[arg(long, env = "HONGBAO_CONFIG")]
+        config: Option<PathBuf>,
         /// Address to listen on; port 0 picks a free port (the chosen address is printed).
         #[arg(long, env = "HONGBAO_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
@@ -147,7 +151,14 @@ enum KeysCommand {
 
 /// Runs the command line.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match with_config_file(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HONGBAO_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -164,6 +175,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
+            config: _,
             listen,
             scenes,
             data,
@@ -323,4 +335,71 @@ fn inspect(text: &str, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(if signature.starts_with("INVALID") { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The settings a `serve` config file may hold: the long flag names, with `_` for `-`.
+const CONFIG_KEYS: [&str; 11] = [
+    "listen",
+    "scenes",
+    "data",
+    "credits_per_second",
+    "credit_batch",
+    "no_writer",
+    "store",
+    "ledger",
+    "store_prefix",
+    "store_shards",
+    "reclaim_after_ms",
+];
+
+/// Adds the settings of `serve --config FILE` (or `HONGBAO_CONFIG`) to the arguments as flags,
+/// except those the command line or the environment already sets: flags win, then the
+/// environment, then the file, then the defaults.
+fn with_config_file(mut args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    if args.get(1).is_none_or(|command| command != "serve") {
+        return Ok(args);
+    }
+    let flag_value = args.iter().position(|arg| arg == "--config").and_then(|at| args.get(at + 1)).cloned();
+    let inline = args.iter().find_map(|arg| arg.to_str().and_then(|arg| arg.strip_prefix("--config=")).map(Into::into));
+    let Some(path) = flag_value.or(inline).or_else(|| std::env::var_os("HONGBAO_CONFIG")).map(PathBuf::from) else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading config file `{}`", path.display()))?;
+    let settings: std::collections::BTreeMap<String, serde_json::Value> = if text.trim().is_empty() {
+        Default::default()
+    } else {
+        serde_saphyr::from_str(&text).map_err(|error| anyhow::anyhow!("config file `{}`: {error}", path.display()))?
+    };
+    let line_of = |key: &str| {
+        text.lines().position(|line| line.trim_start().starts_with(&format!("{key}:"))).map_or(0, |n| n + 1)
+    };
+    for (key, value) in settings {
+        if !CONFIG_KEYS.contains(&key.as_str()) {
+            anyhow::bail!(
+                "{}:{}: unknown setting `{key}` (known: {})",
+                path.display(),
+                line_of(&key),
+                CONFIG_KEYS.join(", ")
+            );
+        }
+        let flag = format!("--{}", key.replace('_', "-"));
+        let env = format!("HONGBAO_{}", key.to_uppercase());
+        let given = args.iter().any(|arg| arg.to_str().is_some_and(|arg| arg == flag || arg.starts_with(&format!("{flag}="))));
+        if given || std::env::var_os(&env).is_some() {
+            continue;
+        }
+        match value {
+            serde_json::Value::Bool(true) if key == "no_writer" => args.push(flag.into()),
+            serde_json::Value::Bool(false) if key == "no_writer" => {}
+            serde_json::Value::String(text) => args.extend([flag.into(), text.into()]),
+            serde_json::Value::Number(number) => args.extend([flag.into(), number.to_string().into()]),
+            other => anyhow::bail!(
+                "{}:{}: setting `{key}` must be a {}, not `{other}`",
+                path.display(),
+                line_of(&key),
+                if key == "no_writer" { "boolean" } else { "string or number" }
+            ),
+        }
+    }
+    Ok(args)
 }

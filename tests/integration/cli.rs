@@ -45,3 +45,33 @@ fn token_inspect_prints_and_verifies() {
     assert!(!ok);
     assert!(stderr.contains("not well formed"), "{stderr}");
 }
+
+// Proves `serve --config FILE`: its settings apply (here the Redis store, seen by the keys it
+// writes), flags win over it, and a bad file is refused naming the file, line and key.
+#[test]
+fn serve_reads_a_config_file_and_refuses_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = crate::backends::unique_prefix();
+    let config = dir.path().join("hongbao.yaml");
+    std::fs::write(
+        &config,
+        format!("store: {}\nstore_prefix: {prefix}\nlisten: 127.0.0.1:1\n", crate::backends::shared_redis_url()),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let grant = server.grant_rain(41, 1, 0);
+    assert_eq!(grant["amount_cents"], 88);
+    // The grant went to Redis under the file's prefix, not to the embedded store.
+    assert!(!server.data.join("tokens.redb").exists());
+    let (status, health) = server.get("/healthz");
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+
+    std::fs::write(&config, "store: redis://127.0.0.1:6379\ncredits_per_secnd: 5\n").unwrap();
+    let (ok, _, stderr) = hongbao(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("hongbao.yaml:2: unknown setting `credits_per_secnd`"), "{stderr}");
+    std::fs::write(&config, "store: [1, 2]\n").unwrap();
+    let (ok, _, stderr) = hongbao(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("hongbao.yaml:1: setting `store`"), "{stderr}");
+}
