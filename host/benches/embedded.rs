@@ -13,8 +13,8 @@ use hongbao::clock::SystemClock;
 use hongbao::grant::order_no;
 use hongbao::issuer::Issuer;
 use hongbao::issuer::pb::RedPacketToken;
-use hongbao::ledger::EmbeddedLedger;
-use hongbao::store::{EmbeddedStore, GrantCommit, GrantRecord, StockLimits};
+use hongbao::ledger::{EmbeddedLedger, Ledger};
+use hongbao::store::{EmbeddedStore, GrantCommit, GrantRecord, StockLimits, Store};
 use hongbao::writer::{LedgerWriter, WriterConfig};
 
 fn token(n: i64) -> RedPacketToken {
@@ -113,7 +113,12 @@ fn main() {
         }
 
         let backlog = store.queue_len().unwrap();
-        let writer = LedgerWriter::new(store.clone(), ledger.clone(), Arc::new(SystemClock), WriterConfig::default());
+        let writer = LedgerWriter::new(
+            Store::Embedded(store.clone()),
+            Ledger::Embedded(ledger.clone()),
+            Arc::new(SystemClock),
+            WriterConfig::default(),
+        );
         let started = Instant::now();
         while store.queue_len().unwrap() > backlog / 2 {
             writer.step().await.unwrap();
@@ -122,8 +127,8 @@ fn main() {
 
         let cap = 5_000;
         let capped = Arc::new(LedgerWriter::new(
-            store.clone(),
-            ledger.clone(),
+            Store::Embedded(store.clone()),
+            Ledger::Embedded(ledger.clone()),
             Arc::new(SystemClock),
             WriterConfig { credits_per_second_max: Some(cap), ..WriterConfig::default() },
         ));

@@ -82,9 +82,9 @@ impl App {
         );
         let ledger = match &config.ledger_url {
             None => Ledger::Embedded(EmbeddedLedger::open(&config.data_dir).context("opening the ledger")?),
-            Some(url) => Ledger::Postgres(
-                PostgresLedger::connect(url).await.context("connecting to the PostgreSQL ledger")?,
-            ),
+            Some(url) => {
+                Ledger::Postgres(PostgresLedger::connect(url).await.context("connecting to the PostgreSQL ledger")?)
+            }
         };
         let writer = Arc::new(LedgerWriter::new(store.clone(), ledger.clone(), clock.clone(), config.writer));
         writer.attach_scenes(registry.clone());

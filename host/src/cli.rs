@@ -384,7 +384,8 @@ fn with_config_file(mut args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std
         }
         let flag = format!("--{}", key.replace('_', "-"));
         let env = format!("HONGBAO_{}", key.to_uppercase());
-        let given = args.iter().any(|arg| arg.to_str().is_some_and(|arg| arg == flag || arg.starts_with(&format!("{flag}="))));
+        let given =
+            args.iter().any(|arg| arg.to_str().is_some_and(|arg| arg == flag || arg.starts_with(&format!("{flag}="))));
         if given || std::env::var_os(&env).is_some() {
             continue;
         }

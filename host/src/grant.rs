@@ -333,10 +333,11 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
         app_id: request.app_id,
         queue_id: String::new(),
     };
-    let user_rate = scene.rate_limit.as_ref().filter(|_| scene.plugins.rate_limit.is_none()).map(|limit| UserRate {
-        max: limit.user_max,
-        window_ms: u64::from(limit.user_window_seconds) * 1000,
-    });
+    let user_rate = scene
+        .rate_limit
+        .as_ref()
+        .filter(|_| scene.plugins.rate_limit.is_none())
+        .map(|limit| UserRate { max: limit.user_max, window_ms: u64::from(limit.user_window_seconds) * 1000 });
     let limits = inventory::stock_limits(scene, activity.budget_cents);
     let committed = app.store.commit_grant(record, limits, user_rate).await;
     match committed {

@@ -111,90 +111,106 @@ conformance! {
 }
 
 fn run_history(deployment: Deployment, steps: Vec<Step>) {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        runtime.block_on(async {
-            let backends = deployment.backends();
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::create_dir_all(dir.path().join("scenes")).unwrap();
-            std::fs::write(dir.path().join("scenes/prop.yaml"), SCENES).unwrap();
-            let mut app = open(&backends, dir.path()).await;
-            let mut granted: HashMap<i64, i64> = HashMap::new();
-            let mut withdrawn: HashMap<i64, i64> = HashMap::new();
-            let mut amounts: HashMap<(u8, u8), i64> = HashMap::new();
-            let mut done_requests: HashMap<(i64, String), i64> = HashMap::new();
-            for step in steps {
-                match step {
-                    Step::Grant { user, stage } => {
-                        let request = GrantRequest {
-                            app_id: 1, act_id: act_id(user), activity_id: "prop".into(), scene_id: "rain".into(),
-                            rain_id: 1, award_type: "cash".into(), stage: u32::from(stage), amount_cents: None, locale: None,
-                        };
-                        let answer = grant(&app, request).await.unwrap();
-                        match amounts.get(&(user, stage)) {
-                            Some(amount) => {
-                                assert!(answer.replayed);
-                                assert_eq!(answer.amount_cents, *amount);
-                            }
-                            None => {
-                                assert!(!answer.replayed);
-                                amounts.insert((user, stage), answer.amount_cents);
-                                *granted.entry(act_id(user)).or_default() += answer.amount_cents;
-                            }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let backends = deployment.backends();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("scenes")).unwrap();
+        std::fs::write(dir.path().join("scenes/prop.yaml"), SCENES).unwrap();
+        let mut app = open(&backends, dir.path()).await;
+        let mut granted: HashMap<i64, i64> = HashMap::new();
+        let mut withdrawn: HashMap<i64, i64> = HashMap::new();
+        let mut amounts: HashMap<(u8, u8), i64> = HashMap::new();
+        let mut done_requests: HashMap<(i64, String), i64> = HashMap::new();
+        for step in steps {
+            match step {
+                Step::Grant { user, stage } => {
+                    let request = GrantRequest {
+                        app_id: 1,
+                        act_id: act_id(user),
+                        activity_id: "prop".into(),
+                        scene_id: "rain".into(),
+                        rain_id: 1,
+                        award_type: "cash".into(),
+                        stage: u32::from(stage),
+                        amount_cents: None,
+                        locale: None,
+                    };
+                    let answer = grant(&app, request).await.unwrap();
+                    match amounts.get(&(user, stage)) {
+                        Some(amount) => {
+                            assert!(answer.replayed);
+                            assert_eq!(answer.amount_cents, *amount);
                         }
-                    }
-                    Step::Write => {
-                        app.writer.step().await.unwrap();
-                    }
-                    Step::CrashAfterLedger | Step::CrashAfterClaim => {
-                        let claimed = app.store.claim_queue(3).await.unwrap();
-                        if matches!(step, Step::CrashAfterLedger) {
-                            let credits = claimed.iter().map(|r| Credit {
-                                activity_id: r.activity_id.clone(), order_no: r.order_no.clone(), scene_id: r.scene_id.clone(),
-                                act_id: r.act_id, amount_cents: r.amount_cents, open_time_ms: r.open_time_ms, memo: String::new(), token: r.token.clone(),
-                            }).collect();
-                            app.ledger.credit_batch(credits).await.unwrap();
-                        }
-                        drop(app);
-                        app = open(&backends, dir.path()).await;
-                    }
-                    Step::Crash => {
-                        drop(app);
-                        app = open(&backends, dir.path()).await;
-                    }
-                    Step::Withdraw { user, percent, request } => {
-                        let act_id = act_id(user);
-                        let balance = wallet::summary(&app, act_id).await.unwrap().balance_cents;
-                        let amount = (balance * i64::from(percent) / 100).max(1);
-                        let request_id = format!("r{request}");
-                        let body = WithdrawalBody { request_id: request_id.clone(), amount_cents: amount };
-                        let outcome = wallet::withdraw(&app, act_id, body).await;
-                        match (done_requests.get(&(act_id, request_id.clone())), outcome) {
-                            (Some(previous), Ok(answer)) => {
-                                assert!(answer.replayed);
-                                assert_eq!(answer.amount_cents, *previous);
-                            }
-                            (Some(previous), Err(wallet::WalletError::RequestConflict(_))) => assert_ne!(*previous, amount),
-                            (None, Ok(answer)) => {
-                                assert!(!answer.replayed);
-                                assert!(amount <= balance, "withdrew {amount} from {balance}");
-                                done_requests.insert((act_id, request_id), amount);
-                                *withdrawn.entry(act_id).or_default() += amount;
-                            }
-                            (None, Err(wallet::WalletError::InsufficientBalance { .. })) => assert!(amount > balance),
-                            (_, other) => panic!("unexpected withdrawal outcome {other:?}"),
+                        None => {
+                            assert!(!answer.replayed);
+                            amounts.insert((user, stage), answer.amount_cents);
+                            *granted.entry(act_id(user)).or_default() += answer.amount_cents;
                         }
                     }
                 }
-                check_invariants(&app, &granted, &withdrawn).await;
-            }
-            while app.store.queue_len().await.unwrap() > 0 {
-                app.writer.step().await.unwrap();
+                Step::Write => {
+                    app.writer.step().await.unwrap();
+                }
+                Step::CrashAfterLedger | Step::CrashAfterClaim => {
+                    let claimed = app.store.claim_queue(3).await.unwrap();
+                    if matches!(step, Step::CrashAfterLedger) {
+                        let credits = claimed
+                            .iter()
+                            .map(|r| Credit {
+                                activity_id: r.activity_id.clone(),
+                                order_no: r.order_no.clone(),
+                                scene_id: r.scene_id.clone(),
+                                act_id: r.act_id,
+                                amount_cents: r.amount_cents,
+                                open_time_ms: r.open_time_ms,
+                                memo: String::new(),
+                                token: r.token.clone(),
+                            })
+                            .collect();
+                        app.ledger.credit_batch(credits).await.unwrap();
+                    }
+                    drop(app);
+                    app = open(&backends, dir.path()).await;
+                }
+                Step::Crash => {
+                    drop(app);
+                    app = open(&backends, dir.path()).await;
+                }
+                Step::Withdraw { user, percent, request } => {
+                    let act_id = act_id(user);
+                    let balance = wallet::summary(&app, act_id).await.unwrap().balance_cents;
+                    let amount = (balance * i64::from(percent) / 100).max(1);
+                    let request_id = format!("r{request}");
+                    let body = WithdrawalBody { request_id: request_id.clone(), amount_cents: amount };
+                    let outcome = wallet::withdraw(&app, act_id, body).await;
+                    match (done_requests.get(&(act_id, request_id.clone())), outcome) {
+                        (Some(previous), Ok(answer)) => {
+                            assert!(answer.replayed);
+                            assert_eq!(answer.amount_cents, *previous);
+                        }
+                        (Some(previous), Err(wallet::WalletError::RequestConflict(_))) => assert_ne!(*previous, amount),
+                        (None, Ok(answer)) => {
+                            assert!(!answer.replayed);
+                            assert!(amount <= balance, "withdrew {amount} from {balance}");
+                            done_requests.insert((act_id, request_id), amount);
+                            *withdrawn.entry(act_id).or_default() += amount;
+                        }
+                        (None, Err(wallet::WalletError::InsufficientBalance { .. })) => assert!(amount > balance),
+                        (_, other) => panic!("unexpected withdrawal outcome {other:?}"),
+                    }
+                }
             }
             check_invariants(&app, &granted, &withdrawn).await;
-            for user in 0..4 {
-                let summary = wallet::summary(&app, act_id(user)).await.unwrap();
-                assert_eq!(summary.pending_cents, 0);
-                assert_eq!(summary.total_income_cents, granted.get(&act_id(user)).copied().unwrap_or(0));
-            }
-        });
+        }
+        while app.store.queue_len().await.unwrap() > 0 {
+            app.writer.step().await.unwrap();
+        }
+        check_invariants(&app, &granted, &withdrawn).await;
+        for user in 0..4 {
+            let summary = wallet::summary(&app, act_id(user)).await.unwrap();
+            assert_eq!(summary.pending_cents, 0);
+            assert_eq!(summary.total_income_cents, granted.get(&act_id(user)).copied().unwrap_or(0));
+        }
+    });
 }

@@ -129,7 +129,8 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
 
 async fn health(app: &App) -> Answer {
     use std::sync::atomic::Ordering::Relaxed;
-    let queue_len = app.store.queue_len().await.map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?;
+    let queue_len =
+        app.store.queue_len().await.map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?;
     ok(&json!({
         "status": "ok",
         "crediting_backlog": queue_len,

@@ -211,7 +211,8 @@ impl RedisStore {
                 .build()
                 .map_err(unavailable)?;
             let connect = client.get_async_connection();
-            let conn = tokio::time::timeout(timeout * 2, connect).await.map_err(|_| unavailable("connect timed out"))?;
+            let conn =
+                tokio::time::timeout(timeout * 2, connect).await.map_err(|_| unavailable("connect timed out"))?;
             Conn::Cluster(conn.map_err(unavailable)?)
         } else {
             let client = redis::Client::open(config.url.as_str()).map_err(unavailable)?;
@@ -220,7 +221,8 @@ impl RedisStore {
                 .set_response_timeout(Some(timeout))
                 .set_number_of_retries(2);
             let connect = ConnectionManager::new_with_config(client, manager_config);
-            let conn = tokio::time::timeout(timeout * 2, connect).await.map_err(|_| unavailable("connect timed out"))?;
+            let conn =
+                tokio::time::timeout(timeout * 2, connect).await.map_err(|_| unavailable("connect timed out"))?;
             Conn::Single(conn.map_err(unavailable)?)
         };
         let consumer = format!("host-{:016x}", fastrand::u64(..));
@@ -373,10 +375,7 @@ impl RedisStore {
             (GrantMode::Grant, Some(rate)) if rate.max > 0 && rate.window_ms > 0 => {
                 let window_start = record.open_time_ms - record.open_time_ms % rate.window_ms;
                 (
-                    format!(
-                        "{tag}:rl:{}/{}/{}/{window_start}",
-                        record.activity_id, record.scene_id, record.act_id
-                    ),
+                    format!("{tag}:rl:{}/{}/{}/{window_start}", record.activity_id, record.scene_id, record.act_id),
                     rate.max,
                     rate.window_ms,
                 )
@@ -571,7 +570,10 @@ impl RedisStore {
             Ok(Err(error)) => return Err(ClaimError::Store(unavailable(error))),
             Ok(Ok(rows)) => rows,
         };
-        rows.iter().map(|row| decode_row(row, TokenStatus::Processing)).collect::<Result<_, _>>().map_err(ClaimError::Store)
+        rows.iter()
+            .map(|row| decode_row(row, TokenStatus::Processing))
+            .collect::<Result<_, _>>()
+            .map_err(ClaimError::Store)
     }
 
     /// Marks the named tokens processing, returning those not yet credited.
@@ -679,8 +681,11 @@ impl RedisStore {
         let tag = self.tag(self.shard_of_user(act_id));
         let key = format!("{tag}:g:{}", member(activity_id, order_no));
         let mut conn = self.conn();
-        let values: Vec<Value> =
-            self.timed(async move { redis::cmd("HMGET").arg(key).arg("r").arg("st").arg("sq").query_async(&mut conn).await }).await?;
+        let values: Vec<Value> = self
+            .timed(
+                async move { redis::cmd("HMGET").arg(key).arg("r").arg("st").arg("sq").query_async(&mut conn).await },
+            )
+            .await?;
         if matches!(values.first(), None | Some(Value::Nil)) {
             return Ok(None);
         }
@@ -721,7 +726,12 @@ impl RedisStore {
             .into_iter()
             .filter_map(|(member, seq)| {
                 let (activity_id, order_no) = split_member(&member)?;
-                Some(GrantKey { activity_id: activity_id.into(), order_no: order_no.into(), seq, queue_id: String::new() })
+                Some(GrantKey {
+                    activity_id: activity_id.into(),
+                    order_no: order_no.into(),
+                    seq,
+                    queue_id: String::new(),
+                })
             })
             .collect())
     }
@@ -757,7 +767,12 @@ impl RedisStore {
             if matches!(row.get(2), None | Some(Value::Nil)) {
                 continue;
             }
-            let fields = [Value::Nil, row[2].clone(), row.get(3).cloned().unwrap_or(Value::Nil), row.get(4).cloned().unwrap_or(Value::Nil)];
+            let fields = [
+                Value::Nil,
+                row[2].clone(),
+                row.get(3).cloned().unwrap_or(Value::Nil),
+                row.get(4).cloned().unwrap_or(Value::Nil),
+            ];
             let record = decode_row(&fields, TokenStatus::Pending)?;
             found.push((time_ms, flow_id, record));
         }
@@ -932,9 +947,7 @@ fn value_string(value: Option<&Value>) -> Result<String, StoreError> {
 fn value_u64(value: Option<&Value>) -> Result<u64, StoreError> {
     match value {
         Some(Value::Int(n)) => u64::try_from(*n).map_err(unavailable),
-        Some(Value::BulkString(bytes)) => {
-            std::str::from_utf8(bytes).map_err(unavailable)?.parse().map_err(unavailable)
-        }
+        Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes).map_err(unavailable)?.parse().map_err(unavailable),
         other => Err(unavailable(format!("expected a number, got {other:?}"))),
     }
 }
