@@ -32,9 +32,11 @@
 //! lock: the same order number credited by two hosts at once is written by the first and found by
 //! the second. The outcome of each item (applied, already credited, conflict, budget exhausted) is
 //! decided in Rust, in order, from those rows; one statement then writes the entries and moves the
-//! balances, aggregated per account. Locks are always taken in the same order (budget accounts,
-//! then wallets by name, then user income by act id), so hosts do not deadlock one another; a
-//! deadlock, serialization failure or unique violation all the same retries the transaction.
+//! balances, aggregated per account. Credit batches take their locks in one order (budget
+//! accounts by name, then wallets by name, then user income by act id), withdrawals lock a wallet
+//! then `payouts`, fundings a `funded` row then its two accounts; no kind waits for a lock another
+//! holds while that one waits for it, so hosts do not deadlock one another. A deadlock, a
+//! serialization failure or a unique violation all the same retries the transaction.
 //!
 //! # Round trips
 //!
@@ -99,8 +101,10 @@ struct Migration {
 }
 
 /// The schema, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "ledger", sql: include_str!("../../migrations/0001_ledger.sql") }];
+const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "ledger", sql: include_str!("../../migrations/0001_ledger.sql") },
+    Migration { version: 2, name: "credited_at", sql: include_str!("../../migrations/0002_credited_at.sql") },
+];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS hongbao_schema_migrations (
     version integer PRIMARY KEY,
@@ -268,8 +272,7 @@ impl PostgresLedger {
         // Fast recycling checks `is_closed` without a round trip. That is enough because a
         // connection whose operation did not end cleanly never comes back to the pool (see
         // `Session`), and one whose server went away is closed by its connection task.
-        let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_CONNECTIONS_MAX)
             .runtime(Runtime::Tokio1)
@@ -383,7 +386,9 @@ impl PostgresLedger {
             // The database cannot hold a NUL, so no id has one, and the ids before `p\0…` in
             // byte order are exactly those up to `p`.
             Some((time_ms, flow_id)) => match flow_id.split_once('\0') {
-                None => self.query(OPERATION_TIMEOUT, USER_ENTRIES_BEFORE, &[&act_id, &time_ms, flow_id, &limit]).await?,
+                None => {
+                    self.query(OPERATION_TIMEOUT, USER_ENTRIES_BEFORE, &[&act_id, &time_ms, flow_id, &limit]).await?
+                }
                 Some((prefix, _)) => {
                     self.query(OPERATION_TIMEOUT, USER_ENTRIES_UP_TO, &[&act_id, &time_ms, &prefix, &limit]).await?
                 }
@@ -438,12 +443,7 @@ impl PostgresLedger {
     }
 
     /// Runs one statement, one snapshot, within `limit`.
-    async fn query(
-        &self,
-        limit: Duration,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, LedgerError> {
+    async fn query(&self, limit: Duration, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, LedgerError> {
         within(limit, async {
             let session = self.session().await?;
             let outcome = async {
@@ -466,12 +466,11 @@ async fn within<T>(limit: Duration, work: impl Future<Output = Result<T, LedgerE
     }
 }
 
-
 /// One try at funding: lock the activity's funded total, then top it up.
 async fn fund_attempt(
     session: &mut Session,
     [ensure, lock, apply]: &[Statement; 3],
-    activity_id: &String,
+    activity_id: &str,
     budget_cents: i64,
     time_ms: u64,
 ) -> Result<(), Failure> {
@@ -479,8 +478,8 @@ async fn fund_attempt(
         let client = session.begin();
         let (begun, ensured, locked) = join3(
             client.batch_execute(BEGIN),
-            client.execute(ensure, &[activity_id]),
-            client.query(lock, &[activity_id]),
+            client.execute(ensure, &[&activity_id]),
+            client.query(lock, &[&activity_id]),
         )
         .await;
         begun?;
@@ -502,14 +501,14 @@ async fn fund_attempt(
         credit_account: budget_account(activity_id),
         amount_cents: top_up,
         time_ms,
-        activity_id: activity_id.clone(),
+        activity_id: activity_id.to_owned(),
         ..LedgerEntry::default()
     };
     let mut postings = Postings::default();
     // The funding account is the one kind allowed below zero.
     postings.add(&entry.credit_account, top_up)?;
     postings.add(&entry.debit_account, -top_up)?;
-    postings.funded.push((activity_id.clone(), budget_cents));
+    postings.funded.push((activity_id.to_owned(), budget_cents));
     postings.entries.push(entry);
     session.apply_and_commit(apply, &postings).await
 }
@@ -559,12 +558,9 @@ async fn withdraw_attempt(
     let id = format!("wd/{}/{}", request.act_id, request.request_id);
     let (locked, found) = {
         let client = session.begin();
-        let (begun, locked, found) = join3(
-            client.batch_execute(BEGIN),
-            client.query(lock, &[&&wallets[..]]),
-            client.query_opt(entry, &[&id]),
-        )
-        .await;
+        let (begun, locked, found) =
+            join3(client.batch_execute(BEGIN), client.query(lock, &[&&wallets[..]]), client.query_opt(entry, &[&id]))
+                .await;
         begun?;
         (locked, found)
     };
@@ -788,10 +784,15 @@ impl Drop for Session {
 
 impl Session {
     /// Ends the operation: a database error is an answer, so the connection works and may be
-    /// reused; anything else (a broken socket, a protocol error) leaves it in doubt.
+    /// reused; anything else (a broken socket, a protocol error) leaves it in doubt. One error
+    /// is the connection's own: a statement it has cached that the schema has outgrown ("cached
+    /// plan must not change result type") fails there every time, so that connection goes and a
+    /// new one prepares the statement afresh.
     fn finish<T>(mut self, outcome: Result<T, Failure>) -> Result<T, LedgerError> {
         self.reusable = match &outcome {
-            Err(Failure::Database(error)) => error.as_db_error().is_some(),
+            Err(Failure::Database(error)) => {
+                error.as_db_error().is_some() && error.code() != Some(&SqlState::FEATURE_NOT_SUPPORTED)
+            }
             _ => true,
         };
         outcome.map_err(Failure::into_ledger_error)
@@ -940,6 +941,8 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::Instant;
 
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::watch;
 
@@ -965,7 +968,10 @@ mod tests {
         let (client, connection) =
             match tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(url, NoTls)).await {
                 Ok(Ok(pair)) => pair,
-                Ok(Err(error)) => panic!("{}", no_server(url, &error.to_string())),
+                Ok(Err(error)) => {
+                    let cause = std::error::Error::source(&error).map_or(String::new(), |cause| format!(": {cause}"));
+                    panic!("{}", no_server(url, &format!("{error}{cause}")))
+                }
                 Err(_) => panic!("{}", no_server(url, "no answer within 5 s")),
             };
         tokio::spawn(async move {
@@ -1327,7 +1333,9 @@ mod tests {
         assert_eq!(done.entry, expected);
         let replay = two.withdraw(withdrawal(5, "r1", 30, 99)).await.unwrap();
         assert_eq!(replay, Withdrawal { entry: expected, balance_cents: 70, replayed: true });
-        assert!(matches!(two.withdraw(withdrawal(5, "r1", 31, 99)).await, Err(LedgerError::RequestConflict(r)) if r == "r1"));
+        assert!(
+            matches!(two.withdraw(withdrawal(5, "r1", 31, 99)).await, Err(LedgerError::RequestConflict(r)) if r == "r1")
+        );
         assert!(matches!(
             one.withdraw(withdrawal(5, "r2", 71, 99)).await,
             Err(LedgerError::InsufficientBalance { balance_cents: 70 })
@@ -1440,7 +1448,8 @@ mod tests {
                 _ => {
                     let (u, r) = (rng.usize(..users.len()), rng.usize(..4));
                     let amount = if rng.u8(..3) == 0 { rng.i64(1..80) } else { 1 + (u as i64 * 5 + r as i64 * 3) % 25 };
-                    let request = withdrawal(users[u], ["r1", "r2", "r3", "R"][r], amount, times[rng.usize(..times.len())]);
+                    let request =
+                        withdrawal(users[u], ["r1", "r2", "r3", "R"][r], amount, times[rng.usize(..times.len())]);
                     let a = outcome(embedded.withdraw(request.clone()).await);
                     let b = outcome(pg.withdraw(request.clone()).await);
                     assert_eq!(a, b, "round {round}: withdraw {request:?}");
@@ -1587,6 +1596,99 @@ mod tests {
         assert_eq!(ledger.balance("wallet/1").await.unwrap(), 5);
     }
 
+    /// Where the server at `url` listens.
+    async fn tcp_address(url: &str) -> SocketAddr {
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            other => panic!("the proxy tests need a TCP DATABASE_URL, not {other:?}"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        tokio::net::lookup_host((host.as_str(), port)).await.unwrap().next().unwrap()
+    }
+
+    /// A TCP proxy that delivers every byte `one_way` late in each direction, without holding
+    /// back what follows it: pipelined requests stay pipelined.
+    async fn delaying_proxy(upstream: SocketAddr, one_way: Duration) -> SocketAddr {
+        async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, one_way: Duration) {
+            let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+            let reader = tokio::spawn(async move {
+                let mut buffer = vec![0; 1 << 16];
+                while let Ok(read @ 1..) = from.read(&mut buffer).await {
+                    if sender.send((Instant::now() + one_way, buffer[..read].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            });
+            while let Some((due, bytes)) = receiver.recv().await {
+                tokio::time::sleep_until(due.into()).await;
+                if to.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            reader.abort();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(client_read, server_write, one_way));
+                tokio::spawn(pump(server_read, client_write, one_way));
+            }
+        });
+        address
+    }
+
+    /// Round trips are what a fleet pays per operation: timed through a slow link, each
+    /// operation takes as many round trips as the module docs say.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn operations_take_the_documented_round_trips() {
+        let db = TestDb::create().await;
+        let round_trip = Duration::from_millis(200);
+        let address = delaying_proxy(tcp_address(&db.url).await, round_trip / 2).await;
+        let ledger = PostgresLedger::connect(&via(&db.url, address)).await.unwrap();
+        // One connection, every statement prepared on it.
+        ledger.fund_activity("a".into(), 1_000, 0).await.unwrap();
+        ledger.credit_batch(vec![credit("a", "warm", 1, 1, 0)]).await.unwrap();
+        ledger.withdraw(withdrawal(1, "warm", 1, 0)).await.unwrap();
+        ledger.wallet(1, &[]).await.unwrap();
+        ledger.user_entries(1, None, 1).await.unwrap();
+        let mut timings = Vec::new();
+        let mut time = |what: &'static str, expected: f64, started: Instant| {
+            let trips = started.elapsed().as_secs_f64() / round_trip.as_secs_f64();
+            timings.push(format!("{what}: {trips:.2}"));
+            assert!(
+                trips > expected - 0.1 && trips < expected + 0.9,
+                "{what} took {trips:.2} round trips, not {expected}"
+            );
+        };
+        let batch: Vec<Credit> = (0..200).map(|n| credit("a", &n.to_string(), n % 10, 1, n as u64)).collect();
+        let started = Instant::now();
+        ledger.credit_batch(batch.clone()).await.unwrap();
+        time("credit 200", 2.0, started);
+        let started = Instant::now();
+        ledger.credit_batch(batch).await.unwrap();
+        // Nothing to write: the locks and the read, then a rollback.
+        time("credit 200 again", 2.0, started);
+        let started = Instant::now();
+        ledger.withdraw(withdrawal(1, "w", 5, 0)).await.unwrap();
+        time("withdraw", 2.0, started);
+        let started = Instant::now();
+        ledger.fund_activity("a".into(), 2_000, 0).await.unwrap();
+        time("fund", 2.0, started);
+        let started = Instant::now();
+        ledger.wallet(1, &["rp/a/1".into()]).await.unwrap();
+        time("wallet", 1.0, started);
+        let started = Instant::now();
+        ledger.user_entries(1, None, 20).await.unwrap();
+        time("user entries", 1.0, started);
+        println!("{}", timings.join(", "));
+    }
+
     /// What the proxy does to traffic.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Link {
@@ -1634,14 +1736,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lost_database_is_unavailable_quickly_and_usable_again_when_back() {
         let db = TestDb::create().await;
-        let config: tokio_postgres::Config = db.url.parse().unwrap();
-        let host = match config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            other => panic!("the proxy test needs a TCP DATABASE_URL, not {other:?}"),
-        };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        let upstream = tokio::net::lookup_host((host.as_str(), port)).await.unwrap().next().unwrap();
-        let (address, link) = proxy(upstream).await;
+        let (address, link) = proxy(tcp_address(&db.url).await).await;
         let ledger = PostgresLedger::connect(&via(&db.url, address)).await.unwrap();
         ledger.fund_activity("a".into(), 1000, 0).await.unwrap();
         ledger.credit_batch(vec![credit("a", "1", 1, 10, 0)]).await.unwrap();

@@ -855,6 +855,9 @@ impl Plugin {
                     limits::BILL_TEXT_BYTES_MAX,
                     text.locale.len()
                 )))
+            } else if text.text.contains('\0') {
+                // No ledger stores NUL in text (PostgreSQL refuses it), and no bill needs it.
+                Err(PluginFailure::InvalidOutput("bill text contains a NUL character".into()))
             } else {
                 Ok(text)
             }
