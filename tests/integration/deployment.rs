@@ -34,6 +34,8 @@ pub struct Backends {
     pub prefix: String,
     /// `--ledger` URL, when not embedded.
     pub ledger_url: Option<String>,
+    /// `--reclaim-after-ms` for hosts on Redis.
+    pub reclaim_after_ms: u64,
 }
 
 impl Deployment {
@@ -44,18 +46,19 @@ impl Deployment {
             Deployment::Redis => (Some(backends::shared_redis_url()), Some(backends::fresh_database_url())),
             Deployment::Cluster => (Some(backends::shared_cluster_url()), Some(backends::fresh_database_url())),
         };
-        Backends { store_url, prefix: backends::unique_prefix(), ledger_url }
+        Backends { store_url, prefix: backends::unique_prefix(), ledger_url, reclaim_after_ms: 300 }
     }
 }
 
 impl Backends {
     /// The `hongbao serve` flags that select these backends. Claims left by a killed host are
-    /// taken over after 300 ms, so crash tests finish quickly.
+    /// taken over after `reclaim_after_ms` (300 ms unless a test says otherwise), so crash tests
+    /// finish quickly.
     pub fn serve_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if let Some(url) = &self.store_url {
             args.extend(["--store".into(), url.clone(), "--store-prefix".into(), self.prefix.clone()]);
-            args.extend(["--reclaim-after-ms".into(), "300".into()]);
+            args.extend(["--reclaim-after-ms".into(), self.reclaim_after_ms.to_string()]);
         }
         if let Some(url) = &self.ledger_url {
             args.extend(["--ledger".into(), url.clone()]);

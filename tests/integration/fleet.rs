@@ -153,6 +153,75 @@ fn assert_credited_once(addr: &str, answered: &Answered) {
     }
 }
 
+/// A TCP relay to `upstream` that can be paused: while paused it forwards nothing, so a host
+/// talking through it hangs mid-operation, as it would on a network that stopped answering.
+struct PausableRelay {
+    addr: String,
+    paused: Arc<AtomicBool>,
+}
+
+impl PausableRelay {
+    fn start(upstream: &str) -> PausableRelay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let paused = Arc::new(AtomicBool::new(false));
+        let upstream = upstream.to_owned();
+        let relay_paused = paused.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    let paused = relay_paused.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read as _, Write as _};
+                        let mut buffer = [0_u8; 16 * 1024];
+                        loop {
+                            let Ok(n) = from.read(&mut buffer) else { break };
+                            if n == 0 {
+                                break;
+                            }
+                            while paused.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                            if to.write_all(&buffer[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        PausableRelay { addr, paused }
+    }
+}
+
+/// Crediting-queue entries claimed by some writer and not yet finished, over every shard.
+fn pending_claims(backends: &Backends) -> u64 {
+    let url = backends.store_url.as_deref().unwrap();
+    let nodes: Vec<String> =
+        url.strip_prefix("redis-cluster://").unwrap().split(',').map(|node| format!("redis://{node}")).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+        let mut conn = client.get_async_connection().await.unwrap();
+        let mut pending = 0;
+        for shard in 0..16 {
+            let key = format!("{}:{{{shard}}}:q", backends.prefix);
+            let summary: redis::Value =
+                redis::cmd("XPENDING").arg(&key).arg("writers").query_async(&mut conn).await.unwrap();
+            if let redis::Value::Array(fields) = summary
+                && let Some(redis::Value::Int(count)) = fields.first()
+            {
+                pending += *count as u64;
+            }
+        }
+        pending
+    })
+}
+
 /// The credits the ledger committed in each 100 ms slot, read from PostgreSQL.
 fn credit_times_ms(ledger_url: &str) -> Vec<i64> {
     let output = std::process::Command::new("psql")
@@ -173,27 +242,42 @@ fn credit_times_ms(ledger_url: &str) -> Vec<i64> {
 fn three_hosts_share_a_hot_scene_and_survive_a_kill_9() {
     let stock = 2_000;
     let cap = 400;
-    let backends = Deployment::Cluster.backends();
+    let mut backends = Deployment::Cluster.backends();
+    // Long enough that the killed host's claims are still its own when the test looks.
+    backends.reclaim_after_ms = 2_000;
     let campaign = fleet_campaign(stock);
     let files = [("fleet.yaml", campaign.as_str())];
     let args = ["--credits-per-second", "400", "--credit-batch", "25"];
     let first = Server::start_with_on(&backends, &files, None, &args);
     let second = Server::start_with_on(&backends, &files, Some(&first), &args);
-    let mut third = Server::start_with_on(&backends, &files, Some(&first), &args);
+    // The third host reaches PostgreSQL through a relay the test can pause, so that it can be
+    // killed while it holds a claimed batch.
+    let ledger_url = backends.ledger_url.clone().unwrap();
+    let ledger_host = ledger_url.split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let relay = PausableRelay::start(&ledger_host);
+    let mut third_backends = backends.clone();
+    third_backends.ledger_url = Some(ledger_url.replace(&ledger_host, &relay.addr));
+    let mut third = Server::start_with_on(&third_backends, &files, Some(&first), &args);
     let hosts = Arc::new(parking_lot::Mutex::new(vec![first.addr.clone(), second.addr.clone(), third.addr.clone()]));
     let stop = Arc::new(AtomicBool::new(false));
     let rain_hosts = hosts.clone();
     let rain_stop = stop.clone();
     let rain = std::thread::spawn(move || rain(rain_hosts, 1..3_001, "hot", 12, rain_stop));
-    // Kill a host once its writer holds claims: mid-rain, with credits in flight.
+    // Kill a host while its writer holds claims: its ledger stops answering mid-rain, its writer
+    // claims a batch and waits on it; then `kill -9`.
+    std::thread::sleep(Duration::from_millis(500));
+    relay.paused.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(700));
     third.kill9();
     hosts.lock().retain(|addr| *addr != third.addr);
+    let orphaned = pending_claims(&backends);
+    assert!(orphaned > 0, "the killed host held no claimed work");
     let (answered, refused) = rain.join().unwrap();
     assert_eq!(answered.len() as u64, stock, "granted {} of a stock of {stock}; refused {refused:?}", answered.len());
     assert_eq!(refused.get("out_of_stock").copied().unwrap_or(0), 3_000 - stock, "{refused:?}");
 
     wait_drained(&first.addr, Duration::from_secs(60));
+    assert_eq!(pending_claims(&backends), 0, "claims left behind after the backlog drained");
     assert_credited_once(&first.addr, &answered);
 
     // The cap: in no window of one second did the ledger commit more than the cap.
@@ -221,6 +305,7 @@ fn redis_restart_mid_rain_then_restore_credits_every_answered_grant_once() {
         store_url: Some(redis.url()),
         prefix: crate::backends::unique_prefix(),
         ledger_url: Some(crate::backends::fresh_database_url()),
+        reclaim_after_ms: 300,
     };
     let campaign = fleet_campaign(1_000_000);
     let files = [("fleet.yaml", campaign.as_str())];
@@ -271,6 +356,7 @@ fn postgres_stopped_mid_rain_grants_go_on_and_the_backlog_drains() {
         store_url: Some(crate::backends::shared_redis_url()),
         prefix: crate::backends::unique_prefix(),
         ledger_url: Some(postgres.url()),
+        reclaim_after_ms: 300,
     };
     let campaign = fleet_campaign(1_000_000);
     let files = [("fleet.yaml", campaign.as_str())];
