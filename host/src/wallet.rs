@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::app::App;
 use crate::ledger::{EntryKind, LedgerEntry, LedgerError, WithdrawalRequest};
-use crate::store::{FlowPosition, GrantRecord, RestoreOutcome, StoreError, TokenStatus};
+use crate::store::{FlowPosition, GrantRecord, RestoreOutcome, StockLimits, StoreError, TokenStatus};
 use crate::writer::WriterError;
 
 /// The most flow items one page returns.
@@ -374,6 +374,12 @@ pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<Re
             app_id: token.app_id,
             queue_id: String::new(),
         };
+        // Restored stock is spread over the scene's current bounds (it is never refused).
+        let budget = snapshot.activity(&record.activity_id).map_or(0, |activity| activity.budget_cents);
+        let limits = match snapshot.scene(&record.activity_id, &record.scene_id) {
+            Some(scene) => crate::capability::inventory::stock_limits(scene, budget),
+            None => StockLimits { activity_budget_cents: budget, ..StockLimits::default() },
+        };
         // The store may have lost the token after the ledger credited it: then it is paid, and
         // it goes back into the store as credited so that its stock counts again.
         if let Some(entry) = app.ledger.entry(&record.flow_id()).await? {
@@ -385,11 +391,11 @@ pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<Re
                 ));
                 continue;
             }
-            app.store.restore(record, true).await?;
+            app.store.restore(record, true, limits).await?;
             items.push(RestoreItem { order_no, result: "already_credited", code: None, message: None });
             continue;
         }
-        let result = match app.store.restore(record, false).await? {
+        let result = match app.store.restore(record, false, limits).await? {
             RestoreOutcome::Restored => "restored",
             RestoreOutcome::AlreadyPresent => "already_present",
         };

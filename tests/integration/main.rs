@@ -13,6 +13,7 @@ mod money_properties;
 mod plugins;
 mod readme;
 mod reload;
+mod stock;
 mod support;
 mod wallet;
 mod writer_cap;

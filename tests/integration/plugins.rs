@@ -218,7 +218,12 @@ fn failing_plugins_get_their_scene_policy_while_others_serve() {
             "Alloc",
             &fixed(100),
             BUILTIN_COPY,
-            &[plugin_block("bill_copy", &bill("fx_alloc"), "fail_open", "                  memory_mb: 8\n")],
+            &[plugin_block(
+                "bill_copy",
+                &bill("fx_alloc"),
+                "fail_open",
+                "                  memory_mb: 8\n                  deadline_ms: 100\n",
+            )],
         ),
         scene("trap", "Trap", &fixed(100), BUILTIN_COPY, &[plugin_block("bill_copy", &bill("fx_trap"), "builtin", "")]),
         scene(

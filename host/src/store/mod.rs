@@ -290,10 +290,16 @@ impl Store {
 
     /// Stores a token a client kept, if the server no longer has it (see
     /// [`EmbeddedStore::restore`]).
-    pub async fn restore(&self, record: GrantRecord, credited: bool) -> Result<RestoreOutcome, StoreError> {
+    /// `limits` are the scene's current bounds, for stores that spread stock over buckets.
+    pub async fn restore(
+        &self,
+        record: GrantRecord,
+        credited: bool,
+        limits: StockLimits,
+    ) -> Result<RestoreOutcome, StoreError> {
         match self {
             Store::Embedded(s) => s.restore(record, credited).await,
-            Store::Redis(s) => s.restore(record, credited).await,
+            Store::Redis(s) => s.restore(record, credited, limits).await,
         }
     }
 

@@ -70,6 +70,12 @@ pub const STOCK_SHARDS_MAX: u32 = 1024;
 /// The consumer group of the crediting queues.
 const GROUP: &str = "writers";
 
+/// How long a writer's reservation in the fleet's credit window counts while its batch is in
+/// flight: longer than a ledger batch may take (the PostgreSQL ledger gives up after 5 s), so
+/// a slow batch never lets the window overfill, and short enough that the allowance of a host
+/// that died mid-batch comes back.
+const CAP_LEASE_MS: u64 = 15_000;
+
 /// Grants read per call when a reconciliation walks an activity.
 const SCAN_CHUNK: usize = 512;
 
@@ -321,25 +327,37 @@ impl RedisStore {
     ) -> Result<GrantCommit, StoreError> {
         let shard = self.shard_of_user(record.act_id);
         let first = self.write_grant(&record, shard, Some(&limits), user_rate, false).await?;
-        let out = match first {
-            Written::Stock(out) => out,
-            other => return Ok(other.into_commit(record)),
-        };
-        // The shard's own bucket cannot cover this grant: reserve it across all buckets.
-        let reserved = match self.reserve_across(&record, shard, &limits).await? {
-            Ok(reserved) => reserved,
-            Err(_) => return Ok(GrantCommit::OutOfStock(out)),
-        };
+        if !matches!(first, Written::Stock(_)) {
+            return Ok(own_write(first, &record).into_commit(record));
+        }
+        // The shard's own bucket cannot cover this grant: reserve it across all buckets. The
+        // reservation is named by this attempt, so that a script run twice (a retry after a lost
+        // reply) reserves and releases once, and two requests for one order never mix theirs.
+        let attempt = format!("{:016x}", fastrand::u64(..));
+        let (reserved, missing) = self.reserve_walk(&record, shard, &limits, &attempt).await?;
+        if missing != [0, 0, 0] {
+            self.release(&record, &reserved, &attempt).await;
+            return Ok(GrantCommit::OutOfStock(if missing[0] > 0 {
+                StockOut::SceneCount
+            } else if missing[1] > 0 {
+                StockOut::SceneBudget
+            } else {
+                StockOut::ActivityBudget
+            }));
+        }
         match self.write_grant(&record, shard, Some(&limits), user_rate, true).await {
-            Ok(Written::Granted(seq)) => Ok(Written::Granted(seq).into_commit(record)),
-            Ok(other) => {
-                self.release(&record, &reserved).await;
-                Ok(other.into_commit(record))
-            }
-            Err(error) => {
-                // Unknown whether the grant was written: keep the reservation (never oversell).
-                Err(error)
-            }
+            Ok(written) => match own_write(written, &record) {
+                Written::Granted(seq) => {
+                    self.forget_reservation(&record, &reserved, &attempt);
+                    Ok(Written::Granted(seq).into_commit(record))
+                }
+                other => {
+                    self.release(&record, &reserved, &attempt).await;
+                    Ok(other.into_commit(record))
+                }
+            },
+            // Unknown whether the grant was written: keep the reservation (never oversell).
+            Err(error) => Err(error),
         }
     }
 
@@ -425,19 +443,21 @@ impl RedisStore {
         parse_grant_reply(&reply)
     }
 
-    /// Reserves one grant's stock from the buckets, starting after the grant's own shard, taking
-    /// from each what it can. On `Err`, nothing stays reserved.
-    async fn reserve_across(
+    /// Reserves one grant's stock from the buckets, starting at the grant's own shard and
+    /// taking from each what it can within its share. Answers the buckets that hold part of it
+    /// and what no bucket had room for (`[scene count, scene cents, activity cents]`); nothing is
+    /// given back here. On an error, what was taken is given back.
+    async fn reserve_walk(
         &self,
         record: &GrantRecord,
         shard: u32,
         limits: &StockLimits,
-    ) -> Result<Result<Vec<(u32, [i64; 3])>, StockOut>, StoreError> {
+        attempt: &str,
+    ) -> Result<(Vec<u32>, [i64; 3]), StoreError> {
         let shards = self.shards();
         let amount = record.amount_cents;
-        // Wanted: [scene count, scene cents, activity cents].
         let mut want = [1_i64, amount, amount];
-        let mut reserved: Vec<(u32, [i64; 3])> = Vec::new();
+        let mut reserved: Vec<u32> = Vec::new();
         for step in 0..shards {
             if want == [0, 0, 0] {
                 break;
@@ -448,60 +468,62 @@ impl RedisStore {
                 limits.scene_budget_cents.map_or(-1, |max| share(max, bucket, shards)),
                 share(limits.activity_budget_cents, bucket, shards),
             ];
-            let mut invocation = RESERVE_SCRIPT.prepare_invoke();
-            invocation
-                .key(format!("{}:st:{}", self.tag(bucket), record.activity_id))
-                .arg(&record.scene_id)
-                .arg(want[0])
-                .arg(want[1])
-                .arg(want[2])
-                .arg(shares[0])
-                .arg(shares[1])
-                .arg(shares[2]);
-            let mut conn = self.conn();
-            let taken: Result<Vec<i64>, StoreError> = self.timed(invocation.invoke_async(&mut conn)).await;
-            let taken = match taken {
-                Ok(taken) if taken.len() == 3 => [taken[0], taken[1], taken[2]],
-                Ok(_) => {
-                    self.release(record, &reserved).await;
-                    return Err(unavailable("reserve script answered out of shape"));
+            reserved.push(bucket);
+            match self.reserve_in(record, bucket, want, shares, attempt).await {
+                Ok(taken) => {
+                    if taken == [0, 0, 0] {
+                        reserved.pop();
+                    }
+                    for (wanted, got) in want.iter_mut().zip(taken) {
+                        *wanted -= got;
+                    }
                 }
                 Err(error) => {
-                    self.release(record, &reserved).await;
+                    self.release(record, &reserved, attempt).await;
                     return Err(error);
                 }
-            };
-            if taken != [0, 0, 0] {
-                for (wanted, got) in want.iter_mut().zip(taken) {
-                    *wanted -= got;
-                }
-                reserved.push((bucket, taken));
             }
         }
-        if want == [0, 0, 0] {
-            return Ok(Ok(reserved));
-        }
-        self.release(record, &reserved).await;
-        let out = if want[0] > 0 {
-            StockOut::SceneCount
-        } else if want[1] > 0 {
-            StockOut::SceneBudget
-        } else {
-            StockOut::ActivityBudget
-        };
-        Ok(Err(out))
+        Ok((reserved, want))
     }
 
-    /// Gives back reservations; a failure is logged (the stock stays used, never oversold).
-    async fn release(&self, record: &GrantRecord, reserved: &[(u32, [i64; 3])]) {
-        for (bucket, taken) in reserved {
+    /// Takes what it can of `want` from one bucket within `shares` (`-1`: unbounded).
+    async fn reserve_in(
+        &self,
+        record: &GrantRecord,
+        bucket: u32,
+        want: [i64; 3],
+        shares: [i64; 3],
+        attempt: &str,
+    ) -> Result<[i64; 3], StoreError> {
+        let mut invocation = RESERVE_SCRIPT.prepare_invoke();
+        invocation
+            .key(format!("{}:st:{}", self.tag(bucket), record.activity_id))
+            .arg(&record.scene_id)
+            .arg(want[0])
+            .arg(want[1])
+            .arg(want[2])
+            .arg(shares[0])
+            .arg(shares[1])
+            .arg(shares[2])
+            .arg(attempt);
+        let mut conn = self.conn();
+        let taken: Vec<i64> = self.timed(invocation.invoke_async(&mut conn)).await?;
+        match taken.as_slice() {
+            [count, scene_cents, activity_cents] => Ok([*count, *scene_cents, *activity_cents]),
+            _ => Err(unavailable("reserve script answered out of shape")),
+        }
+    }
+
+    /// Gives back what `attempt` reserved in these buckets; a failure is logged (the stock
+    /// stays used, never oversold).
+    async fn release(&self, record: &GrantRecord, reserved: &[u32], attempt: &str) {
+        for bucket in reserved {
             let mut invocation = RELEASE_SCRIPT.prepare_invoke();
             invocation
                 .key(format!("{}:st:{}", self.tag(*bucket), record.activity_id))
                 .arg(&record.scene_id)
-                .arg(taken[0])
-                .arg(taken[1])
-                .arg(taken[2]);
+                .arg(attempt);
             let mut conn = self.conn();
             let released: Result<i64, StoreError> = self.timed(invocation.invoke_async(&mut conn)).await;
             if let Err(error) = released {
@@ -511,11 +533,66 @@ impl RedisStore {
         }
     }
 
+    /// Drops the names of a reservation that became a grant (the stock stays used), in the
+    /// background: the grant is answered without waiting for it.
+    fn forget_reservation(&self, record: &GrantRecord, reserved: &[u32], attempt: &str) {
+        let keys: Vec<String> =
+            reserved.iter().map(|bucket| format!("{}:st:{}", self.tag(*bucket), record.activity_id)).collect();
+        let field = format!("rv:{attempt}");
+        let store = self.clone();
+        tokio::spawn(async move {
+            for key in keys {
+                let mut conn = store.conn();
+                let field = field.clone();
+                let forgot = store
+                    .timed(async move { redis::cmd("HDEL").arg(key).arg(field).query_async::<i64>(&mut conn).await })
+                    .await;
+                if let Err(error) = forgot {
+                    tracing::warn!(%error, "a kept stock reservation's name stays in its bucket");
+                }
+            }
+        });
+    }
+
     /// Stores a token a client kept, if the server no longer has it; counted against stock in
     /// the user's shard, never refused for it.
-    pub async fn restore(&self, record: GrantRecord, credited: bool) -> Result<RestoreOutcome, StoreError> {
+    ///
+    /// `limits` are the scene's current bounds: the restored amount is spread over the buckets
+    /// within their shares, as a grant would be, and only what no bucket has room for is put
+    /// over its own bucket's share. A bucket over its share while others still have room would
+    /// let them grant past the limit.
+    pub async fn restore(
+        &self,
+        record: GrantRecord,
+        credited: bool,
+        limits: StockLimits,
+    ) -> Result<RestoreOutcome, StoreError> {
         let shard = self.shard_of_user(record.act_id);
-        match self.run_grant_script(&record, shard, None, None, false, GrantMode::Restore { credited }).await? {
+        if self.lookup(&record.activity_id, &record.order_no).await?.is_some() {
+            return Ok(RestoreOutcome::AlreadyPresent);
+        }
+        let attempt = format!("{:016x}", fastrand::u64(..));
+        let forced = format!("{attempt}f");
+        let (reserved, missing) = self.reserve_walk(&record, shard, &limits, &attempt).await?;
+        let release_forced = missing != [0, 0, 0];
+        if release_forced {
+            // Every bucket is full: the rest goes over the own bucket's share (never refused).
+            if let Err(error) = self.reserve_in(&record, shard, missing, [-1, -1, -1], &forced).await {
+                self.release(&record, &reserved, &attempt).await;
+                return Err(error);
+            }
+        }
+        let written = self.run_grant_script(&record, shard, None, None, true, GrantMode::Restore { credited }).await;
+        // "Present" here is a concurrent restore of the same token or this script run twice
+        // (a retry after a lost reply); which one cannot be told apart, so the stock stays
+        // counted: at worst counted twice, never given away twice.
+        if written.is_ok() {
+            self.forget_reservation(&record, &reserved, &attempt);
+            if release_forced {
+                self.forget_reservation(&record, &[shard], &forced);
+            }
+        }
+        match written? {
             Written::Present => Ok(RestoreOutcome::AlreadyPresent),
             Written::Granted(_) => Ok(RestoreOutcome::Restored),
             other => Err(unavailable(format!("restore answered {other:?}"))),
@@ -860,7 +937,7 @@ impl RedisStore {
         let ticket = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
         let member = format!("{}:{ticket}", self.inner.consumer);
         let mut invocation = CAP_TAKE_SCRIPT.prepare_invoke();
-        invocation.key(self.cap_key()).arg(want).arg(cap).arg(&member);
+        invocation.key(self.cap_key()).arg(want).arg(cap).arg(&member).arg(CAP_LEASE_MS);
         let mut conn = self.conn();
         let (taken, wait_ms): (u64, u64) = self.timed(invocation.invoke_async(&mut conn)).await?;
         Ok(if taken > 0 { CapTake::Taken { taken, ticket: member } } else { CapTake::Wait { wait_ms: wait_ms.max(1) } })
@@ -906,6 +983,15 @@ enum ClaimError {
 enum GrantMode {
     Grant,
     Restore { credited: bool },
+}
+
+/// A replay of this very grant (the same signed token) is this attempt's own write, seen again
+/// because the script ran twice (a retry after a lost reply): it counts as granted.
+fn own_write(written: Written, record: &GrantRecord) -> Written {
+    match written {
+        Written::Replayed(original) if original.token == record.token => Written::Granted(original.seq),
+        other => other,
+    }
 }
 
 /// What the grant script answered.
@@ -1048,10 +1134,18 @@ return {'ok', seq}
 });
 
 /// Takes what it can of `[scene count, scene cents, activity cents]` from one bucket, within
-/// the bucket's shares (`-1`: unbounded). Answers what it took.
+/// the bucket's shares (`-1`: unbounded), and notes it under the attempt's name (`rv:ATTEMPT`).
+/// Answers what it took; run again for the same attempt, it answers the same and takes nothing.
 static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local marker = 'rv:' .. ARGV[8]
+local prior = redis.call('HGET', KEYS[1], marker)
+if prior then
+  local t = {}
+  for v in string.gmatch(prior, '[^,]+') do t[#t + 1] = tonumber(v) end
+  return t
+end
 local fn, fc = 's:' .. ARGV[1] .. ':n', 's:' .. ARGV[1] .. ':c'
 local b = redis.call('HMGET', KEYS[1], fn, fc, 'a:c')
 local used = {tonumber(b[1] or '0'), tonumber(b[2] or '0'), tonumber(b[3] or '0')}
@@ -1065,20 +1159,29 @@ end
 if taken[1] > 0 then redis.call('HINCRBY', KEYS[1], fn, taken[1]) end
 if taken[2] > 0 then redis.call('HINCRBY', KEYS[1], fc, taken[2]) end
 if taken[3] > 0 then redis.call('HINCRBY', KEYS[1], 'a:c', taken[3]) end
+if taken[1] > 0 or taken[2] > 0 or taken[3] > 0 then
+  redis.call('HSET', KEYS[1], marker,
+    string.format('%d,%d,%d', taken[1], taken[2], taken[3]))
+end
 return taken
 ",
     )
 });
 
-/// Gives back what [`RESERVE_SCRIPT`] took.
+/// Gives back what [`RESERVE_SCRIPT`] took for an attempt, once: the name goes with it.
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local fn, fc = 's:' .. ARGV[1] .. ':n', 's:' .. ARGV[1] .. ':c'
-local fields = {fn, fc, 'a:c'}
-for i = 1, 3 do
-  if tonumber(ARGV[1 + i]) > 0 then redis.call('HINCRBY', KEYS[1], fields[i], '-' .. ARGV[1 + i]) end
+local marker = 'rv:' .. ARGV[2]
+local prior = redis.call('HGET', KEYS[1], marker)
+if not prior then return 0 end
+local fields = {'s:' .. ARGV[1] .. ':n', 's:' .. ARGV[1] .. ':c', 'a:c'}
+local i = 0
+for v in string.gmatch(prior, '[^,]+') do
+  i = i + 1
+  if tonumber(v) > 0 then redis.call('HINCRBY', KEYS[1], fields[i], '-' .. v) end
 end
+redis.call('HDEL', KEYS[1], marker)
 return 1
 ",
     )
@@ -1278,7 +1381,10 @@ return out
 });
 
 /// Takes up to ARGV[1] of the fleet's ARGV[2] credits per second, on the server's clock.
-/// Members are `ticket:count`, scored by time. Answers `{taken, wait_ms}`.
+/// Members are `ticket:count`. A settled ticket is scored by its ledger commit time and counts
+/// for one second after it; a ticket still in flight is scored `now + lease` (ARGV[4]), so it
+/// counts however long its batch takes, until its host settles it or the lease runs out (a
+/// host that died). Answers `{taken, wait_ms}`.
 static CAP_TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -1286,20 +1392,24 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 1000)
 local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local used, oldest = 0, nil
+local used, wait = 0, 1000
 for i = 1, #members, 2 do
   used = used + tonumber(string.match(members[i], ':(%d+)$'))
-  if not oldest then oldest = tonumber(members[i + 1]) end
+  local score = tonumber(members[i + 1])
+  if score > now then
+    -- In flight: it settles within milliseconds, usually; look again soon.
+    wait = math.min(wait, 20)
+  else
+    wait = math.min(wait, score + 1000 - now)
+  end
 end
 local take = math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - used)
 if take > 0 then
-  redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. take)
-  redis.call('PEXPIRE', KEYS[1], 5000)
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[3] .. ':' .. take)
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) + 5000)
   return {take, 0}
 end
-local wait = 1
-if oldest then wait = math.max(1, oldest + 1000 - now) end
-return {0, wait}
+return {0, math.max(1, wait)}
 ",
     )
 });
@@ -1316,7 +1426,7 @@ for _, m in ipairs(members) do
 end
 if tonumber(ARGV[2]) > 0 then
   redis.call('ZADD', KEYS[1], now, ARGV[1] .. ':' .. ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], 5000)
+  redis.call('PEXPIRE', KEYS[1], 20000)
 end
 return 1
 ",
