@@ -177,8 +177,7 @@ impl PausableRelay {
                     std::thread::spawn(move || {
                         use std::io::{Read as _, Write as _};
                         let mut buffer = [0_u8; 16 * 1024];
-                        loop {
-                            let Ok(n) = from.read(&mut buffer) else { break };
+                        while let Ok(n) = from.read(&mut buffer) {
                             if n == 0 {
                                 break;
                             }
