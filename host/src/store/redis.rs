@@ -244,6 +244,7 @@ impl RedisStore {
         store.check_shards().await?;
         for shard in 0..store.shards() {
             store.ensure_group(shard).await?;
+            store.forget_gone_consumers(shard).await;
         }
         Ok(store)
     }
@@ -315,6 +316,53 @@ impl RedisStore {
             Ok(()) => Ok(()),
             Err(error) if error.to_string().contains("BUSYGROUP") => Ok(()),
             Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// Removes from a queue's group the consumers of hosts long gone: nothing pending and idle
+    /// for an hour. Every host start adds one; without this the group's list only grows.
+    async fn forget_gone_consumers(&self, shard: u32) {
+        let queue = format!("{}:q", self.tag(shard));
+        let mut conn = self.conn();
+        let key = queue.clone();
+        let listed = self
+            .timed(async move {
+                redis::cmd("XINFO").arg("CONSUMERS").arg(key).arg(GROUP).query_async::<Vec<Value>>(&mut conn).await
+            })
+            .await;
+        let Ok(consumers) = listed else { return };
+        for consumer in consumers {
+            let fields = match consumer {
+                Value::Array(fields) => fields,
+                Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                _ => continue,
+            };
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|pair| value_string(pair.first()).is_ok_and(|key| key == name))
+                    .and_then(|pair| pair.get(1))
+            };
+            let (Ok(name), Ok(pending), Ok(idle_ms)) =
+                (value_string(field("name")), value_u64(field("pending")), value_u64(field("idle")))
+            else {
+                continue;
+            };
+            if pending == 0 && idle_ms > 3_600_000 && name != self.inner.consumer {
+                let mut conn = self.conn();
+                let key = queue.clone();
+                let _ = self
+                    .timed(async move {
+                        redis::cmd("XGROUP")
+                            .arg("DELCONSUMER")
+                            .arg(key)
+                            .arg(GROUP)
+                            .arg(name)
+                            .query_async::<i64>(&mut conn)
+                            .await
+                    })
+                    .await;
+            }
         }
     }
 
