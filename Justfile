@@ -21,10 +21,14 @@ lint: _toolchain
     cargo clippy --workspace --all-targets -- -D warnings
     cargo fmt --all --check
 
-# Benchmarks: print figures for the hot paths (release build). Record them in BENCHMARKS.md.
+# Benchmarks: micro-benchmarks of the hot paths, then the rain suite (`hongbao bench suite`:
+# hosts of its own, yardsticks, the synchronous design), which writes its figures into
+# BENCHMARKS.md. The Redis + PostgreSQL runs use REDIS_URL and DATABASE_URL when set.
 bench: plugins
     cargo bench -p hongbao-host --bench embedded
     cargo bench -p hongbao-host --bench plugins
+    cargo build --release -p hongbao-host --bin hongbao
+    target/release/hongbao bench suite
 
 # Build the server in release mode.
 build: _toolchain

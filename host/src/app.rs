@@ -35,6 +35,9 @@ pub struct AppConfig {
     pub store: Option<RedisStoreConfig>,
     /// The ledger: the embedded one in the data directory unless a PostgreSQL URL is given.
     pub ledger_url: Option<String>,
+    /// Credit each grant to the ledger before answering it (the "traditional" design, for
+    /// comparison benchmarks).
+    pub sync_credit: bool,
 }
 
 /// Every part of the host.
@@ -60,6 +63,8 @@ pub struct App {
     /// Until when (monotonic ms) the grant path skips its ledger lookup after the ledger
     /// failed, so that a ledger outage costs grants one failed lookup a second, not one each.
     pub ledger_down_until_ms: std::sync::atomic::AtomicU64,
+    /// Whether grants are credited before they are answered (see [`AppConfig::sync_credit`]).
+    pub sync_credit: bool,
 }
 
 impl App {
@@ -99,6 +104,7 @@ impl App {
             clock,
             plugins,
             ledger_down_until_ms: std::sync::atomic::AtomicU64::new(0),
+            sync_credit: config.sync_credit,
         });
         app.fund_activities().await.context("funding the activities' budget accounts")?;
         Ok(app)

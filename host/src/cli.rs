@@ -69,6 +69,15 @@ enum Command {
         /// host's writer takes it over (Redis store).
         #[arg(long, env = "HONGBAO_RECLAIM_AFTER_MS", default_value_t = 5_000)]
         reclaim_after_ms: u64,
+        /// Credit every grant to the ledger before answering it: the traditional design, for
+        /// comparing against the token design in benchmarks. Much slower; not for production.
+        #[arg(long, env = "HONGBAO_SYNC_CREDIT")]
+        sync_credit: bool,
+    },
+    /// Benchmarks against real hosts.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
     },
     /// Work with scene files.
     Scenes {
@@ -89,6 +98,79 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// A red packet rain against a running host: U users, R rains, C keep-alive connections,
+    /// for a time or a count. Prints grants/s, latency percentiles, refusals, credits/s, the
+    /// backlog and its drain time, and checks the books.
+    Rain {
+        /// The host, `HOST:PORT`.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        target: String,
+        /// The activity.
+        #[arg(long, default_value = "spring-festival-2027")]
+        activity: String,
+        /// The scene.
+        #[arg(long, default_value = "eve-rain")]
+        scene: String,
+        /// The scene's award type.
+        #[arg(long, default_value = "cash")]
+        award_type: String,
+        /// An app allowed in the scene.
+        #[arg(long, default_value_t = 1128)]
+        app_id: i64,
+        /// Users (act ids `first-user..first-user+users`).
+        #[arg(long, default_value_t = 1_000_000)]
+        users: u64,
+        /// The first act id.
+        #[arg(long, default_value_t = 1)]
+        first_user: i64,
+        /// Rains (rain ids `0..rains`).
+        #[arg(long, default_value_t = 10)]
+        rains: u32,
+        /// Keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds to rain.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Stop after this many requests.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Requests per second (as fast as answers come when not given).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Do not wait for the backlog or check the books.
+        #[arg(long)]
+        no_check: bool,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole suite `just bench` runs: hosts of its own, rains, yardsticks, the synchronous
+    /// design on the same PostgreSQL, the writer's rate; writes the figures into BENCHMARKS.md.
+    Suite {
+        /// Seconds per rain.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Connections per rain.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// The reference plugins' build directory.
+        #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+        plugins: PathBuf,
+        /// Redis for the production runs.
+        #[arg(long, env = "REDIS_URL")]
+        store: Option<String>,
+        /// PostgreSQL for the production runs.
+        #[arg(long, env = "DATABASE_URL")]
+        ledger: Option<String>,
+        /// The report to write between its markers.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
     },
 }
 
@@ -187,6 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store_prefix,
             store_shards,
             reclaim_after_ms,
+            sync_credit,
         } => {
             let store = match store {
                 None => None,
@@ -208,6 +291,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let config = AppConfig {
                 store,
+                sync_credit,
                 ledger_url: ledger,
                 scenes_dir: scenes,
                 data_dir: data,
@@ -222,6 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Scenes { command: ScenesCommand::Validate { dir } } => validate(&dir),
+        Command::Bench { command } => bench(command),
         Command::Token { command: TokenCommand::Inspect { token, data } } => inspect(&token, data),
         Command::Plugin { command: PluginCommand::New { kind, name, dir, sdk } } => {
             let capability = crate::plugin::Capability::parse(&kind).with_context(|| {
@@ -403,4 +488,62 @@ fn with_config_file(mut args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std
         }
     }
     Ok(args)
+}
+
+fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match command {
+        BenchCommand::Rain {
+            target,
+            activity,
+            scene,
+            award_type,
+            app_id,
+            users,
+            first_user,
+            rains,
+            connections,
+            duration,
+            count,
+            rate,
+            no_check,
+            json,
+        } => {
+            let config = crate::bench::rain::RainConfig {
+                target,
+                activity_id: activity,
+                scene_id: scene,
+                award_type,
+                app_id,
+                users: users.max(1),
+                rains,
+                connections: connections.max(1),
+                duration: std::time::Duration::from_secs(duration),
+                count,
+                rate,
+                progress: !json,
+                check_books: !no_check,
+                first_user,
+            };
+            let report = runtime.block_on(crate::bench::rain::run(&config))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", crate::bench::rain::summary(&report));
+            }
+            Ok(if report.books.as_ref().is_some_and(|books| !books.ok) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        BenchCommand::Suite { duration, connections, plugins, store, ledger, out } => {
+            let config = crate::bench::suite::SuiteConfig {
+                duration_s: duration,
+                connections,
+                plugins_dir: plugins,
+                redis_url: store,
+                database_url: ledger,
+                out,
+            };
+            runtime.block_on(crate::bench::suite::run(&config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -19,6 +19,7 @@ use crate::plugin::bindings::inventory::exports::hongbao::plugin::inventory::{Al
 use crate::plugin::bindings::rate_limit::exports::hongbao::plugin::rate_limit::Decision;
 use crate::plugin::{CallInput, Capability, FailurePolicy, Plugin, PluginFailure};
 use crate::store::{GrantCommit, GrantRecord, StockOut, StoreError, TokenStatus, UserRate, red_packet_flow_id};
+use crate::writer::WriterError;
 
 /// A grant as an app backend asks for it.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -341,8 +342,16 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
     let limits = inventory::stock_limits(scene, activity.budget_cents);
     let committed = app.store.commit_grant(record, limits, user_rate).await;
     match committed {
-        Ok(GrantCommit::Granted(record)) => {
+        Ok(GrantCommit::Granted(mut record)) => {
             permit.keep();
+            if app.sync_credit {
+                // The traditional design, for comparison: the ledger first, then the answer.
+                app.writer.credit_keys_now(vec![record.key()]).await.map_err(|error| match error {
+                    WriterError::Store(error) => GrantError::Store(error),
+                    WriterError::Ledger(error) => GrantError::Ledger(error),
+                })?;
+                record.status = TokenStatus::Credited.code();
+            }
             Ok(answer(record, false))
         }
         Ok(GrantCommit::Replayed(record)) => {

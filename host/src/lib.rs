@@ -17,6 +17,7 @@
 //! - [`writer`]: the throttled ledger writer (status 1 → 2 → 8).
 //! - [`grant`]: the grant path; [`wallet`]: balance, flow, withdrawals, restore.
 //! - [`api`]: HTTP; [`cli`]: the `hongbao` command; [`app`]: wiring; [`clock`]: time.
+//! - [`bench`]: the rain load generator, its yardsticks and the benchmark suite.
 //!
 //! # Data flow
 //!
@@ -29,6 +30,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod capability;
 pub mod cli;
 pub mod clock;

@@ -104,6 +104,7 @@ impl Backends {
             writer_enabled: false,
             store: self.redis_config(),
             ledger_url: self.ledger_url.clone(),
+            sync_credit: false,
         };
         App::open(&config, clock).await.unwrap()
     }

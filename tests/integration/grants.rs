@@ -196,3 +196,16 @@ fn keys_and_scenes_are_listed() {
     assert!(rain["version"].as_str().is_some_and(|v| !v.is_empty()));
     assert_eq!(scenes["files"][0]["errors"], json!([]));
 }
+
+// Proves the synchronous design the benchmark compares against: with `--sync-credit` a grant is
+// in the ledger before it is answered, so the answer says credited and nothing is ever pending.
+#[test]
+fn sync_credit_answers_after_the_ledger_has_the_grant() {
+    let server = Server::start(&["--sync-credit", "--no-writer"]);
+    let grant = server.grant_rain(4242, 1, 0);
+    assert_eq!(grant["status"], "credited", "{grant}");
+    let wallet = server.wallet(4242);
+    assert_eq!((wallet["credited_cents"].as_i64(), wallet["pending_cents"].as_i64()), (Some(88), Some(0)), "{wallet}");
+    let replay = server.grant_rain(4242, 1, 0);
+    assert_eq!((replay["replayed"].as_bool(), replay["token"].clone()), (Some(true), grant["token"].clone()));
+}

@@ -1,0 +1,358 @@
+//! `hongbao bench suite` (what `just bench` runs): starts hosts of its own, rains on them, takes
+//! the yardsticks in the same run, and writes the figures into `BENCHMARKS.md`.
+//!
+//! Runs: the embedded deployment with the reference plugins on (as fast as it goes, then paced
+//! at 20k grants/s for its p99); the hello-world and signing yardsticks; and, when a Redis and a
+//! PostgreSQL are given, the token design against the synchronous design on the same database,
+//! the ledger writer draining a backlog into PostgreSQL uncapped and capped, and Redis memory
+//! per pending token.
+
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::rain::{self, RainConfig, RainReport};
+use super::yardstick;
+
+/// What the suite needs.
+#[derive(Debug, Clone)]
+pub struct SuiteConfig {
+    /// Seconds per rain.
+    pub duration_s: u64,
+    /// Connections per rain.
+    pub connections: usize,
+    /// Where the reference plugins are built (`plugins/target/wasm32-wasip2/release`).
+    pub plugins_dir: PathBuf,
+    /// A Redis for the production runs.
+    pub redis_url: Option<String>,
+    /// A PostgreSQL database for the production runs.
+    pub database_url: Option<String>,
+    /// The file to write (`BENCHMARKS.md`), between its rain markers.
+    pub out: PathBuf,
+}
+
+/// A `hongbao serve` of the suite's own.
+struct Host {
+    child: Child,
+    addr: String,
+    _dir: PathBuf,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+fn sha256_hex(path: &Path) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading {} (build it with `just plugins`)", path.display()))?;
+    Ok(sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The bench campaign: one rain scene shaped like the example campaign's eve-rain (random
+/// amounts, bill copy, inventory and compensation plugins), with stock for any run.
+fn campaign(activity: &str, plugins: &Path) -> anyhow::Result<String> {
+    let plugin = |capability: &str, file: &str| -> anyhow::Result<String> {
+        let path = plugins.join(file);
+        Ok(format!(
+            "                {capability}:\n                  path: {}\n                  sha256: {}\n                  on_failure: builtin\n",
+            path.display(),
+            sha256_hex(&path)?
+        ))
+    };
+    Ok(format!(
+        r#"activity:
+  id: {activity}
+  name: Bench
+  budget_cents: 900000000000000
+  award_types:
+    - id: cash
+      name: Cash
+      awards:
+        - id: rain-cash
+          name: Rain cash
+          scenes:
+            - id: rain
+              name: Bench rain
+              app_ids: [1128]
+              amount:
+                kind: random
+                min_cents: 1
+                max_cents: 888
+              bill_copy:
+                default_locale: zh-CN
+                templates:
+                  zh-CN: "红包雨第{{rain_id}}场 获得{{amount_yuan}}元"
+              inventory:
+                count_max: 1000000000000
+                budget_cents: 900000000000000
+              reconciliation:
+                tolerance_cents: 0
+              plugins:
+{}{}{}"#,
+        plugin("bill_copy", "hb_bill_copy.wasm")?,
+        plugin("inventory", "hb_inventory.wasm")?,
+        plugin("compensation", "hb_compensation.wasm")?,
+    ))
+}
+
+fn start_host(activity: &str, plugins: &Path, args: &[String]) -> anyhow::Result<Host> {
+    let dir = std::env::temp_dir().join(format!("hongbao-bench-{}-{activity}", std::process::id()));
+    let scenes = dir.join("scenes");
+    std::fs::create_dir_all(&scenes)?;
+    std::fs::write(scenes.join("bench.yaml"), campaign(activity, plugins)?)?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", "127.0.0.1:0", "--scenes"])
+        .arg(&scenes)
+        .arg("--data")
+        .arg(dir.join("data"))
+        .args(args)
+        .env("HONGBAO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines.next().context("the host exited before listening")??;
+    let addr = line.rsplit("http://").next().unwrap_or_default().trim().to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    Ok(Host { child, addr, _dir: dir })
+}
+
+fn rain_config(target: &str, activity: &str, config: &SuiteConfig, first_user: i64) -> RainConfig {
+    RainConfig {
+        target: target.to_owned(),
+        activity_id: activity.into(),
+        scene_id: "rain".into(),
+        award_type: "cash".into(),
+        app_id: 1128,
+        users: 10_000_000,
+        rains: 10,
+        connections: config.connections,
+        duration: Duration::from_secs(config.duration_s),
+        count: None,
+        rate: None,
+        progress: true,
+        check_books: true,
+        first_user,
+    }
+}
+
+async fn redis_used_memory(url: &str) -> anyhow::Result<u64> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|value| value.trim().parse().ok())
+        .context("INFO memory has no used_memory")
+}
+
+/// Runs the suite and writes the report.
+pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
+    let mut md = String::new();
+    let mut figures = serde_json::Map::new();
+    let seconds = config.duration_s;
+    let line = |md: &mut String, what: &str, report: &RainReport| {
+        let books = match &report.books {
+            Some(books) if books.ok => format!("books ok ({} issued, {} credited)", books.issued, books.credited),
+            Some(books) => format!("BOOKS WRONG: {}", books.problems.join("; ")),
+            None => "books not checked".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {what} | {:.0} | {:.2} / {:.2} / {:.2} | {:.0} | {} | {} | {} |",
+            report.grants_per_s,
+            report.p50_ms,
+            report.p99_ms,
+            report.p999_ms,
+            report.credits_per_s,
+            report.drain_s.map_or("–".into(), |s| format!("{s:.1} s")),
+            if report.rejected.is_empty() { "none".into() } else { format!("{:?}", report.rejected) },
+            books
+        );
+    };
+    let header = "| run | grants/s | p50 / p99 / p999 ms | credits/s during | drain after | refusals | books |\n|---|---|---|---|---|---|---|\n";
+
+    eprintln!("embedded, reference plugins on: {seconds} s, {} connections", config.connections);
+    let embedded = start_host("bench-embedded", &config.plugins_dir, &[])?;
+    let fastest = rain::run(&rain_config(&embedded.addr, "bench-embedded", config, 1)).await?;
+    let mut paced_config = rain_config(&embedded.addr, "bench-embedded", config, 100_000_000);
+    paced_config.rate = Some(20_000);
+    let paced = rain::run(&paced_config).await?;
+    drop(embedded);
+
+    eprintln!("yardsticks: hello-world, signing");
+    let hello_addr = yardstick::start_hello_world().await?;
+    let hello = rain::run(&RainConfig { check_books: false, ..rain_config(&hello_addr, "hello", config, 1) }).await?;
+    let signing = yardstick::signing(Duration::from_secs(2))?;
+
+    let _ = writeln!(md, "### Embedded deployment, reference plugins on\n");
+    md.push_str(header);
+    line(&mut md, "as fast as it goes", &fastest);
+    line(&mut md, "paced at 20,000 requests/s", &paced);
+    let _ = writeln!(
+        md,
+        "\nYardsticks in the same run: hello-world {:.0} answers/s (p99 {:.2} ms); encode + sign {:.1} µs per token ({:.0}/s per core, {} cores).",
+        hello.answers_per_s, hello.p99_ms, signing.us_per_token, signing.tokens_per_s_per_core, signing.cores
+    );
+    let _ = writeln!(
+        md,
+        "Ratios: grants/s = **{:.2} × hello-world**, **{:.2} × the signing ceiling** of all cores.\n",
+        fastest.grants_per_s / hello.answers_per_s.max(1.0),
+        fastest.grants_per_s / (signing.tokens_per_s_per_core * signing.cores as f64)
+    );
+    figures.insert("embedded".into(), json!(fastest));
+    figures.insert("embedded_paced_20k".into(), json!(paced));
+    figures.insert("hello_world".into(), json!(hello));
+    figures.insert("signing".into(), json!(signing));
+
+    match (&config.redis_url, &config.database_url) {
+        (Some(redis_url), Some(database_url)) => {
+            let prefix = format!("bench{:x}", fastrand::u32(..));
+            let production = |extra: &[&str]| -> Vec<String> {
+                let mut args = vec![
+                    "--store".to_owned(),
+                    redis_url.clone(),
+                    "--store-prefix".to_owned(),
+                    prefix.clone(),
+                    "--ledger".to_owned(),
+                    database_url.clone(),
+                ];
+                args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+                args
+            };
+            eprintln!("Redis + PostgreSQL: token design");
+            let host = start_host("bench-token", &config.plugins_dir, &production(&[]))?;
+            let token = rain::run(&rain_config(&host.addr, "bench-token", config, 200_000_000)).await?;
+            drop(host);
+            eprintln!("Redis + PostgreSQL: synchronous crediting");
+            let host = start_host("bench-sync", &config.plugins_dir, &production(&["--sync-credit"]))?;
+            let sync = rain::run(&rain_config(&host.addr, "bench-sync", config, 300_000_000)).await?;
+            drop(host);
+
+            eprintln!("ledger writer into PostgreSQL: build a backlog, then drain it");
+            let memory_before = redis_used_memory(redis_url).await.ok();
+            let host = start_host("bench-writer", &config.plugins_dir, &production(&["--no-writer"]))?;
+            let mut fill = rain_config(&host.addr, "bench-writer", config, 400_000_000);
+            fill.check_books = false;
+            let filled = rain::run(&fill).await?;
+            let memory_after = redis_used_memory(redis_url).await.ok();
+            drop(host);
+            let per_token = match (memory_before, memory_after) {
+                (Some(before), Some(after)) if filled.granted > 0 => {
+                    Some(after.saturating_sub(before) as f64 / filled.granted as f64)
+                }
+                _ => None,
+            };
+            let uncapped = drain(config, "bench-writer", &production(&[]), filled.granted).await?;
+            let cap = 10_000;
+            let host = start_host("bench-capped", &config.plugins_dir, &production(&["--no-writer"]))?;
+            let mut fill = rain_config(&host.addr, "bench-capped", config, 500_000_000);
+            fill.check_books = false;
+            fill.count = Some(cap * 5);
+            let capped_fill = rain::run(&fill).await?;
+            drop(host);
+            let capped =
+                drain(config, "bench-capped", &production(&["--credits-per-second", "10000"]), capped_fill.granted)
+                    .await?;
+
+            let _ = writeln!(md, "### Redis + PostgreSQL (same database for both designs)\n");
+            md.push_str(header);
+            line(&mut md, "token design (grant answers, writer credits later)", &token);
+            line(&mut md, "synchronous design (`--sync-credit`: credit, then answer)", &sync);
+            let _ = writeln!(
+                md,
+                "\nThe token design takes **{:.1} ×** the grants per second of the synchronous design.",
+                token.grants_per_s / sync.grants_per_s.max(1.0)
+            );
+            let _ = writeln!(
+                md,
+                "Ledger writer into PostgreSQL, draining {} pending tokens: uncapped **{:.0} credits/s**; capped at {cap}/s: **{:.0} credits/s** ({:.1} % of the cap).",
+                filled.granted,
+                uncapped,
+                capped,
+                capped / cap as f64 * 100.0
+            );
+            if let Some(bytes) = per_token {
+                let _ = writeln!(
+                    md,
+                    "Redis memory per pending token: **{bytes:.0} bytes** (`used_memory` growth over {} pending tokens).",
+                    filled.granted
+                );
+            }
+            figures.insert("redis_pg_token".into(), json!(token));
+            figures.insert("redis_pg_sync".into(), json!(sync));
+            figures.insert("writer_uncapped_credits_per_s".into(), json!(uncapped));
+            figures.insert("writer_capped_credits_per_s".into(), json!(capped));
+            figures.insert("redis_bytes_per_pending_token".into(), json!(per_token));
+        }
+        _ => {
+            let _ = writeln!(
+                md,
+                "Redis + PostgreSQL runs skipped: set REDIS_URL and DATABASE_URL (or pass --store and --ledger)."
+            );
+        }
+    }
+    write_report(&config.out, &md, &serde_json::Value::Object(figures))?;
+    println!("{md}");
+    Ok(())
+}
+
+/// Starts a writer host on a backlog of `pending` tokens and times the drain: credits/s.
+async fn drain(config: &SuiteConfig, activity: &str, args: &[String], pending: u64) -> anyhow::Result<f64> {
+    let host = start_host(activity, &config.plugins_dir, args)?;
+    let started = Instant::now();
+    loop {
+        let health = rain::get_json(&host.addr, "/healthz").await?;
+        if health["crediting_backlog"].as_u64() == Some(0) {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the backlog did not drain in 10 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(pending as f64 / started.elapsed().as_secs_f64())
+}
+
+const BEGIN: &str = "<!-- bench suite: begin (written by `just bench`) -->";
+const END: &str = "<!-- bench suite: end -->";
+
+fn write_report(path: &Path, md: &str, figures: &serde_json::Value) -> anyhow::Result<()> {
+    let machine = machine();
+    let section = format!(
+        "{BEGIN}\n## Rain benchmark (latest `just bench`)\n\nMachine: {machine}. Command: `just bench` \
+         (`hongbao bench suite`: hosts on 127.0.0.1, the load generator in the same process tree, \
+         release build).\n\n{md}\n<details><summary>JSON</summary>\n\n```json\n{}\n```\n</details>\n{END}\n",
+        serde_json::to_string_pretty(figures)?
+    );
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let text = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}{section}{}", &existing[..start], &existing[end + END.len()..].trim_start_matches('\n'))
+        }
+        _ => format!("{}\n{section}", existing.trim_end()),
+    };
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}

@@ -1,0 +1,95 @@
+//! Yardsticks measured in the same run as a rain, so that its figures can be read as ratios on
+//! the same machine: a plain hyper hello-world served the way the API is served, and the raw
+//! cost of encoding and signing one token.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+
+use crate::issuer::Issuer;
+use crate::issuer::pb::RedPacketToken;
+
+/// Serves a fixed JSON answer on 127.0.0.1 with the API's HTTP settings (HTTP/1.1, keep-alive,
+/// no-delay), reading each request's body as the API does. Returns its address; it serves until
+/// the runtime ends.
+pub async fn start_hello_world() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
+                    use http_body_util::BodyExt as _;
+                    let _ = request.into_body().collect().await;
+                    let answer = hyper::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(b"{\"hello\":\"world\",\"replayed\":false}")));
+                    Ok::<_, std::convert::Infallible>(answer.expect("a fixed response"))
+                });
+                let _ = http1::Builder::new()
+                    .keep_alive(true)
+                    .timer(TokioTimer::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The signing yardstick.
+#[derive(Debug, Clone, Serialize)]
+pub struct SigningFigure {
+    /// Microseconds to encode and sign one token on one core.
+    pub us_per_token: f64,
+    /// Tokens per second on one core.
+    pub tokens_per_s_per_core: f64,
+    /// Cores the machine has.
+    pub cores: usize,
+}
+
+/// Encodes and signs tokens for about `duration` on one thread.
+pub fn signing(duration: Duration) -> anyhow::Result<SigningFigure> {
+    let dir = tempfile_dir()?;
+    let issuer = Issuer::open(&dir)?;
+    let mut token = RedPacketToken {
+        app_id: 1128,
+        act_id: 10_001,
+        activity_id: "spring-festival-2027".into(),
+        scene_id: "eve-rain".into(),
+        amount_cents: 888,
+        order_no: "10001_eve-rain_1_cash_0".into(),
+        open_time_ms: 1_800_000_000_000,
+        rain_id: 1,
+        status: 1,
+        key_id: String::new(),
+        award_type: "cash".into(),
+        stage: 0,
+    };
+    let started = Instant::now();
+    let mut signed = 0u64;
+    while started.elapsed() < duration {
+        for _ in 0..100 {
+            token.act_id += 1;
+            std::hint::black_box(issuer.mint(&mut token));
+        }
+        signed += 100;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let us = started.elapsed().as_secs_f64() * 1e6 / signed as f64;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(SigningFigure { us_per_token: us, tokens_per_s_per_core: 1e6 / us, cores })
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("hongbao-bench-keys-{}-{:x}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
