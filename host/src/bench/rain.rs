@@ -418,27 +418,6 @@ pub async fn run(config: &RainConfig) -> anyhow::Result<RainReport> {
     Ok(report)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Proves the histogram's percentiles are within 3 % of the exact ones over a wide range.
-    #[test]
-    fn histogram_percentiles_are_close() {
-        let mut histogram = Histogram::default();
-        let mut exact: Vec<u64> = (1..=100_000).map(|n| n * 7 % 250_000 + 1).collect();
-        for us in &exact {
-            histogram.record(Duration::from_micros(*us));
-        }
-        exact.sort_unstable();
-        for quantile in [0.5, 0.9, 0.99, 0.999] {
-            let want = exact[(exact.len() as f64 * quantile) as usize - 1] as f64 / 1000.0;
-            let got = histogram.quantile_ms(quantile);
-            assert!((got - want).abs() <= want * 0.03 + 0.002, "q{quantile}: {got} ms, exactly {want} ms");
-        }
-    }
-}
-
 /// The report as lines for a terminal.
 pub fn summary(report: &RainReport) -> String {
     let mut text = format!(
@@ -470,4 +449,25 @@ pub fn summary(report: &RainReport) -> String {
         });
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the histogram's percentiles are within 3 % of the exact ones over a wide range.
+    #[test]
+    fn histogram_percentiles_are_close() {
+        let mut histogram = Histogram::default();
+        let mut exact: Vec<u64> = (1..=100_000).map(|n| n * 7 % 250_000 + 1).collect();
+        for us in &exact {
+            histogram.record(Duration::from_micros(*us));
+        }
+        exact.sort_unstable();
+        for quantile in [0.5, 0.9, 0.99, 0.999] {
+            let want = exact[(exact.len() as f64 * quantile) as usize - 1] as f64 / 1000.0;
+            let got = histogram.quantile_ms(quantile);
+            assert!((got - want).abs() <= want * 0.03 + 0.002, "q{quantile}: {got} ms, exactly {want} ms");
+        }
+    }
 }
