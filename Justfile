@@ -27,6 +27,7 @@ lint: _toolchain
 bench: plugins
     cargo bench -p hongbao-host --bench embedded
     cargo bench -p hongbao-host --bench plugins
+    cargo bench -p hongbao-host --bench grant_path
     cargo build --release -p hongbao-host --bin hongbao
     target/release/hongbao bench suite
 

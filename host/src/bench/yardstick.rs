@@ -57,8 +57,7 @@ pub struct SigningFigure {
 
 /// Encodes and signs tokens for about `duration` on one thread.
 pub fn signing(duration: Duration) -> anyhow::Result<SigningFigure> {
-    let dir = tempfile_dir()?;
-    let issuer = Issuer::open(&dir)?;
+    let issuer = Issuer::ephemeral();
     let mut token = RedPacketToken {
         app_id: 1128,
         act_id: 10_001,
@@ -82,14 +81,7 @@ pub fn signing(duration: Duration) -> anyhow::Result<SigningFigure> {
         }
         signed += 100;
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let us = started.elapsed().as_secs_f64() * 1e6 / signed as f64;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(SigningFigure { us_per_token: us, tokens_per_s_per_core: 1e6 / us, cores })
-}
-
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("hongbao-bench-keys-{}-{:x}", std::process::id(), fastrand::u64(..)));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

@@ -1,0 +1,92 @@
+//! `just bench`: criterion micro-benchmarks of the grant path's fixed costs and of one ledger
+//! writer batch. Nothing is asserted; figures go into BENCHMARKS.md.
+//!
+//! - token encode + sign (ed25519), and decode + verify: the floor of every grant and restore;
+//! - the order number `${actID}_${scene_id}_${rain_id}_${award_type}_${stage}`;
+//! - one writer batch: 512 credits into the embedded ledger in one transaction (fsync included).
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use hongbao::grant::order_no;
+use hongbao::issuer::Issuer;
+use hongbao::issuer::pb::RedPacketToken;
+use hongbao::ledger::{Credit, EmbeddedLedger};
+
+fn token(n: i64) -> RedPacketToken {
+    RedPacketToken {
+        app_id: 1128,
+        act_id: 10_000 + n,
+        activity_id: "spring-festival-2027".into(),
+        scene_id: "eve-rain".into(),
+        amount_cents: 888,
+        order_no: order_no(10_000 + n, "eve-rain", 1, "cash", 0),
+        open_time_ms: 1_795_000_000_000,
+        rain_id: 1,
+        status: 1,
+        key_id: String::new(),
+        award_type: "cash".into(),
+        stage: 0,
+    }
+}
+
+fn tokens(c: &mut Criterion) {
+    let issuer = Issuer::ephemeral();
+    let mut n = 0;
+    c.bench_function("token encode + sign", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                token(n)
+            },
+            |mut token| black_box(issuer.mint(&mut token)),
+            BatchSize::SmallInput,
+        )
+    });
+    let text = issuer.mint(&mut token(1));
+    c.bench_function("token decode + verify", |b| b.iter(|| black_box(issuer.verify(black_box(&text)).unwrap())));
+    let mut n = 0_i64;
+    c.bench_function("order number", |b| {
+        b.iter(|| {
+            n += 1;
+            black_box(order_no(black_box(n), "eve-rain", 1, "cash", 0))
+        })
+    });
+}
+
+fn writer_batch(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = EmbeddedLedger::open(dir.path()).unwrap();
+    runtime.block_on(ledger.fund_activity("bench".into(), hongbao::ledger::ENTRY_CENTS_MAX, 0)).unwrap();
+    let mut next = 0_i64;
+    let mut group = c.benchmark_group("writer");
+    group.sample_size(20);
+    group.bench_function("ledger batch of 512 credits (embedded, fsync)", |b| {
+        b.iter_batched(
+            || {
+                (0..512)
+                    .map(|_| {
+                        next += 1;
+                        Credit {
+                            activity_id: "bench".into(),
+                            order_no: order_no(next, "eve-rain", 1, "cash", 0),
+                            scene_id: "eve-rain".into(),
+                            act_id: next,
+                            amount_cents: 88,
+                            open_time_ms: 1,
+                            memo: "除夕红包雨第1场 获得0.88元".into(),
+                            token: "t".repeat(180),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |credits| runtime.block_on(ledger.credit_batch(credits)).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, tokens, writer_batch);
+criterion_main!(benches);
