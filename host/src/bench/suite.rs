@@ -61,6 +61,9 @@ fn sha256_hex(path: &Path) -> anyhow::Result<String> {
 /// The bench campaign: one rain scene shaped like the example campaign's eve-rain (random
 /// amounts, bill copy, inventory and compensation plugins), with stock for any run.
 fn campaign(activity: &str, plugins: &Path) -> anyhow::Result<String> {
+    let plugins = &plugins
+        .canonicalize()
+        .with_context(|| format!("{} is missing: build the plugins with `just plugins`", plugins.display()))?;
     let plugin = |capability: &str, file: &str| -> anyhow::Result<String> {
         let path = plugins.join(file);
         Ok(format!(
