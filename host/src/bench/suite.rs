@@ -221,7 +221,11 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
 
     match (&config.redis_url, &config.database_url) {
         (Some(redis_url), Some(database_url)) => {
-            let prefix = format!("bench{:x}", fastrand::u32(..));
+            // Fresh ids per run: the database may hold earlier runs' books.
+            let run = format!("{:x}", fastrand::u32(..));
+            let prefix = format!("bench{run}");
+            let (token_activity, sync_activity) = (format!("bench-token-{run}"), format!("bench-sync-{run}"));
+            let (writer_activity, capped_activity) = (format!("bench-writer-{run}"), format!("bench-capped-{run}"));
             let production = |extra: &[&str]| -> Vec<String> {
                 let mut args = vec![
                     "--store".to_owned(),
@@ -235,18 +239,18 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
                 args
             };
             eprintln!("Redis + PostgreSQL: token design");
-            let host = start_host("bench-token", &config.plugins_dir, &production(&[]))?;
-            let token = rain::run(&rain_config(&host.addr, "bench-token", config, 200_000_000)).await?;
+            let host = start_host(&token_activity, &config.plugins_dir, &production(&[]))?;
+            let token = rain::run(&rain_config(&host.addr, &token_activity, config, 200_000_000)).await?;
             drop(host);
             eprintln!("Redis + PostgreSQL: synchronous crediting");
-            let host = start_host("bench-sync", &config.plugins_dir, &production(&["--sync-credit"]))?;
-            let sync = rain::run(&rain_config(&host.addr, "bench-sync", config, 300_000_000)).await?;
+            let host = start_host(&sync_activity, &config.plugins_dir, &production(&["--sync-credit"]))?;
+            let sync = rain::run(&rain_config(&host.addr, &sync_activity, config, 300_000_000)).await?;
             drop(host);
 
             eprintln!("ledger writer into PostgreSQL: build a backlog, then drain it");
             let memory_before = redis_used_memory(redis_url).await.ok();
-            let host = start_host("bench-writer", &config.plugins_dir, &production(&["--no-writer"]))?;
-            let mut fill = rain_config(&host.addr, "bench-writer", config, 400_000_000);
+            let host = start_host(&writer_activity, &config.plugins_dir, &production(&["--no-writer"]))?;
+            let mut fill = rain_config(&host.addr, &writer_activity, config, 400_000_000);
             fill.check_books = false;
             let filled = rain::run(&fill).await?;
             let memory_after = redis_used_memory(redis_url).await.ok();
@@ -257,17 +261,15 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
                 }
                 _ => None,
             };
-            let uncapped = drain(config, "bench-writer", &production(&[]), filled.granted).await?;
-            let cap = 10_000;
-            let host = start_host("bench-capped", &config.plugins_dir, &production(&["--no-writer"]))?;
-            let mut fill = rain_config(&host.addr, "bench-capped", config, 500_000_000);
+            let uncapped = drain(config, &writer_activity, &production(&[]), false).await?;
+            let cap = 2_000;
+            let host = start_host(&capped_activity, &config.plugins_dir, &production(&["--no-writer"]))?;
+            let mut fill = rain_config(&host.addr, &capped_activity, config, 500_000_000);
             fill.check_books = false;
-            fill.count = Some(cap * 5);
-            let capped_fill = rain::run(&fill).await?;
+            fill.count = Some(cap * 8);
+            rain::run(&fill).await?;
             drop(host);
-            let capped =
-                drain(config, "bench-capped", &production(&["--credits-per-second", "10000"]), capped_fill.granted)
-                    .await?;
+            let capped = drain(config, &capped_activity, &production(&["--credits-per-second", "2000"]), true).await?;
 
             let _ = writeln!(md, "### Redis + PostgreSQL (same database for both designs)\n");
             md.push_str(header);
@@ -280,7 +282,7 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
             );
             let _ = writeln!(
                 md,
-                "Ledger writer into PostgreSQL, draining {} pending tokens: uncapped **{:.0} credits/s**; capped at {cap}/s: **{:.0} credits/s** ({:.1} % of the cap).",
+                "Ledger writer into PostgreSQL, draining {} pending tokens: uncapped **{:.0} credits/s**; capped at {cap}/s: **{:.0} credits/s** ({:.1} % of the cap, measured over whole windows).",
                 filled.granted,
                 uncapped,
                 capped,
@@ -311,19 +313,42 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a writer host on a backlog of `pending` tokens and times the drain: credits/s.
-async fn drain(config: &SuiteConfig, activity: &str, args: &[String], pending: u64) -> anyhow::Result<f64> {
+/// Starts a writer host on a backlog and measures its rate: uncapped, the backlog over the time
+/// from the first credit to an empty backlog. A capped writer credits in
+/// bursts (a window's allowance at once, then the next window), so the rate is what was left
+/// half a second after the first credit (after the first burst) over the time from the first
+/// credit to an empty backlog: one window per burst.
+async fn drain(config: &SuiteConfig, activity: &str, args: &[String], capped: bool) -> anyhow::Result<f64> {
     let host = start_host(activity, &config.plugins_dir, args)?;
     let started = Instant::now();
+    let mut initial = None;
+    let mut first_credit: Option<f64> = None;
+    let mut after_first_burst: Option<u64> = None;
     loop {
         let health = rain::get_json(&host.addr, "/healthz").await?;
-        if health["crediting_backlog"].as_u64() == Some(0) {
-            break;
+        let backlog = health["crediting_backlog"].as_u64().unwrap_or(0);
+        let now = started.elapsed().as_secs_f64();
+        let initial = *initial.get_or_insert(backlog);
+        if first_credit.is_none() && backlog < initial {
+            first_credit = Some(now);
+        }
+        if let Some(first) = first_credit
+            && after_first_burst.is_none()
+            && now - first >= 0.5
+        {
+            after_first_burst = Some(backlog);
+        }
+        if backlog == 0 {
+            return Ok(match (first_credit, after_first_burst) {
+                (Some(first), Some(left)) if capped && left > 0 => left as f64 / (now - first),
+                // Uncapped: the whole backlog from the first credit on.
+                (Some(first), _) => initial as f64 / (now - first).max(0.001),
+                _ => initial as f64 / now.max(0.001),
+            });
         }
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the backlog did not drain in 10 minutes");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(pending as f64 / started.elapsed().as_secs_f64())
 }
 
 const BEGIN: &str = "<!-- bench suite: begin (written by `just bench`) -->";
