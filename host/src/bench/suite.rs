@@ -313,42 +313,37 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a writer host on a backlog and measures its rate: uncapped, the backlog over the time
-/// from the first credit to an empty backlog. A capped writer credits in
-/// bursts (a window's allowance at once, then the next window), so the rate is what was left
-/// half a second after the first credit (after the first burst) over the time from the first
-/// credit to an empty backlog: one window per burst.
+/// Starts a writer host on a backlog and measures its rate. Uncapped: the backlog over the
+/// time from the first credit to an empty backlog. Capped, the writer credits a window's
+/// allowance at once and then waits for the next window, so the rate is counted over whole
+/// windows: the credits made in the first `k` seconds after the first credit (read mid-way
+/// between bursts, at `k - 0.5` s), over `k` seconds, `k` as many whole seconds as the drain took.
 async fn drain(config: &SuiteConfig, activity: &str, args: &[String], capped: bool) -> anyhow::Result<f64> {
     let host = start_host(activity, &config.plugins_dir, args)?;
     let started = Instant::now();
-    let mut initial = None;
-    let mut first_credit: Option<f64> = None;
-    let mut after_first_burst: Option<u64> = None;
+    let mut samples: Vec<(f64, u64)> = Vec::new();
     loop {
         let health = rain::get_json(&host.addr, "/healthz").await?;
         let backlog = health["crediting_backlog"].as_u64().unwrap_or(0);
-        let now = started.elapsed().as_secs_f64();
-        let initial = *initial.get_or_insert(backlog);
-        if first_credit.is_none() && backlog < initial {
-            first_credit = Some(now);
-        }
-        if let Some(first) = first_credit
-            && after_first_burst.is_none()
-            && now - first >= 0.5
-        {
-            after_first_burst = Some(backlog);
-        }
+        samples.push((started.elapsed().as_secs_f64(), backlog));
         if backlog == 0 {
-            return Ok(match (first_credit, after_first_burst) {
-                (Some(first), Some(left)) if capped && left > 0 => left as f64 / (now - first),
-                // Uncapped: the whole backlog from the first credit on.
-                (Some(first), _) => initial as f64 / (now - first).max(0.001),
-                _ => initial as f64 / now.max(0.001),
-            });
+            break;
         }
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the backlog did not drain in 10 minutes");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let initial = samples[0].1;
+    let end = samples.last().map_or(0.0, |(t, _)| *t);
+    let Some(first) = samples.iter().find(|(_, backlog)| *backlog < initial).map(|(t, _)| *t) else {
+        return Ok(0.0);
+    };
+    let whole = (end - first).floor();
+    if !capped || whole < 1.0 {
+        return Ok(initial as f64 / (end - first).max(0.001));
+    }
+    let at = first + whole - 0.5;
+    let left = samples.iter().min_by(|a, b| (a.0 - at).abs().total_cmp(&(b.0 - at).abs())).map_or(0, |(_, b)| *b);
+    Ok((initial - left) as f64 / whole)
 }
 
 const BEGIN: &str = "<!-- bench suite: begin (written by `just bench`) -->";

@@ -170,7 +170,17 @@ struct Inner {
     next_shard: AtomicU64,
     /// Tickets of the fleet-wide credit window.
     next_ticket: AtomicU64,
+    /// Stock figures handed to plugins, by (activity, scene), with when they were read.
+    stock_seen: parking_lot::Mutex<StockSeen>,
 }
+
+/// Stock figures read for plugins: (activity, scene) → (when read, figure).
+type StockSeen = std::collections::HashMap<(String, Option<String>), (std::time::Instant, StockUsed)>;
+
+/// How long a stock figure read for a plugin is handed out again. Summing the buckets costs one
+/// read per shard; a plugin's figure (the inventory plugin splits "what is left") may be this
+/// stale, because the grant script still checks the stock itself, atomically.
+const PLUGIN_STOCK_FRESH_MS: u64 = 50;
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis: {error}"))
@@ -239,6 +249,7 @@ impl RedisStore {
                 consumer,
                 next_shard: AtomicU64::new(0),
                 next_ticket: AtomicU64::new(fastrand::u64(..) >> 16),
+                stock_seen: parking_lot::Mutex::new(std::collections::HashMap::new()),
             }),
         };
         store.check_shards().await?;
@@ -937,13 +948,28 @@ impl RedisStore {
     }
 
     /// [`RedisStore::stock_used`] for synchronous callers (plugin host functions) on a
-    /// multi-threaded runtime.
+    /// multi-threaded runtime; a figure read in the last `PLUGIN_STOCK_FRESH_MS` is handed out
+    /// again instead of summing the buckets once more.
     pub fn stock_used_blocking(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, StoreError> {
+        let key = (activity_id.to_owned(), scene_id.map(str::to_owned));
+        let fresh = Duration::from_millis(PLUGIN_STOCK_FRESH_MS);
+        if let Some((read_at, used)) = self.inner.stock_seen.lock().get(&key)
+            && read_at.elapsed() < fresh
+        {
+            return Ok(*used);
+        }
         let handle = tokio::runtime::Handle::try_current().map_err(unavailable)?;
         if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
             return Err(unavailable("stock reads from plugins need the multi-threaded runtime"));
         }
-        tokio::task::block_in_place(|| handle.block_on(self.stock_used(activity_id, scene_id)))
+        let used = tokio::task::block_in_place(|| handle.block_on(self.stock_used(activity_id, scene_id)))?;
+        let mut seen = self.inner.stock_seen.lock();
+        // Scenes come and go with reloads; the table never holds more than a campaign's worth.
+        if seen.len() > 4096 {
+            seen.clear();
+        }
+        seen.insert(key, (std::time::Instant::now(), used));
+        Ok(used)
     }
 
     /// Every stored grant of one activity, and whether each is parked.
