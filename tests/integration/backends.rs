@@ -496,8 +496,7 @@ fn log_tail(path: &Path) -> String {
 #[test]
 fn shared_cluster_serves_keys_on_all_three_nodes() {
     let url = shared_cluster_url();
-    let nodes: Vec<String> =
-        url.strip_prefix("redis-cluster://").unwrap().split(',').map(|address| format!("redis://{address}")).collect();
+    let nodes = hongbao::store::cluster_nodes(&url).unwrap();
     assert_eq!(nodes.len(), 3, "{url}");
     let prefix = unique_prefix();
     let keys: Vec<String> = (0..60).map(|i| format!("{prefix}:{i}")).collect();

@@ -149,10 +149,7 @@ impl Backends {
             std::fs::remove_file(data_dir.join("tokens.redb")).unwrap();
             return;
         };
-        let nodes: Vec<String> = match url.strip_prefix("redis-cluster://") {
-            Some(nodes) => nodes.split(',').map(|node| format!("redis://{node}")).collect(),
-            None => vec![url.clone()],
-        };
+        let nodes = hongbao::store::cluster_nodes(url).unwrap_or_else(|| vec![url.clone()]);
         let pattern = format!("{}:*", self.prefix);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {

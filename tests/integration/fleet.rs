@@ -200,8 +200,7 @@ impl PausableRelay {
 /// Crediting-queue entries claimed by some writer and not yet finished, over every shard.
 fn pending_claims(backends: &Backends) -> u64 {
     let url = backends.store_url.as_deref().unwrap();
-    let nodes: Vec<String> =
-        url.strip_prefix("redis-cluster://").unwrap().split(',').map(|node| format!("redis://{node}")).collect();
+    let nodes = hongbao::store::cluster_nodes(url).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let client = redis::cluster::ClusterClient::new(nodes).unwrap();

@@ -12,7 +12,7 @@ mod embedded;
 mod redis;
 
 pub use embedded::{EmbeddedStore, GROUP_COMMIT_OPS_MAX, USER_UNSETTLED_READ_MAX};
-pub use redis::{CapTake, RedisStore, RedisStoreConfig, STOCK_SHARDS_DEFAULT, STOCK_SHARDS_MAX};
+pub use redis::{CapTake, RedisStore, RedisStoreConfig, STOCK_SHARDS_DEFAULT, STOCK_SHARDS_MAX, cluster_nodes};
 
 /// A token's crediting status, numbered as in the seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

@@ -191,6 +191,13 @@ fn is_nogroup(error: &redis::RedisError) -> bool {
     error.to_string().contains("NOGROUP")
 }
 
+/// The node URLs (`redis://HOST:PORT`) of a `redis-cluster://HOST:PORT,…` store URL; `None`
+/// for a single-server URL.
+pub fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let nodes = url.strip_prefix("redis-cluster://")?;
+    Some(nodes.split(',').map(|node| format!("redis://{}", node.trim())).collect())
+}
+
 /// Bucket `shard`'s share of `limit`.
 fn share(limit: i64, shard: u32, shards: u32) -> i64 {
     let shards = i64::from(shards);
@@ -218,8 +225,7 @@ impl RedisStore {
             )));
         }
         let timeout = Duration::from_millis(config.op_timeout_ms);
-        let conn = if let Some(nodes) = config.url.strip_prefix("redis-cluster://") {
-            let nodes: Vec<String> = nodes.split(',').map(|node| format!("redis://{}", node.trim())).collect();
+        let conn = if let Some(nodes) = cluster_nodes(&config.url) {
             let client = redis::cluster::ClusterClient::builder(nodes)
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
@@ -385,7 +391,7 @@ impl RedisStore {
         user_rate: Option<UserRate>,
     ) -> Result<GrantCommit, StoreError> {
         let shard = self.shard_of_user(record.act_id);
-        let first = self.write_grant(&record, shard, Some(&limits), user_rate, false).await?;
+        let first = self.run_grant_script(&record, shard, Some(&limits), user_rate, false, GrantMode::Grant).await?;
         if !matches!(first, Written::Stock(_)) {
             return Ok(own_write(first, &record).into_commit(record));
         }
@@ -404,7 +410,7 @@ impl RedisStore {
                 StockOut::ActivityBudget
             }));
         }
-        match self.write_grant(&record, shard, Some(&limits), user_rate, true).await {
+        match self.run_grant_script(&record, shard, Some(&limits), user_rate, true, GrantMode::Grant).await {
             Ok(written) => match own_write(written, &record) {
                 Written::Granted(seq) => {
                     self.forget_reservation(&record, &reserved, &attempt);
@@ -421,17 +427,6 @@ impl RedisStore {
     }
 
     /// Runs the grant script. `reserved`: the stock was already taken from the buckets.
-    async fn write_grant(
-        &self,
-        record: &GrantRecord,
-        shard: u32,
-        limits: Option<&StockLimits>,
-        user_rate: Option<UserRate>,
-        reserved: bool,
-    ) -> Result<Written, StoreError> {
-        self.run_grant_script(record, shard, limits, user_rate, reserved, GrantMode::Grant).await
-    }
-
     async fn run_grant_script(
         &self,
         record: &GrantRecord,
