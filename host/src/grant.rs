@@ -18,7 +18,9 @@ use crate::plugin::bindings::bill_copy::exports::hongbao::plugin::bill_copy::Awa
 use crate::plugin::bindings::inventory::exports::hongbao::plugin::inventory::{Allocation, AmountRequest};
 use crate::plugin::bindings::rate_limit::exports::hongbao::plugin::rate_limit::Decision;
 use crate::plugin::{CallInput, Capability, FailurePolicy, Plugin, PluginFailure};
-use crate::store::{GrantCommit, GrantRecord, StockOut, StoreError, TokenStatus, UserRate, red_packet_flow_id};
+use crate::store::{
+    GrantCommit, GrantRecord, LedgerCheck, StockOut, StoreError, TokenStatus, UserRate, red_packet_flow_id,
+};
 use crate::writer::WriterError;
 
 /// A grant as an app backend asks for it.
@@ -122,6 +124,12 @@ pub enum GrantError {
 }
 
 impl GrantError {
+    /// Whether the scene refused the grant (as opposed to a bad request or a backend failure):
+    /// before answering a refusal, the grant path checks the order was not answered already.
+    fn is_refusal(&self) -> bool {
+        !matches!(self, GrantError::BadRequest(_) | GrantError::Store(_) | GrantError::Ledger(_))
+    }
+
     /// The stable machine code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -220,43 +228,89 @@ fn answer(record: GrantRecord, replayed: bool) -> GrantResponse {
 }
 
 /// Grants a red packet, or replays the original answer for an order number seen before.
+///
+/// A replay is answered with the original token even if the scene was edited or removed since,
+/// and it touches no stock. With a store in this process's memory the grant path looks first;
+/// with a store across the network the grant script itself finds replays (one round trip for the
+/// common new grant), and the grant path looks only before refusing, so that a retry of an
+/// answered grant is never refused.
 pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, GrantError> {
     check_request(&request)?;
-    // A replay answers first, before any scene check: a retry of an answered grant gets its
-    // original token even if the scene was edited or removed since, and it touches no rate limit
-    // or stock. The ledger is asked too, because it outlives a lost token store: an order it has
-    // credited must never be granted again with a new amount.
     let order_no = order_no(request.act_id, &request.scene_id, request.rain_id, &request.award_type, request.stage);
-    if let Some(existing) = app.store.lookup(&request.activity_id, &order_no).await? {
+    let local = app.store.lookup_is_local();
+    if local && let Some(existing) = app.store.lookup(&request.activity_id, &order_no).await? {
         return Ok(answer(existing, true));
     }
-    // When the ledger is down, grants go on without this check: the store's own replay check
-    // still holds, and only a token store lost at the same time could re-grant an order the
-    // ledger has, which the ledger then refuses as a conflict (never paid twice).
+    match grant_new(app, &request, order_no.clone()).await {
+        Err(error) if error.is_refusal() => match find_answered(app, &request.activity_id, &order_no, !local).await {
+            Some(original) => Ok(original),
+            None => Err(error),
+        },
+        other => other,
+    }
+}
+
+/// The original answer for an order number, from the store (when `ask_store`) or else from the
+/// ledger, which outlives a lost token store; `None` when neither has it or they cannot say.
+async fn find_answered(app: &App, activity_id: &str, order_no: &str, ask_store: bool) -> Option<GrantResponse> {
+    if ask_store && let Ok(Some(existing)) = app.store.lookup(activity_id, order_no).await {
+        return Some(answer(existing, true));
+    }
+    let entry = ledger_entry(app, activity_id, order_no).await.ok()??;
+    Some(answered_from_ledger(order_no.to_owned(), entry))
+}
+
+/// The ledger's entry for an order, unless the ledger failed less than
+/// `LEDGER_RETRY_AFTER_MS` ago (then `Err` at once: a down ledger does not slow every grant by
+/// its deadline).
+async fn ledger_entry(
+    app: &App,
+    activity_id: &str,
+    order_no: &str,
+) -> Result<Option<crate::ledger::LedgerEntry>, LedgerError> {
     use std::sync::atomic::Ordering::Relaxed;
     let now = app.clock.monotonic_ms();
-    let credited = if now < app.ledger_down_until_ms.load(Relaxed) {
-        None
-    } else {
-        match app.ledger.entry(&red_packet_flow_id(&request.activity_id, &order_no)).await {
-            Ok(entry) => entry,
-            Err(error) => {
-                app.ledger_down_until_ms.store(now + LEDGER_RETRY_AFTER_MS, Relaxed);
-                tracing::warn!(%error, "ledger unavailable; granting on the token store's replay check alone");
-                None
-            }
-        }
-    };
-    if let Some(entry) = credited {
-        return Ok(GrantResponse {
-            order_no,
-            amount_cents: entry.amount_cents,
-            token: entry.token,
-            status: TokenStatus::Credited,
-            replayed: true,
-            bill_copy: entry.memo,
-        });
+    if now < app.ledger_down_until_ms.load(Relaxed) {
+        return Err(LedgerError::Unavailable("failed less than a second ago".into()));
     }
+    let found = app.ledger.entry(&red_packet_flow_id(activity_id, order_no)).await;
+    if let Err(error) = &found {
+        app.ledger_down_until_ms.store(now + LEDGER_RETRY_AFTER_MS, Relaxed);
+        tracing::warn!(%error, "ledger unavailable; granting on the token store's replay check alone");
+    }
+    found
+}
+
+fn answered_from_ledger(order_no: String, entry: crate::ledger::LedgerEntry) -> GrantResponse {
+    GrantResponse {
+        order_no,
+        amount_cents: entry.amount_cents,
+        token: entry.token,
+        status: TokenStatus::Credited,
+        replayed: true,
+        bill_copy: entry.memo,
+    }
+}
+
+/// What the ledger says before a grant the store cannot vouch for (see [`LedgerCheck`]): the
+/// original answer if it has the order, else the check to write the grant with. When the ledger
+/// is down, grants go on without it: the store's own replay check still holds, and only a token
+/// store lost at the same time could re-grant an order the ledger has, which the ledger then
+/// refuses as a conflict (never paid twice).
+async fn ask_ledger(app: &App, activity_id: &str, order_no: &str) -> Result<LedgerCheck, GrantResponse> {
+    let unchecked = LedgerCheck::Done { activity_clean: false };
+    match ledger_entry(app, activity_id, order_no).await {
+        Ok(Some(entry)) => Err(answered_from_ledger(order_no.to_owned(), entry)),
+        Ok(None) => Ok(match app.ledger.has_red_packets(activity_id).await {
+            Ok(has) => LedgerCheck::Done { activity_clean: !has },
+            Err(_) => unchecked,
+        }),
+        Err(_) => Ok(unchecked),
+    }
+}
+
+/// The grant path for an order number the store did not answer from memory.
+async fn grant_new(app: &App, request: &GrantRequest, order_no: String) -> Result<GrantResponse, GrantError> {
     // The snapshot is held to the end: a reload mid-request does not change this grant's rules.
     let snapshot = app.registry.snapshot();
     let activity = snapshot
@@ -340,7 +394,20 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
         .filter(|_| scene.plugins.rate_limit.is_none())
         .map(|limit| UserRate { max: limit.user_max, window_ms: u64::from(limit.user_window_seconds) * 1000 });
     let limits = inventory::stock_limits(scene, activity.budget_cents);
-    let committed = app.store.commit_grant(record, limits, user_rate).await;
+    let mut check = LedgerCheck::Skipped;
+    let committed = loop {
+        let committed = app.store.commit_grant_checked(record.clone(), limits, user_rate, check).await;
+        if !matches!(committed, Ok(GrantCommit::CheckLedger)) || check != LedgerCheck::Skipped {
+            break committed;
+        }
+        check = match ask_ledger(app, &record.activity_id, &record.order_no).await {
+            Ok(check) => check,
+            Err(original) => {
+                app.rate.refund(permit);
+                return Ok(original);
+            }
+        };
+    };
     match committed {
         Ok(GrantCommit::Granted(mut record)) => {
             permit.keep();
@@ -365,6 +432,10 @@ pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, Gr
         Ok(GrantCommit::UserRateLimited) => {
             app.rate.refund(permit);
             Err(GrantError::RateLimited(RateRejection::User))
+        }
+        Ok(GrantCommit::CheckLedger) => {
+            app.rate.refund(permit);
+            Err(GrantError::Store(StoreError::Unavailable("the store asked for a ledger check twice".into())))
         }
         Err(error) => {
             app.rate.refund(permit);

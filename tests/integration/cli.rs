@@ -62,7 +62,7 @@ fn serve_reads_a_config_file_and_refuses_bad_ones() {
     let grant = server.grant_rain(41, 1, 0);
     assert_eq!(grant["amount_cents"], 88);
     // The grant went to Redis under the file's prefix, not to the embedded store.
-    assert!(!server.data.join("tokens.redb").exists());
+    assert!(!server.data.join("tokens.log").exists());
     let (status, health) = server.get("/healthz");
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
 

@@ -465,7 +465,7 @@ fn compensation_plugin_retries_refused_credits_then_alerts() {
     }
     assert_eq!(server.wait_credited(1)["credited_cents"], 300);
     server.kill9();
-    std::fs::remove_file(server.data.join("tokens.redb")).unwrap();
+    std::fs::remove_file(server.data.join("tokens.log")).unwrap();
     server.launch(&[]);
     // The lost store counts no stock, so it grants again; the ledger's budget is spent.
     let (status, body) = grant(&server, "comp", "comp", 1, 1, 4, None);

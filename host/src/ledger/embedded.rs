@@ -136,6 +136,14 @@ impl EmbeddedLedger {
         Ok(accounts.get(account).map_err(unavailable)?.map_or(0, |v| v.value()))
     }
 
+    /// Whether any red packet of the activity was ever credited.
+    pub fn has_red_packets(&self, activity_id: &str) -> Result<bool, LedgerError> {
+        let read = self.db.begin_read().map_err(unavailable)?;
+        let entries = read.open_table(ENTRIES).map_err(unavailable)?;
+        let (start, end) = (format!("rp/{activity_id}/"), format!("rp/{activity_id}0"));
+        Ok(entries.range(start.as_str()..end.as_str()).map_err(unavailable)?.next().is_some())
+    }
+
     /// The red packet entries of one activity, for reconciliation; never on the grant path.
     pub fn red_packets_of(&self, activity_id: &str) -> Result<Vec<LedgerEntry>, LedgerError> {
         let read = self.db.begin_read().map_err(unavailable)?;

@@ -90,6 +90,16 @@ impl Ledger {
         }
     }
 
+    /// Whether any red packet of the activity was ever credited. The grant path asks once per
+    /// activity and store, to learn whether the store can vouch for the activity's order numbers
+    /// alone (see [`crate::store::Store::commit_grant`]).
+    pub async fn has_red_packets(&self, activity_id: &str) -> Result<bool, LedgerError> {
+        match self {
+            Ledger::Embedded(l) => l.has_red_packets(activity_id),
+            Ledger::Postgres(l) => l.has_red_packets(activity_id).await,
+        }
+    }
+
     /// The red packet entries of one activity, for reconciliation; never on the grant path.
     pub async fn red_packets_of(&self, activity_id: &str) -> Result<Vec<LedgerEntry>, LedgerError> {
         match self {

@@ -218,6 +218,9 @@ const ENTRY_RANGE: &str = concat!(
     " FROM entries WHERE id >= $1::text COLLATE \"C\" AND id < $2::text COLLATE \"C\" ORDER BY id"
 );
 
+const ANY_IN_RANGE: &str =
+    "SELECT 1 FROM entries WHERE id >= $1::text COLLATE \"C\" AND id < $2::text COLLATE \"C\" LIMIT 1";
+
 const ALL_ENTRIES: &str = concat!("SELECT ", entry_columns!(), " FROM entries ORDER BY id");
 
 const BALANCE: &str = "SELECT balance FROM accounts WHERE name = $1";
@@ -407,6 +410,12 @@ impl PostgresLedger {
     pub async fn balance(&self, account: &str) -> Result<i64, LedgerError> {
         let rows = self.query(OPERATION_TIMEOUT, BALANCE, &[&account]).await?;
         rows.first().map_or(Ok(0), |row| column(row, 0).map_err(Failure::into_ledger_error))
+    }
+
+    /// Whether any red packet of the activity was ever credited (one index probe).
+    pub async fn has_red_packets(&self, activity_id: &str) -> Result<bool, LedgerError> {
+        let (start, end) = (format!("rp/{activity_id}/"), format!("rp/{activity_id}0"));
+        Ok(!self.query(OPERATION_TIMEOUT, ANY_IN_RANGE, &[&start, &end]).await?.is_empty())
     }
 
     /// The red packet entries of one activity, for reconciliation; never on the grant path.

@@ -1,48 +1,50 @@
-//! The embedded token store: one redb file, `DATA/tokens.redb`.
+//! The embedded token store: the whole state in memory, made durable by an append-only log,
+//! `DATA/tokens.log`.
 //!
-//! redb is a pure-Rust, ACID, copy-on-write B-tree store with a stable file format: nothing to
-//! install, no C to build, and a commit is durable when it returns. It allows one write
-//! transaction at a time, so every write goes through one committer thread that gathers all
-//! operations waiting for it into a single transaction and a single fsync (group commit): under
-//! load, durability costs one fsync per group, not one per grant. Reads run on the caller's
-//! thread from MVCC snapshots and never wait for the committer.
+//! This is the design Redis uses with its append-only file, and it replaced a redb B-tree file
+//! after profiling (see `BENCHMARKS.md`): a grant inserts three random keys (record, the user's
+//! token list, the user's unsettled set), which a copy-on-write B-tree turns into whole dirty
+//! pages copied, checksummed and written per commit, and the writer's claim and completion
+//! rewrite the same pages again. Here a grant appends one record to a file, and a completion
+//! appends a few bytes.
+//!
+//! Every write goes through one committer thread that gathers all operations waiting for it
+//! into a group: it applies them to the in-memory state, appends the group's log entries as one
+//! checksummed frame, fsyncs once, and only then answers the group's callers (group commit:
+//! under load, durability costs one fsync per group, not one per grant). Reads run on the
+//! caller's thread under a read lock. A lookup that finds a grant whose group is not yet durable
+//! waits for it, so no one is ever answered with a token a crash could take back.
+//!
+//! On open the log is replayed; a torn last frame (a crash mid-write: its callers were never
+//! answered) is cut off. When status entries outnumber the records, the log is rewritten at open
+//! as one entry per record. If a write or fsync fails, the store refuses everything from then on
+//! (the memory may hold what the disk does not); a restart replays the log.
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use parking_lot::RwLock;
 use prost::Message as _;
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    FlowPosition, GrantCommit, GrantKey, GrantRecord, RestoreOutcome, StockLimits, StockOut, StockUsed, StoreError,
-    TokenStatus, flow_index_range,
+    FlowPosition, GrantCommit, GrantKey, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, StockUsed,
+    StoreError, TokenStatus,
 };
 
-/// (activity, order number) → encoded [`GrantRecord`].
-const GRANTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("grants");
-/// (act id, open time, flow id) → (): each user's tokens in wallet-flow order.
-const USER_TOKENS: TableDefinition<(i64, u64, &str), ()> = TableDefinition::new("user_tokens");
-/// (act id, seq) → (activity, order number): each user's tokens not yet credited.
-const USER_UNSETTLED: TableDefinition<(i64, u64), (&str, &str)> = TableDefinition::new("user_unsettled");
-/// seq → (activity, order number): the crediting queue, oldest first.
-const QUEUE: TableDefinition<u64, (&str, &str)> = TableDefinition::new("queue");
-/// (activity, scene) → (count, cents) used; the scene `""` holds the activity's total.
-const STOCK: TableDefinition<(&str, &str), (u64, i64)> = TableDefinition::new("stock");
-/// seq → (activity, order number): tokens taken off the queue because the ledger would not take
-/// them (the activity's budget cannot pay, or the ledger holds a different amount for the order).
-/// They are still owed and still shown pending; funding the activity puts them back in the queue.
-const PARKED: TableDefinition<u64, (&str, &str)> = TableDefinition::new("parked");
-/// Counters: `next_seq`.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The log's file name in the data directory.
+pub const LOG_FILE_NAME: &str = "tokens.log";
 
-/// The scene name under which an activity's own total is kept in [`STOCK`]; scene ids are never
-/// empty, so it cannot clash.
-const ACTIVITY_TOTAL: &str = "";
+/// The first bytes of a log file: the format and its version.
+const LOG_MAGIC: &[u8; 8] = b"HBTLOG01";
 
 /// The most operations one group commit takes. Large enough that a burst of grants shares an
-/// fsync, small enough that the first waiter in a group is not held long behind the others.
+/// fsync, small enough that the first waiter in a group is not held long behind the others and
+/// that readers wait at most one group's work for the state lock.
 pub const GROUP_COMMIT_OPS_MAX: usize = 1024;
 
 /// Operations waiting for the committer. When full, callers wait: this is the host's
@@ -53,10 +55,25 @@ const COMMIT_QUEUE_OPS_MAX: usize = 16 * 1024;
 /// campaign, and the bound keeps one request's work finite.
 pub const USER_UNSETTLED_READ_MAX: usize = 4096;
 
+/// The largest frame accepted when replaying: a group of `GROUP_COMMIT_OPS_MAX` operations of
+/// at most a few KiB each (a record's strings are bounded by the request and plugin limits). A
+/// larger length can only be corruption.
+const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Records written per frame when the log is rewritten at open.
+const REWRITE_FRAME_RECORDS: usize = 4096;
+
+/// Log entry tags.
+const ENTRY_PUT: u8 = 1;
+const ENTRY_CREDITED: u8 = 2;
+const ENTRY_PARK: u8 = 3;
+const ENTRY_UNPARK: u8 = 4;
+const ENTRY_VOUCH: u8 = 5;
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum WriteOp {
-    Grant { record: GrantRecord, limits: StockLimits, reply: Reply<GrantCommit> },
+    Grant { record: GrantRecord, limits: StockLimits, check: LedgerCheck, reply: Reply<GrantCommit> },
     ClaimQueue { max: usize, reply: Reply<Vec<GrantRecord>> },
     ClaimKeys { keys: Vec<GrantKey>, reply: Reply<Vec<GrantRecord>> },
     Complete { keys: Vec<GrantKey>, reply: Reply<()> },
@@ -66,17 +83,26 @@ enum WriteOp {
     RequeueKeys { keys: Vec<GrantKey>, reply: Reply<u64> },
 }
 
-/// A handle on the embedded token store; clones share one database and one committer.
+/// A handle on the embedded token store; clones share one state and one committer.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     committer: Arc<Committer>,
-    commits: Arc<AtomicU64>,
+}
+
+/// What the committer and the readers share.
+struct Shared {
+    state: RwLock<State>,
+    /// The last group whose log frame is on disk.
+    durable_group: watch::Sender<u64>,
+    /// Set once a log write failed: the memory may be ahead of the disk.
+    failed: AtomicBool,
+    commits: AtomicU64,
 }
 
 /// The committer thread and the way to it. Dropping the last handle closes the channel and waits
-/// for the thread to finish its group, so the database is closed when the store is gone and can
-/// be opened again at once (a restart in the same process).
+/// for the thread to finish its group, so the log is closed when the store is gone and can be
+/// opened again at once (a restart in the same process).
 struct Committer {
     ops: Option<mpsc::Sender<WriteOp>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -95,42 +121,336 @@ fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
-impl EmbeddedStore {
-    /// Opens (or creates) `DATA/tokens.redb` and starts the committer thread, which stops when
-    /// the last handle is dropped.
-    pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(unavailable)?;
-        let db = Arc::new(Database::create(data_dir.join("tokens.redb")).map_err(unavailable)?);
-        let setup = db.begin_write().map_err(unavailable)?;
-        {
-            setup.open_table(GRANTS).map_err(unavailable)?;
-            setup.open_table(USER_TOKENS).map_err(unavailable)?;
-            setup.open_table(USER_UNSETTLED).map_err(unavailable)?;
-            setup.open_table(QUEUE).map_err(unavailable)?;
-            setup.open_table(STOCK).map_err(unavailable)?;
-            setup.open_table(META).map_err(unavailable)?;
-            setup.open_table(PARKED).map_err(unavailable)?;
-        }
-        setup.commit().map_err(unavailable)?;
-        let (sender, receiver) = mpsc::channel(COMMIT_QUEUE_OPS_MAX);
-        let committer_db = db.clone();
-        let commits = Arc::new(AtomicU64::new(0));
-        let committer_commits = commits.clone();
-        let thread = std::thread::Builder::new()
-            .name("hongbao-store-commit".into())
-            .spawn(move || run_committer(&committer_db, receiver, &committer_commits))
-            .map_err(unavailable)?;
-        let committer = Arc::new(Committer { ops: Some(sender), thread: Some(thread) });
-        Ok(EmbeddedStore { db, committer, commits })
+fn failed_error() -> StoreError {
+    StoreError::Unavailable("the token log could not be written; restart the host to replay it".into())
+}
+
+/// One stored grant.
+struct Slot {
+    record: GrantRecord,
+    /// The group that wrote it; it is durable once `durable_group` reaches this.
+    group: u64,
+}
+
+/// The whole store, rebuilt from the log at open.
+#[derive(Default)]
+struct State {
+    /// seq → the grant.
+    slots: HashMap<u64, Slot>,
+    /// activity → order number → seq.
+    by_key: HashMap<String, HashMap<String, u64>>,
+    /// act id → (open time, flow id) → seq: each user's tokens in wallet-flow order.
+    user_tokens: HashMap<i64, BTreeMap<(u64, String), u64>>,
+    /// act id → seqs of the user's tokens not yet credited.
+    user_unsettled: HashMap<i64, BTreeSet<u64>>,
+    /// The crediting queue, oldest first.
+    queue: BTreeSet<u64>,
+    /// Tokens taken off the queue because the ledger would not take them (the activity's budget
+    /// cannot pay, or the ledger holds a different amount for the order). They are still owed
+    /// and still shown pending; funding the activity puts them back in the queue.
+    parked: BTreeSet<u64>,
+    /// activity → scene → used; the scene `""` holds the activity's total.
+    stock: HashMap<String, HashMap<String, StockUsed>>,
+    /// Activities the store vouches for (see [`LedgerCheck`]).
+    vouched: std::collections::HashSet<String>,
+    next_seq: u64,
+    /// Entries in the log, to decide when to rewrite it.
+    log_entries: u64,
+}
+
+/// The scene name under which an activity's own total is kept; scene ids are never empty, so it
+/// cannot clash.
+const ACTIVITY_TOTAL: &str = "";
+
+impl State {
+    fn find(&self, activity_id: &str, order_no: &str) -> Option<u64> {
+        self.by_key.get(activity_id)?.get(order_no).copied()
     }
 
-    /// Transactions committed since open: under concurrent load far fewer than operations,
-    /// because each commit carries a whole group.
+    fn stock(&self, activity_id: &str, scene_id: &str) -> StockUsed {
+        self.stock.get(activity_id).and_then(|scenes| scenes.get(scene_id)).copied().unwrap_or_default()
+    }
+
+    /// Adds a record to every index: key, user lists, stock, and the queue unless credited.
+    fn insert(&mut self, record: GrantRecord, group: u64) {
+        let seq = record.seq;
+        self.next_seq = self.next_seq.max(seq + 1);
+        let scenes = self.stock.entry(record.activity_id.clone()).or_default();
+        for scene in [record.scene_id.as_str(), ACTIVITY_TOTAL] {
+            let used = scenes.entry(scene.to_owned()).or_default();
+            used.count += 1;
+            used.cents = used.cents.saturating_add(record.amount_cents);
+        }
+        self.by_key.entry(record.activity_id.clone()).or_default().insert(record.order_no.clone(), seq);
+        self.user_tokens.entry(record.act_id).or_default().insert((record.open_time_ms, record.flow_id()), seq);
+        if record.status() != TokenStatus::Credited {
+            self.user_unsettled.entry(record.act_id).or_default().insert(seq);
+            self.queue.insert(seq);
+        }
+        self.slots.insert(seq, Slot { record, group });
+    }
+
+    fn mark_credited(&mut self, seq: u64) -> bool {
+        let Some(slot) = self.slots.get_mut(&seq) else { return false };
+        if slot.record.status() == TokenStatus::Credited {
+            return false;
+        }
+        slot.record.status = TokenStatus::Credited.code();
+        self.queue.remove(&seq);
+        self.parked.remove(&seq);
+        if let Some(unsettled) = self.user_unsettled.get_mut(&slot.record.act_id) {
+            unsettled.remove(&seq);
+            if unsettled.is_empty() {
+                self.user_unsettled.remove(&slot.record.act_id);
+            }
+        }
+        true
+    }
+
+    fn park(&mut self, seq: u64) -> bool {
+        if self.queue.remove(&seq) {
+            self.parked.insert(seq);
+            return true;
+        }
+        false
+    }
+
+    fn unpark(&mut self, seq: u64) -> bool {
+        if self.parked.remove(&seq) {
+            self.queue.insert(seq);
+            return true;
+        }
+        false
+    }
+
+    /// Applies one entry read back from the log.
+    fn replay(&mut self, entry: Entry) {
+        self.log_entries += 1;
+        match entry {
+            Entry::Put(record) => {
+                if self.find(&record.activity_id, &record.order_no).is_none() && !self.slots.contains_key(&record.seq) {
+                    self.insert(record, 0);
+                }
+            }
+            Entry::Credited(seq) => {
+                self.mark_credited(seq);
+            }
+            Entry::Park(seq) => {
+                self.park(seq);
+            }
+            Entry::Unpark(seq) => {
+                self.unpark(seq);
+            }
+            Entry::Vouch(activity_id) => {
+                self.vouched.insert(activity_id);
+            }
+        }
+    }
+}
+
+/// One log entry.
+enum Entry {
+    /// A new record, with its seq and status.
+    Put(GrantRecord),
+    /// The ledger has this seq's entry.
+    Credited(u64),
+    /// This seq left the queue for the parked set.
+    Park(u64),
+    /// This seq went back from the parked set to the queue.
+    Unpark(u64),
+    /// The store vouches for this activity (see [`LedgerCheck`]).
+    Vouch(String),
+}
+
+fn put_entry(log: &mut Vec<u8>, record: &GrantRecord) {
+    log.push(ENTRY_PUT);
+    prost::encoding::encode_varint(record.encoded_len() as u64, log);
+    record.encode_raw(log);
+}
+
+fn seq_entry(log: &mut Vec<u8>, tag: u8, seq: u64) {
+    log.push(tag);
+    prost::encoding::encode_varint(seq, log);
+}
+
+fn vouch_entry(log: &mut Vec<u8>, activity_id: &str) {
+    log.push(ENTRY_VOUCH);
+    prost::encoding::encode_varint(activity_id.len() as u64, log);
+    log.extend_from_slice(activity_id.as_bytes());
+}
+
+fn decode_entries(mut payload: &[u8], mut each: impl FnMut(Entry)) -> Result<(), String> {
+    while let Some((&tag, rest)) = payload.split_first() {
+        payload = rest;
+        let number = prost::encoding::decode_varint(&mut payload).map_err(|error| error.to_string())?;
+        let entry = match tag {
+            ENTRY_PUT => {
+                let length = usize::try_from(number).ok().filter(|&n| n <= payload.len()).ok_or("record overruns")?;
+                let (bytes, rest) = payload.split_at(length);
+                payload = rest;
+                Entry::Put(GrantRecord::decode(bytes).map_err(|error| error.to_string())?)
+            }
+            ENTRY_VOUCH => {
+                let length = usize::try_from(number).ok().filter(|&n| n <= payload.len()).ok_or("name overruns")?;
+                let (bytes, rest) = payload.split_at(length);
+                payload = rest;
+                Entry::Vouch(String::from_utf8(bytes.to_vec()).map_err(|error| error.to_string())?)
+            }
+            ENTRY_CREDITED => Entry::Credited(number),
+            ENTRY_PARK => Entry::Park(number),
+            ENTRY_UNPARK => Entry::Unpark(number),
+            other => return Err(format!("unknown entry tag {other}")),
+        };
+        each(entry);
+    }
+    Ok(())
+}
+
+/// Appends `payload` as one frame: length, CRC-32 of the payload, payload.
+fn frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Reads the log into a state. Returns the state and the length of the log's good prefix; the
+/// caller cuts off anything after it (a frame torn by a crash).
+fn replay_log(path: &Path, bytes: &[u8]) -> Result<(State, usize), StoreError> {
+    let corrupt =
+        |at: usize, why: &str| StoreError::Unavailable(format!("`{}` is corrupt at byte {at}: {why}", path.display()));
+    if bytes.len() < LOG_MAGIC.len() || &bytes[..LOG_MAGIC.len()] != LOG_MAGIC {
+        return Err(corrupt(0, "not a hongbao token log (bad header)"));
+    }
+    let mut state = State { next_seq: 1, ..State::default() };
+    let mut at = LOG_MAGIC.len();
+    while bytes.len() - at >= 8 {
+        let length = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        if length > FRAME_BYTES_MAX || bytes.len() - at - 8 < length {
+            break;
+        }
+        let payload = &bytes[at + 8..at + 8 + length];
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        // A frame whose checksum holds but whose entries do not decode was written wrong, not
+        // torn: refuse to start rather than drop tokens silently.
+        decode_entries(payload, |entry| state.replay(entry)).map_err(|why| corrupt(at, &why))?;
+        at += 8 + length;
+    }
+    Ok((state, at))
+}
+
+/// Writes the state as a fresh log at `path`: one entry per record (a claimed token is written
+/// pending: claims are not logged) and one per parked token.
+fn write_compact_log(path: &Path, state: &State) -> std::io::Result<()> {
+    let mut file = File::create(path)?;
+    let mut out = Vec::with_capacity(1 << 20);
+    out.extend_from_slice(LOG_MAGIC);
+    let mut seqs: Vec<u64> = state.slots.keys().copied().collect();
+    seqs.sort_unstable();
+    let mut payload = Vec::new();
+    for activity_id in &state.vouched {
+        vouch_entry(&mut payload, activity_id);
+    }
+    if !payload.is_empty() {
+        frame(&mut out, &payload);
+    }
+    for chunk in seqs.chunks(REWRITE_FRAME_RECORDS) {
+        payload.clear();
+        for seq in chunk {
+            let mut record = state.slots[seq].record.clone();
+            if record.status() == TokenStatus::Processing {
+                record.status = TokenStatus::Pending.code();
+            }
+            put_entry(&mut payload, &record);
+            if state.parked.contains(seq) {
+                seq_entry(&mut payload, ENTRY_PARK, *seq);
+            }
+        }
+        frame(&mut out, &payload);
+        file.write_all(&out)?;
+        out.clear();
+    }
+    file.write_all(&out)?;
+    file.sync_all()
+}
+
+fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Opens the log, replays it, cuts a torn tail and, when it is mostly status entries, rewrites
+/// it. Returns the state and the file positioned for appending.
+fn open_log(data_dir: &Path) -> Result<(State, File), StoreError> {
+    let path = data_dir.join(LOG_FILE_NAME);
+    let io = |error: std::io::Error| StoreError::Unavailable(format!("`{}`: {error}", path.display()));
+    if !path.exists() {
+        let temporary = data_dir.join(format!("{LOG_FILE_NAME}.new"));
+        write_compact_log(&temporary, &State::default()).map_err(io)?;
+        std::fs::rename(&temporary, &path).map_err(io)?;
+        sync_directory(data_dir).map_err(io)?;
+    }
+    let mut bytes = Vec::new();
+    File::open(&path).and_then(|mut file| file.read_to_end(&mut bytes)).map_err(io)?;
+    let (mut state, good) = replay_log(&path, &bytes)?;
+    let mut file = OpenOptions::new().append(true).open(&path).map_err(io)?;
+    if good < bytes.len() {
+        tracing::warn!(path = %path.display(), cut_bytes = bytes.len() - good, "token log: cut a torn last frame");
+        file.set_len(good as u64).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    let records = state.slots.len() as u64;
+    if state.log_entries > 2 * records + 1024 {
+        let temporary: PathBuf = data_dir.join(format!("{LOG_FILE_NAME}.new"));
+        write_compact_log(&temporary, &state).map_err(io)?;
+        std::fs::rename(&temporary, &path).map_err(io)?;
+        sync_directory(data_dir).map_err(io)?;
+        tracing::info!(path = %path.display(), entries_before = state.log_entries, records, "token log rewritten");
+        state.log_entries = records + state.parked.len() as u64;
+        file = OpenOptions::new().append(true).open(&path).map_err(io)?;
+    }
+    Ok((state, file))
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) `DATA/tokens.log`, replays it and starts the committer thread, which
+    /// stops when the last handle is dropped.
+    pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(unavailable)?;
+        let (state, file) = open_log(data_dir)?;
+        let (durable_group, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: RwLock::new(state),
+            durable_group,
+            failed: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+        });
+        let (sender, receiver) = mpsc::channel(COMMIT_QUEUE_OPS_MAX);
+        let committer_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("hongbao-store-commit".into())
+            .spawn(move || run_committer(&committer_shared, file, receiver))
+            .map_err(unavailable)?;
+        let committer = Arc::new(Committer { ops: Some(sender), thread: Some(thread) });
+        Ok(EmbeddedStore { shared, committer })
+    }
+
+    /// Groups written since open: under concurrent load far fewer than operations, because each
+    /// carries a whole group.
     pub fn commit_count(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(failed_error());
+        }
+        Ok(())
     }
 
     async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
+        self.check()?;
         let (reply, answer) = oneshot::channel();
         let ops = self.committer.ops.as_ref().ok_or(StoreError::Closed)?;
         ops.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
@@ -138,9 +458,15 @@ impl EmbeddedStore {
     }
 
     /// Stores a new grant, unless its order number is stored already (then the original comes
-    /// back) or the stock cannot cover it (then nothing is stored).
-    pub async fn commit_grant(&self, record: GrantRecord, limits: StockLimits) -> Result<GrantCommit, StoreError> {
-        self.submit(|reply| WriteOp::Grant { record, limits, reply }).await
+    /// back) or the stock cannot cover it (then nothing is stored); see [`LedgerCheck`] for
+    /// `check`.
+    pub async fn commit_grant(
+        &self,
+        record: GrantRecord,
+        limits: StockLimits,
+        check: LedgerCheck,
+    ) -> Result<GrantCommit, StoreError> {
+        self.submit(|reply| WriteOp::Grant { record, limits, check, reply }).await
     }
 
     /// Takes up to `max` tokens from the front of the crediting queue and marks them processing.
@@ -194,55 +520,56 @@ impl EmbeddedStore {
 
     /// How many tokens are parked.
     pub fn parked_len(&self) -> Result<u64, StoreError> {
-        let read = self.db.begin_read().map_err(unavailable)?;
-        read.open_table(PARKED).map_err(unavailable)?.len().map_err(unavailable)
+        self.check()?;
+        Ok(self.shared.state.read().parked.len() as u64)
     }
 
-    /// The stored grant with this order number.
-    pub fn lookup(&self, activity_id: &str, order_no: &str) -> Result<Option<GrantRecord>, StoreError> {
-        let read = self.db.begin_read().map_err(unavailable)?;
-        let grants = read.open_table(GRANTS).map_err(unavailable)?;
-        let found = grants.get((activity_id, order_no)).map_err(unavailable)?;
-        found.map(|bytes| decode(bytes.value())).transpose()
+    /// The stored grant with this order number. A grant whose group is still being written is
+    /// returned once it is durable, never before.
+    pub async fn lookup(&self, activity_id: &str, order_no: &str) -> Result<Option<GrantRecord>, StoreError> {
+        self.check()?;
+        let (record, group) = {
+            let state = self.shared.state.read();
+            let Some(slot) = state.find(activity_id, order_no).and_then(|seq| state.slots.get(&seq)) else {
+                return Ok(None);
+            };
+            (slot.record.clone(), slot.group)
+        };
+        if *self.shared.durable_group.borrow() < group {
+            let mut durable = self.shared.durable_group.subscribe();
+            let shared = &self.shared;
+            durable
+                .wait_for(|&durable| durable >= group || shared.failed.load(Ordering::Acquire))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            self.check()?;
+        }
+        Ok(Some(record))
     }
 
     /// The user's tokens that are not yet credited, oldest first.
     pub fn unsettled_for_user(&self, act_id: i64) -> Result<Vec<GrantRecord>, StoreError> {
-        let read = self.db.begin_read().map_err(unavailable)?;
-        let unsettled = read.open_table(USER_UNSETTLED).map_err(unavailable)?;
-        let grants = read.open_table(GRANTS).map_err(unavailable)?;
-        let mut records = Vec::new();
-        for (index, row) in unsettled.range((act_id, 0)..=(act_id, u64::MAX)).map_err(unavailable)?.enumerate() {
-            // Answering with part of the list would show a wrong balance: fail loudly instead.
-            if index == USER_UNSETTLED_READ_MAX {
-                return Err(StoreError::TooManyUnsettled { act_id, max: USER_UNSETTLED_READ_MAX });
-            }
-            let (_, value) = row.map_err(unavailable)?;
-            let (activity_id, order_no) = value.value();
-            if let Some(bytes) = grants.get((activity_id, order_no)).map_err(unavailable)? {
-                records.push(decode(bytes.value())?);
-            }
+        self.check()?;
+        let state = self.shared.state.read();
+        let Some(unsettled) = state.user_unsettled.get(&act_id) else { return Ok(Vec::new()) };
+        // Answering with part of the list would show a wrong balance: fail loudly instead.
+        if unsettled.len() > USER_UNSETTLED_READ_MAX {
+            return Err(StoreError::TooManyUnsettled { act_id, max: USER_UNSETTLED_READ_MAX });
         }
-        Ok(records)
+        Ok(unsettled.iter().filter_map(|seq| state.slots.get(seq)).map(|slot| slot.record.clone()).collect())
     }
 
     /// The keys of the user's oldest `USER_UNSETTLED_READ_MAX` unsettled tokens.
     pub fn unsettled_keys_prefix(&self, act_id: i64) -> Result<Vec<GrantKey>, StoreError> {
-        let read = self.db.begin_read().map_err(unavailable)?;
-        let unsettled = read.open_table(USER_UNSETTLED).map_err(unavailable)?;
-        let mut keys = Vec::new();
-        for row in unsettled.range((act_id, 0)..=(act_id, u64::MAX)).map_err(unavailable)?.take(USER_UNSETTLED_READ_MAX)
-        {
-            let (key, value) = row.map_err(unavailable)?;
-            let (activity_id, order_no) = value.value();
-            keys.push(GrantKey {
-                activity_id: activity_id.into(),
-                order_no: order_no.into(),
-                seq: key.value().1,
-                queue_id: String::new(),
-            });
-        }
-        Ok(keys)
+        self.check()?;
+        let state = self.shared.state.read();
+        let Some(unsettled) = state.user_unsettled.get(&act_id) else { return Ok(Vec::new()) };
+        Ok(unsettled
+            .iter()
+            .take(USER_UNSETTLED_READ_MAX)
+            .filter_map(|seq| state.slots.get(seq))
+            .map(|slot| GrantKey { queue_id: String::new(), ..slot.record.key() })
+            .collect())
     }
 
     /// Up to `limit` of the user's tokens strictly older than `before`, newest first.
@@ -252,76 +579,54 @@ impl EmbeddedStore {
         before: Option<&FlowPosition>,
         limit: usize,
     ) -> Result<Vec<GrantRecord>, StoreError> {
-        let read = self.db.begin_read().map_err(unavailable)?;
-        let index = read.open_table(USER_TOKENS).map_err(unavailable)?;
-        let grants = read.open_table(GRANTS).map_err(unavailable)?;
-        let rows = index.range(flow_index_range(act_id, before)).map_err(unavailable)?;
-        let mut records = Vec::with_capacity(limit);
-        for row in rows.rev().take(limit) {
-            let (key, _) = row.map_err(unavailable)?;
-            let (_, _, flow_id) = key.value();
-            let Some((activity_id, order_no)) = split_flow_id(flow_id) else { continue };
-            if let Some(bytes) = grants.get((activity_id, order_no)).map_err(unavailable)? {
-                records.push(decode(bytes.value())?);
-            }
-        }
-        Ok(records)
+        self.check()?;
+        let state = self.shared.state.read();
+        let Some(tokens) = state.user_tokens.get(&act_id) else { return Ok(Vec::new()) };
+        let seqs: Box<dyn DoubleEndedIterator<Item = (&(u64, String), &u64)>> = match before {
+            Some(position) => Box::new(tokens.range(..(position.time_ms, position.flow_id.clone()))),
+            None => Box::new(tokens.iter()),
+        };
+        Ok(seqs.rev().take(limit).filter_map(|(_, seq)| state.slots.get(seq)).map(|slot| slot.record.clone()).collect())
     }
 
     /// How many tokens wait in the crediting queue.
     pub fn queue_len(&self) -> Result<u64, StoreError> {
-        let read = self.db.begin_read().map_err(unavailable)?;
-        read.open_table(QUEUE).map_err(unavailable)?.len().map_err(unavailable)
+        self.check()?;
+        Ok(self.shared.state.read().queue.len() as u64)
     }
 
     /// Stock used by a scene, or by the whole activity when `scene_id` is `None`.
     pub fn stock_used(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, StoreError> {
-        let read = self.db.begin_read().map_err(unavailable)?;
-        let stock = read.open_table(STOCK).map_err(unavailable)?;
-        let used = stock.get((activity_id, scene_id.unwrap_or(ACTIVITY_TOTAL))).map_err(unavailable)?;
-        Ok(used
-            .map(|value| {
-                let (count, cents) = value.value();
-                StockUsed { count, cents }
-            })
-            .unwrap_or_default())
+        self.check()?;
+        Ok(self.shared.state.read().stock(activity_id, scene_id.unwrap_or(ACTIVITY_TOTAL)))
     }
 
-    /// Every stored grant of one activity, and whether each is parked; for reconciliation and
-    /// tests, never on the grant path.
+    /// Every stored grant of one activity in order-number order, and whether each is parked;
+    /// for reconciliation and tests, never on the grant path.
     pub fn grants_of(&self, activity_id: &str) -> Result<Vec<(GrantRecord, bool)>, StoreError> {
-        let read = self.db.begin_read().map_err(unavailable)?;
-        let grants = read.open_table(GRANTS).map_err(unavailable)?;
-        let parked_table = read.open_table(PARKED).map_err(unavailable)?;
-        let mut parked = std::collections::HashSet::new();
-        for row in parked_table.iter().map_err(unavailable)? {
-            parked.insert(row.map_err(unavailable)?.0.value());
-        }
-        let mut records = Vec::new();
-        for row in grants.range((activity_id, "")..).map_err(unavailable)? {
-            let (key, bytes) = row.map_err(unavailable)?;
-            if key.value().0 != activity_id {
-                break;
-            }
-            let record = decode(bytes.value())?;
-            let is_parked = record.status() != TokenStatus::Credited && parked.contains(&record.seq);
-            records.push((record, is_parked));
-        }
+        self.check()?;
+        let state = self.shared.state.read();
+        let Some(orders) = state.by_key.get(activity_id) else { return Ok(Vec::new()) };
+        let mut records: Vec<(GrantRecord, bool)> = orders
+            .values()
+            .filter_map(|seq| state.slots.get(seq))
+            .map(|slot| {
+                let record = &slot.record;
+                let parked = record.status() != TokenStatus::Credited && state.parked.contains(&record.seq);
+                (record.clone(), parked)
+            })
+            .collect();
+        records.sort_unstable_by(|a, b| a.0.order_no.cmp(&b.0.order_no));
         Ok(records)
     }
 }
 
-/// Splits `rp/{activity}/{order_no}`.
-fn split_flow_id(flow_id: &str) -> Option<(&str, &str)> {
-    flow_id.strip_prefix("rp/")?.split_once('/')
-}
-
-fn decode(bytes: &[u8]) -> Result<GrantRecord, StoreError> {
-    GrantRecord::decode(bytes).map_err(|error| StoreError::Unavailable(format!("corrupt grant record: {error}")))
-}
-
-fn run_committer(db: &Arc<Database>, mut receiver: mpsc::Receiver<WriteOp>, commits: &AtomicU64) {
+fn run_committer(shared: &Shared, mut file: File, mut receiver: mpsc::Receiver<WriteOp>) {
     let mut group = Vec::with_capacity(GROUP_COMMIT_OPS_MAX);
+    let mut outcomes = Vec::with_capacity(GROUP_COMMIT_OPS_MAX);
+    let mut payload = Vec::with_capacity(1 << 20);
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut group_number = 0u64;
     while let Some(first) = receiver.blocking_recv() {
         group.push(first);
         while group.len() < GROUP_COMMIT_OPS_MAX {
@@ -330,286 +635,227 @@ fn run_committer(db: &Arc<Database>, mut receiver: mpsc::Receiver<WriteOp>, comm
                 Err(_) => break,
             }
         }
-        commit_group(db, &mut group);
-        commits.fetch_add(1, Ordering::Relaxed);
+        if shared.failed.load(Ordering::Acquire) {
+            for op in group.drain(..) {
+                refuse(op);
+            }
+            continue;
+        }
+        group_number += 1;
+        payload.clear();
+        {
+            let mut state = shared.state.write();
+            for op in group.drain(..) {
+                outcomes.push(apply(&mut state, op, &mut payload, group_number));
+            }
+        }
+        let written = if payload.is_empty() {
+            Ok(())
+        } else {
+            out.clear();
+            frame(&mut out, &payload);
+            file.write_all(&out).and_then(|()| file.sync_data())
+        };
+        match written {
+            Ok(()) => {
+                shared.durable_group.send_replace(group_number);
+                shared.commits.fetch_add(1, Ordering::Relaxed);
+                for outcome in outcomes.drain(..) {
+                    outcome.send(None);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "token log write failed; the store refuses all operations until a restart");
+                shared.failed.store(true, Ordering::Release);
+                // Wake lookups waiting for this group: they see the failure.
+                shared.durable_group.send_modify(|_| {});
+                let message = format!("token log write failed: {error}");
+                for outcome in outcomes.drain(..) {
+                    outcome.send(Some(&message));
+                }
+            }
+        }
+        // A large group's buffers are not kept for the next one.
+        payload.shrink_to(1 << 20);
+        out.shrink_to(1 << 20);
     }
 }
 
-/// A reply computed inside the transaction, sent only once the transaction is durable.
+/// Answers an operation that arrived after the log failed.
+fn refuse(op: WriteOp) {
+    let error = failed_error;
+    match op {
+        WriteOp::Grant { reply, .. } => drop(reply.send(Err(error()))),
+        WriteOp::ClaimQueue { reply, .. } | WriteOp::ClaimKeys { reply, .. } => drop(reply.send(Err(error()))),
+        WriteOp::Complete { reply, .. } | WriteOp::Park { reply, .. } => drop(reply.send(Err(error()))),
+        WriteOp::Restore { reply, .. } => drop(reply.send(Err(error()))),
+        WriteOp::Requeue { reply } | WriteOp::RequeueKeys { reply, .. } => drop(reply.send(Err(error()))),
+    }
+}
+
+/// A reply computed while applying the group, sent only once the group is durable.
 enum Outcome {
-    Grant(Reply<GrantCommit>, Result<GrantCommit, StoreError>),
-    Records(Reply<Vec<GrantRecord>>, Result<Vec<GrantRecord>, StoreError>),
-    Unit(Reply<()>, Result<(), StoreError>),
-    Restore(Reply<RestoreOutcome>, Result<RestoreOutcome, StoreError>),
-    Count(Reply<u64>, Result<u64, StoreError>),
+    Grant(Reply<GrantCommit>, GrantCommit),
+    Records(Reply<Vec<GrantRecord>>, Vec<GrantRecord>),
+    Unit(Reply<()>),
+    Restore(Reply<RestoreOutcome>, RestoreOutcome),
+    Count(Reply<u64>, u64),
 }
 
 impl Outcome {
-    fn error(&self) -> Option<String> {
-        let error = match self {
-            Outcome::Grant(_, Err(error)) => error,
-            Outcome::Records(_, Err(error)) => error,
-            Outcome::Unit(_, Err(error)) => error,
-            Outcome::Restore(_, Err(error)) => error,
-            Outcome::Count(_, Err(error)) => error,
-            _ => return None,
-        };
-        Some(error.to_string())
-    }
-
     fn send(self, failure: Option<&str>) {
-        let fail = |message: &str| StoreError::Unavailable(message.to_owned());
+        fn answer<T>(reply: Reply<T>, value: T, failure: Option<&str>) {
+            let _ = reply.send(match failure {
+                Some(message) => Err(StoreError::Unavailable(message.to_owned())),
+                None => Ok(value),
+            });
+        }
         match self {
-            Outcome::Grant(reply, result) => drop(reply.send(failure.map_or(result, |m| Err(fail(m))))),
-            Outcome::Records(reply, result) => drop(reply.send(failure.map_or(result, |m| Err(fail(m))))),
-            Outcome::Unit(reply, result) => drop(reply.send(failure.map_or(result, |m| Err(fail(m))))),
-            Outcome::Restore(reply, result) => drop(reply.send(failure.map_or(result, |m| Err(fail(m))))),
-            Outcome::Count(reply, result) => drop(reply.send(failure.map_or(result, |m| Err(fail(m))))),
+            Outcome::Grant(reply, value) => answer(reply, value, failure),
+            Outcome::Records(reply, value) => answer(reply, value, failure),
+            Outcome::Unit(reply) => answer(reply, (), failure),
+            Outcome::Restore(reply, value) => answer(reply, value, failure),
+            Outcome::Count(reply, value) => answer(reply, value, failure),
         }
     }
 }
 
-fn commit_group(db: &Database, group: &mut Vec<WriteOp>) {
-    let mut outcomes = Vec::with_capacity(group.len());
-    let failure = match apply_group(db, group.drain(..), &mut outcomes) {
-        Ok(()) => None,
-        Err(error) => {
-            tracing::error!(%error, "token store commit failed; the group is rolled back");
-            Some(error.to_string())
+fn apply(state: &mut State, op: WriteOp, log: &mut Vec<u8>, group: u64) -> Outcome {
+    let entries_before = log.len();
+    let outcome = match op {
+        WriteOp::Grant { record, limits, check, reply } => {
+            Outcome::Grant(reply, grant(state, record, limits, check, log, group))
+        }
+        WriteOp::ClaimQueue { max, reply } => {
+            let seqs: Vec<u64> = state.queue.iter().take(max).copied().collect();
+            Outcome::Records(reply, claim(state, seqs))
+        }
+        WriteOp::ClaimKeys { keys, reply } => {
+            let seqs = keys.iter().filter_map(|key| state.find(&key.activity_id, &key.order_no)).collect();
+            Outcome::Records(reply, claim(state, seqs))
+        }
+        WriteOp::Complete { keys, reply } => {
+            for key in &keys {
+                if let Some(seq) = state.find(&key.activity_id, &key.order_no)
+                    && state.mark_credited(seq)
+                {
+                    seq_entry(log, ENTRY_CREDITED, seq);
+                    state.log_entries += 1;
+                }
+            }
+            Outcome::Unit(reply)
+        }
+        WriteOp::Restore { record, credited, reply } => {
+            Outcome::Restore(reply, restore(state, record, credited, log, group))
+        }
+        WriteOp::Park { keys, reply } => {
+            for key in &keys {
+                if state.park(key.seq) {
+                    seq_entry(log, ENTRY_PARK, key.seq);
+                    state.log_entries += 1;
+                }
+            }
+            Outcome::Unit(reply)
+        }
+        WriteOp::Requeue { reply } => {
+            let seqs: Vec<u64> = state.parked.iter().copied().collect();
+            Outcome::Count(reply, unpark(state, seqs, log))
+        }
+        WriteOp::RequeueKeys { keys, reply } => {
+            Outcome::Count(reply, unpark(state, keys.iter().map(|key| key.seq).collect(), log))
         }
     };
-    for outcome in outcomes {
-        outcome.send(failure.as_deref());
-    }
-}
-
-struct Tables<'txn> {
-    grants: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    user_tokens: redb::Table<'txn, (i64, u64, &'static str), ()>,
-    user_unsettled: redb::Table<'txn, (i64, u64), (&'static str, &'static str)>,
-    queue: redb::Table<'txn, u64, (&'static str, &'static str)>,
-    stock: redb::Table<'txn, (&'static str, &'static str), (u64, i64)>,
-    meta: redb::Table<'txn, &'static str, u64>,
-    parked: redb::Table<'txn, u64, (&'static str, &'static str)>,
-}
-
-fn apply_group(
-    db: &Database,
-    ops: impl Iterator<Item = WriteOp>,
-    outcomes: &mut Vec<Outcome>,
-) -> Result<(), StoreError> {
-    let txn = db.begin_write().map_err(unavailable)?;
-    {
-        let mut tables = Tables {
-            grants: txn.open_table(GRANTS).map_err(unavailable)?,
-            user_tokens: txn.open_table(USER_TOKENS).map_err(unavailable)?,
-            user_unsettled: txn.open_table(USER_UNSETTLED).map_err(unavailable)?,
-            queue: txn.open_table(QUEUE).map_err(unavailable)?,
-            stock: txn.open_table(STOCK).map_err(unavailable)?,
-            meta: txn.open_table(META).map_err(unavailable)?,
-            parked: txn.open_table(PARKED).map_err(unavailable)?,
-        };
-        let first_seq = tables.meta.get("next_seq").map_err(unavailable)?.map(|v| v.value()).unwrap_or(1);
-        let mut next_seq = first_seq;
-        for op in ops {
-            outcomes.push(match op {
-                WriteOp::Grant { record, limits, reply } => {
-                    Outcome::Grant(reply, grant(&mut tables, record, limits, &mut next_seq))
-                }
-                WriteOp::ClaimQueue { max, reply } => Outcome::Records(reply, claim_queue(&mut tables, max)),
-                WriteOp::ClaimKeys { keys, reply } => Outcome::Records(reply, claim_keys(&mut tables, &keys)),
-                WriteOp::Complete { keys, reply } => Outcome::Unit(reply, complete(&mut tables, &keys)),
-                WriteOp::Restore { record, credited, reply } => {
-                    Outcome::Restore(reply, restore(&mut tables, record, credited, &mut next_seq))
-                }
-                WriteOp::Park { keys, reply } => Outcome::Unit(reply, park(&mut tables, &keys)),
-                WriteOp::Requeue { reply } => Outcome::Count(reply, requeue(&mut tables)),
-                WriteOp::RequeueKeys { keys, reply } => Outcome::Count(reply, requeue_keys(&mut tables, &keys)),
-            });
-            // An operation that failed may have written part of its work: the whole group is
-            // rolled back rather than committing half an operation.
-            if let Some(error) = outcomes.last().and_then(Outcome::error) {
-                return Err(StoreError::Unavailable(error));
-            }
-        }
-        if next_seq != first_seq {
-            tables.meta.insert("next_seq", next_seq).map_err(unavailable)?;
-        }
-    }
-    txn.commit().map_err(unavailable)
+    debug_assert!(log.len() >= entries_before);
+    outcome
 }
 
 fn grant(
-    tables: &mut Tables<'_>,
+    state: &mut State,
     mut record: GrantRecord,
     limits: StockLimits,
-    next_seq: &mut u64,
-) -> Result<GrantCommit, StoreError> {
-    if let Some(existing) = read_grant(tables, &record.activity_id, &record.order_no)? {
-        return Ok(GrantCommit::Replayed(existing));
+    check: LedgerCheck,
+    log: &mut Vec<u8>,
+    group: u64,
+) -> GrantCommit {
+    if let Some(seq) = state.find(&record.activity_id, &record.order_no) {
+        return GrantCommit::Replayed(state.slots[&seq].record.clone());
     }
-    let scene_used = read_stock(tables, &record.activity_id, &record.scene_id)?;
-    let activity_used = read_stock(tables, &record.activity_id, ACTIVITY_TOTAL)?;
+    match check {
+        LedgerCheck::Skipped if !state.vouched.contains(&record.activity_id) => return GrantCommit::CheckLedger,
+        LedgerCheck::Done { activity_clean: true } if !state.vouched.contains(&record.activity_id) => {
+            vouch_entry(log, &record.activity_id);
+            state.log_entries += 1;
+            state.vouched.insert(record.activity_id.clone());
+        }
+        _ => {}
+    }
+    let scene_used = state.stock(&record.activity_id, &record.scene_id);
+    let activity_used = state.stock(&record.activity_id, ACTIVITY_TOTAL);
     let amount = record.amount_cents;
     if limits.scene_count_max.is_some_and(|max| scene_used.count >= max) {
-        return Ok(GrantCommit::OutOfStock(StockOut::SceneCount));
+        return GrantCommit::OutOfStock(StockOut::SceneCount);
     }
     if limits.scene_budget_cents.is_some_and(|max| scene_used.cents.checked_add(amount).is_none_or(|total| total > max))
     {
-        return Ok(GrantCommit::OutOfStock(StockOut::SceneBudget));
+        return GrantCommit::OutOfStock(StockOut::SceneBudget);
     }
     if activity_used.cents.checked_add(amount).is_none_or(|total| total > limits.activity_budget_cents) {
-        return Ok(GrantCommit::OutOfStock(StockOut::ActivityBudget));
+        return GrantCommit::OutOfStock(StockOut::ActivityBudget);
     }
-    record.seq = *next_seq;
-    *next_seq += 1;
+    record.seq = state.next_seq;
     record.status = TokenStatus::Pending.code();
-    insert_new(tables, &record)?;
-    Ok(GrantCommit::Granted(record))
+    record.queue_id.clear();
+    put_entry(log, &record);
+    state.log_entries += 1;
+    state.insert(record.clone(), group);
+    GrantCommit::Granted(record)
 }
 
 fn restore(
-    tables: &mut Tables<'_>,
+    state: &mut State,
     mut record: GrantRecord,
     credited: bool,
-    next_seq: &mut u64,
-) -> Result<RestoreOutcome, StoreError> {
-    if read_grant(tables, &record.activity_id, &record.order_no)?.is_some() {
-        return Ok(RestoreOutcome::AlreadyPresent);
+    log: &mut Vec<u8>,
+    group: u64,
+) -> RestoreOutcome {
+    if state.find(&record.activity_id, &record.order_no).is_some() {
+        return RestoreOutcome::AlreadyPresent;
     }
-    record.seq = *next_seq;
-    *next_seq += 1;
-    if credited {
-        record.status = TokenStatus::Credited.code();
-        insert_record(tables, &record)?;
-    } else {
-        record.status = TokenStatus::Pending.code();
-        insert_new(tables, &record)?;
-    }
-    Ok(RestoreOutcome::Restored)
+    record.seq = state.next_seq;
+    record.status = if credited { TokenStatus::Credited } else { TokenStatus::Pending }.code();
+    record.queue_id.clear();
+    put_entry(log, &record);
+    state.log_entries += 1;
+    state.insert(record, group);
+    RestoreOutcome::Restored
 }
 
-fn park(tables: &mut Tables<'_>, keys: &[GrantKey]) -> Result<(), StoreError> {
-    for key in keys {
-        if tables.queue.remove(key.seq).map_err(unavailable)?.is_some() {
-            tables.parked.insert(key.seq, (key.activity_id.as_str(), key.order_no.as_str())).map_err(unavailable)?;
+/// Marks the tokens processing (in memory only: after a restart a claimed token is pending
+/// again, which is what it is until the ledger has it) and returns those not yet credited.
+fn claim(state: &mut State, seqs: Vec<u64>) -> Vec<GrantRecord> {
+    let mut claimed = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let Some(slot) = state.slots.get_mut(&seq) else { continue };
+        match slot.record.status() {
+            TokenStatus::Credited => continue,
+            TokenStatus::Processing => {}
+            TokenStatus::Pending => slot.record.status = TokenStatus::Processing.code(),
         }
+        claimed.push(slot.record.clone());
     }
-    Ok(())
+    claimed
 }
 
-fn requeue(tables: &mut Tables<'_>) -> Result<u64, StoreError> {
+fn unpark(state: &mut State, seqs: Vec<u64>, log: &mut Vec<u8>) -> u64 {
     let mut moved = 0;
-    while let Some((seq, value)) = tables.parked.pop_first().map_err(unavailable)? {
-        let (activity_id, order_no) = value.value();
-        tables.queue.insert(seq.value(), (activity_id, order_no)).map_err(unavailable)?;
-        moved += 1;
-    }
-    Ok(moved)
-}
-
-fn requeue_keys(tables: &mut Tables<'_>, keys: &[GrantKey]) -> Result<u64, StoreError> {
-    let mut moved = 0;
-    for key in keys {
-        if tables.parked.remove(key.seq).map_err(unavailable)?.is_some() {
-            tables.queue.insert(key.seq, (key.activity_id.as_str(), key.order_no.as_str())).map_err(unavailable)?;
+    for seq in seqs {
+        if state.unpark(seq) {
+            seq_entry(log, ENTRY_UNPARK, seq);
+            state.log_entries += 1;
             moved += 1;
         }
     }
-    Ok(moved)
-}
-
-/// Writes a new grant into every table: record, user indexes, queue and stock.
-fn insert_new(tables: &mut Tables<'_>, record: &GrantRecord) -> Result<(), StoreError> {
-    insert_record(tables, record)?;
-    let key = (record.activity_id.as_str(), record.order_no.as_str());
-    tables.user_unsettled.insert((record.act_id, record.seq), key).map_err(unavailable)?;
-    tables.queue.insert(record.seq, key).map_err(unavailable)?;
-    Ok(())
-}
-
-/// Writes the record, the user's token list and the stock counters.
-fn insert_record(tables: &mut Tables<'_>, record: &GrantRecord) -> Result<(), StoreError> {
-    let key = (record.activity_id.as_str(), record.order_no.as_str());
-    tables.grants.insert(key, record.encode_to_vec().as_slice()).map_err(unavailable)?;
-    let flow_id = record.flow_id();
-    tables.user_tokens.insert((record.act_id, record.open_time_ms, flow_id.as_str()), ()).map_err(unavailable)?;
-    for scene in [record.scene_id.as_str(), ACTIVITY_TOTAL] {
-        let used = read_stock(tables, &record.activity_id, scene)?;
-        let cents = used.cents.saturating_add(record.amount_cents);
-        tables.stock.insert((record.activity_id.as_str(), scene), (used.count + 1, cents)).map_err(unavailable)?;
-    }
-    Ok(())
-}
-
-fn read_grant(tables: &Tables<'_>, activity_id: &str, order_no: &str) -> Result<Option<GrantRecord>, StoreError> {
-    let found = tables.grants.get((activity_id, order_no)).map_err(unavailable)?;
-    found.map(|bytes| decode(bytes.value())).transpose()
-}
-
-fn read_stock(tables: &Tables<'_>, activity_id: &str, scene_id: &str) -> Result<StockUsed, StoreError> {
-    let used = tables.stock.get((activity_id, scene_id)).map_err(unavailable)?;
-    Ok(used
-        .map(|value| {
-            let (count, cents) = value.value();
-            StockUsed { count, cents }
-        })
-        .unwrap_or_default())
-}
-
-fn claim_queue(tables: &mut Tables<'_>, max: usize) -> Result<Vec<GrantRecord>, StoreError> {
-    let mut keys = Vec::with_capacity(max);
-    for row in tables.queue.iter().map_err(unavailable)?.take(max) {
-        let (seq, value) = row.map_err(unavailable)?;
-        let (activity_id, order_no) = value.value();
-        keys.push(GrantKey {
-            activity_id: activity_id.to_owned(),
-            order_no: order_no.to_owned(),
-            seq: seq.value(),
-            queue_id: String::new(),
-        });
-    }
-    claim_keys(tables, &keys)
-}
-
-fn claim_keys(tables: &mut Tables<'_>, keys: &[GrantKey]) -> Result<Vec<GrantRecord>, StoreError> {
-    let mut claimed = Vec::with_capacity(keys.len());
-    for key in keys {
-        let Some(mut record) = read_grant(tables, &key.activity_id, &key.order_no)? else { continue };
-        match record.status() {
-            TokenStatus::Credited => continue,
-            TokenStatus::Processing => {}
-            TokenStatus::Pending => {
-                record.status = TokenStatus::Processing.code();
-                let encoded = record.encode_to_vec();
-                tables
-                    .grants
-                    .insert((key.activity_id.as_str(), key.order_no.as_str()), encoded.as_slice())
-                    .map_err(unavailable)?;
-            }
-        }
-        claimed.push(record);
-    }
-    Ok(claimed)
-}
-
-fn complete(tables: &mut Tables<'_>, keys: &[GrantKey]) -> Result<(), StoreError> {
-    for key in keys {
-        let Some(mut record) = read_grant(tables, &key.activity_id, &key.order_no)? else { continue };
-        if record.status() == TokenStatus::Credited {
-            continue;
-        }
-        record.status = TokenStatus::Credited.code();
-        let encoded = record.encode_to_vec();
-        tables
-            .grants
-            .insert((key.activity_id.as_str(), key.order_no.as_str()), encoded.as_slice())
-            .map_err(unavailable)?;
-        tables.queue.remove(record.seq).map_err(unavailable)?;
-        tables.parked.remove(record.seq).map_err(unavailable)?;
-        tables.user_unsettled.remove((record.act_id, record.seq)).map_err(unavailable)?;
-    }
-    Ok(())
+    moved
 }
 
 #[cfg(test)]
@@ -627,20 +873,28 @@ mod tests {
         }
     }
 
+    const CHECKED: LedgerCheck = LedgerCheck::Done { activity_clean: false };
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    }
+
+    fn budget(cents: i64) -> StockLimits {
+        StockLimits { activity_budget_cents: cents, ..StockLimits::default() }
+    }
+
     // Proves concurrent grants share commits (group commit): 400 grants in flight at once take
-    // far fewer than 400 fsynced transactions, and every one of them is stored.
+    // far fewer than 400 fsynced groups, and every one of them is stored.
     #[test]
     fn concurrent_grants_share_commits() {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
-        runtime.block_on(async {
+        runtime().block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let store = EmbeddedStore::open(dir.path()).unwrap();
             let before = store.commit_count();
-            let limits = StockLimits { activity_budget_cents: 1_000_000, ..StockLimits::default() };
             let grants: Vec<_> = (0..400)
                 .map(|n| {
                     let store = store.clone();
-                    tokio::spawn(async move { store.commit_grant(record(n), limits).await })
+                    tokio::spawn(async move { store.commit_grant(record(n), budget(1_000_000), CHECKED).await })
                 })
                 .collect();
             for grant in grants {
@@ -652,12 +906,11 @@ mod tests {
         });
     }
 
-    // Proves stock is checked in the same transaction as the grant: with a count of 5, exactly
-    // five of twenty concurrent grants are stored, and the activity budget bounds the cents.
+    // Proves stock is checked in the same step as the grant: with a count of 5, exactly five of
+    // twenty concurrent grants are stored, and the activity budget bounds the cents.
     #[test]
     fn stock_is_never_oversold() {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
-        runtime.block_on(async {
+        runtime().block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let store = EmbeddedStore::open(dir.path()).unwrap();
             let limits =
@@ -665,7 +918,7 @@ mod tests {
             let grants: Vec<_> = (0..20)
                 .map(|n| {
                     let store = store.clone();
-                    tokio::spawn(async move { store.commit_grant(record(n), limits).await.unwrap() })
+                    tokio::spawn(async move { store.commit_grant(record(n), limits, CHECKED).await.unwrap() })
                 })
                 .collect();
             let mut granted = 0;
@@ -678,11 +931,152 @@ mod tests {
             }
             assert_eq!(granted, 5);
             assert_eq!(store.stock_used("a", Some("s")).unwrap(), StockUsed { count: 5, cents: 50 });
-            let budget = StockLimits { activity_budget_cents: 55, scene_count_max: None, scene_budget_cents: None };
             assert!(matches!(
-                store.commit_grant(record(100), budget).await.unwrap(),
+                store.commit_grant(record(100), budget(55), CHECKED).await.unwrap(),
                 GrantCommit::OutOfStock(StockOut::ActivityBudget)
             ));
         });
+    }
+
+    // Proves the log brings back every record, status, parked token, stock count and the next
+    // seq after a reopen, and that the rewrite at open keeps the same state.
+    #[test]
+    fn reopen_replays_the_log() {
+        runtime().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            for n in 0..6 {
+                store.commit_grant(record(n), budget(1_000), CHECKED).await.unwrap();
+            }
+            let claimed = store.claim_queue(3).await.unwrap();
+            assert_eq!(claimed.len(), 3);
+            store.complete(claimed.iter().take(2).map(GrantRecord::key).collect()).await.unwrap();
+            let parked = store.claim_keys(vec![record_key(&store, 5).await]).await.unwrap();
+            store.park(parked.iter().map(GrantRecord::key).collect()).await.unwrap();
+            let expect = |store: &EmbeddedStore| {
+                assert_eq!(store.queue_len().unwrap(), 3);
+                assert_eq!(store.parked_len().unwrap(), 1);
+                assert_eq!(store.stock_used("a", None).unwrap(), StockUsed { count: 6, cents: 60 });
+                let grants = store.grants_of("a").unwrap();
+                let credited = grants.iter().filter(|(r, _)| r.status() == TokenStatus::Credited).count();
+                assert_eq!(credited, 2);
+                assert_eq!(grants.iter().filter(|(_, parked)| *parked).count(), 1);
+                assert_eq!(store.unsettled_for_user(0).unwrap().len(), 0, "user 0's token is credited");
+                assert_eq!(store.unsettled_for_user(5).unwrap().len(), 1, "user 5's token is parked, still owed");
+            };
+            expect(&store);
+            drop(store);
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            expect(&store);
+            let GrantCommit::Granted(next) = store.commit_grant(record(7), budget(1_000), CHECKED).await.unwrap()
+            else {
+                panic!("not granted")
+            };
+            assert_eq!(next.seq, 7, "seqs go on after the replayed ones");
+            // Many status entries make the next open rewrite the log; the state stays the same.
+            for _ in 0..700 {
+                store.requeue_parked().await.unwrap();
+                let key = record_key(&store, 5).await;
+                store.park(vec![key]).await.unwrap();
+            }
+            drop(store);
+            let before = std::fs::metadata(dir.path().join(LOG_FILE_NAME)).unwrap().len();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let after = std::fs::metadata(dir.path().join(LOG_FILE_NAME)).unwrap().len();
+            assert!(after < before / 2, "rewritten: {before} → {after} bytes");
+            assert_eq!(store.parked_len().unwrap(), 1);
+            assert_eq!(store.queue_len().unwrap(), 4, "three from before, and the seventh grant");
+            assert_eq!(store.stock_used("a", None).unwrap(), StockUsed { count: 7, cents: 70 });
+        });
+    }
+
+    async fn record_key(store: &EmbeddedStore, n: i64) -> GrantKey {
+        store.lookup("a", &record(n).order_no).await.unwrap().unwrap().key()
+    }
+
+    // Proves a frame torn by a crash mid-write is cut off at open and the frames before it
+    // stay; garbage that passes no checksum is never read as tokens.
+    #[test]
+    fn torn_last_frame_is_cut() {
+        runtime().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.commit_grant(record(1), budget(1_000), CHECKED).await.unwrap();
+            store.commit_grant(record(2), budget(1_000), CHECKED).await.unwrap();
+            drop(store);
+            let path = dir.path().join(LOG_FILE_NAME);
+            let whole = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            assert!(store.lookup("a", &record(1).order_no).await.unwrap().is_some());
+            assert!(store.lookup("a", &record(2).order_no).await.unwrap().is_none(), "the torn grant is gone");
+            assert_eq!(store.stock_used("a", None).unwrap().count, 1);
+            let GrantCommit::Granted(again) = store.commit_grant(record(2), budget(1_000), CHECKED).await.unwrap()
+            else {
+                panic!("not granted")
+            };
+            assert_eq!(again.seq, 2);
+            drop(store);
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            assert_eq!(store.stock_used("a", None).unwrap().count, 2, "appends after the cut are read back");
+        });
+    }
+
+    // Proves the store vouches for an activity only after being told the ledger holds none of
+    // its red packets, keeps the vouch across a reopen and a log rewrite, and loses it with the
+    // log file.
+    #[test]
+    fn vouch_is_kept_in_the_log() {
+        runtime().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let skipped = |n| store.commit_grant(record(n), budget(1_000), LedgerCheck::Skipped);
+            assert_eq!(skipped(1).await.unwrap(), GrantCommit::CheckLedger);
+            assert!(store.lookup("a", &record(1).order_no).await.unwrap().is_none(), "nothing written");
+            let dirty = LedgerCheck::Done { activity_clean: false };
+            assert!(matches!(
+                store.commit_grant(record(1), budget(1_000), dirty).await.unwrap(),
+                GrantCommit::Granted(_)
+            ));
+            assert_eq!(skipped(2).await.unwrap(), GrantCommit::CheckLedger, "not vouched: the ledger was dirty");
+            let clean = LedgerCheck::Done { activity_clean: true };
+            assert!(matches!(
+                store.commit_grant(record(2), budget(1_000), clean).await.unwrap(),
+                GrantCommit::Granted(_)
+            ));
+            assert!(matches!(skipped(3).await.unwrap(), GrantCommit::Granted(_)));
+            drop(store);
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let skipped = |n| store.commit_grant(record(n), budget(1_000), LedgerCheck::Skipped);
+            assert!(matches!(skipped(4).await.unwrap(), GrantCommit::Granted(_)), "the vouch is replayed");
+            let mut state = State::default();
+            state.vouched.insert("a".into());
+            drop(store);
+            write_compact_log(&dir.path().join(LOG_FILE_NAME), &state).unwrap();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            assert!(
+                matches!(
+                    store.commit_grant(record(5), budget(1_000), LedgerCheck::Skipped).await.unwrap(),
+                    GrantCommit::Granted(_)
+                ),
+                "a rewritten log keeps the vouch"
+            );
+            drop(store);
+            std::fs::remove_file(dir.path().join(LOG_FILE_NAME)).unwrap();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            assert_eq!(
+                store.commit_grant(record(6), budget(1_000), LedgerCheck::Skipped).await.unwrap(),
+                GrantCommit::CheckLedger
+            );
+        });
+    }
+
+    // Proves a file that is not a token log is refused with its path, not replayed as empty.
+    #[test]
+    fn foreign_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOG_FILE_NAME), b"not a log at all").unwrap();
+        let error = EmbeddedStore::open(dir.path()).err().expect("refused").to_string();
+        assert!(error.contains(LOG_FILE_NAME) && error.contains("bad header"), "{error}");
     }
 }

@@ -161,6 +161,31 @@ pub enum GrantCommit {
     /// Nothing stored: the user has had the scene's `user_max` grants in this window, counted
     /// across the fleet (stores that share state across hosts check it with the grant).
     UserRateLimited,
+    /// Nothing stored: the grant was written with [`LedgerCheck::Skipped`] and the store cannot
+    /// vouch for the activity; ask the ledger and write again.
+    CheckLedger,
+}
+
+/// What the grant path learned from the ledger before writing a grant.
+///
+/// The ledger outlives a lost token store: an order it has credited must never be granted again
+/// with a new amount, so a grant must know the ledger does not have its order. Asking the
+/// ledger on every grant costs a round trip to it; instead a store *vouches* for an activity once
+/// it has been told that the ledger held none of the activity's red packets: from then on every
+/// order the ledger has, the store has too (the ledger only credits what a store queued). The
+/// vouch is kept in the store itself, so it is lost with the store's data, and then the grant
+/// path asks the ledger again, for good if the ledger has the activity's red packets by then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerCheck {
+    /// Not asked. The store writes the grant only if it vouches for the activity; otherwise it
+    /// answers [`GrantCommit::CheckLedger`] and writes nothing.
+    Skipped,
+    /// Asked: the ledger has no entry for this order. `activity_clean`: nor for any order of the
+    /// activity, so the store vouches for the activity from now on.
+    Done {
+        /// The ledger holds no red packet of the activity.
+        activity_clean: bool,
+    },
 }
 
 /// A scene's per-user window, checked by stores shared across hosts in the same step that
@@ -238,7 +263,7 @@ pub fn flow_index_range(act_id: i64, before: Option<&FlowPosition>) -> std::ops:
 /// against each.
 #[derive(Clone)]
 pub enum Store {
-    /// `DATA/tokens.redb`.
+    /// `DATA/tokens.log`, the state in memory.
     Embedded(EmbeddedStore),
     /// Redis or Redis Cluster, shared by a fleet of hosts.
     Redis(RedisStore),
@@ -248,16 +273,35 @@ impl Store {
     /// Stores a new grant, unless its order number is stored already (then the original comes
     /// back) or the stock cannot cover it (then nothing is stored). `user_rate` is checked here
     /// by stores shared across hosts; the embedded store leaves it to the host's limiter.
+    /// The ledger is taken as checked ([`LedgerCheck::Done`]).
     pub async fn commit_grant(
         &self,
         record: GrantRecord,
         limits: StockLimits,
         user_rate: Option<UserRate>,
     ) -> Result<GrantCommit, StoreError> {
+        self.commit_grant_checked(record, limits, user_rate, LedgerCheck::Done { activity_clean: false }).await
+    }
+
+    /// [`Store::commit_grant`], saying what the grant path learned from the ledger (see
+    /// [`LedgerCheck`]).
+    pub async fn commit_grant_checked(
+        &self,
+        record: GrantRecord,
+        limits: StockLimits,
+        user_rate: Option<UserRate>,
+        check: LedgerCheck,
+    ) -> Result<GrantCommit, StoreError> {
         match self {
-            Store::Embedded(s) => s.commit_grant(record, limits).await,
-            Store::Redis(s) => s.commit_grant(record, limits, user_rate).await,
+            Store::Embedded(s) => s.commit_grant(record, limits, check).await,
+            Store::Redis(s) => s.commit_grant(record, limits, user_rate, check).await,
         }
+    }
+
+    /// Whether a lookup is answered from this process's memory (no round trip): the grant path
+    /// then checks for a replay before anything else, and otherwise only before refusing.
+    pub fn lookup_is_local(&self) -> bool {
+        matches!(self, Store::Embedded(_))
     }
 
     /// Takes up to `max` tokens from the crediting queue and marks them processing; tokens
@@ -338,7 +382,7 @@ impl Store {
     /// The stored grant with this order number.
     pub async fn lookup(&self, activity_id: &str, order_no: &str) -> Result<Option<GrantRecord>, StoreError> {
         match self {
-            Store::Embedded(s) => s.lookup(activity_id, order_no),
+            Store::Embedded(s) => s.lookup(activity_id, order_no).await,
             Store::Redis(s) => s.lookup(activity_id, order_no).await,
         }
     }

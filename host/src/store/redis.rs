@@ -20,6 +20,7 @@
 //! | `P:{N}:st:ACTIVITY`             | hash   | stock bucket `N` of the activity: `a:n`, `a:c`, `s:SCENE:n`, `s:SCENE:c` used |
 //! | `P:{N}:ag:ACTIVITY`             | zset   | the activity's grants in this shard (reconciliation) |
 //! | `P:{N}:rl:ACTIVITY/SCENE/ACTID/WINDOW` | string | the user's grants in a rate window, expiring with it |
+//! | `P:{N}:ok:ACTIVITY`             | string | present: this shard vouches for the activity (the grant path skips its ledger lookup; see `LedgerCheck`) |
 //! | `P:{cap}:w`                     | zset   | the fleet's credits in the last second (the writer's cap) |
 //! | `P:{meta}`                      | hash   | the deployment's shard count                       |
 //!
@@ -55,8 +56,8 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{
-    FlowPosition, GrantCommit, GrantKey, GrantRecord, RestoreOutcome, StockLimits, StockOut, StockUsed, StoreError,
-    TokenStatus, USER_UNSETTLED_READ_MAX, UserRate,
+    FlowPosition, GrantCommit, GrantKey, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, StockUsed,
+    StoreError, TokenStatus, USER_UNSETTLED_READ_MAX, UserRate,
 };
 
 /// Shards (hash tags) a deployment uses unless configured: enough to spread a hot scene's stock
@@ -389,9 +390,11 @@ impl RedisStore {
         record: GrantRecord,
         limits: StockLimits,
         user_rate: Option<UserRate>,
+        check: LedgerCheck,
     ) -> Result<GrantCommit, StoreError> {
         let shard = self.shard_of_user(record.act_id);
-        let first = self.run_grant_script(&record, shard, Some(&limits), user_rate, false, GrantMode::Grant).await?;
+        let mode = GrantMode::Grant(check);
+        let first = self.run_grant_script(&record, shard, Some(&limits), user_rate, false, mode).await?;
         if !matches!(first, Written::Stock(_)) {
             return Ok(own_write(first, &record).into_commit(record));
         }
@@ -410,7 +413,7 @@ impl RedisStore {
                 StockOut::ActivityBudget
             }));
         }
-        match self.run_grant_script(&record, shard, Some(&limits), user_rate, true, GrantMode::Grant).await {
+        match self.run_grant_script(&record, shard, Some(&limits), user_rate, true, mode).await {
             Ok(written) => match own_write(written, &record) {
                 Written::Granted(seq) => {
                     self.forget_reservation(&record, &reserved, &attempt);
@@ -444,7 +447,7 @@ impl RedisStore {
         stored.seq = 0;
         stored.queue_id.clear();
         let (rate_key, rate_max, rate_window_ms) = match (mode, user_rate) {
-            (GrantMode::Grant, Some(rate)) if rate.max > 0 && rate.window_ms > 0 => {
+            (GrantMode::Grant(_), Some(rate)) if rate.max > 0 && rate.window_ms > 0 => {
                 let window_start = record.open_time_ms - record.open_time_ms % rate.window_ms;
                 (
                     format!("{tag}:rl:{}/{}/{}/{window_start}", record.activity_id, record.scene_id, record.act_id),
@@ -472,6 +475,7 @@ impl RedisStore {
             .key(format!("{tag}:st:{}", record.activity_id))
             .key(format!("{tag}:ag:{}", record.activity_id))
             .key(rate_key)
+            .key(format!("{tag}:ok:{}", record.activity_id))
             .arg(stored.encode_to_vec())
             .arg(record.act_id)
             .arg(&member)
@@ -488,9 +492,14 @@ impl RedisStore {
             .arg(rate_max)
             .arg(rate_window_ms)
             .arg(match mode {
-                GrantMode::Grant => "grant",
+                GrantMode::Grant(_) => "grant",
                 GrantMode::Restore { credited: false } => "restore",
                 GrantMode::Restore { credited: true } => "restore-credited",
+            })
+            .arg(match mode {
+                GrantMode::Grant(LedgerCheck::Skipped) => "skipped",
+                GrantMode::Grant(LedgerCheck::Done { activity_clean: true }) => "clean",
+                _ => "checked",
             });
         let mut conn = self.conn();
         let reply: Vec<Value> = self.timed(invocation.invoke_async(&mut conn)).await?;
@@ -1050,7 +1059,7 @@ enum ClaimError {
 
 #[derive(Debug, Clone, Copy)]
 enum GrantMode {
-    Grant,
+    Grant(LedgerCheck),
     Restore { credited: bool },
 }
 
@@ -1071,6 +1080,7 @@ enum Written {
     Present,
     RateLimited,
     Stock(StockOut),
+    CheckLedger,
 }
 
 impl Written {
@@ -1084,6 +1094,7 @@ impl Written {
             Written::Replayed(original) => GrantCommit::Replayed(original),
             Written::RateLimited => GrantCommit::UserRateLimited,
             Written::Stock(out) => GrantCommit::OutOfStock(out),
+            Written::CheckLedger => GrantCommit::CheckLedger,
             // Only a restore answers "present".
             Written::Present => GrantCommit::Replayed(record),
         }
@@ -1137,6 +1148,7 @@ fn parse_grant_reply(reply: &[Value]) -> Result<Written, StoreError> {
         }
         "present" => Ok(Written::Present),
         "rate" => Ok(Written::RateLimited),
+        "check" => Ok(Written::CheckLedger),
         "stock" => Ok(Written::Stock(match value_string(reply.get(1))?.as_str() {
             "scene_count" => StockOut::SceneCount,
             "scene_budget" => StockOut::SceneBudget,
@@ -1155,6 +1167,10 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   if mode ~= 'grant' then return {'present'} end
   local v = redis.call('HMGET', KEYS[1], 'r', 'st', 'sq')
   return {'replay', v[1], v[2], v[3]}
+end
+if mode == 'grant' and redis.call('EXISTS', KEYS[9]) == 0 then
+  if ARGV[17] == 'skipped' then return {'check'} end
+  if ARGV[17] == 'clean' then redis.call('SET', KEYS[9], '1') end
 end
 local amount = tonumber(ARGV[6])
 local scene = ARGV[7]
