@@ -15,6 +15,8 @@
 //! - [`ledger`]: double-entry accounts and entries, one entry per order number.
 //! - [`plugin`]: the WebAssembly plugin runtime (sandbox, pools, failure policy).
 //! - [`writer`]: the throttled ledger writer (status 1 → 2 → 8).
+//! - [`journal`]: the append-only files that make the embedded store's and ledger's memory
+//!   durable.
 //! - [`grant`]: the grant path; [`wallet`]: balance, flow, withdrawals, restore.
 //! - [`api`]: HTTP; [`cli`]: the `hongbao` command; [`app`]: wiring; [`clock`]: time.
 //! - [`bench`]: the rain load generator, its yardsticks and the benchmark suite.
@@ -37,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod grant;
 pub mod issuer;
+pub mod journal;
 pub mod ledger;
 pub mod plugin;
 pub mod store;

@@ -22,7 +22,7 @@ use crate::store::FlowPosition;
 /// with the same rules; the conformance suite runs the platform's tests against each.
 #[derive(Clone)]
 pub enum Ledger {
-    /// `DATA/ledger.redb`.
+    /// `DATA/ledger.log`, the books in memory.
     Embedded(EmbeddedLedger),
     /// A PostgreSQL database.
     Postgres(PostgresLedger),

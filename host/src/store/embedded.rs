@@ -22,14 +22,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::io::Write as _;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::journal;
 
 use super::{
     FlowPosition, GrantCommit, GrantKey, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, StockUsed,
@@ -54,11 +56,6 @@ const COMMIT_QUEUE_OPS_MAX: usize = 16 * 1024;
 /// The most unsettled tokens read for one user at once; a user is granted far fewer in a
 /// campaign, and the bound keeps one request's work finite.
 pub const USER_UNSETTLED_READ_MAX: usize = 4096;
-
-/// The largest frame accepted when replaying: a group of `GROUP_COMMIT_OPS_MAX` operations of
-/// at most a few KiB each (a record's strings are bounded by the request and plugin limits). A
-/// larger length can only be corruption.
-const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Records written per frame when the log is rewritten at open.
 const REWRITE_FRAME_RECORDS: usize = 4096;
@@ -306,58 +303,18 @@ fn decode_entries(mut payload: &[u8], mut each: impl FnMut(Entry)) -> Result<(),
     Ok(())
 }
 
-/// Appends `payload` as one frame: length, CRC-32 of the payload, payload.
-fn frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
-/// Reads the log into a state. Returns the state and the length of the log's good prefix; the
-/// caller cuts off anything after it (a frame torn by a crash).
-fn replay_log(path: &Path, bytes: &[u8]) -> Result<(State, usize), StoreError> {
-    let corrupt =
-        |at: usize, why: &str| StoreError::Unavailable(format!("`{}` is corrupt at byte {at}: {why}", path.display()));
-    if bytes.len() < LOG_MAGIC.len() || &bytes[..LOG_MAGIC.len()] != LOG_MAGIC {
-        return Err(corrupt(0, "not a hongbao token log (bad header)"));
-    }
-    let mut state = State { next_seq: 1, ..State::default() };
-    let mut at = LOG_MAGIC.len();
-    while bytes.len() - at >= 8 {
-        let length = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        if length > FRAME_BYTES_MAX || bytes.len() - at - 8 < length {
-            break;
-        }
-        let payload = &bytes[at + 8..at + 8 + length];
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        // A frame whose checksum holds but whose entries do not decode was written wrong, not
-        // torn: refuse to start rather than drop tokens silently.
-        decode_entries(payload, |entry| state.replay(entry)).map_err(|why| corrupt(at, &why))?;
-        at += 8 + length;
-    }
-    Ok((state, at))
-}
-
-/// Writes the state as a fresh log at `path`: one entry per record (a claimed token is written
-/// pending: claims are not logged) and one per parked token.
-fn write_compact_log(path: &Path, state: &State) -> std::io::Result<()> {
-    let mut file = File::create(path)?;
-    let mut out = Vec::with_capacity(1 << 20);
-    out.extend_from_slice(LOG_MAGIC);
-    let mut seqs: Vec<u64> = state.slots.keys().copied().collect();
-    seqs.sort_unstable();
+/// The log's payloads when it is rewritten: the vouches, then one entry per record (a claimed
+/// token is written pending: claims are not logged) and one per parked token, a few thousand
+/// records per frame.
+fn compact_payloads(state: &State) -> Vec<Vec<u8>> {
+    let mut payloads = Vec::new();
     let mut payload = Vec::new();
     for activity_id in &state.vouched {
         vouch_entry(&mut payload, activity_id);
     }
-    if !payload.is_empty() {
-        frame(&mut out, &payload);
-    }
+    let mut seqs: Vec<u64> = state.slots.keys().copied().collect();
+    seqs.sort_unstable();
     for chunk in seqs.chunks(REWRITE_FRAME_RECORDS) {
-        payload.clear();
         for seq in chunk {
             let mut record = state.slots[seq].record.clone();
             if record.status() == TokenStatus::Processing {
@@ -368,46 +325,28 @@ fn write_compact_log(path: &Path, state: &State) -> std::io::Result<()> {
                 seq_entry(&mut payload, ENTRY_PARK, *seq);
             }
         }
-        frame(&mut out, &payload);
-        file.write_all(&out)?;
-        out.clear();
+        payloads.push(std::mem::take(&mut payload));
     }
-    file.write_all(&out)?;
-    file.sync_all()
+    if !payload.is_empty() {
+        payloads.push(payload);
+    }
+    payloads
 }
 
-fn sync_directory(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Opens the log, replays it, cuts a torn tail and, when it is mostly status entries, rewrites
-/// it. Returns the state and the file positioned for appending.
+/// Opens the log, replays it (a torn last frame is cut) and, when it is mostly status entries,
+/// rewrites it. Returns the state and the file positioned for appending.
 fn open_log(data_dir: &Path) -> Result<(State, File), StoreError> {
+    journal::refuse_old_format(data_dir, "tokens.redb", LOG_FILE_NAME).map_err(StoreError::Unavailable)?;
     let path = data_dir.join(LOG_FILE_NAME);
-    let io = |error: std::io::Error| StoreError::Unavailable(format!("`{}`: {error}", path.display()));
-    if !path.exists() {
-        let temporary = data_dir.join(format!("{LOG_FILE_NAME}.new"));
-        write_compact_log(&temporary, &State::default()).map_err(io)?;
-        std::fs::rename(&temporary, &path).map_err(io)?;
-        sync_directory(data_dir).map_err(io)?;
-    }
-    let mut bytes = Vec::new();
-    File::open(&path).and_then(|mut file| file.read_to_end(&mut bytes)).map_err(io)?;
-    let (mut state, good) = replay_log(&path, &bytes)?;
-    let mut file = OpenOptions::new().append(true).open(&path).map_err(io)?;
-    if good < bytes.len() {
-        tracing::warn!(path = %path.display(), cut_bytes = bytes.len() - good, "token log: cut a torn last frame");
-        file.set_len(good as u64).map_err(io)?;
-        file.sync_all().map_err(io)?;
-    }
+    let mut state = State { next_seq: 1, ..State::default() };
+    let mut file = journal::open(&path, LOG_MAGIC, |payload| decode_entries(payload, |entry| state.replay(entry)))
+        .map_err(StoreError::Unavailable)?;
     let records = state.slots.len() as u64;
     if state.log_entries > 2 * records + 1024 {
-        let temporary: PathBuf = data_dir.join(format!("{LOG_FILE_NAME}.new"));
-        write_compact_log(&temporary, &state).map_err(io)?;
-        std::fs::rename(&temporary, &path).map_err(io)?;
-        sync_directory(data_dir).map_err(io)?;
+        let io = |error: std::io::Error| StoreError::Unavailable(format!("`{}`: {error}", path.display()));
+        journal::rewrite(&path, LOG_MAGIC, compact_payloads(&state).into_iter()).map_err(io)?;
         tracing::info!(path = %path.display(), entries_before = state.log_entries, records, "token log rewritten");
-        state.log_entries = records + state.parked.len() as u64;
+        state.log_entries = records + state.parked.len() as u64 + state.vouched.len() as u64;
         file = OpenOptions::new().append(true).open(&path).map_err(io)?;
     }
     Ok((state, file))
@@ -682,7 +621,7 @@ fn run_committer(shared: &Arc<Shared>, file: File, mut receiver: mpsc::Receiver<
         let appended = !payload.is_empty();
         if appended {
             out.clear();
-            frame(&mut out, &payload);
+            journal::frame(&mut out, &payload);
             if let Err(error) = (&*file).write_all(&out) {
                 fail(shared, &error, outcomes);
                 continue;
@@ -1117,7 +1056,7 @@ mod tests {
             let mut state = State::default();
             state.vouched.insert("a".into());
             drop(store);
-            write_compact_log(&dir.path().join(LOG_FILE_NAME), &state).unwrap();
+            journal::rewrite(&dir.path().join(LOG_FILE_NAME), LOG_MAGIC, compact_payloads(&state).into_iter()).unwrap();
             let store = EmbeddedStore::open(dir.path()).unwrap();
             assert!(
                 matches!(
