@@ -134,6 +134,9 @@ enum BenchCommand {
         /// Keep-alive connections.
         #[arg(long, default_value_t = 64)]
         connections: usize,
+        /// Grants per request: more than 1 sends them as `POST /v1/grants:batch`.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+        batch: u64,
         /// Seconds to rain.
         #[arg(long, default_value_t = 10)]
         duration: u64,
@@ -503,6 +506,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
             first_user,
             rains,
             connections,
+            batch,
             duration,
             count,
             rate,
@@ -524,6 +528,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 progress: !json,
                 check_books: !no_check,
                 first_user,
+                batch: batch as usize,
             };
             let report = runtime.block_on(crate::bench::rain::run(&config))?;
             if json {

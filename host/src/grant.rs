@@ -227,6 +227,63 @@ fn answer(record: GrantRecord, replayed: bool) -> GrantResponse {
     }
 }
 
+/// The most grants one batch request carries: enough for an app backend that aggregates its
+/// users' requests to spend one HTTP round trip (and one group commit) on many grants, few
+/// enough that a batch fits the request body limit and answers within a grant's deadline.
+pub const GRANT_BATCH_MAX: usize = 100;
+
+/// `POST /v1/grants:batch`: grants an app backend gathered.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBatchRequest {
+    /// The grants, each as `POST /v1/grants` takes it.
+    pub grants: Vec<GrantRequest>,
+}
+
+/// The answer to one grant of a batch: what `POST /v1/grants` would have answered, with its HTTP
+/// status.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum GrantBatchItem {
+    /// Granted or replayed.
+    Granted {
+        /// 200.
+        status: u16,
+        /// The grant.
+        grant: GrantResponse,
+    },
+    /// Refused or failed; the other grants of the batch are not affected.
+    Refused {
+        /// The status `POST /v1/grants` would have answered.
+        status: u16,
+        /// The stable machine code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+}
+
+/// Grants a batch: each grant is independent (its own checks, order number, refusal), they run
+/// at once, and the answers come back in the request's order.
+pub async fn grant_batch(app: &App, batch: GrantBatchRequest) -> Result<Vec<GrantBatchItem>, GrantError> {
+    if batch.grants.is_empty() || batch.grants.len() > GRANT_BATCH_MAX {
+        return Err(GrantError::BadRequest(format!(
+            "a batch carries 1 to {GRANT_BATCH_MAX} grants, not {}",
+            batch.grants.len()
+        )));
+    }
+    let answers = futures_util::future::join_all(batch.grants.into_iter().map(|request| grant(app, request))).await;
+    Ok(answers
+        .into_iter()
+        .map(|answer| match answer {
+            Ok(grant) => GrantBatchItem::Granted { status: 200, grant },
+            Err(error) => {
+                GrantBatchItem::Refused { status: error.http_status(), code: error.code(), message: error.to_string() }
+            }
+        })
+        .collect())
+}
+
 /// Grants a red packet, or replays the original answer for an order number seen before.
 ///
 /// A replay is answered with the original token even if the scene was edited or removed since,
@@ -344,6 +401,11 @@ async fn grant_new(app: &App, request: &GrantRequest, order_no: String) -> Resul
         random_seed,
         locale: request.locale.as_deref(),
     };
+    // Any grant-path plugin may ask for `stock-remaining`; it is read here, not in the call.
+    let plugins = &scene.plugins;
+    if plugins.inventory.is_some() || plugins.rate_limit.is_some() || plugins.bill_copy.is_some() {
+        app.store.prepare_plugin_stock(&activity.id, &scene.id).await;
+    }
     // The scene's hooks run in one blocking section: a plugin call may block (WASI streams when
     // a guest prints), and entering the section once per grant instead of once per hook halves
     // the worker hand-offs it costs (profiled: 30 % of the embedded host's grants/s).

@@ -73,6 +73,45 @@ conformance! {
     }
 }
 
+// Proves a batch answers each grant as `POST /v1/grants` would, in order: new grants, a
+// duplicate order in the same batch (granted once, the other a replay of the same token), a
+// refusal that does not affect the rest; and a malformed or oversized batch changes nothing.
+conformance! {
+    fn batch_answers_each_grant_in_order(deployment: Deployment) {
+        let backends = deployment.backends();
+        let server = Server::start_on(&backends, &[]);
+        let batch = json!({ "grants": [
+            grant_body(3101, "rain", 1, 0),
+            grant_body(3102, "rain", 1, 0),
+            grant_body(3101, "rain", 1, 0),
+            grant_body(3103, "nope", 1, 0),
+        ]});
+        let (status, answer) = server.post("/v1/grants:batch", &batch);
+        assert_eq!(status, 200, "{answer}");
+        let results = answer["results"].as_array().unwrap();
+        assert_eq!(results.len(), 4, "{answer}");
+        assert_eq!(results[0]["status"], 200);
+        assert_eq!(results[1]["status"], 200);
+        assert_eq!(results[1]["grant"]["replayed"], false);
+        assert_eq!(results[2]["status"], 200);
+        assert_eq!(results[0]["grant"]["token"], results[2]["grant"]["token"], "one order, one token");
+        let replays = [&results[0], &results[2]].iter().filter(|r| r["grant"]["replayed"] == true).count();
+        assert_eq!(replays, 1, "{answer}");
+        assert_eq!((results[3]["status"].as_u64(), results[3]["code"].as_str()), (Some(404), Some("unknown_scene")));
+        assert!(results[3]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        // Whole-batch errors: nothing granted.
+        let too_many: Vec<_> = (0..101).map(|n| grant_body(3200 + n, "rain", 1, 0)).collect();
+        for bad in [json!({ "grants": [] }), json!({ "grants": too_many }), json!({ "grants": [{"act_id": 1}] })] {
+            let (status, answer) = server.post("/v1/grants:batch", &bad);
+            assert_eq!((status, answer["code"].as_str()), (400, Some("bad_request")), "{answer}");
+        }
+        assert_eq!(server.wallet(3200)["total_income_cents"], 0);
+        let wallet = server.wait_credited(3101);
+        assert_eq!(wallet["credited_cents"], 88);
+        assert_eq!(server.wait_credited(3102)["credited_cents"], 88);
+    }
+}
+
 // Proves each refusal has its stable code and consumes nothing: stock and rate allowance stay.
 conformance! {
     fn refusals_have_stable_codes_and_consume_nothing(deployment: Deployment) {

@@ -90,6 +90,10 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
             let body: grant::GrantRequest = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
             ok(&grant::grant(app, body).await?)
         }
+        (&Method::POST, ["v1", "grants:batch"]) => {
+            let body: grant::GrantBatchRequest = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
+            ok(&json!({ "results": grant::grant_batch(app, body).await? }))
+        }
         (&Method::GET, ["v1", "wallets", act_id]) => ok(&wallet::summary(app, parse_act_id(act_id)?).await?),
         (&Method::GET, ["v1", "wallets", act_id, "flow"]) => {
             let act_id = parse_act_id(act_id)?;

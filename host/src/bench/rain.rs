@@ -51,6 +51,9 @@ pub struct RainConfig {
     pub check_books: bool,
     /// First act id; runs against the same host use different ranges so their orders differ.
     pub first_user: i64,
+    /// Grants per request: 1 sends `POST /v1/grants`, more send `POST /v1/grants:batch` (an
+    /// app backend that aggregates). Latencies are per request.
+    pub batch: usize,
 }
 
 /// Figures of one rain.
@@ -272,21 +275,42 @@ pub async fn run(config: &RainConfig) -> anyhow::Result<RainReport> {
                         tokio::time::sleep(next_send - now).await;
                     }
                 }
-                let act_id = config.first_user + rng.i64(0..config.users as i64);
-                let body = format!(
-                    r#"{{"app_id":{},"act_id":{act_id},"activity_id":"{}","scene_id":"{}","rain_id":{},"award_type":"{}","stage":0}}"#,
-                    config.app_id,
-                    config.activity_id,
-                    config.scene_id,
-                    rng.u32(0..config.rains.max(1)),
-                    config.award_type
-                );
+                let mut one_grant = || {
+                    format!(
+                        r#"{{"app_id":{},"act_id":{},"activity_id":"{}","scene_id":"{}","rain_id":{},"award_type":"{}","stage":0}}"#,
+                        config.app_id,
+                        config.first_user + rng.i64(0..config.users as i64),
+                        config.activity_id,
+                        config.scene_id,
+                        rng.u32(0..config.rains.max(1)),
+                        config.award_type
+                    )
+                };
+                let (path, body) = if config.batch <= 1 {
+                    ("/v1/grants", one_grant())
+                } else {
+                    let grants: Vec<String> = (0..config.batch).map(|_| one_grant()).collect();
+                    ("/v1/grants:batch", format!(r#"{{"grants":[{}]}}"#, grants.join(",")))
+                };
                 let asked = Instant::now();
-                match connection.send("POST", "/v1/grants", Bytes::from(body)).await {
+                match connection.send("POST", path, Bytes::from(body)).await {
                     Ok((status, body)) => {
                         tally.histogram.record(asked.elapsed());
                         answered.fetch_add(1, Ordering::Relaxed);
-                        if status == 200 {
+                        if config.batch > 1 && status == 200 {
+                            let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                            for item in answer["results"].as_array().into_iter().flatten() {
+                                if item["status"] != 200 {
+                                    let code = item["code"].as_str().unwrap_or("unknown").to_owned();
+                                    *tally.rejected.entry(code).or_default() += 1;
+                                } else if item["grant"]["replayed"] == true {
+                                    tally.replayed += 1;
+                                } else {
+                                    tally.granted += 1;
+                                    granted_now.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        } else if status == 200 {
                             if contains(&body, b"\"replayed\":true") {
                                 tally.replayed += 1;
                             } else {

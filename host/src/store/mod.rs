@@ -298,6 +298,14 @@ impl Store {
         }
     }
 
+    /// Readies the stock figures this scene's plugins may ask for, before they run (see
+    /// [`RedisStore::refresh_plugin_stock`]); the embedded store answers them from memory.
+    pub async fn prepare_plugin_stock(&self, activity_id: &str, scene_id: &str) {
+        if let Store::Redis(s) = self {
+            s.refresh_plugin_stock(activity_id, scene_id).await;
+        }
+    }
+
     /// Whether a lookup is answered from this process's memory (no round trip): the grant path
     /// then checks for a replay before anything else, and otherwise only before refusing.
     pub fn lookup_is_local(&self) -> bool {
@@ -446,7 +454,7 @@ impl crate::plugin::StockSource for Store {
     fn used(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, String> {
         match self {
             Store::Embedded(s) => s.stock_used(activity_id, scene_id).map_err(|error| error.to_string()),
-            Store::Redis(s) => s.stock_used_blocking(activity_id, scene_id).map_err(|error| error.to_string()),
+            Store::Redis(s) => s.stock_used_for_plugin(activity_id, scene_id).map_err(|error| error.to_string()),
         }
     }
 }

@@ -951,29 +951,43 @@ impl RedisStore {
         Ok(used)
     }
 
-    /// [`RedisStore::stock_used`] for synchronous callers (plugin host functions) on a
-    /// multi-threaded runtime; a figure read in the last `PLUGIN_STOCK_FRESH_MS` is handed out
-    /// again instead of summing the buckets once more.
-    pub fn stock_used_blocking(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, StoreError> {
-        let key = (activity_id.to_owned(), scene_id.map(str::to_owned));
+    /// Makes sure the stock figures a plugin of this scene may ask for (the scene's and the
+    /// activity's) are at most `PLUGIN_STOCK_FRESH_MS` old, reading the stale ones. The grant
+    /// path calls it before the scene's plugins run, so that the plugins' synchronous host calls
+    /// never wait on Redis: a plugin call must not block a thread on the network (under load,
+    /// threads blocked on reads that need the runtime to progress stalled the whole host).
+    pub async fn refresh_plugin_stock(&self, activity_id: &str, scene_id: &str) {
         let fresh = Duration::from_millis(PLUGIN_STOCK_FRESH_MS);
-        if let Some((read_at, used)) = self.inner.stock_seen.lock().get(&key)
-            && read_at.elapsed() < fresh
-        {
-            return Ok(*used);
-        }
-        let handle = tokio::runtime::Handle::try_current().map_err(unavailable)?;
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return Err(unavailable("stock reads from plugins need the multi-threaded runtime"));
-        }
-        let used = tokio::task::block_in_place(|| handle.block_on(self.stock_used(activity_id, scene_id)))?;
+        let keys = [(activity_id.to_owned(), Some(scene_id.to_owned())), (activity_id.to_owned(), None)];
+        let stale: Vec<_> = {
+            let seen = self.inner.stock_seen.lock();
+            keys.into_iter().filter(|key| seen.get(key).is_none_or(|(read_at, _)| read_at.elapsed() >= fresh)).collect()
+        };
+        let reads = futures_util::future::join_all(
+            stale.iter().map(|(activity_id, scene_id)| self.stock_used(activity_id, scene_id.as_deref())),
+        )
+        .await;
         let mut seen = self.inner.stock_seen.lock();
         // Scenes come and go with reloads; the table never holds more than a campaign's worth.
         if seen.len() > 4096 {
             seen.clear();
         }
-        seen.insert(key, (std::time::Instant::now(), used));
-        Ok(used)
+        for (key, read) in stale.into_iter().zip(reads) {
+            if let Ok(used) = read {
+                seen.insert(key, (std::time::Instant::now(), used));
+            }
+        }
+    }
+
+    /// The stock figure last read for plugins by [`RedisStore::refresh_plugin_stock`], for
+    /// synchronous callers (plugin host functions). It never reads Redis itself: a figure not
+    /// read yet (Redis was down when the grant path refreshed it) is an error the plugin sees.
+    pub fn stock_used_for_plugin(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, StoreError> {
+        let key = (activity_id.to_owned(), scene_id.map(str::to_owned));
+        match self.inner.stock_seen.lock().get(&key) {
+            Some((_, used)) => Ok(*used),
+            None => Err(unavailable("the stock figure has not been read from Redis yet")),
+        }
     }
 
     /// Every stored grant of one activity, and whether each is parked.
