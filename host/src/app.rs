@@ -20,6 +20,11 @@ use crate::writer::{LedgerWriter, WriterConfig};
 /// and hashes the scene files, which costs microseconds for a campaign's few files.
 pub const SCENE_RELOAD_INTERVAL_MS: u64 = 100;
 
+/// Writer loops per host on the Redis store: two keep Redis and PostgreSQL both busy (one
+/// batch's ledger transaction overlaps the next one's claim); more add little on a small
+/// PostgreSQL and hold more tokens in flight.
+pub const WRITER_LOOPS_ON_REDIS: usize = 2;
+
 /// What `hongbao serve` needs to start.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
@@ -128,7 +133,14 @@ impl App {
     /// `shutdown` turns true.
     pub fn spawn_background(self: &Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
         if self.writer_enabled {
-            tokio::spawn(self.writer.clone().run(shutdown.clone()));
+            // On Redis, claims are exclusive (consumer groups) and the cap is taken atomically,
+            // so several loops may credit at once: while one waits on PostgreSQL, another claims
+            // or completes in Redis. The embedded queue hands its front to every claim, so it
+            // keeps one loop.
+            let loops = if matches!(self.store, Store::Redis(_)) { WRITER_LOOPS_ON_REDIS } else { 1 };
+            for _ in 0..loops {
+                tokio::spawn(self.writer.clone().run(shutdown.clone()));
+            }
         }
         let app = self.clone();
         let mut shutdown = shutdown;
