@@ -14,7 +14,7 @@ use hongbao::grant::order_no;
 use hongbao::issuer::Issuer;
 use hongbao::issuer::pb::RedPacketToken;
 use hongbao::ledger::{EmbeddedLedger, Ledger};
-use hongbao::store::{EmbeddedStore, GrantCommit, GrantRecord, StockLimits, Store};
+use hongbao::store::{EmbeddedStore, GrantCommit, GrantRecord, LedgerCheck, StockLimits, Store};
 use hongbao::writer::{LedgerWriter, WriterConfig};
 
 fn token(n: i64) -> RedPacketToken {
@@ -97,7 +97,10 @@ fn main() {
                                 ..StockLimits::default()
                             };
                             assert!(matches!(
-                                store.commit_grant(record, limits).await.unwrap(),
+                                store
+                                    .commit_grant(record, limits, LedgerCheck::Done { activity_clean: false })
+                                    .await
+                                    .unwrap(),
                                 GrantCommit::Granted(_)
                             ));
                         }

@@ -21,8 +21,8 @@ use crate::writer::{LedgerWriter, WriterConfig};
 pub const SCENE_RELOAD_INTERVAL_MS: u64 = 100;
 
 /// Writer loops per host on the Redis store: two keep Redis and PostgreSQL both busy (one
-/// batch's ledger transaction overlaps the next one's claim); more add little on a small
-/// PostgreSQL and hold more tokens in flight.
+/// batch's ledger transaction overlaps the next one's claim). Measured on 2 cores: one loop
+/// drained 13.5–18k credits/s, two 27k, four 24k (they only contend).
 pub const WRITER_LOOPS_ON_REDIS: usize = 2;
 
 /// What `hongbao serve` needs to start.
