@@ -43,6 +43,22 @@ struct Host {
     _dir: PathBuf,
 }
 
+impl Host {
+    /// The host's resident memory (`VmRSS`), where `/proc` tells.
+    fn resident_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -196,7 +212,15 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
 
     eprintln!("embedded, reference plugins on: {seconds} s, {} connections", config.connections);
     let embedded = start_host("bench-embedded", &config.plugins_dir, &[])?;
+    let resident_before = embedded.resident_bytes();
     let fastest = rain::run(&rain_config(&embedded.addr, "bench-embedded", config, 1)).await?;
+    // Every token stays in memory (the store keeps its record, the ledger its entry).
+    let embedded_bytes_per_token = match (resident_before, embedded.resident_bytes()) {
+        (Some(before), Some(after)) if fastest.granted > 0 => {
+            Some(after.saturating_sub(before) as f64 / fastest.granted as f64)
+        }
+        _ => None,
+    };
     let mut paced_config = rain_config(&embedded.addr, "bench-embedded", config, 100_000_000);
     paced_config.rate = Some(20_000);
     let paced = rain::run(&paced_config).await?;
@@ -231,7 +255,8 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
-        "Ratios: grants/s = **{:.2} × hello-world**, **{:.2} × the signing ceiling** of all cores; in batches of {SUITE_BATCH}: **{:.2} ×** and **{:.2} ×**.\n",
+        "Host memory per token, embedded: {} (resident growth over the first run; store record and ledger entry both in memory).\n\nRatios: grants/s = **{:.2} × hello-world**, **{:.2} × the signing ceiling** of all cores; in batches of {SUITE_BATCH}: **{:.2} ×** and **{:.2} ×**.\n",
+        embedded_bytes_per_token.map_or("not measured (no /proc)".to_owned(), |bytes| format!("**{bytes:.0} bytes**")),
         fastest.grants_per_s / hello.answers_per_s.max(1.0),
         fastest.grants_per_s / (signing.tokens_per_s_per_core * signing.cores as f64),
         batched.grants_per_s / hello.answers_per_s.max(1.0),
@@ -240,6 +265,7 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
     figures.insert("embedded".into(), json!(fastest));
     figures.insert("embedded_paced_20k".into(), json!(paced));
     figures.insert("embedded_batched".into(), json!(batched));
+    figures.insert("embedded_bytes_per_token".into(), json!(embedded_bytes_per_token));
     figures.insert("hello_world".into(), json!(hello));
     figures.insert("signing".into(), json!(signing));
 
