@@ -28,7 +28,7 @@ use prost::Message as _;
 
 use super::{
     Credit, CreditResult, ENTRY_CENTS_MAX, EntryKind, LedgerEntry, LedgerError, LedgerWallet, PAYOUTS_ACCOUNT,
-    Withdrawal, WithdrawalRequest, budget_account, wallet_account,
+    Withdrawal, WithdrawalRequest, wallet_account,
 };
 use crate::journal;
 use crate::store::{FlowPosition, red_packet_flow_id};
@@ -207,16 +207,7 @@ impl EmbeddedLedger {
             if top_up <= 0 {
                 return Ok(((), Vec::new()));
             }
-            let entry = LedgerEntry {
-                id: format!("fund/{activity_id}/{budget_cents}"),
-                kind: EntryKind::Funding as u32,
-                debit_account: format!("funding/{activity_id}"),
-                credit_account: budget_account(activity_id),
-                amount_cents: top_up,
-                time_ms,
-                activity_id: activity_id.to_owned(),
-                ..LedgerEntry::default()
-            };
+            let entry = LedgerEntry::funding(activity_id, budget_cents, top_up, time_ms);
             if books.entries.contains_key(&entry.id)
                 || !books.can_transfer(&entry.debit_account, &entry.credit_account, top_up)?
             {
@@ -252,20 +243,7 @@ impl EmbeddedLedger {
                     }
                     continue;
                 }
-                let entry = LedgerEntry {
-                    id,
-                    kind: EntryKind::RedPacket as u32,
-                    debit_account: budget_account(&credit.activity_id),
-                    credit_account: wallet_account(credit.act_id),
-                    amount_cents: credit.amount_cents,
-                    time_ms: credit.open_time_ms,
-                    act_id: credit.act_id,
-                    memo: credit.memo.clone(),
-                    activity_id: credit.activity_id.clone(),
-                    scene_id: credit.scene_id.clone(),
-                    reference: credit.order_no.clone(),
-                    token: credit.token.clone(),
-                };
+                let entry = LedgerEntry { id, ..LedgerEntry::red_packet(credit) };
                 if !books.can_transfer(&entry.debit_account, &entry.credit_account, entry.amount_cents)? {
                     tracing::error!(activity = %credit.activity_id, order_no = %credit.order_no, "budget account cannot pay a granted red packet");
                     results.push(CreditResult::BudgetExhausted);
@@ -316,17 +294,7 @@ impl EmbeddedLedger {
             if !books.can_transfer(&wallet, PAYOUTS_ACCOUNT, request.amount_cents)? {
                 return Err(LedgerError::InsufficientBalance { balance_cents: books.balance(&wallet) });
             }
-            let entry = LedgerEntry {
-                id: id.clone(),
-                kind: EntryKind::Withdrawal as u32,
-                debit_account: wallet.clone(),
-                credit_account: PAYOUTS_ACCOUNT.to_owned(),
-                amount_cents: request.amount_cents,
-                time_ms: request.time_ms,
-                act_id: request.act_id,
-                reference: request.request_id.clone(),
-                ..LedgerEntry::default()
-            };
+            let entry = LedgerEntry::withdrawal(request);
             books.record(entry.clone());
             let withdrawal =
                 Withdrawal { entry: entry.clone(), balance_cents: books.balance(&wallet), replayed: false };
@@ -410,6 +378,7 @@ impl EmbeddedLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::budget_account;
 
     // Regression: funding an activity with the largest budget the config allows panicked on a
     // ledger assertion. It must fund, and an out-of-range budget must be an error, not a panic.

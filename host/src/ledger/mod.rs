@@ -185,6 +185,55 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
+    /// The entry that tops an activity's budget up by `top_up_cents` to `budget_cents` in total;
+    /// its id names the total, so funding the same total twice is one entry.
+    pub fn funding(activity_id: &str, budget_cents: i64, top_up_cents: i64, time_ms: u64) -> LedgerEntry {
+        LedgerEntry {
+            id: format!("fund/{activity_id}/{budget_cents}"),
+            kind: EntryKind::Funding as u32,
+            debit_account: format!("funding/{activity_id}"),
+            credit_account: budget_account(activity_id),
+            amount_cents: top_up_cents,
+            time_ms,
+            activity_id: activity_id.to_owned(),
+            ..LedgerEntry::default()
+        }
+    }
+
+    /// The entry that credits one red packet from its activity's budget to the user's wallet.
+    pub fn red_packet(credit: &Credit) -> LedgerEntry {
+        LedgerEntry {
+            id: crate::store::red_packet_flow_id(&credit.activity_id, &credit.order_no),
+            kind: EntryKind::RedPacket as u32,
+            debit_account: budget_account(&credit.activity_id),
+            credit_account: wallet_account(credit.act_id),
+            amount_cents: credit.amount_cents,
+            time_ms: credit.open_time_ms,
+            act_id: credit.act_id,
+            memo: credit.memo.clone(),
+            activity_id: credit.activity_id.clone(),
+            scene_id: credit.scene_id.clone(),
+            reference: credit.order_no.clone(),
+            token: credit.token.clone(),
+        }
+    }
+
+    /// The entry that pays a withdrawal out of the user's wallet; its id is
+    /// `wd/{act_id}/{request_id}`.
+    pub fn withdrawal(request: &WithdrawalRequest) -> LedgerEntry {
+        LedgerEntry {
+            id: format!("wd/{}/{}", request.act_id, request.request_id),
+            kind: EntryKind::Withdrawal as u32,
+            debit_account: wallet_account(request.act_id),
+            credit_account: PAYOUTS_ACCOUNT.to_owned(),
+            amount_cents: request.amount_cents,
+            time_ms: request.time_ms,
+            act_id: request.act_id,
+            reference: request.request_id.clone(),
+            ..LedgerEntry::default()
+        }
+    }
+
     /// The entry's kind.
     pub fn kind(&self) -> EntryKind {
         match self.kind {

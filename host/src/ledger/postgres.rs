@@ -67,8 +67,8 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row, Statement};
 
 use super::{
-    Credit, CreditResult, ENTRY_CENTS_MAX, EntryKind, LedgerEntry, LedgerError, LedgerWallet, PAYOUTS_ACCOUNT,
-    Withdrawal, WithdrawalRequest, budget_account, wallet_account,
+    Credit, CreditResult, ENTRY_CENTS_MAX, LedgerEntry, LedgerError, LedgerWallet, PAYOUTS_ACCOUNT, Withdrawal,
+    WithdrawalRequest, budget_account, wallet_account,
 };
 use crate::store::{FlowPosition, red_packet_flow_id};
 
@@ -503,16 +503,7 @@ async fn fund_attempt(
     if top_up <= 0 {
         return Ok(());
     }
-    let entry = LedgerEntry {
-        id: format!("fund/{activity_id}/{budget_cents}"),
-        kind: EntryKind::Funding as u32,
-        debit_account: format!("funding/{activity_id}"),
-        credit_account: budget_account(activity_id),
-        amount_cents: top_up,
-        time_ms,
-        activity_id: activity_id.to_owned(),
-        ..LedgerEntry::default()
-    };
+    let entry = LedgerEntry::funding(activity_id, budget_cents, top_up, time_ms);
     let mut postings = Postings::default();
     // The funding account is the one kind allowed below zero.
     postings.add(&entry.credit_account, top_up)?;
@@ -587,17 +578,7 @@ async fn withdraw_attempt(
     if balance_cents < request.amount_cents {
         return Err(Failure::Refused(LedgerError::InsufficientBalance { balance_cents }));
     }
-    let entry = LedgerEntry {
-        id,
-        kind: EntryKind::Withdrawal as u32,
-        debit_account: wallet.clone(),
-        credit_account: PAYOUTS_ACCOUNT.to_owned(),
-        amount_cents: request.amount_cents,
-        time_ms: request.time_ms,
-        act_id: request.act_id,
-        reference: request.request_id.clone(),
-        ..LedgerEntry::default()
-    };
+    let entry = LedgerEntry { id, ..LedgerEntry::withdrawal(request) };
     let mut postings = Postings::default();
     postings.debits.insert(wallet, request.amount_cents);
     postings.add(PAYOUTS_ACCOUNT, request.amount_cents)?;
@@ -718,20 +699,7 @@ fn plan_credits(
             continue;
         }
         budgets.insert(budget.clone(), balance - credit.amount_cents);
-        let entry = LedgerEntry {
-            id: id.clone(),
-            kind: EntryKind::RedPacket as u32,
-            debit_account: budget,
-            credit_account: wallet_account(credit.act_id),
-            amount_cents: credit.amount_cents,
-            time_ms: credit.open_time_ms,
-            act_id: credit.act_id,
-            memo: credit.memo.clone(),
-            activity_id: credit.activity_id.clone(),
-            scene_id: credit.scene_id.clone(),
-            reference: credit.order_no.clone(),
-            token: credit.token.clone(),
-        };
+        let entry = LedgerEntry { id: id.clone(), debit_account: budget, ..LedgerEntry::red_packet(credit) };
         *postings.debits.entry(entry.debit_account.clone()).or_default() += entry.amount_cents;
         postings.add(&entry.credit_account, entry.amount_cents)?;
         let income = postings.income.entry(entry.act_id).or_default();
@@ -948,6 +916,8 @@ mod tests {
     //! Each makes its own database and drops it when done, passed or failed.
 
     use std::net::SocketAddr;
+
+    use crate::ledger::EntryKind;
     use std::time::Instant;
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
