@@ -1,0 +1,90 @@
+//! The key layout of the module docs' table, as functions: the only place key names are built
+//! in Rust. (Scripts that reach a user's keys from a record build `TAG:g:` and `TAG:uu:` from
+//! the shard tag they are given; their headers say so.)
+
+/// The keys of one shard `N`, all starting with its hash tag `P:{N}`.
+pub(super) struct ShardKeys {
+    tag: String,
+}
+
+impl ShardKeys {
+    pub fn new(prefix: &str, shard: u32) -> ShardKeys {
+        ShardKeys { tag: format!("{prefix}:{{{shard}}}") }
+    }
+
+    /// `P:{N}`.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// `P:{N}:g:ACTIVITY/ORDER_NO`, a grant's record.
+    pub fn record(&self, member: &str) -> String {
+        format!("{}:g:{member}", self.tag)
+    }
+
+    /// `P:{N}:g:`, what a script prepends to a member to reach its record.
+    pub fn record_prefix(&self) -> String {
+        format!("{}:g:", self.tag)
+    }
+
+    /// `P:{N}:ut:ACTID`, the user's flow ids by open time.
+    pub fn user_tokens(&self, act_id: i64) -> String {
+        format!("{}:ut:{act_id}", self.tag)
+    }
+
+    /// `P:{N}:uu:ACTID`, the user's unsettled tokens by seq.
+    pub fn user_unsettled(&self, act_id: i64) -> String {
+        format!("{}:uu:{act_id}", self.tag)
+    }
+
+    /// `P:{N}:q`, the shard's crediting queue.
+    pub fn queue(&self) -> String {
+        format!("{}:q", self.tag)
+    }
+
+    /// `P:{N}:pk`, the shard's parked tokens.
+    pub fn parked(&self) -> String {
+        format!("{}:pk", self.tag)
+    }
+
+    /// `P:{N}:seq`, the shard's sequence.
+    pub fn seq(&self) -> String {
+        format!("{}:seq", self.tag)
+    }
+
+    /// `P:{N}:st:ACTIVITY`, the activity's stock bucket in this shard.
+    pub fn stock(&self, activity_id: &str) -> String {
+        format!("{}:st:{activity_id}", self.tag)
+    }
+
+    /// `P:{N}:ag:ACTIVITY`, the activity's grants in this shard.
+    pub fn activity_grants(&self, activity_id: &str) -> String {
+        format!("{}:ag:{activity_id}", self.tag)
+    }
+
+    /// `P:{N}:rl:ACTIVITY/SCENE/ACTID/WINDOW_START`, the user's grants in one rate window.
+    pub fn rate(&self, activity_id: &str, scene_id: &str, act_id: i64, window_start_ms: u64) -> String {
+        format!("{}:rl:{activity_id}/{scene_id}/{act_id}/{window_start_ms}", self.tag)
+    }
+
+    /// `P:{N}:rl:-`, named in place of a rate window when the grant has none (a script's keys
+    /// are fixed in number), never written.
+    pub fn no_rate(&self) -> String {
+        format!("{}:rl:-", self.tag)
+    }
+
+    /// `P:{N}:ok:ACTIVITY`, present when this shard vouches for the activity.
+    pub fn vouched(&self, activity_id: &str) -> String {
+        format!("{}:ok:{activity_id}", self.tag)
+    }
+}
+
+/// `P:{meta}`, the deployment's shard count.
+pub(super) fn meta(prefix: &str) -> String {
+    format!("{prefix}:{{meta}}")
+}
+
+/// `P:{cap}:w`, the fleet's credit window.
+pub(super) fn cap_window(prefix: &str) -> String {
+    format!("{prefix}:{{cap}}:w")
+}

@@ -1,0 +1,28 @@
+-- Completes credited tokens: status 8, off the user's unsettled set, the parked set and the
+-- queue. Arguments are built by `EntriesArgs` (scripts.rs) only.
+--
+-- KEYS[1] queue    P:{N}:q
+-- KEYS[2] parked   P:{N}:pk
+-- ARGV[1] consumer group
+-- ARGV[2] shard tag, P:{N}
+-- ARGV[3], ARGV[4], ARGV[5], …  (member, seq, queue id) triples
+-- Answers how many tokens moved to credited
+local queue, parked = KEYS[1], KEYS[2]
+local group, tag = ARGV[1], ARGV[2]
+local n = 0
+for i = 3, #ARGV, 3 do
+  local m, qid = ARGV[i], ARGV[i + 2]
+  local g = tag .. ':g:' .. m
+  local v = redis.call('HMGET', g, 'st', 'u')
+  if v[1] and v[1] ~= '8' then
+    redis.call('HSET', g, 'st', '8')
+    redis.call('ZREM', tag .. ':uu:' .. v[2], m)
+    n = n + 1
+  end
+  redis.call('ZREM', parked, m)
+  if qid ~= '' then
+    redis.call('XACK', queue, group, qid)
+    redis.call('XDEL', queue, qid)
+  end
+end
+return n

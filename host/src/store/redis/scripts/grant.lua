@@ -1,0 +1,87 @@
+-- Grants (or restores) one token in its user's shard: the replay check, the ledger check, the
+-- user's rate window, the shard's stock bucket, then the record, the user's indexes, the stock
+-- and the queue entry, atomically. Arguments are built by `GrantArgs` (scripts.rs) only.
+--
+-- KEYS[1] record        P:{N}:g:ACTIVITY/ORDER_NO   hash: r, st, sq, u, m
+-- KEYS[2] user_tokens   P:{N}:ut:ACTID              zset: flow id by open time
+-- KEYS[3] user_unsettled P:{N}:uu:ACTID             zset: member by seq
+-- KEYS[4] queue         P:{N}:q                     stream: the crediting queue
+-- KEYS[5] seq           P:{N}:seq                   string: the shard's sequence
+-- KEYS[6] stock         P:{N}:st:ACTIVITY           hash: the shard's stock bucket
+-- KEYS[7] activity_grants P:{N}:ag:ACTIVITY         zset: member by seq
+-- KEYS[8] rate          P:{N}:rl:…/WINDOW           string: grants in the user's rate window
+-- KEYS[9] vouched       P:{N}:ok:ACTIVITY           string: this shard vouches for the activity
+-- ARGV[1]  record bytes (protobuf GrantRecord, status pending, seq 0)
+-- ARGV[2]  actID
+-- ARGV[3]  member (ACTIVITY/ORDER_NO)
+-- ARGV[4]  flow id
+-- ARGV[5]  open time, ms
+-- ARGV[6]  amount, cents
+-- ARGV[7]  scene id
+-- ARGV[8]  shard count
+-- ARGV[9]  this shard
+-- ARGV[10] '1': the stock was already reserved across buckets; '0': check this bucket
+-- ARGV[11] this bucket's share of the scene count (-1: unbounded)
+-- ARGV[12] this bucket's share of the scene budget, cents (-1: unbounded)
+-- ARGV[13] this bucket's share of the activity budget, cents
+-- ARGV[14] the user's rate limit per window (0: none)
+-- ARGV[15] the rate window, ms
+-- ARGV[16] mode: 'grant', 'restore' or 'restore-credited'
+-- ARGV[17] ledger check: 'skipped', 'clean' or 'checked'
+-- Answers {'ok', seq} | {'replay', r, st, sq} | {'present'} | {'rate'} | {'check'}
+--       | {'stock', 'scene_count' | 'scene_budget' | 'activity_budget'}
+local record_key, user_tokens, user_unsettled, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local seq_key, stock, activity_grants, rate_key, vouched = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local record, act_id, member, flow_id, open_time_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local amount, amount_text, scene = tonumber(ARGV[6]), ARGV[6], ARGV[7]
+local shards, shard = tonumber(ARGV[8]), tonumber(ARGV[9])
+local reserved = ARGV[10] == '1'
+local share_count, share_scene_cents, share_activity_cents = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local rate_max, rate_window_ms = tonumber(ARGV[14]), ARGV[15]
+local mode, ledger_check = ARGV[16], ARGV[17]
+
+if redis.call('EXISTS', record_key) == 1 then
+  if mode ~= 'grant' then return {'present'} end
+  local v = redis.call('HMGET', record_key, 'r', 'st', 'sq')
+  return {'replay', v[1], v[2], v[3]}
+end
+if mode == 'grant' and redis.call('EXISTS', vouched) == 0 then
+  if ledger_check == 'skipped' then return {'check'} end
+  if ledger_check == 'clean' then redis.call('SET', vouched, '1') end
+end
+local scene_count_field, scene_cents_field = 's:' .. scene .. ':n', 's:' .. scene .. ':c'
+if mode == 'grant' then
+  if rate_max > 0 and tonumber(redis.call('GET', rate_key) or '0') >= rate_max then
+    return {'rate'}
+  end
+  if not reserved then
+    local b = redis.call('HMGET', stock, scene_count_field, scene_cents_field, 'a:c')
+    local n, c, a = tonumber(b[1] or '0'), tonumber(b[2] or '0'), tonumber(b[3] or '0')
+    if share_count >= 0 and n + 1 > share_count then return {'stock', 'scene_count'} end
+    if share_scene_cents >= 0 and c + amount > share_scene_cents then return {'stock', 'scene_budget'} end
+    if a + amount > share_activity_cents then return {'stock', 'activity_budget'} end
+  end
+end
+local seq = redis.call('INCR', seq_key) * shards + shard
+local st = '1'
+if mode == 'restore-credited' then st = '8' end
+redis.call('HSET', record_key, 'r', record, 'st', st, 'sq', seq, 'u', act_id, 'm', member)
+redis.call('ZADD', user_tokens, open_time_ms, flow_id)
+redis.call('ZADD', activity_grants, seq, member)
+if st == '1' then
+  redis.call('ZADD', user_unsettled, seq, member)
+  redis.call('XADD', queue, '*', 'm', member)
+end
+if not reserved then
+  redis.call('HINCRBY', stock, scene_count_field, 1)
+  redis.call('HINCRBY', stock, scene_cents_field, amount_text)
+end
+redis.call('HINCRBY', stock, 'a:n', 1)
+if not reserved then
+  redis.call('HINCRBY', stock, 'a:c', amount_text)
+end
+if mode == 'grant' and rate_max > 0 then
+  redis.call('INCR', rate_key)
+  redis.call('PEXPIRE', rate_key, rate_window_ms)
+end
+return {'ok', seq}

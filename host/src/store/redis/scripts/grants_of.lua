@@ -1,0 +1,22 @@
+-- One chunk of an activity's grants in a shard, for reconciliation. Arguments are built by
+-- `GrantsOfArgs` (scripts.rs) only.
+--
+-- KEYS[1] activity_grants   P:{N}:ag:ACTIVITY   zset: member by seq
+-- KEYS[2] parked            P:{N}:pk
+-- ARGV[1] record key start, P:{N}:g:
+-- ARGV[2] first rank
+-- ARGV[3] last rank (inclusive)
+-- Answers rows {parked 0/1, record, status, seq}
+local activity_grants, parked = KEYS[1], KEYS[2]
+local record_prefix, first, last = ARGV[1], ARGV[2], ARGV[3]
+local members = redis.call('ZRANGE', activity_grants, first, last)
+local out = {}
+for _, m in ipairs(members) do
+  local v = redis.call('HMGET', record_prefix .. m, 'r', 'st', 'sq')
+  if v[1] then
+    local is_parked = 0
+    if redis.call('ZSCORE', parked, m) then is_parked = 1 end
+    out[#out + 1] = {is_parked, v[1], v[2], v[3]}
+  end
+end
+return out

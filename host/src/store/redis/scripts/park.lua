@@ -1,0 +1,25 @@
+-- Parks tokens the ledger refused: into the parked set, their queue entries acknowledged and
+-- dropped (they stay unsettled and owed). Arguments are built by `EntriesArgs` (scripts.rs) only.
+--
+-- KEYS[1] queue    P:{N}:q
+-- KEYS[2] parked   P:{N}:pk
+-- ARGV[1] consumer group
+-- ARGV[2] shard tag, P:{N}
+-- ARGV[3], ARGV[4], ARGV[5], …  (member, seq, queue id) triples
+-- Answers how many tokens were parked
+local queue, parked = KEYS[1], KEYS[2]
+local group, tag = ARGV[1], ARGV[2]
+local n = 0
+for i = 3, #ARGV, 3 do
+  local m, seq, qid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local st = redis.call('HGET', tag .. ':g:' .. m, 'st')
+  if st and st ~= '8' then
+    redis.call('ZADD', parked, seq, m)
+    n = n + 1
+  end
+  if qid ~= '' then
+    redis.call('XACK', queue, group, qid)
+    redis.call('XDEL', queue, qid)
+  end
+end
+return n
