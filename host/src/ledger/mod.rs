@@ -12,6 +12,7 @@
 
 mod embedded;
 mod postgres;
+mod rules;
 
 pub use embedded::EmbeddedLedger;
 pub use postgres::PostgresLedger;

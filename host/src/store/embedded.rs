@@ -35,7 +35,7 @@ use crate::journal;
 
 use super::{
     FlowPosition, GrantCommit, GrantKey, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, StockUsed,
-    StoreError, TokenStatus,
+    StoreError, TokenStatus, USER_UNSETTLED_READ_MAX,
 };
 
 /// The log's file name in the data directory.
@@ -52,10 +52,6 @@ pub const GROUP_COMMIT_OPS_MAX: usize = 1024;
 /// Operations waiting for the committer. When full, callers wait: this is the host's
 /// backpressure against a disk that cannot keep up.
 const COMMIT_QUEUE_OPS_MAX: usize = 16 * 1024;
-
-/// The most unsettled tokens read for one user at once; a user is granted far fewer in a
-/// campaign, and the bound keeps one request's work finite.
-pub const USER_UNSETTLED_READ_MAX: usize = 4096;
 
 /// Records written per frame when the log is rewritten at open.
 const REWRITE_FRAME_RECORDS: usize = 4096;

@@ -11,8 +11,12 @@
 mod embedded;
 mod redis;
 
-pub use embedded::{EmbeddedStore, GROUP_COMMIT_OPS_MAX, USER_UNSETTLED_READ_MAX};
+pub use embedded::{EmbeddedStore, GROUP_COMMIT_OPS_MAX};
 pub use redis::{CapTake, RedisStore, RedisStoreConfig, STOCK_SHARDS_DEFAULT, STOCK_SHARDS_MAX, cluster_nodes};
+
+/// The most unsettled tokens read for one user at once, by every store; a user is granted far
+/// fewer in a campaign, and the bound keeps one request's work finite.
+pub const USER_UNSETTLED_READ_MAX: usize = 4096;
 
 /// A token's crediting status, numbered as in the seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -246,16 +250,6 @@ pub struct FlowPosition {
     pub time_ms: u64,
     /// The item's flow id, which breaks ties between items of the same millisecond.
     pub flow_id: String,
-}
-
-/// The keys `(act_id, time_ms, flow_id)` of a user's flow index that come strictly before
-/// `before` (all of the user's keys when `None`). The token store and the ledger both page their
-/// flow indexes with it, so their pages line up exactly when the wallet merges them.
-pub fn flow_index_range(act_id: i64, before: Option<&FlowPosition>) -> std::ops::Range<(i64, u64, &str)> {
-    match before {
-        Some(position) => (act_id, 0, "")..(act_id, position.time_ms, position.flow_id.as_str()),
-        None => (act_id, 0, "")..(act_id.saturating_add(1), 0, ""),
-    }
 }
 
 /// The token store the host runs on: the embedded default or Redis (single or Cluster). Both
