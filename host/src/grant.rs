@@ -167,15 +167,6 @@ impl GrantError {
 /// How long the grant path goes without its ledger lookup after the ledger failed.
 const LEDGER_RETRY_AFTER_MS: u64 = 1_000;
 
-/// The longest id accepted in a request; config ids are at most this long too.
-pub const ID_BYTES_MAX: usize = 64;
-
-/// Whether `id` can be an activity, scene or award type id: `[A-Za-z0-9-]{1,64}`. No `_`, so
-/// order numbers, joined with `_`, can be split back unambiguously.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= ID_BYTES_MAX && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
 /// `${actID}_${scene_id}_${rain_id}_${award_type}_${stage}`.
 pub fn order_no(act_id: i64, scene_id: &str, rain_id: i32, award_type: &str, stage: u32) -> String {
     use std::fmt::Write as _;
@@ -203,7 +194,7 @@ fn check_request(request: &GrantRequest) -> Result<(), GrantError> {
     for (name, value) in
         [("activity_id", &request.activity_id), ("scene_id", &request.scene_id), ("award_type", &request.award_type)]
     {
-        if !is_valid_id(value) {
+        if !crate::config::is_valid_id(value) {
             return bad(format!(
                 "{name} `{}` must match [A-Za-z0-9-]{{1,64}}",
                 value.chars().take(80).collect::<String>()
@@ -599,9 +590,9 @@ mod tests {
     #[test]
     fn order_number_layout() {
         assert_eq!(order_no(42, "eve-rain", 3, "cash", 1), "42_eve-rain_3_cash_1");
-        assert!(is_valid_id("eve-rain"));
-        assert!(!is_valid_id("eve_rain"));
-        assert!(!is_valid_id(""));
-        assert!(!is_valid_id(&"a".repeat(65)));
+        assert!(crate::config::is_valid_id("eve-rain"));
+        assert!(!crate::config::is_valid_id("eve_rain"));
+        assert!(!crate::config::is_valid_id(""));
+        assert!(!crate::config::is_valid_id(&"a".repeat(65)));
     }
 }

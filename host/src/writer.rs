@@ -24,7 +24,7 @@ use crate::capability::compensation::{self, RefusalOutcome, RefusalRetries};
 use crate::clock::Clock;
 use crate::config::SceneRegistry;
 use crate::ledger::{Credit, CreditResult, Ledger, LedgerError};
-use crate::store::{CapTake, GrantKey, GrantRecord, Store, StoreError};
+use crate::store::{CapTake, FleetCap, GrantKey, GrantRecord, Store, StoreError};
 
 /// The most tokens credited in one ledger transaction: large enough to amortise the commit,
 /// small enough that one batch holds the limiter's window only briefly.
@@ -161,7 +161,7 @@ pub struct WriterStats {
 /// in Redis over the shared store (every host's writer draws from it).
 enum CreditCap {
     Local(Mutex<CreditLimiter>),
-    Fleet { cap: u64 },
+    Fleet { cap: u64, window: FleetCap },
 }
 
 /// Credits the crediting queue to the ledger.
@@ -182,8 +182,8 @@ pub struct LedgerWriter {
 impl LedgerWriter {
     /// A writer over `store` and `ledger`.
     pub fn new(store: Store, ledger: Ledger, clock: Arc<dyn Clock>, config: WriterConfig) -> LedgerWriter {
-        let cap = match (&store, config.credits_per_second_max) {
-            (Store::Redis(_), Some(cap)) => CreditCap::Fleet { cap },
+        let cap = match (store.fleet_cap(), config.credits_per_second_max) {
+            (Some(window), Some(cap)) => CreditCap::Fleet { cap, window },
             _ => CreditCap::Local(Mutex::new(CreditLimiter::new(config.credits_per_second_max))),
         };
         LedgerWriter {
@@ -249,13 +249,12 @@ impl LedgerWriter {
                 limiter.lock().restamp_last(self.clock.monotonic_ms());
                 Ok(StepReport { claimed: claimed_count, applied: outcome?, throttled_ms: None })
             }
-            CreditCap::Fleet { cap } => {
-                let Store::Redis(redis) = &self.store else { unreachable!("a fleet cap needs the Redis store") };
+            CreditCap::Fleet { cap, window } => {
                 // An empty queue must not hold the fleet's allowance: look before reserving.
                 if self.store.queue_len().await? == 0 {
                     return Ok(StepReport::default());
                 }
-                let (taken, ticket) = match redis.cap_take(*cap, self.batch_entries_max as u64).await? {
+                let (taken, ticket) = match window.take(*cap, self.batch_entries_max as u64).await? {
                     CapTake::Wait { wait_ms } => {
                         return Ok(StepReport { throttled_ms: Some(wait_ms), ..StepReport::default() });
                     }
@@ -264,7 +263,7 @@ impl LedgerWriter {
                 let claimed = match self.store.claim_queue(taken as usize).await {
                     Ok(claimed) => claimed,
                     Err(error) => {
-                        let _ = redis.cap_settle(&ticket, 0).await;
+                        let _ = window.settle(&ticket, 0).await;
                         return Err(error.into());
                     }
                 };
@@ -272,7 +271,7 @@ impl LedgerWriter {
                 let outcome = self.credit_claimed(claimed).await;
                 // Counted at the ledger's commit; a failed batch still counts (it may have
                 // committed before the answer was lost).
-                redis.cap_settle(&ticket, claimed_count as u64).await?;
+                window.settle(&ticket, claimed_count as u64).await?;
                 Ok(StepReport { claimed: claimed_count, applied: outcome?, throttled_ms: None })
             }
         }

@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::plugin::{LoadError, PluginRuntime};
 
 pub use registry::{FileState, SceneRegistry, Snapshot};
+pub use validate::is_valid_id;
 
 /// The largest amount, in cents, that a single red packet may carry (¥200,000).
 ///

@@ -26,6 +26,13 @@ use crate::plugin::{Capability, FailurePolicy, PluginSpec};
 /// The longest locale tag accepted as a `templates` key (BCP 47 tags in practice stay short).
 const LOCALE_CHARS_MAX: usize = 35;
 
+/// Whether `id` can be an activity, scene or award type id: 1 to [`ID_CHARS_MAX`] ASCII
+/// letters, digits or `-`. No `_`, so order numbers, joined with `_`, can be split back
+/// unambiguously. The config and the grant path both check ids with it.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= ID_CHARS_MAX && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// Validates a parsed file; `version` is the hash of the file bytes.
 pub(super) fn validate(file: &Path, version: String, raw: &RawFile) -> Result<Parsed, Vec<ConfigError>> {
     let mut checker = Checker { file, errors: Vec::new() };
@@ -91,10 +98,7 @@ impl Checker<'_> {
             return String::new();
         };
         let text = id.value.as_str();
-        let valid = !text.is_empty()
-            && text.len() <= ID_CHARS_MAX
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !valid {
+        if !is_valid_id(text) {
             let message = if text.contains('_') {
                 format!("id `{}` contains `_`, which separates the parts of order numbers; use `-`", show(text))
             } else {

@@ -26,9 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
 
+use super::rules::{self, Existing, ReadBack, WithdrawalStep};
 use super::{
-    Credit, CreditResult, ENTRY_CENTS_MAX, EntryKind, LedgerEntry, LedgerError, LedgerWallet, PAYOUTS_ACCOUNT,
-    Withdrawal, WithdrawalRequest, wallet_account,
+    Credit, CreditResult, EntryKind, LedgerEntry, LedgerError, LedgerWallet, Withdrawal, WithdrawalRequest,
+    budget_account, wallet_account,
 };
 use crate::journal;
 use crate::store::{FlowPosition, red_packet_flow_id};
@@ -73,31 +74,32 @@ struct Books {
     funded: HashMap<String, i64>,
 }
 
-fn may_go_negative(account: &str) -> bool {
-    account.starts_with("funding/")
-}
-
 impl Books {
     fn balance(&self, account: &str) -> i64 {
         self.accounts.get(account).copied().unwrap_or(0)
     }
 
-    /// Whether `amount` may move from `debit` to `credit`: a guarded account never goes below
-    /// zero, and no balance overflows.
-    fn can_transfer(&self, debit: &str, credit: &str, amount: i64) -> Result<bool, LedgerError> {
-        assert!(amount > 0 && amount <= ENTRY_CENTS_MAX, "ledger transfer of {amount} cents");
-        if self.balance(debit) - amount < 0 && !may_go_negative(debit) {
-            return Ok(false);
-        }
-        self.balance(credit).checked_add(amount).ok_or(LedgerError::AmountOutOfRange(amount))?;
-        Ok(true)
+    /// Refuses an entry whose amount would overflow the balance of the account it credits. The
+    /// rules ([`rules`]) decide whether the debited account can pay; this only guards the sum.
+    fn check_fits(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
+        self.balance(&entry.credit_account)
+            .checked_add(entry.amount_cents)
+            .ok_or(LedgerError::AmountOutOfRange(entry.amount_cents))?;
+        Ok(())
     }
 
     /// Records an entry: moves its amount and updates the indexes. Entries are checked before
     /// they are recorded (or were, when they were first written and are now replayed).
     fn record(&mut self, entry: LedgerEntry) {
         let amount = entry.amount_cents;
-        *self.accounts.entry(entry.debit_account.clone()).or_default() -= amount;
+        let debited = self.accounts.entry(entry.debit_account.clone()).or_default();
+        *debited -= amount;
+        assert!(
+            *debited >= 0 || rules::may_go_negative(&entry.debit_account),
+            "entry `{}` takes `{}` below zero",
+            entry.id,
+            entry.debit_account
+        );
         let credited = self.accounts.entry(entry.credit_account.clone()).or_default();
         *credited = credited.saturating_add(amount);
         match entry.kind() {
@@ -158,7 +160,8 @@ impl EmbeddedLedger {
     }
 
     /// Runs one write: `apply` checks and records its entries in the books under the writers'
-    /// lock and returns them with its answer; they are then appended as one frame and fsynced.
+    /// lock and returns them with its answer; they are then asserted ([`rules::assert_before_write`]),
+    /// appended as one frame, fsynced, and read back from the books.
     fn write<T>(
         &self,
         apply: impl FnOnce(&mut Books) -> Result<(T, Vec<LedgerEntry>), LedgerError>,
@@ -169,6 +172,7 @@ impl EmbeddedLedger {
         if written.is_empty() {
             return Ok(answer);
         }
+        rules::assert_before_write(&written);
         let mut payload = Vec::with_capacity(written.iter().map(|entry| entry.encoded_len() + 4).sum());
         for entry in &written {
             entry.encode_length_delimited(&mut payload).expect("a Vec grows");
@@ -180,6 +184,9 @@ impl EmbeddedLedger {
             tracing::error!(%error, "ledger journal write failed; the ledger refuses all operations until a restart");
             return Err(unavailable(format!("ledger journal write failed: {error}")));
         }
+        drop(journal);
+        let books = self.inner.books.read();
+        rules::assert_read_back(&written, |id| books.entries.get(id).map(ReadBack::of));
         Ok(answer)
     }
 
@@ -199,20 +206,16 @@ impl EmbeddedLedger {
     }
 
     fn fund_activity_now(&self, activity_id: &str, budget_cents: i64, time_ms: u64) -> Result<(), LedgerError> {
-        if budget_cents <= 0 || budget_cents > ENTRY_CENTS_MAX {
-            return Err(LedgerError::AmountOutOfRange(budget_cents));
-        }
+        rules::check_amount(budget_cents)?;
         self.write(|books| {
-            let top_up = budget_cents - books.funded.get(activity_id).copied().unwrap_or(0);
-            if top_up <= 0 {
+            let funded_cents = books.funded.get(activity_id).copied().unwrap_or(0);
+            let Some(entry) = rules::funding_entry(activity_id, budget_cents, funded_cents, time_ms) else {
                 return Ok(((), Vec::new()));
-            }
-            let entry = LedgerEntry::funding(activity_id, budget_cents, top_up, time_ms);
-            if books.entries.contains_key(&entry.id)
-                || !books.can_transfer(&entry.debit_account, &entry.credit_account, top_up)?
-            {
+            };
+            if books.entries.contains_key(&entry.id) {
                 return Err(unavailable(format!("funding entry `{}` cannot be written", entry.id)));
             }
+            books.check_fits(&entry)?;
             books.record(entry.clone());
             Ok(((), vec![entry]))
         })
@@ -223,52 +226,34 @@ impl EmbeddedLedger {
         self.blocking(move |ledger| ledger.credit_batch_now(&credits)).await
     }
 
+    /// The rules decide each credit ([`rules::decide_credit`]); [`EmbeddedLedger::write`] makes
+    /// the paired assertions around the frame.
     fn credit_batch_now(&self, credits: &[Credit]) -> Result<Vec<CreditResult>, LedgerError> {
-        // Paired with the read-back below: what goes into the books is checked on the way in and
-        // on the way out.
         for credit in credits {
-            assert!(credit.amount_cents > 0 && credit.amount_cents <= ENTRY_CENTS_MAX, "credit of {credit:?}");
+            rules::check_amount(credit.amount_cents)?;
         }
-        let results = self.write(|books| {
+        self.write(|books| {
             let mut results = Vec::with_capacity(credits.len());
             let mut written = Vec::with_capacity(credits.len());
             for credit in credits {
                 let id = red_packet_flow_id(&credit.activity_id, &credit.order_no);
-                if let Some(entry) = books.entries.get(&id) {
-                    if entry.amount_cents == credit.amount_cents && entry.act_id == credit.act_id {
-                        results.push(CreditResult::AlreadyCredited);
-                    } else {
-                        tracing::error!(entry = %id, ledger_cents = entry.amount_cents, token_cents = credit.amount_cents, "ledger holds this order with another amount or user");
-                        results.push(CreditResult::Conflict);
-                    }
-                    continue;
+                let existing = books
+                    .entries
+                    .get(&id)
+                    .map(|entry| Existing { amount_cents: entry.amount_cents, act_id: entry.act_id });
+                let budget_cents = books.balance(&budget_account(&credit.activity_id));
+                let result = rules::decide_credit(credit, &id, existing, budget_cents);
+                if result == CreditResult::Applied {
+                    let entry = LedgerEntry { id, ..LedgerEntry::red_packet(credit) };
+                    books.check_fits(&entry)?;
+                    books.record(entry.clone());
+                    written.push(entry);
                 }
-                let entry = LedgerEntry { id, ..LedgerEntry::red_packet(credit) };
-                if !books.can_transfer(&entry.debit_account, &entry.credit_account, entry.amount_cents)? {
-                    tracing::error!(activity = %credit.activity_id, order_no = %credit.order_no, "budget account cannot pay a granted red packet");
-                    results.push(CreditResult::BudgetExhausted);
-                    continue;
-                }
-                books.record(entry.clone());
-                written.push(entry);
-                results.push(CreditResult::Applied);
+                results.push(result);
             }
+            rules::assert_credit_plan(credits, &results, &written);
             Ok((results, written))
-        })?;
-        let books = self.inner.books.read();
-        for (credit, result) in credits.iter().zip(&results) {
-            if *result == CreditResult::Applied {
-                let id = red_packet_flow_id(&credit.activity_id, &credit.order_no);
-                assert!(
-                    books
-                        .entries
-                        .get(&id)
-                        .is_some_and(|entry| entry.amount_cents == credit.amount_cents && entry.act_id == credit.act_id),
-                    "ledger entry `{id}` does not read back as credited"
-                );
-            }
-        }
-        Ok(results)
+        })
     }
 
     /// Debits a wallet, once per request id, never below zero.
@@ -277,24 +262,19 @@ impl EmbeddedLedger {
     }
 
     fn withdraw_now(&self, request: &WithdrawalRequest) -> Result<Withdrawal, LedgerError> {
-        if request.amount_cents <= 0 || request.amount_cents > ENTRY_CENTS_MAX {
-            return Err(LedgerError::AmountOutOfRange(request.amount_cents));
-        }
+        rules::check_amount(request.amount_cents)?;
         let wallet = wallet_account(request.act_id);
-        let id = format!("wd/{}/{}", request.act_id, request.request_id);
+        let entry = LedgerEntry::withdrawal(request);
         self.write(|books| {
-            if let Some(entry) = books.entries.get(&id) {
-                if entry.amount_cents != request.amount_cents {
-                    return Err(LedgerError::RequestConflict(request.request_id.clone()));
-                }
-                let withdrawal =
-                    Withdrawal { entry: entry.clone(), balance_cents: books.balance(&wallet), replayed: true };
-                return Ok((withdrawal, Vec::new()));
+            let existing = books.entries.get(&entry.id);
+            let balance_cents = books.balance(&wallet);
+            if rules::decide_withdrawal(request, existing.map(|entry| entry.amount_cents), balance_cents)?
+                == WithdrawalStep::Replay
+            {
+                let replayed = existing.expect("a replay has its entry").clone();
+                return Ok((Withdrawal { entry: replayed, balance_cents, replayed: true }, Vec::new()));
             }
-            if !books.can_transfer(&wallet, PAYOUTS_ACCOUNT, request.amount_cents)? {
-                return Err(LedgerError::InsufficientBalance { balance_cents: books.balance(&wallet) });
-            }
-            let entry = LedgerEntry::withdrawal(request);
+            books.check_fits(&entry)?;
             books.record(entry.clone());
             let withdrawal =
                 Withdrawal { entry: entry.clone(), balance_cents: books.balance(&wallet), replayed: false };
@@ -393,6 +373,22 @@ mod tests {
         // Funding the same total again writes nothing more.
         ledger.fund_activity_now("big", crate::config::BUDGET_CENTS_MAX, 0).unwrap();
         assert_eq!(ledger.all_entries().unwrap().len(), 1);
+    }
+
+    // Regression: a credit out of range panicked on an assertion in the embedded ledger while
+    // the PostgreSQL ledger refused it. Amounts are input: the batch is refused whole, nothing
+    // written, and the ledger keeps working.
+    #[test]
+    fn a_credit_out_of_range_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = EmbeddedLedger::open(dir.path()).unwrap();
+        ledger.fund_activity_now("a", 100, 0).unwrap();
+        for bad in [0, -5, crate::ledger::ENTRY_CENTS_MAX + 1] {
+            let refused = ledger.credit_batch_now(&[credit(1, 1), credit(2, bad)]);
+            assert!(matches!(refused, Err(LedgerError::AmountOutOfRange(cents)) if cents == bad), "{refused:?}");
+        }
+        assert_eq!(ledger.all_entries().unwrap().len(), 1);
+        assert_eq!(ledger.credit_batch_now(&[credit(1, 1)]).unwrap(), [CreditResult::Applied]);
     }
 
     fn credit(n: i64, cents: i64) -> Credit {

@@ -12,6 +12,7 @@
 
 mod embedded;
 mod postgres;
+mod rules;
 
 pub use embedded::EmbeddedLedger;
 pub use postgres::PostgresLedger;
@@ -28,11 +29,20 @@ pub enum Ledger {
     Postgres(PostgresLedger),
 }
 
+/// Forwards a call to whichever ledger this is; both have every method with the same
+/// arguments. `dispatch!(self, l => l.method(..))` awaits both; `dispatch!(memory self, ..)` is
+/// for reads the embedded ledger answers from memory, at once, and only PostgreSQL's is awaited.
 macro_rules! dispatch {
-    ($self:ident, $ledger:ident => $call:expr) => {
+    (memory $self:ident, $ledger:ident => $call:expr) => {
         match $self {
             Ledger::Embedded($ledger) => $call,
-            Ledger::Postgres($ledger) => $call,
+            Ledger::Postgres($ledger) => $call.await,
+        }
+    };
+    ($self:ident, $ledger:ident => $call:expr) => {
+        match $self {
+            Ledger::Embedded($ledger) => $call.await,
+            Ledger::Postgres($ledger) => $call.await,
         }
     };
 }
@@ -40,25 +50,22 @@ macro_rules! dispatch {
 impl Ledger {
     /// Tops the activity's budget account up to `budget_cents` in total (idempotent).
     pub async fn fund_activity(&self, activity_id: String, budget_cents: i64, time_ms: u64) -> Result<(), LedgerError> {
-        dispatch!(self, l => l.fund_activity(activity_id, budget_cents, time_ms).await)
+        dispatch!(self, l => l.fund_activity(activity_id, budget_cents, time_ms))
     }
 
     /// Credits a batch of red packets in one transaction: one result per credit, in order.
     pub async fn credit_batch(&self, credits: Vec<Credit>) -> Result<Vec<CreditResult>, LedgerError> {
-        dispatch!(self, l => l.credit_batch(credits).await)
+        dispatch!(self, l => l.credit_batch(credits))
     }
 
     /// Debits a wallet, once per request id, never below zero.
     pub async fn withdraw(&self, request: WithdrawalRequest) -> Result<Withdrawal, LedgerError> {
-        dispatch!(self, l => l.withdraw(request).await)
+        dispatch!(self, l => l.withdraw(request))
     }
 
     /// The user's balance and income, and which of `flow_ids` are credited, in one snapshot.
     pub async fn wallet(&self, act_id: i64, flow_ids: &[String]) -> Result<LedgerWallet, LedgerError> {
-        match self {
-            Ledger::Embedded(l) => l.wallet(act_id, flow_ids),
-            Ledger::Postgres(l) => l.wallet(act_id, flow_ids).await,
-        }
+        dispatch!(memory self, l => l.wallet(act_id, flow_ids))
     }
 
     /// Up to `limit` of the user's entries strictly older than `before`, newest first.
@@ -68,60 +75,39 @@ impl Ledger {
         before: Option<&FlowPosition>,
         limit: usize,
     ) -> Result<Vec<LedgerEntry>, LedgerError> {
-        match self {
-            Ledger::Embedded(l) => l.user_entries(act_id, before, limit),
-            Ledger::Postgres(l) => l.user_entries(act_id, before, limit).await,
-        }
+        dispatch!(memory self, l => l.user_entries(act_id, before, limit))
     }
 
     /// The entry with this id.
     pub async fn entry(&self, id: &str) -> Result<Option<LedgerEntry>, LedgerError> {
-        match self {
-            Ledger::Embedded(l) => l.entry(id),
-            Ledger::Postgres(l) => l.entry(id).await,
-        }
+        dispatch!(memory self, l => l.entry(id))
     }
 
     /// An account's balance.
     pub async fn balance(&self, account: &str) -> Result<i64, LedgerError> {
-        match self {
-            Ledger::Embedded(l) => l.balance(account),
-            Ledger::Postgres(l) => l.balance(account).await,
-        }
+        dispatch!(memory self, l => l.balance(account))
     }
 
     /// Whether any red packet of the activity was ever credited. The grant path asks once per
     /// activity and store, to learn whether the store can vouch for the activity's order numbers
     /// alone (see [`crate::store::Store::commit_grant`]).
     pub async fn has_red_packets(&self, activity_id: &str) -> Result<bool, LedgerError> {
-        match self {
-            Ledger::Embedded(l) => l.has_red_packets(activity_id),
-            Ledger::Postgres(l) => l.has_red_packets(activity_id).await,
-        }
+        dispatch!(memory self, l => l.has_red_packets(activity_id))
     }
 
     /// The red packet entries of one activity, for reconciliation; never on the grant path.
     pub async fn red_packets_of(&self, activity_id: &str) -> Result<Vec<LedgerEntry>, LedgerError> {
-        match self {
-            Ledger::Embedded(l) => l.red_packets_of(activity_id),
-            Ledger::Postgres(l) => l.red_packets_of(activity_id).await,
-        }
+        dispatch!(memory self, l => l.red_packets_of(activity_id))
     }
 
     /// Every entry, for audits and tests; never on a request path.
     pub async fn all_entries(&self) -> Result<Vec<LedgerEntry>, LedgerError> {
-        match self {
-            Ledger::Embedded(l) => l.all_entries(),
-            Ledger::Postgres(l) => l.all_entries().await,
-        }
+        dispatch!(memory self, l => l.all_entries())
     }
 
     /// Every account with its balance, for audits and tests.
     pub async fn all_balances(&self) -> Result<Vec<(String, i64)>, LedgerError> {
-        match self {
-            Ledger::Embedded(l) => l.all_balances(),
-            Ledger::Postgres(l) => l.all_balances().await,
-        }
+        dispatch!(memory self, l => l.all_balances())
     }
 }
 

@@ -66,9 +66,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row, Statement};
 
+use super::rules::{self, Existing, ReadBack, WithdrawalStep};
 use super::{
-    Credit, CreditResult, ENTRY_CENTS_MAX, LedgerEntry, LedgerError, LedgerWallet, PAYOUTS_ACCOUNT, Withdrawal,
-    WithdrawalRequest, budget_account, wallet_account,
+    Credit, CreditResult, LedgerEntry, LedgerError, LedgerWallet, PAYOUTS_ACCOUNT, Withdrawal, WithdrawalRequest,
+    budget_account, wallet_account,
 };
 use crate::store::{FlowPosition, red_packet_flow_id};
 
@@ -142,7 +143,9 @@ const LOCK_FUNDED: &str = "SELECT cents FROM funded WHERE activity_id = $1 FOR U
 /// column), subtracts from accounts that exist and are locked (`$13`, `$14`), adds to accounts,
 /// creating them (`$15`, `$16`), adds to user income (`$17`, `$18`) and sets funded totals
 /// (`$19`, `$20`). Arrays come sorted, so rows are locked in order. The main query reads the
-/// parts left to right, which fixes the order they run in; it returns how many rows each touched.
+/// parts left to right, which fixes the order they run in; it returns how many rows each touched,
+/// then the inserted entries as the database stored them (ids, debit accounts, credit accounts,
+/// amounts: one array each, in id order), which the ledger reads back without another round trip.
 const APPLY: &str = concat!(
     "WITH inserted AS (
         INSERT INTO entries (",
@@ -150,7 +153,7 @@ const APPLY: &str = concat!(
     ")
         SELECT * FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
                              $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
-        RETURNING 1
+        RETURNING id, debit_account, credit_account, amount_cents
     ), debited AS (
         UPDATE accounts AS a SET balance = a.balance - d.cents
         FROM unnest($13::text[], $14::bigint[]) AS d(name, cents)
@@ -175,7 +178,9 @@ const APPLY: &str = concat!(
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM debited), (SELECT count(*) FROM credited),
-           (SELECT count(*) FROM income), (SELECT count(*) FROM funded_now)"
+           (SELECT count(*) FROM income), (SELECT count(*) FROM funded_now),
+           ARRAY(SELECT id FROM inserted ORDER BY id), ARRAY(SELECT debit_account FROM inserted ORDER BY id),
+           ARRAY(SELECT credit_account FROM inserted ORDER BY id), ARRAY(SELECT amount_cents FROM inserted ORDER BY id)"
 );
 
 /// One entry by id.
@@ -298,9 +303,7 @@ impl PostgresLedger {
     /// same total twice writes one entry. A lower budget than already funded changes nothing
     /// here (money put in stays); the grant path enforces the lower bound.
     pub async fn fund_activity(&self, activity_id: String, budget_cents: i64, time_ms: u64) -> Result<(), LedgerError> {
-        if budget_cents <= 0 || budget_cents > ENTRY_CENTS_MAX {
-            return Err(LedgerError::AmountOutOfRange(budget_cents));
-        }
+        rules::check_amount(budget_cents)?;
         stored_time(time_ms)?;
         within(OPERATION_TIMEOUT, async {
             let mut session = self.session().await?;
@@ -320,9 +323,7 @@ impl PostgresLedger {
             return Ok(Vec::new());
         }
         for credit in &credits {
-            if credit.amount_cents <= 0 || credit.amount_cents > ENTRY_CENTS_MAX {
-                return Err(LedgerError::AmountOutOfRange(credit.amount_cents));
-            }
+            rules::check_amount(credit.amount_cents)?;
             stored_time(credit.open_time_ms)?;
         }
         within(OPERATION_TIMEOUT, async {
@@ -339,9 +340,7 @@ impl PostgresLedger {
 
     /// Debits a wallet, once per request id, never below zero.
     pub async fn withdraw(&self, request: WithdrawalRequest) -> Result<Withdrawal, LedgerError> {
-        if request.amount_cents <= 0 || request.amount_cents > ENTRY_CENTS_MAX {
-            return Err(LedgerError::AmountOutOfRange(request.amount_cents));
-        }
+        rules::check_amount(request.amount_cents)?;
         stored_time(request.time_ms)?;
         within(OPERATION_TIMEOUT, async {
             let mut session = self.session().await?;
@@ -371,7 +370,7 @@ impl PostgresLedger {
     }
 
     /// Up to `limit` of the user's entries strictly older than `before`, newest first: the same
-    /// page as [`crate::store::flow_index_range`] gives the embedded ledger.
+    /// page as the embedded ledger gives.
     pub async fn user_entries(
         &self,
         act_id: i64,
@@ -499,15 +498,13 @@ async fn fund_attempt(
         Some(row) => column(row, 0)?,
         None => return Err(corrupt(format!("activity `{activity_id}` has no funded row"))),
     };
-    let top_up = budget_cents - already;
-    if top_up <= 0 {
+    let Some(entry) = rules::funding_entry(activity_id, budget_cents, already, time_ms) else {
         return Ok(());
-    }
-    let entry = LedgerEntry::funding(activity_id, budget_cents, top_up, time_ms);
+    };
     let mut postings = Postings::default();
     // The funding account is the one kind allowed below zero.
-    postings.add(&entry.credit_account, top_up)?;
-    postings.add(&entry.debit_account, -top_up)?;
+    postings.add(&entry.credit_account, entry.amount_cents)?;
+    postings.add(&entry.debit_account, -entry.amount_cents)?;
     postings.funded.push((activity_id.to_owned(), budget_cents));
     postings.entries.push(entry);
     session.apply_and_commit(apply, &postings).await
@@ -538,9 +535,10 @@ async fn credit_attempt(
     }
     let mut known = HashMap::new();
     for row in found? {
-        known.insert(column::<String>(&row, 0)?, (column::<i64>(&row, 1)?, column::<i64>(&row, 2)?));
+        known.insert(column::<String>(&row, 0)?, Existing { amount_cents: column(&row, 1)?, act_id: column(&row, 2)? });
     }
     let (results, postings) = plan_credits(credits, &ids, balances, known)?;
+    rules::assert_credit_plan(credits, &results, &postings.entries);
     if !postings.entries.is_empty() {
         session.apply_and_commit(apply, &postings).await?;
     }
@@ -568,15 +566,11 @@ async fn withdraw_attempt(
         Some(row) => column(row, 1)?,
         None => 0,
     };
-    if let Some(row) = found? {
-        let entry = entry_from_row(&row)?;
-        if entry.amount_cents != request.amount_cents {
-            return Err(Failure::Refused(LedgerError::RequestConflict(request.request_id.clone())));
-        }
+    let existing = found?.as_ref().map(entry_from_row).transpose()?;
+    let step = rules::decide_withdrawal(request, existing.as_ref().map(|entry| entry.amount_cents), balance_cents)?;
+    if step == WithdrawalStep::Replay {
+        let entry = existing.expect("a replay has its entry");
         return Ok(Withdrawal { entry, balance_cents, replayed: true });
-    }
-    if balance_cents < request.amount_cents {
-        return Err(Failure::Refused(LedgerError::InsufficientBalance { balance_cents }));
     }
     let entry = LedgerEntry { id, ..LedgerEntry::withdrawal(request) };
     let mut postings = Postings::default();
@@ -669,33 +663,23 @@ fn entries_from_rows(rows: &[Row]) -> Result<Vec<LedgerEntry>, LedgerError> {
     rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(Failure::into_ledger_error)
 }
 
-/// Decides each credit in order, as the embedded ledger does: an id already in the books (or
-/// earlier in the batch) is a redelivery or a conflict; otherwise the budget account pays it if
-/// it can. `budgets` holds the locked budget balances (absent: zero), `known` the existing
-/// entries' amounts and users.
+/// Decides each credit in order by the ledger rules ([`rules::decide_credit`]), counting the
+/// credits applied earlier in the batch. `budgets` holds the locked budget balances (absent:
+/// zero), `known` the existing entries' amounts and users.
 fn plan_credits(
     credits: &[Credit],
     ids: &[String],
     mut budgets: HashMap<String, i64>,
-    mut known: HashMap<String, (i64, i64)>,
+    mut known: HashMap<String, Existing>,
 ) -> Result<(Vec<CreditResult>, Postings), LedgerError> {
     let mut results = Vec::with_capacity(credits.len());
     let mut postings = Postings::default();
     for (credit, id) in credits.iter().zip(ids) {
-        if let Some(&(amount_cents, act_id)) = known.get(id) {
-            if amount_cents == credit.amount_cents && act_id == credit.act_id {
-                results.push(CreditResult::AlreadyCredited);
-            } else {
-                tracing::error!(entry = %id, ledger_cents = amount_cents, token_cents = credit.amount_cents, "ledger holds this order with another amount or user");
-                results.push(CreditResult::Conflict);
-            }
-            continue;
-        }
         let budget = budget_account(&credit.activity_id);
         let balance = budgets.get(&budget).copied().unwrap_or(0);
-        if balance < credit.amount_cents {
-            tracing::error!(activity = %credit.activity_id, order_no = %credit.order_no, "budget account cannot pay a granted red packet");
-            results.push(CreditResult::BudgetExhausted);
+        let result = rules::decide_credit(credit, id, known.get(id).copied(), balance);
+        results.push(result);
+        if result != CreditResult::Applied {
             continue;
         }
         budgets.insert(budget.clone(), balance - credit.amount_cents);
@@ -704,9 +688,8 @@ fn plan_credits(
         postings.add(&entry.credit_account, entry.amount_cents)?;
         let income = postings.income.entry(entry.act_id).or_default();
         *income = income.checked_add(entry.amount_cents).ok_or(LedgerError::AmountOutOfRange(entry.amount_cents))?;
-        known.insert(entry.id.clone(), (entry.amount_cents, entry.act_id));
+        known.insert(entry.id.clone(), Existing { amount_cents: entry.amount_cents, act_id: entry.act_id });
         postings.entries.push(entry);
-        results.push(CreditResult::Applied);
     }
     Ok((results, postings))
 }
@@ -811,6 +794,7 @@ impl Session {
     /// aborts the transaction and answers the pipelined `COMMIT` by rolling back.
     async fn apply_and_commit(&mut self, apply: &Statement, postings: &Postings) -> Result<(), Failure> {
         let entries = &postings.entries;
+        rules::assert_before_write(entries);
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         let kinds = entries.iter().map(|e| i16::try_from(e.kind).map_err(corrupt)).collect::<Result<Vec<_>, _>>()?;
         let debit_accounts: Vec<&str> = entries.iter().map(|e| e.debit_account.as_str()).collect();
@@ -868,6 +852,19 @@ impl Session {
         {
             tracing::error!(?postings, debited, funded, "ledger write missed a locked row: the books need an audit");
         }
+        let ids: Vec<String> = column(&counts, 5)?;
+        let debit_accounts: Vec<String> = column(&counts, 6)?;
+        let credit_accounts: Vec<String> = column(&counts, 7)?;
+        let amounts: Vec<i64> = column(&counts, 8)?;
+        let stored: HashMap<&str, ReadBack<'_>> = ids
+            .iter()
+            .zip(debit_accounts.iter().zip(&credit_accounts).zip(&amounts))
+            .map(|(id, ((debit_account, credit_account), &amount_cents))| {
+                (id.as_str(), ReadBack { debit_account, credit_account, amount_cents })
+            })
+            .collect();
+        assert_eq!(stored.len(), entries.len(), "the database stored another number of entries than written");
+        rules::assert_read_back(entries, |id| stored.get(id).copied());
         Ok(())
     }
 }
@@ -926,7 +923,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::ledger::EmbeddedLedger;
+    use crate::ledger::{ENTRY_CENTS_MAX, EmbeddedLedger};
 
     const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -1742,19 +1739,6 @@ mod tests {
         }
         assert_eq!(ledger.balance("wallet/1").await.unwrap(), 10);
         assert_books_balance(&ledger).await;
-    }
-
-    #[test]
-    fn plan_matches_the_embedded_rules_without_a_database() {
-        let credits = [credit("a", "1", 1, 5, 0), credit("a", "2", 1, 6, 0), credit("a", "1", 2, 5, 0)];
-        let ids: Vec<String> = credits.iter().map(|c| red_packet_flow_id(&c.activity_id, &c.order_no)).collect();
-        let budgets = HashMap::from([("budget/a".to_owned(), 10)]);
-        let (results, postings) = plan_credits(&credits, &ids, budgets, HashMap::new()).unwrap();
-        assert_eq!(results, [CreditResult::Applied, CreditResult::BudgetExhausted, CreditResult::Conflict]);
-        assert_eq!(postings.debits, BTreeMap::from([("budget/a".to_owned(), 5)]));
-        assert_eq!(postings.credits, BTreeMap::from([("wallet/1".to_owned(), 5)]));
-        assert_eq!(postings.income, BTreeMap::from([(1, 5)]));
-        assert_eq!(postings.entries.len(), 1);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::journal;
 
 use super::{
     FlowPosition, GrantCommit, GrantKey, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, StockUsed,
-    StoreError, TokenStatus,
+    StoreError, TokenStatus, USER_UNSETTLED_READ_MAX,
 };
 
 /// The log's file name in the data directory.
@@ -52,10 +52,6 @@ pub const GROUP_COMMIT_OPS_MAX: usize = 1024;
 /// Operations waiting for the committer. When full, callers wait: this is the host's
 /// backpressure against a disk that cannot keep up.
 const COMMIT_QUEUE_OPS_MAX: usize = 16 * 1024;
-
-/// The most unsettled tokens read for one user at once; a user is granted far fewer in a
-/// campaign, and the bound keeps one request's work finite.
-pub const USER_UNSETTLED_READ_MAX: usize = 4096;
 
 /// Records written per frame when the log is rewritten at open.
 const REWRITE_FRAME_RECORDS: usize = 4096;
@@ -411,6 +407,10 @@ impl EmbeddedStore {
     /// Takes up to `max` tokens from the front of the crediting queue and marks them processing.
     /// Tokens already processing (claimed before a crash) are taken again.
     pub async fn claim_queue(&self, max: usize) -> Result<Vec<GrantRecord>, StoreError> {
+        // An empty queue costs a read, not a write transaction and its fsync.
+        if self.queue_len()? == 0 {
+            return Ok(Vec::new());
+        }
         self.submit(|reply| WriteOp::ClaimQueue { max, reply }).await
     }
 
@@ -456,6 +456,10 @@ impl EmbeddedStore {
         }
         self.submit(|reply| WriteOp::RequeueKeys { keys, reply }).await
     }
+
+    /// Readies the stock figures a scene's plugins may ask for: nothing to do, the embedded
+    /// store answers them from memory (see [`crate::store::Store::prepare_plugin_stock`]).
+    pub async fn refresh_plugin_stock(&self, _activity_id: &str, _scene_id: &str) {}
 
     /// How many tokens are parked.
     pub fn parked_len(&self) -> Result<u64, StoreError> {

@@ -11,8 +11,12 @@
 mod embedded;
 mod redis;
 
-pub use embedded::{EmbeddedStore, GROUP_COMMIT_OPS_MAX, USER_UNSETTLED_READ_MAX};
+pub use embedded::{EmbeddedStore, GROUP_COMMIT_OPS_MAX};
 pub use redis::{CapTake, RedisStore, RedisStoreConfig, STOCK_SHARDS_DEFAULT, STOCK_SHARDS_MAX, cluster_nodes};
+
+/// The most unsettled tokens read for one user at once, by every store; a user is granted far
+/// fewer in a campaign, and the bound keeps one request's work finite.
+pub const USER_UNSETTLED_READ_MAX: usize = 4096;
 
 /// A token's crediting status, numbered as in the seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -248,16 +252,6 @@ pub struct FlowPosition {
     pub flow_id: String,
 }
 
-/// The keys `(act_id, time_ms, flow_id)` of a user's flow index that come strictly before
-/// `before` (all of the user's keys when `None`). The token store and the ledger both page their
-/// flow indexes with it, so their pages line up exactly when the wallet merges them.
-pub fn flow_index_range(act_id: i64, before: Option<&FlowPosition>) -> std::ops::Range<(i64, u64, &str)> {
-    match before {
-        Some(position) => (act_id, 0, "")..(act_id, position.time_ms, position.flow_id.as_str()),
-        None => (act_id, 0, "")..(act_id.saturating_add(1), 0, ""),
-    }
-}
-
 /// The token store the host runs on: the embedded default or Redis (single or Cluster). Both
 /// keep the same records with the same rules; the conformance suite runs the platform's tests
 /// against each.
@@ -267,6 +261,25 @@ pub enum Store {
     Embedded(EmbeddedStore),
     /// Redis or Redis Cluster, shared by a fleet of hosts.
     Redis(RedisStore),
+}
+
+/// Forwards a call to whichever backend the store is, where both have the method with the same
+/// arguments. `dispatch!(self, s => s.method(..))` awaits both; `dispatch!(memory self, ..)` is
+/// for methods the embedded store answers from memory, at once, and only Redis's is awaited.
+/// Methods whose backends differ (in arguments, or in what they need to do) are written out.
+macro_rules! dispatch {
+    (memory $self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Embedded($store) => $call,
+            Store::Redis($store) => $call.await,
+        }
+    };
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Embedded($store) => $call.await,
+            Store::Redis($store) => $call.await,
+        }
+    };
 }
 
 impl Store {
@@ -292,6 +305,7 @@ impl Store {
         user_rate: Option<UserRate>,
         check: LedgerCheck,
     ) -> Result<GrantCommit, StoreError> {
+        // The embedded store serves one host, whose limiter counts the user's window.
         match self {
             Store::Embedded(s) => s.commit_grant(record, limits, check).await,
             Store::Redis(s) => s.commit_grant(record, limits, user_rate, check).await,
@@ -301,8 +315,16 @@ impl Store {
     /// Readies the stock figures this scene's plugins may ask for, before they run (see
     /// [`RedisStore::refresh_plugin_stock`]); the embedded store answers them from memory.
     pub async fn prepare_plugin_stock(&self, activity_id: &str, scene_id: &str) {
-        if let Store::Redis(s) = self {
-            s.refresh_plugin_stock(activity_id, scene_id).await;
+        dispatch!(self, s => s.refresh_plugin_stock(activity_id, scene_id))
+    }
+
+    /// The credits-per-second window that every host's writer draws from, when the store is
+    /// shared by a fleet (Redis). The embedded store serves one host and has none: that host's
+    /// writer keeps its own window.
+    pub fn fleet_cap(&self) -> Option<FleetCap> {
+        match self {
+            Store::Embedded(_) => None,
+            Store::Redis(s) => Some(FleetCap { store: s.clone() }),
         }
     }
 
@@ -315,29 +337,18 @@ impl Store {
     /// Takes up to `max` tokens from the crediting queue and marks them processing; tokens
     /// claimed earlier by a writer that did not finish are taken again.
     pub async fn claim_queue(&self, max: usize) -> Result<Vec<GrantRecord>, StoreError> {
-        match self {
-            // An empty queue costs a read, not a write transaction and its fsync.
-            Store::Embedded(s) if s.queue_len()? == 0 => Ok(Vec::new()),
-            Store::Embedded(s) => s.claim_queue(max).await,
-            Store::Redis(s) => s.claim_queue(max).await,
-        }
+        dispatch!(self, s => s.claim_queue(max))
     }
 
     /// Marks the named tokens processing, returning those not yet credited.
     pub async fn claim_keys(&self, keys: Vec<GrantKey>) -> Result<Vec<GrantRecord>, StoreError> {
-        match self {
-            Store::Embedded(s) => s.claim_keys(keys).await,
-            Store::Redis(s) => s.claim_keys(keys).await,
-        }
+        dispatch!(self, s => s.claim_keys(keys))
     }
 
     /// Marks the named tokens credited and takes them off the queue. Call only after the ledger
     /// has them.
     pub async fn complete(&self, keys: Vec<GrantKey>) -> Result<(), StoreError> {
-        match self {
-            Store::Embedded(s) => s.complete(keys).await,
-            Store::Redis(s) => s.complete(keys).await,
-        }
+        dispatch!(self, s => s.complete(keys))
     }
 
     /// Stores a token a client kept, if the server no longer has it (see
@@ -349,6 +360,7 @@ impl Store {
         credited: bool,
         limits: StockLimits,
     ) -> Result<RestoreOutcome, StoreError> {
+        // The embedded store keeps stock in one counter, with no buckets to spread it over.
         match self {
             Store::Embedded(s) => s.restore(record, credited).await,
             Store::Redis(s) => s.restore(record, credited, limits).await,
@@ -357,58 +369,37 @@ impl Store {
 
     /// Takes tokens the ledger refused off the crediting queue so they stop blocking it.
     pub async fn park(&self, keys: Vec<GrantKey>) -> Result<(), StoreError> {
-        match self {
-            Store::Embedded(s) => s.park(keys).await,
-            Store::Redis(s) => s.park(keys).await,
-        }
+        dispatch!(self, s => s.park(keys))
     }
 
     /// Puts every parked token back in the crediting queue; returns how many.
     pub async fn requeue_parked(&self) -> Result<u64, StoreError> {
-        match self {
-            Store::Embedded(s) => s.requeue_parked().await,
-            Store::Redis(s) => s.requeue_parked().await,
-        }
+        dispatch!(self, s => s.requeue_parked())
     }
 
     /// Puts the given parked tokens back in the crediting queue; returns how many moved.
     pub async fn requeue_parked_keys(&self, keys: Vec<GrantKey>) -> Result<u64, StoreError> {
-        match self {
-            Store::Embedded(s) => s.requeue_parked_keys(keys).await,
-            Store::Redis(s) => s.requeue_parked_keys(keys).await,
-        }
+        dispatch!(self, s => s.requeue_parked_keys(keys))
     }
 
     /// How many tokens are parked.
     pub async fn parked_len(&self) -> Result<u64, StoreError> {
-        match self {
-            Store::Embedded(s) => s.parked_len(),
-            Store::Redis(s) => s.parked_len().await,
-        }
+        dispatch!(memory self, s => s.parked_len())
     }
 
     /// The stored grant with this order number.
     pub async fn lookup(&self, activity_id: &str, order_no: &str) -> Result<Option<GrantRecord>, StoreError> {
-        match self {
-            Store::Embedded(s) => s.lookup(activity_id, order_no).await,
-            Store::Redis(s) => s.lookup(activity_id, order_no).await,
-        }
+        dispatch!(self, s => s.lookup(activity_id, order_no))
     }
 
     /// The user's tokens that are not yet credited, oldest first.
     pub async fn unsettled_for_user(&self, act_id: i64) -> Result<Vec<GrantRecord>, StoreError> {
-        match self {
-            Store::Embedded(s) => s.unsettled_for_user(act_id),
-            Store::Redis(s) => s.unsettled_for_user(act_id).await,
-        }
+        dispatch!(memory self, s => s.unsettled_for_user(act_id))
     }
 
     /// The keys of the user's oldest `USER_UNSETTLED_READ_MAX` unsettled tokens.
     pub async fn unsettled_keys_prefix(&self, act_id: i64) -> Result<Vec<GrantKey>, StoreError> {
-        match self {
-            Store::Embedded(s) => s.unsettled_keys_prefix(act_id),
-            Store::Redis(s) => s.unsettled_keys_prefix(act_id).await,
-        }
+        dispatch!(memory self, s => s.unsettled_keys_prefix(act_id))
     }
 
     /// Up to `limit` of the user's tokens strictly older than `before`, newest first.
@@ -418,35 +409,45 @@ impl Store {
         before: Option<&FlowPosition>,
         limit: usize,
     ) -> Result<Vec<GrantRecord>, StoreError> {
-        match self {
-            Store::Embedded(s) => s.user_tokens(act_id, before, limit),
-            Store::Redis(s) => s.user_tokens(act_id, before, limit).await,
-        }
+        dispatch!(memory self, s => s.user_tokens(act_id, before, limit))
     }
 
     /// How many tokens wait in the crediting queue (claimed or not).
     pub async fn queue_len(&self) -> Result<u64, StoreError> {
-        match self {
-            Store::Embedded(s) => s.queue_len(),
-            Store::Redis(s) => s.queue_len().await,
-        }
+        dispatch!(memory self, s => s.queue_len())
     }
 
     /// Stock used by a scene, or by the whole activity when `scene_id` is `None`.
     pub async fn stock_used(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, StoreError> {
-        match self {
-            Store::Embedded(s) => s.stock_used(activity_id, scene_id),
-            Store::Redis(s) => s.stock_used(activity_id, scene_id).await,
-        }
+        dispatch!(memory self, s => s.stock_used(activity_id, scene_id))
     }
 
     /// Every stored grant of one activity, and whether each is parked; for reconciliation and
     /// tests, never on the grant path.
     pub async fn grants_of(&self, activity_id: &str) -> Result<Vec<(GrantRecord, bool)>, StoreError> {
-        match self {
-            Store::Embedded(s) => s.grants_of(activity_id),
-            Store::Redis(s) => s.grants_of(activity_id).await,
-        }
+        dispatch!(memory self, s => s.grants_of(activity_id))
+    }
+}
+
+/// A fleet's credits-per-second window, kept in the store its hosts share (see
+/// [`Store::fleet_cap`]). A writer takes room before it claims a batch and settles it with the
+/// credits really made once the ledger has committed them.
+#[derive(Clone)]
+pub struct FleetCap {
+    store: RedisStore,
+}
+
+impl FleetCap {
+    /// Takes room for up to `want` credits in a window of `cap` per second, or says how long
+    /// until some comes back.
+    pub async fn take(&self, cap: u64, want: u64) -> Result<CapTake, StoreError> {
+        self.store.cap_take(cap, want).await
+    }
+
+    /// Settles a ticket from [`FleetCap::take`] with the credits really made (0 when nothing was
+    /// claimed), stamped now: the cap bounds credits by when they reach the ledger.
+    pub async fn settle(&self, ticket: &str, credits: u64) -> Result<(), StoreError> {
+        self.store.cap_settle(ticket, credits).await
     }
 }
 
