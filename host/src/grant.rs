@@ -67,7 +67,8 @@ pub struct GrantResponse {
     pub bill_copy: String,
 }
 
-/// Why a grant was refused; each has a stable code.
+/// Why a grant was refused; each has a stable code and HTTP status, mapped in
+/// [`crate::api::ApiError`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GrantError {
@@ -129,39 +130,6 @@ impl GrantError {
     /// before answering a refusal, the grant path checks the order was not answered already.
     fn is_refusal(&self) -> bool {
         !matches!(self, GrantError::BadRequest(_) | GrantError::Store(_) | GrantError::Ledger(_))
-    }
-
-    /// The stable machine code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            GrantError::BadRequest(_) => "bad_request",
-            GrantError::UnknownActivity(_) => "unknown_activity",
-            GrantError::UnknownScene(_) => "unknown_scene",
-            GrantError::AwardTypeMismatch { .. } => "award_type_mismatch",
-            GrantError::AppNotAllowed(_) => "app_not_allowed",
-            GrantError::Amount(inventory::AmountError::NotAllowed(_)) => "amount_not_allowed",
-            GrantError::Amount(inventory::AmountError::Missing(_)) => "amount_required",
-            GrantError::Amount(inventory::AmountError::OutOfRange { .. }) => "amount_out_of_range",
-            GrantError::RateLimited(RateRejection::Scene) | GrantError::PluginRateLimited(_) => "rate_limited",
-            GrantError::PluginOutOfStock => "out_of_stock",
-            GrantError::PluginFailed { .. } => "plugin_failed",
-            GrantError::RateLimited(RateRejection::User) => "user_rate_limited",
-            GrantError::OutOfStock(StockOut::ActivityBudget) => "budget_exhausted",
-            GrantError::OutOfStock(_) => "out_of_stock",
-            GrantError::Store(_) | GrantError::Ledger(_) => "unavailable",
-        }
-    }
-
-    /// The HTTP status.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            GrantError::BadRequest(_) | GrantError::AwardTypeMismatch { .. } | GrantError::Amount(_) => 400,
-            GrantError::AppNotAllowed(_) => 403,
-            GrantError::UnknownActivity(_) | GrantError::UnknownScene(_) => 404,
-            GrantError::OutOfStock(_) | GrantError::PluginOutOfStock => 409,
-            GrantError::RateLimited(_) | GrantError::PluginRateLimited(_) => 429,
-            GrantError::Store(_) | GrantError::Ledger(_) | GrantError::PluginFailed { .. } => 503,
-        }
     }
 }
 
@@ -238,48 +206,19 @@ pub struct GrantBatchRequest {
     pub grants: Vec<GrantRequest>,
 }
 
-/// The answer to one grant of a batch: what `POST /v1/grants` would have answered, with its HTTP
-/// status.
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
-#[serde(untagged)]
-pub enum GrantBatchItem {
-    /// Granted or replayed.
-    Granted {
-        /// 200.
-        status: u16,
-        /// The grant.
-        grant: GrantResponse,
-    },
-    /// Refused or failed; the other grants of the batch are not affected.
-    Refused {
-        /// The status `POST /v1/grants` would have answered.
-        status: u16,
-        /// The stable machine code.
-        code: &'static str,
-        /// For people.
-        message: String,
-    },
-}
-
 /// Grants a batch: each grant is independent (its own checks, order number, refusal), they run
 /// at once, and the answers come back in the request's order.
-pub async fn grant_batch(app: &App, batch: GrantBatchRequest) -> Result<Vec<GrantBatchItem>, GrantError> {
+pub async fn grant_batch(
+    app: &App,
+    batch: GrantBatchRequest,
+) -> Result<Vec<Result<GrantResponse, GrantError>>, GrantError> {
     if batch.grants.is_empty() || batch.grants.len() > GRANT_BATCH_MAX {
         return Err(GrantError::BadRequest(format!(
             "a batch carries 1 to {GRANT_BATCH_MAX} grants, not {}",
             batch.grants.len()
         )));
     }
-    let answers = futures_util::future::join_all(batch.grants.into_iter().map(|request| grant(app, request))).await;
-    Ok(answers
-        .into_iter()
-        .map(|answer| match answer {
-            Ok(grant) => GrantBatchItem::Granted { status: 200, grant },
-            Err(error) => {
-                GrantBatchItem::Refused { status: error.http_status(), code: error.code(), message: error.to_string() }
-            }
-        })
-        .collect())
+    Ok(futures_util::future::join_all(batch.grants.into_iter().map(|request| grant(app, request))).await)
 }
 
 /// Grants a red packet, or replays the original answer for an order number seen before (the
