@@ -5,23 +5,24 @@
 //! most once, and a retried request gets the original answer back. A refused grant consumes
 //! nothing: no stock, no rate allowance, no token.
 
+mod replay;
+
 use std::cell::RefCell;
 
 use crate::app::App;
 use crate::capability::rate_limit::RatePermit;
 use crate::capability::rate_limit::RateRejection;
 use crate::capability::{bill_copy, inventory};
-use crate::config::{AmountRule, Scene};
+use crate::config::{Activity, AmountRule, Scene, Snapshot};
 use crate::issuer::pb::RedPacketToken;
 use crate::ledger::LedgerError;
 use crate::plugin::bindings::bill_copy::exports::hongbao::plugin::bill_copy::Award;
 use crate::plugin::bindings::inventory::exports::hongbao::plugin::inventory::{Allocation, AmountRequest};
 use crate::plugin::bindings::rate_limit::exports::hongbao::plugin::rate_limit::Decision;
 use crate::plugin::{CallInput, Capability, FailurePolicy, Plugin, PluginFailure};
-use crate::store::{
-    GrantCommit, GrantRecord, LedgerCheck, StockOut, StoreError, TokenStatus, UserRate, red_packet_flow_id,
-};
+use crate::store::{GrantCommit, GrantRecord, StockOut, StoreError, TokenStatus, UserRate};
 use crate::writer::WriterError;
+use replay::Committed;
 
 /// A grant as an app backend asks for it.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -66,7 +67,8 @@ pub struct GrantResponse {
     pub bill_copy: String,
 }
 
-/// Why a grant was refused; each has a stable code.
+/// Why a grant was refused; each has a stable code and HTTP status, mapped in
+/// [`crate::api::ApiError`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GrantError {
@@ -129,43 +131,7 @@ impl GrantError {
     fn is_refusal(&self) -> bool {
         !matches!(self, GrantError::BadRequest(_) | GrantError::Store(_) | GrantError::Ledger(_))
     }
-
-    /// The stable machine code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            GrantError::BadRequest(_) => "bad_request",
-            GrantError::UnknownActivity(_) => "unknown_activity",
-            GrantError::UnknownScene(_) => "unknown_scene",
-            GrantError::AwardTypeMismatch { .. } => "award_type_mismatch",
-            GrantError::AppNotAllowed(_) => "app_not_allowed",
-            GrantError::Amount(inventory::AmountError::NotAllowed(_)) => "amount_not_allowed",
-            GrantError::Amount(inventory::AmountError::Missing(_)) => "amount_required",
-            GrantError::Amount(inventory::AmountError::OutOfRange { .. }) => "amount_out_of_range",
-            GrantError::RateLimited(RateRejection::Scene) | GrantError::PluginRateLimited(_) => "rate_limited",
-            GrantError::PluginOutOfStock => "out_of_stock",
-            GrantError::PluginFailed { .. } => "plugin_failed",
-            GrantError::RateLimited(RateRejection::User) => "user_rate_limited",
-            GrantError::OutOfStock(StockOut::ActivityBudget) => "budget_exhausted",
-            GrantError::OutOfStock(_) => "out_of_stock",
-            GrantError::Store(_) | GrantError::Ledger(_) => "unavailable",
-        }
-    }
-
-    /// The HTTP status.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            GrantError::BadRequest(_) | GrantError::AwardTypeMismatch { .. } | GrantError::Amount(_) => 400,
-            GrantError::AppNotAllowed(_) => 403,
-            GrantError::UnknownActivity(_) | GrantError::UnknownScene(_) => 404,
-            GrantError::OutOfStock(_) | GrantError::PluginOutOfStock => 409,
-            GrantError::RateLimited(_) | GrantError::PluginRateLimited(_) => 429,
-            GrantError::Store(_) | GrantError::Ledger(_) | GrantError::PluginFailed { .. } => 503,
-        }
-    }
 }
-
-/// How long the grant path goes without its ledger lookup after the ledger failed.
-const LEDGER_RETRY_AFTER_MS: u64 = 1_000;
 
 /// `${actID}_${scene_id}_${rain_id}_${award_type}_${stage}`.
 pub fn order_no(act_id: i64, scene_id: &str, rain_id: i32, award_type: &str, stage: u32) -> String {
@@ -231,136 +197,52 @@ pub struct GrantBatchRequest {
     pub grants: Vec<GrantRequest>,
 }
 
-/// The answer to one grant of a batch: what `POST /v1/grants` would have answered, with its HTTP
-/// status.
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
-#[serde(untagged)]
-pub enum GrantBatchItem {
-    /// Granted or replayed.
-    Granted {
-        /// 200.
-        status: u16,
-        /// The grant.
-        grant: GrantResponse,
-    },
-    /// Refused or failed; the other grants of the batch are not affected.
-    Refused {
-        /// The status `POST /v1/grants` would have answered.
-        status: u16,
-        /// The stable machine code.
-        code: &'static str,
-        /// For people.
-        message: String,
-    },
-}
-
 /// Grants a batch: each grant is independent (its own checks, order number, refusal), they run
 /// at once, and the answers come back in the request's order.
-pub async fn grant_batch(app: &App, batch: GrantBatchRequest) -> Result<Vec<GrantBatchItem>, GrantError> {
+pub async fn grant_batch(
+    app: &App,
+    batch: GrantBatchRequest,
+) -> Result<Vec<Result<GrantResponse, GrantError>>, GrantError> {
     if batch.grants.is_empty() || batch.grants.len() > GRANT_BATCH_MAX {
         return Err(GrantError::BadRequest(format!(
             "a batch carries 1 to {GRANT_BATCH_MAX} grants, not {}",
             batch.grants.len()
         )));
     }
-    let answers = futures_util::future::join_all(batch.grants.into_iter().map(|request| grant(app, request))).await;
-    Ok(answers
-        .into_iter()
-        .map(|answer| match answer {
-            Ok(grant) => GrantBatchItem::Granted { status: 200, grant },
-            Err(error) => {
-                GrantBatchItem::Refused { status: error.http_status(), code: error.code(), message: error.to_string() }
-            }
-        })
-        .collect())
+    Ok(futures_util::future::join_all(batch.grants.into_iter().map(|request| grant(app, request))).await)
 }
 
-/// Grants a red packet, or replays the original answer for an order number seen before.
-///
-/// A replay is answered with the original token even if the scene was edited or removed since,
-/// and it touches no stock. With a store in this process's memory the grant path looks first;
-/// with a store across the network the grant script itself finds replays (one round trip for the
-/// common new grant), and the grant path looks only before refusing, so that a retry of an
-/// answered grant is never refused.
+/// Grants a red packet, or replays the original answer for an order number seen before (the
+/// `replay` module says where original answers are found).
 pub async fn grant(app: &App, request: GrantRequest) -> Result<GrantResponse, GrantError> {
     check_request(&request)?;
     let order_no = order_no(request.act_id, &request.scene_id, request.rain_id, &request.award_type, request.stage);
-    let local = app.store.lookup_is_local();
-    if local && let Some(existing) = app.store.lookup(&request.activity_id, &order_no).await? {
-        return Ok(answer(existing, true));
+    if let Some(original) = replay::answered_locally(app, &request.activity_id, &order_no).await? {
+        return Ok(original);
     }
     match grant_new(app, &request, order_no.clone()).await {
-        Err(error) if error.is_refusal() => match find_answered(app, &request.activity_id, &order_no, !local).await {
-            Some(original) => Ok(original),
-            None => Err(error),
-        },
+        Err(error) if error.is_refusal() => {
+            replay::find_answered(app, &request.activity_id, &order_no).await.ok_or(error)
+        }
         other => other,
     }
 }
 
-/// The original answer for an order number, from the store (when `ask_store`) or else from the
-/// ledger, which outlives a lost token store; `None` when neither has it or they cannot say.
-async fn find_answered(app: &App, activity_id: &str, order_no: &str, ask_store: bool) -> Option<GrantResponse> {
-    if ask_store && let Ok(Some(existing)) = app.store.lookup(activity_id, order_no).await {
-        return Some(answer(existing, true));
-    }
-    let entry = ledger_entry(app, activity_id, order_no).await.ok()??;
-    Some(answered_from_ledger(order_no.to_owned(), entry))
-}
-
-/// The ledger's entry for an order, unless the ledger failed less than
-/// `LEDGER_RETRY_AFTER_MS` ago (then `Err` at once: a down ledger does not slow every grant by
-/// its deadline).
-async fn ledger_entry(
-    app: &App,
-    activity_id: &str,
-    order_no: &str,
-) -> Result<Option<crate::ledger::LedgerEntry>, LedgerError> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let now = app.clock.monotonic_ms();
-    if now < app.ledger_down_until_ms.load(Relaxed) {
-        return Err(LedgerError::Unavailable("failed less than a second ago".into()));
-    }
-    let found = app.ledger.entry(&red_packet_flow_id(activity_id, order_no)).await;
-    if let Err(error) = &found {
-        app.ledger_down_until_ms.store(now + LEDGER_RETRY_AFTER_MS, Relaxed);
-        tracing::warn!(%error, "ledger unavailable; granting on the token store's replay check alone");
-    }
-    found
-}
-
-fn answered_from_ledger(order_no: String, entry: crate::ledger::LedgerEntry) -> GrantResponse {
-    GrantResponse {
-        order_no,
-        amount_cents: entry.amount_cents,
-        token: entry.token,
-        status: TokenStatus::Credited,
-        replayed: true,
-        bill_copy: entry.memo,
-    }
-}
-
-/// What the ledger says before a grant the store cannot vouch for (see [`LedgerCheck`]): the
-/// original answer if it has the order, else the check to write the grant with. When the ledger
-/// is down, grants go on without it: the store's own replay check still holds, and only a token
-/// store lost at the same time could re-grant an order the ledger has, which the ledger then
-/// refuses as a conflict (never paid twice).
-async fn ask_ledger(app: &App, activity_id: &str, order_no: &str) -> Result<LedgerCheck, GrantResponse> {
-    let unchecked = LedgerCheck::Done { activity_clean: false };
-    match ledger_entry(app, activity_id, order_no).await {
-        Ok(Some(entry)) => Err(answered_from_ledger(order_no.to_owned(), entry)),
-        Ok(None) => Ok(match app.ledger.has_red_packets(activity_id).await {
-            Ok(has) => LedgerCheck::Done { activity_clean: !has },
-            Err(_) => unchecked,
-        }),
-        Err(_) => Ok(unchecked),
-    }
-}
-
-/// The grant path for an order number the store did not answer from memory.
+/// The grant path for an order number the store did not answer from memory: resolve the scene,
+/// run its hooks, mint the token, commit the grant. The rate permit the hooks take is given
+/// back on every way out but a stored grant.
 async fn grant_new(app: &App, request: &GrantRequest, order_no: String) -> Result<GrantResponse, GrantError> {
     // The snapshot is held to the end: a reload mid-request does not change this grant's rules.
     let snapshot = app.registry.snapshot();
+    let (activity, scene) = resolve_scene(&snapshot, request)?;
+    let now_ms = app.clock.now_ms();
+    let (permit, decided) = run_hooks(app, scene, request, now_ms).await?;
+    let record = mint(app, request, scene, order_no, now_ms, decided);
+    commit(app, activity, scene, record, permit).await
+}
+
+/// The activity and scene a request names, once the request may grant in that scene.
+fn resolve_scene<'s>(snapshot: &'s Snapshot, request: &GrantRequest) -> Result<(&'s Activity, &'s Scene), GrantError> {
     let activity = snapshot
         .activity(&request.activity_id)
         .ok_or_else(|| GrantError::UnknownActivity(request.activity_id.clone()))?;
@@ -377,7 +259,22 @@ async fn grant_new(app: &App, request: &GrantRequest, order_no: String) -> Resul
     if !scene.allows_app(request.app_id) {
         return Err(GrantError::AppNotAllowed(request.app_id));
     }
-    let now_ms = app.clock.now_ms();
+    Ok((activity, scene))
+}
+
+/// What the scene's hooks decided for a grant.
+struct Decided {
+    amount_cents: i64,
+    bill_copy: String,
+}
+
+/// The scene's hooks, the plugin's or the built-in for each: rate limit, amount, bill copy.
+async fn run_hooks(
+    app: &App,
+    scene: &Scene,
+    request: &GrantRequest,
+    now_ms: u64,
+) -> Result<(RatePermit, Decided), GrantError> {
     let (builtin_amount, random_seed) = RANDOM.with(|random| {
         let random = &mut random.borrow_mut();
         inventory::choose_amount(scene, request.amount_cents, random).map(|amount| (amount, random.u64(..)))
@@ -395,34 +292,35 @@ async fn grant_new(app: &App, request: &GrantRequest, order_no: String) -> Resul
     // Any grant-path plugin may ask for `stock-remaining`; it is read here, not in the call.
     let plugins = &scene.plugins;
     if plugins.inventory.is_some() || plugins.rate_limit.is_some() || plugins.bill_copy.is_some() {
-        app.store.prepare_plugin_stock(&activity.id, &scene.id).await;
+        app.store.prepare_plugin_stock(&scene.activity_id, &scene.id).await;
     }
     // The scene's hooks run in one blocking section: a plugin call may block (WASI streams when
     // a guest prints), and entering the section once per grant instead of once per hook halves
-    // the worker hand-offs it costs (profiled: 30 % of the embedded host's grants/s).
-    let (permit, amount_cents, bill_copy) = crate::plugin::in_place(|| {
+    // the worker hand-offs it costs (profiled: 30 % of the embedded host's grants/s). A hook
+    // that refuses drops the permit, which gives it back.
+    crate::plugin::in_place(|| {
         let permit = rate_limit(app, scene, &input)?;
-        let amount_cents = match choose_amount(scene, &input, request.amount_cents, builtin_amount) {
-            Ok(amount) => amount,
-            Err(error) => {
-                app.rate.refund(permit);
-                return Err(error);
-            }
-        };
-        match render_bill_copy(scene, &input, amount_cents) {
-            Ok(text) => Ok((permit, amount_cents, text)),
-            Err(error) => {
-                app.rate.refund(permit);
-                Err(error)
-            }
-        }
-    })?;
+        let amount_cents = choose_amount(scene, &input, request.amount_cents, builtin_amount)?;
+        let bill_copy = render_bill_copy(scene, &input, amount_cents)?;
+        Ok((permit, Decided { amount_cents, bill_copy }))
+    })
+}
+
+/// Signs the token and builds the record the store keeps of the grant.
+fn mint(
+    app: &App,
+    request: &GrantRequest,
+    scene: &Scene,
+    order_no: String,
+    now_ms: u64,
+    decided: Decided,
+) -> GrantRecord {
     let mut token = RedPacketToken {
         app_id: request.app_id,
         act_id: request.act_id,
-        activity_id: activity.id.clone(),
+        activity_id: scene.activity_id.clone(),
         scene_id: scene.id.clone(),
-        amount_cents,
+        amount_cents: decided.amount_cents,
         order_no: order_no.clone(),
         open_time_ms: now_ms as i64,
         rain_id: request.rain_id,
@@ -432,42 +330,44 @@ async fn grant_new(app: &App, request: &GrantRequest, order_no: String) -> Resul
         stage: request.stage,
     };
     let token_text = app.issuer.mint(&mut token);
-    let record = GrantRecord {
-        activity_id: activity.id.clone(),
+    GrantRecord {
+        activity_id: scene.activity_id.clone(),
         order_no,
         scene_id: scene.id.clone(),
         act_id: request.act_id,
-        amount_cents,
+        amount_cents: decided.amount_cents,
         open_time_ms: now_ms,
         status: TokenStatus::Pending.code(),
         seq: 0,
         token: token_text,
-        bill_copy,
+        bill_copy: decided.bill_copy,
         app_id: request.app_id,
         queue_id: String::new(),
-    };
+    }
+}
+
+/// Writes the grant with the scene's stock and fleet-wide user limits. The permit is kept only
+/// when the grant is stored; every other answer drops it, which gives it back.
+async fn commit(
+    app: &App,
+    activity: &Activity,
+    scene: &Scene,
+    record: GrantRecord,
+    mut permit: RatePermit,
+) -> Result<GrantResponse, GrantError> {
     let user_rate = scene
         .rate_limit
         .as_ref()
         .filter(|_| scene.plugins.rate_limit.is_none())
         .map(|limit| UserRate { max: limit.user_max, window_ms: u64::from(limit.user_window_seconds) * 1000 });
     let limits = inventory::stock_limits(scene, activity.budget_cents);
-    let mut check = LedgerCheck::Skipped;
-    let committed = loop {
-        let committed = app.store.commit_grant_checked(record.clone(), limits, user_rate, check).await;
-        if !matches!(committed, Ok(GrantCommit::CheckLedger)) || check != LedgerCheck::Skipped {
-            break committed;
-        }
-        check = match ask_ledger(app, &record.activity_id, &record.order_no).await {
-            Ok(check) => check,
-            Err(original) => {
-                app.rate.refund(permit);
-                return Ok(original);
-            }
-        };
+    let committed = permit.kept_if_abandoned(replay::commit_checked(app, record, limits, user_rate)).await;
+    let committed = match committed? {
+        Committed::Store(committed) => committed,
+        Committed::Ledger(original) => return Ok(original),
     };
     match committed {
-        Ok(GrantCommit::Granted(mut record)) => {
+        GrantCommit::Granted(mut record) => {
             permit.keep();
             if app.sync_credit {
                 // The traditional design, for comparison: the ledger first, then the answer.
@@ -479,25 +379,11 @@ async fn grant_new(app: &App, request: &GrantRequest, order_no: String) -> Resul
             }
             Ok(answer(record, false))
         }
-        Ok(GrantCommit::Replayed(record)) => {
-            app.rate.refund(permit);
-            Ok(answer(record, true))
-        }
-        Ok(GrantCommit::OutOfStock(out)) => {
-            app.rate.refund(permit);
-            Err(GrantError::OutOfStock(out))
-        }
-        Ok(GrantCommit::UserRateLimited) => {
-            app.rate.refund(permit);
-            Err(GrantError::RateLimited(RateRejection::User))
-        }
-        Ok(GrantCommit::CheckLedger) => {
-            app.rate.refund(permit);
+        GrantCommit::Replayed(record) => Ok(answer(record, true)),
+        GrantCommit::OutOfStock(out) => Err(GrantError::OutOfStock(out)),
+        GrantCommit::UserRateLimited => Err(GrantError::RateLimited(RateRejection::User)),
+        GrantCommit::CheckLedger => {
             Err(GrantError::Store(StoreError::Unavailable("the store asked for a ledger check twice".into())))
-        }
-        Err(error) => {
-            app.rate.refund(permit);
-            Err(error.into())
         }
     }
 }

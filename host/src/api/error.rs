@@ -1,6 +1,11 @@
-//! Every error the API answers: an HTTP status, a stable machine code and a message.
+//! Every error the API answers: an HTTP status, a stable machine code and a message. The
+//! mapping from each module's errors to status and code is here and only here.
 
+use crate::capability::inventory::AmountError;
+use crate::capability::rate_limit::RateRejection;
+use crate::capability::reconciliation::ReconcileError;
 use crate::grant::GrantError;
+use crate::store::{StockOut, StoreError};
 use crate::wallet::WalletError;
 
 /// An error answer.
@@ -25,11 +30,47 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "bad_request", message)
     }
+
+    /// 404 `not_found`: no route for the path.
+    pub fn not_found(path: &str) -> ApiError {
+        ApiError::new(404, "not_found", format!("no route for `{path}`"))
+    }
+
+    /// 405 `method_not_allowed`: the path is served, with other methods.
+    pub fn method_not_allowed(method: &hyper::Method, path: &str) -> ApiError {
+        ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on `{path}`"))
+    }
+
+    /// 408 `request_timeout`: the body did not arrive within `timeout`.
+    pub fn request_timeout(timeout: std::time::Duration) -> ApiError {
+        ApiError::new(408, "request_timeout", format!("request body not received within {timeout:?}"))
+    }
+
+    /// 413 `body_too_large`: the body was over `bytes_max` or could not be read.
+    pub fn body_too_large(bytes_max: usize) -> ApiError {
+        ApiError::new(413, "body_too_large", format!("request body over {bytes_max} bytes or unreadable"))
+    }
 }
 
 impl From<GrantError> for ApiError {
     fn from(error: GrantError) -> Self {
-        ApiError::new(error.http_status(), error.code(), error.to_string())
+        let (status, code) = match &error {
+            GrantError::BadRequest(_) => (400, "bad_request"),
+            GrantError::AwardTypeMismatch { .. } => (400, "award_type_mismatch"),
+            GrantError::Amount(AmountError::NotAllowed(_)) => (400, "amount_not_allowed"),
+            GrantError::Amount(AmountError::Missing(_)) => (400, "amount_required"),
+            GrantError::Amount(AmountError::OutOfRange { .. }) => (400, "amount_out_of_range"),
+            GrantError::AppNotAllowed(_) => (403, "app_not_allowed"),
+            GrantError::UnknownActivity(_) => (404, "unknown_activity"),
+            GrantError::UnknownScene(_) => (404, "unknown_scene"),
+            GrantError::OutOfStock(StockOut::ActivityBudget) => (409, "budget_exhausted"),
+            GrantError::OutOfStock(_) | GrantError::PluginOutOfStock => (409, "out_of_stock"),
+            GrantError::RateLimited(RateRejection::Scene) | GrantError::PluginRateLimited(_) => (429, "rate_limited"),
+            GrantError::RateLimited(RateRejection::User) => (429, "user_rate_limited"),
+            GrantError::PluginFailed { .. } => (503, "plugin_failed"),
+            GrantError::Store(_) | GrantError::Ledger(_) => (503, "unavailable"),
+        };
+        ApiError::new(status, code, error.to_string())
     }
 }
 
@@ -43,5 +84,51 @@ impl From<WalletError> for ApiError {
             WalletError::TooManyPending(_) => (503, "too_many_pending"),
         };
         ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl From<ReconcileError> for ApiError {
+    fn from(error: ReconcileError) -> Self {
+        let (status, code) = match &error {
+            ReconcileError::UnknownActivity(_) => (404, "unknown_activity"),
+            ReconcileError::Busy => (429, "busy"),
+            ReconcileError::Unavailable(_) => (503, "unavailable"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+/// A store that failed outside the grant and wallet paths (health, token verification): 503.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::new(503, "unavailable", error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the grant refusals keep the statuses and codes the API has always answered, the
+    // scene's plugins answering like the built-ins they replace.
+    #[test]
+    fn grant_errors_keep_their_codes() {
+        let cases = [
+            (GrantError::BadRequest("x".into()), 400, "bad_request"),
+            (GrantError::Amount(AmountError::Missing("x".into())), 400, "amount_required"),
+            (GrantError::AppNotAllowed(1), 403, "app_not_allowed"),
+            (GrantError::UnknownScene("x".into()), 404, "unknown_scene"),
+            (GrantError::OutOfStock(StockOut::ActivityBudget), 409, "budget_exhausted"),
+            (GrantError::OutOfStock(StockOut::SceneCount), 409, "out_of_stock"),
+            (GrantError::PluginOutOfStock, 409, "out_of_stock"),
+            (GrantError::RateLimited(RateRejection::Scene), 429, "rate_limited"),
+            (GrantError::PluginRateLimited("x".into()), 429, "rate_limited"),
+            (GrantError::RateLimited(RateRejection::User), 429, "user_rate_limited"),
+            (GrantError::Store(StoreError::Unavailable("x".into())), 503, "unavailable"),
+        ];
+        for (error, status, code) in cases {
+            let answer = ApiError::from(error);
+            assert_eq!((answer.status, answer.code), (status, code), "{}", answer.message);
+        }
     }
 }

@@ -40,14 +40,8 @@ fn ok(body: &impl serde::Serialize) -> Answer {
 async fn read_json<T: DeserializeOwned>(request: Request<Incoming>, bytes_max: usize) -> Result<T, ApiError> {
     let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(request.into_body(), bytes_max).collect())
         .await
-        .map_err(|_| {
-            ApiError::new(408, "request_timeout", format!("request body not received within {BODY_READ_TIMEOUT:?}"))
-        })?;
-    let body = collected
-        .map_err(|_| {
-            ApiError::new(413, "body_too_large", format!("request body over {bytes_max} bytes or unreadable"))
-        })?
-        .to_bytes();
+        .map_err(|_| ApiError::request_timeout(BODY_READ_TIMEOUT))?;
+    let body = collected.map_err(|_| ApiError::body_too_large(bytes_max))?.to_bytes();
     serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
 }
 
@@ -92,7 +86,9 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
         }
         (&Method::POST, ["v1", "grants:batch"]) => {
             let body: grant::GrantBatchRequest = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
-            ok(&json!({ "results": grant::grant_batch(app, body).await? }))
+            let results: Vec<GrantBatchItem> =
+                grant::grant_batch(app, body).await?.into_iter().map(GrantBatchItem::from).collect();
+            ok(&json!({ "results": results }))
         }
         (&Method::GET, ["v1", "wallets", act_id]) => ok(&wallet::summary(app, parse_act_id(act_id)?).await?),
         (&Method::GET, ["v1", "wallets", act_id, "flow"]) => {
@@ -115,9 +111,12 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
             let body: wallet::RestoreBody = read_json(request, RESTORE_BODY_BYTES_MAX).await?;
             ok(&json!({ "results": wallet::restore(app, act_id, body).await? }))
         }
-        (&Method::GET, ["v1", "activities", activity_id, "reconciliation"]) => reconcile(app, activity_id, false).await,
+        (&Method::GET, ["v1", "activities", activity_id, "reconciliation"]) => {
+            answer_report(reconciliation::check(&reconciliation_sources(app), activity_id).await?)
+        }
         (&Method::POST, ["v1", "activities", activity_id, "reconciliation:repair"]) => {
-            reconcile(app, activity_id, true).await
+            let credit = |keys| app.writer.credit_keys_now(keys);
+            answer_report(reconciliation::repair(&reconciliation_sources(app), activity_id, credit).await?)
         }
         (&Method::GET, ["v1", "plugins"]) => ok(&plugins(app)),
         (
@@ -126,15 +125,14 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
             | ["v1", "scenes" | "keys" | "tokens:verify" | "grants"]
             | ["v1", "wallets", _, ..]
             | ["v1", "activities", _, _],
-        ) => Err(ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on `{path}`"))),
-        _ => Err(ApiError::new(404, "not_found", format!("no route for `{path}`"))),
+        ) => Err(ApiError::method_not_allowed(&method, &path)),
+        _ => Err(ApiError::not_found(&path)),
     }
 }
 
 async fn health(app: &App) -> Answer {
     use std::sync::atomic::Ordering::Relaxed;
-    let queue_len =
-        app.store.queue_len().await.map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?;
+    let queue_len = app.store.queue_len().await?;
     ok(&json!({
         "status": "ok",
         "crediting_backlog": queue_len,
@@ -231,17 +229,13 @@ async fn verify(app: &App, text: &str) -> Answer {
             let live = app
                 .store
                 .lookup(&verified.token.activity_id, &verified.token.order_no)
-                .await
-                .map_err(|error| ApiError::new(503, "unavailable", error.to_string()))?
+                .await?
                 .map(|record| record.status());
             ok(&json!({ "valid": true, "token": token_json(&verified.token), "live_status": live }))
         }
         Err(error) => ok(&json!({ "valid": false, "code": "invalid_token", "message": error.to_string() })),
     }
 }
-
-/// Reconciliation reads a whole activity; one runs at a time per host, on the blocking pool.
-static RECONCILING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// Every loaded scene plugin with its declaration, load state and call counts.
 fn plugins(app: &App) -> Value {
@@ -270,76 +264,47 @@ fn plugins(app: &App) -> Value {
     json!({ "plugins": list })
 }
 
-async fn reconcile(app: &App, activity_id: &str, repair: bool) -> Answer {
+fn reconciliation_sources(app: &App) -> reconciliation::Sources<'_> {
     let snapshot = app.registry.snapshot();
-    let activity = snapshot
-        .activity(activity_id)
-        .ok_or_else(|| ApiError::new(404, "unknown_activity", format!("unknown activity `{activity_id}`")))?
-        .clone();
-    let Ok(_permit) = RECONCILING.try_acquire() else {
-        return Err(ApiError::new(429, "busy", "a reconciliation is already running on this host"));
-    };
-    let now_ms = app.clock.now_ms();
-    let unavailable = |error: String| ApiError::new(503, "unavailable", error);
-    let grants = app.store.grants_of(&activity.id).await.map_err(|e| unavailable(e.to_string()))?;
-    let entries = app.ledger.red_packets_of(&activity.id).await.map_err(|e| unavailable(e.to_string()))?;
-    let mut used = std::collections::HashMap::new();
-    for scene_id in activity.scenes.keys() {
-        let stock = app.store.stock_used(&activity.id, Some(scene_id)).await.map_err(|e| unavailable(e.to_string()))?;
-        used.insert(scene_id.clone(), stock);
-    }
-    // Comparing the books is CPU work over every grant of the activity: off the async workers.
-    let (books, grants) = tokio::task::spawn_blocking(move || {
-        let mut books = reconciliation::reconcile(&activity, &grants, &entries, |scene_id| {
-            used.get(scene_id).copied().unwrap_or_default()
-        });
-        reconciliation::judge_with_plugins(&activity, &mut books, now_ms);
-        (books, grants)
-    })
-    .await
-    .map_err(|error| unavailable(error.to_string()))?;
-    if !repair {
-        return ok(&json!({ "activity_id": activity_id, "scenes": books }));
-    }
-    let mut repairs = Vec::new();
-    for scene_books in &books {
-        let mut done = Vec::new();
-        for finding in &scene_books.findings {
-            let Some(action) = finding.repair_action else { continue };
-            // Each action once per scene, however many findings propose it.
-            if done.contains(&action) {
-                continue;
+    reconciliation::Sources { snapshot, store: &app.store, ledger: &app.ledger, clock: &*app.clock }
+}
+
+fn answer_report(report: reconciliation::Report) -> Answer {
+    // Through a `Value`, as the other answers here: the keys come out in the order they always had.
+    ok(&json!(report))
+}
+
+/// The answer to one grant of a batch: what `POST /v1/grants` would have answered, with its HTTP
+/// status.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[serde(untagged)]
+enum GrantBatchItem {
+    /// Granted or replayed.
+    Granted {
+        /// 200.
+        status: u16,
+        /// The grant.
+        grant: grant::GrantResponse,
+    },
+    /// Refused or failed; the other grants of the batch are not affected.
+    Refused {
+        /// The status `POST /v1/grants` would have answered.
+        status: u16,
+        /// The stable machine code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+}
+
+impl From<Result<grant::GrantResponse, grant::GrantError>> for GrantBatchItem {
+    fn from(answer: Result<grant::GrantResponse, grant::GrantError>) -> Self {
+        match answer {
+            Ok(grant) => GrantBatchItem::Granted { status: 200, grant },
+            Err(error) => {
+                let ApiError { status, code, message } = error.into();
+                GrantBatchItem::Refused { status, code, message }
             }
-            done.push(action);
-            let result = match action {
-                reconciliation::RepairAction::RequeueInFlightOlderThanMs(age_ms) => {
-                    // In flight = in the store, not credited, not parked; crediting is idempotent,
-                    // so crediting them now is always safe.
-                    let cutoff = now_ms.saturating_sub(age_ms);
-                    let keys: Vec<_> = grants
-                        .iter()
-                        .filter(|(grant, parked)| {
-                            !parked
-                                && grant.scene_id == scene_books.scene_id
-                                && grant.status() != crate::store::TokenStatus::Credited
-                                && grant.open_time_ms <= cutoff
-                        })
-                        .map(|(grant, _)| grant.key())
-                        .collect();
-                    let selected = keys.len();
-                    match app.writer.credit_keys_now(keys).await {
-                        Ok(credited) => json!({ "applied": true, "selected": selected, "credited": credited }),
-                        Err(error) => json!({ "applied": false, "error": error.to_string() }),
-                    }
-                }
-                reconciliation::RepairAction::RecountStock => {
-                    json!({ "applied": false, "reason": "recounting stock is not automated yet; see the finding" })
-                }
-            };
-            repairs.push(
-                json!({ "scene_id": scene_books.scene_id, "code": finding.code, "action": action, "result": result }),
-            );
         }
     }
-    ok(&json!({ "activity_id": activity_id, "scenes": books, "repairs": repairs }))
 }

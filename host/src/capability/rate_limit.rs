@@ -52,10 +52,11 @@ pub struct RateLimiter {
     scenes: RwLock<HashMap<String, HashMap<String, Arc<SceneState>>>>,
 }
 
-/// A request let through; [`RateLimiter::refund`] gives it back if a later step refuses the
-/// grant, so that a refused grant consumes nothing.
+/// A request let through. Dropping the permit gives it back, so that a grant refused by a later
+/// step consumes nothing whichever way that step returns; [`RatePermit::keep`] keeps it once the
+/// grant is stored.
 #[derive(Debug)]
-#[must_use]
+#[must_use = "dropping a permit gives it back at once"]
 pub struct RatePermit {
     state: Option<Arc<SceneState>>,
     act_id: i64,
@@ -121,15 +122,6 @@ impl RateLimiter {
         drop(users);
         Ok(RatePermit { state: Some(state), act_id })
     }
-
-    /// Gives back a permit whose grant was refused later on.
-    pub fn refund(&self, permit: RatePermit) {
-        let Some(state) = permit.state else { return };
-        refund_bucket(&state);
-        if let Some(count) = state.users.lock().counts.get_mut(&permit.act_id) {
-            *count = count.saturating_sub(1);
-        }
-    }
 }
 
 fn refund_bucket(state: &SceneState) {
@@ -139,10 +131,128 @@ fn refund_bucket(state: &SceneState) {
 
 impl RatePermit {
     /// Keeps the permit: the grant went through.
-    pub fn keep(self) {}
+    pub fn keep(mut self) {
+        self.state = None;
+    }
+
+    /// Runs `work`, which may store the grant, keeping the permit if the caller gives up on it
+    /// midway (the request's future dropped, say on a client disconnect): the grant may have
+    /// been stored, and a permit is never given back for a grant that went through. Once `work`
+    /// answers, the permit is back to being given back on drop unless kept.
+    pub async fn kept_if_abandoned<T>(&mut self, work: impl Future<Output = T>) -> T {
+        /// Keeps the permit when dropped before `work` answered.
+        struct Abandoned<'a>(Option<&'a mut RatePermit>);
+        impl Drop for Abandoned<'_> {
+            fn drop(&mut self) {
+                if let Some(permit) = self.0.take() {
+                    permit.state = None;
+                }
+            }
+        }
+        let mut abandoned = Abandoned(Some(self));
+        let answer = work.await;
+        abandoned.0 = None;
+        answer
+    }
 
     /// A permit that holds nothing: for scenes whose rate limit a plugin decided.
     pub fn unlimited() -> RatePermit {
         RatePermit { state: None, act_id: 0 }
+    }
+}
+
+impl Drop for RatePermit {
+    /// Gives the permit back: its grant was refused (or abandoned) after it was let through.
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else { return };
+        refund_bucket(&state);
+        if let Some(count) = state.users.lock().counts.get_mut(&self.act_id) {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AmountRule, ScenePlugins};
+
+    /// A scene that lets one grant through, and one per user per minute.
+    fn scene_of_one() -> Scene {
+        Scene {
+            activity_id: "eve".into(),
+            activity_name: "Eve".into(),
+            award_type: "cash".into(),
+            award_id: "cash-1".into(),
+            id: "eve-rain".into(),
+            name: "Eve rain".into(),
+            app_ids: vec![1],
+            amount: AmountRule::Fixed { cents: 1 },
+            bill_copy: None,
+            rate_limit: Some(RateLimit { scene_per_second: 1, scene_burst: 1, user_max: 1, user_window_seconds: 60 }),
+            inventory: None,
+            compensation: None,
+            reconciliation: None,
+            plugins: ScenePlugins::default(),
+            version: "1".into(),
+        }
+    }
+
+    // Proves a dropped permit gives back both the scene's token and the user's count: the same
+    // user is let through again at the same instant.
+    #[test]
+    fn a_dropped_permit_is_refunded() {
+        let limiter = RateLimiter::default();
+        let scene = scene_of_one();
+        let permit = limiter.acquire(&scene, 7, 1_000).expect("the bucket starts full");
+        assert_eq!(limiter.acquire(&scene, 8, 1_000).unwrap_err(), RateRejection::Scene);
+        drop(permit);
+        let again = limiter.acquire(&scene, 7, 1_000).expect("the refund restored the token and the user's count");
+        again.keep();
+    }
+
+    // Proves a kept permit stays spent: neither the scene's token nor the user's count comes back.
+    #[test]
+    fn a_kept_permit_is_not_refunded() {
+        let limiter = RateLimiter::default();
+        let scene = scene_of_one();
+        limiter.acquire(&scene, 7, 1_000).expect("the bucket starts full").keep();
+        assert_eq!(limiter.acquire(&scene, 8, 1_000).unwrap_err(), RateRejection::Scene);
+        // A second later the bucket has refilled, but the user's window still counts the grant.
+        assert_eq!(limiter.acquire(&scene, 7, 2_000).unwrap_err(), RateRejection::User);
+        limiter.acquire(&scene, 8, 2_000).expect("another user gets the refilled token").keep();
+    }
+
+    // Proves a permit whose grant was abandoned while it was being stored stays spent (the grant
+    // may have been stored), while one whose store answered is given back on drop as before.
+    #[tokio::test]
+    async fn a_permit_abandoned_while_storing_is_kept() {
+        let limiter = RateLimiter::default();
+        let scene = scene_of_one();
+        let mut permit = limiter.acquire(&scene, 7, 1_000).expect("the bucket starts full");
+        {
+            let storing = permit.kept_if_abandoned(std::future::pending::<()>());
+            let polled = futures_util::FutureExt::now_or_never(Box::pin(storing));
+            assert!(polled.is_none(), "the store never answers");
+        }
+        drop(permit);
+        assert_eq!(limiter.acquire(&scene, 8, 1_000).unwrap_err(), RateRejection::Scene, "kept, not refunded");
+
+        let limiter = RateLimiter::default();
+        let mut permit = limiter.acquire(&scene, 7, 1_000).expect("the bucket starts full");
+        permit.kept_if_abandoned(async {}).await;
+        drop(permit);
+        limiter.acquire(&scene, 8, 1_000).expect("the store answered, so the drop refunded").keep();
+    }
+
+    // Proves a permit for a scene without a built-in limit holds nothing to give back.
+    #[test]
+    fn an_unlimited_permit_holds_nothing() {
+        drop(RatePermit::unlimited());
+        let limiter = RateLimiter::default();
+        let scene = Scene { rate_limit: None, ..scene_of_one() };
+        for _ in 0..3 {
+            drop(limiter.acquire(&scene, 7, 1_000).expect("no limit"));
+        }
     }
 }

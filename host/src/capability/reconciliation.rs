@@ -2,13 +2,87 @@
 //! issued, what the ledger credited and what the scene's stock allows, and reports findings.
 //!
 //! It reads whole tables, so it runs on demand (`GET /v1/activities/{id}/reconciliation`), never
-//! on the grant path.
+//! on the grant path, one at a time per host. `POST …/reconciliation:repair` also applies the
+//! repairs the findings propose ([`plan_repairs`] decides which grants each one selects).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::config::Activity;
-use crate::ledger::{EntryKind, LedgerEntry};
-use crate::store::{GrantRecord, StockUsed, TokenStatus};
+use serde_json::json;
+
+use crate::clock::Clock;
+use crate::config::{Activity, Snapshot};
+use crate::ledger::{EntryKind, Ledger, LedgerEntry};
+use crate::store::{GrantKey, GrantRecord, StockUsed, Store, TokenStatus};
+
+/// One reconciliation runs at a time per host: it reads a whole activity, and compares the books
+/// on the blocking pool.
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Why a reconciliation did not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReconcileError {
+    /// No such activity is served.
+    #[error("unknown activity `{0}`")]
+    UnknownActivity(String),
+    /// Another reconciliation is running on this host.
+    #[error("a reconciliation is already running on this host")]
+    Busy,
+    /// The store or the ledger could not be read; nothing was repaired; retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What a reconciliation reads: the served scenes, the token store, the ledger and the time.
+pub struct Sources<'a> {
+    /// The scenes being served.
+    pub snapshot: Arc<Snapshot>,
+    /// The token store.
+    pub store: &'a Store,
+    /// The ledger.
+    pub ledger: &'a Ledger,
+    /// The time, for the age of in-flight grants.
+    pub clock: &'a dyn Clock,
+}
+
+/// The answer of a reconciliation: each scene's books, and with a repair, what was done.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// The activity.
+    pub activity_id: String,
+    /// The books of each scene with reconciliation on.
+    pub scenes: Vec<SceneBooks>,
+    /// The repairs, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repairs: Option<Vec<Repair>>,
+}
+
+/// A repair the host applied (or could not), for one scene.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Repair {
+    /// The scene.
+    pub scene_id: String,
+    /// The code of the finding that proposed it.
+    pub code: String,
+    /// What was done.
+    pub action: RepairAction,
+    /// How it went: `applied`, and what it selected and credited, an `error` or a `reason`.
+    pub result: serde_json::Value,
+}
+
+/// A repair to apply: what a finding proposes for its scene, with the grants it selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedRepair {
+    /// The scene.
+    pub scene_id: String,
+    /// The code of the finding that proposed it.
+    pub code: String,
+    /// The repair.
+    pub action: RepairAction,
+    /// The grants to credit now (for [`RepairAction::RequeueInFlightOlderThanMs`]).
+    pub keys: Vec<GrantKey>,
+}
 
 /// One scene's books.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -221,5 +295,189 @@ pub fn judge_with_plugins(activity: &Activity, books: &mut [SceneBooks], now_ms:
                 }
             }
         }
+    }
+}
+
+/// The repairs the findings propose, each action once per scene however many findings propose
+/// it, with the grants each selects from `grants` (the store's grants, each with whether it is
+/// parked).
+pub fn plan_repairs(books: &[SceneBooks], grants: &[(GrantRecord, bool)], now_ms: u64) -> Vec<PlannedRepair> {
+    let mut planned = Vec::new();
+    for scene_books in books {
+        let mut done = Vec::new();
+        for finding in &scene_books.findings {
+            let Some(action) = finding.repair_action else { continue };
+            if done.contains(&action) {
+                continue;
+            }
+            done.push(action);
+            let keys = match action {
+                // In flight = in the store, not credited, not parked; crediting is idempotent, so
+                // crediting them now is always safe.
+                RepairAction::RequeueInFlightOlderThanMs(age_ms) => {
+                    let cutoff = now_ms.saturating_sub(age_ms);
+                    grants
+                        .iter()
+                        .filter(|(grant, parked)| {
+                            !parked
+                                && grant.scene_id == scene_books.scene_id
+                                && grant.status() != TokenStatus::Credited
+                                && grant.open_time_ms <= cutoff
+                        })
+                        .map(|(grant, _)| grant.key())
+                        .collect()
+                }
+                RepairAction::RecountStock => Vec::new(),
+            };
+            planned.push(PlannedRepair {
+                scene_id: scene_books.scene_id.clone(),
+                code: finding.code.clone(),
+                action,
+                keys,
+            });
+        }
+    }
+    planned
+}
+
+/// `GET …/reconciliation`: the books of every scene of the activity with reconciliation on.
+pub async fn check(sources: &Sources<'_>, activity_id: &str) -> Result<Report, ReconcileError> {
+    let judged = judge(sources, activity_id).await?;
+    Ok(Report { activity_id: activity_id.to_owned(), scenes: judged.books, repairs: None })
+}
+
+/// `POST …/reconciliation:repair`: the books, then the repairs they propose, applied in turn.
+/// `credit` credits grants to the ledger now and answers how many it credited (the ledger
+/// writer's `credit_keys_now`; passed in, so that this module does not depend on the writer).
+pub async fn repair<F, Fut, E>(
+    sources: &Sources<'_>,
+    activity_id: &str,
+    mut credit: F,
+) -> Result<Report, ReconcileError>
+where
+    F: FnMut(Vec<GrantKey>) -> Fut,
+    Fut: Future<Output = Result<usize, E>>,
+    E: std::fmt::Display,
+{
+    let judged = judge(sources, activity_id).await?;
+    let mut repairs = Vec::new();
+    for planned in plan_repairs(&judged.books, &judged.grants, judged.now_ms) {
+        let result = match planned.action {
+            RepairAction::RequeueInFlightOlderThanMs(_) => {
+                let selected = planned.keys.len();
+                match credit(planned.keys).await {
+                    Ok(credited) => json!({ "applied": true, "selected": selected, "credited": credited }),
+                    Err(error) => json!({ "applied": false, "error": error.to_string() }),
+                }
+            }
+            RepairAction::RecountStock => {
+                json!({ "applied": false, "reason": "recounting stock is not automated yet; see the finding" })
+            }
+        };
+        repairs.push(Repair { scene_id: planned.scene_id, code: planned.code, action: planned.action, result });
+    }
+    Ok(Report { activity_id: activity_id.to_owned(), scenes: judged.books, repairs: Some(repairs) })
+}
+
+/// The books of an activity, judged, with what they were made from.
+struct Judged {
+    books: Vec<SceneBooks>,
+    grants: Vec<(GrantRecord, bool)>,
+    now_ms: u64,
+    /// Held until the reconciliation, repairs included, is done.
+    _running: tokio::sync::SemaphorePermit<'static>,
+}
+
+/// Reads the activity's grants, ledger entries and stock counters, and reconciles and judges
+/// them off the async workers.
+async fn judge(sources: &Sources<'_>, activity_id: &str) -> Result<Judged, ReconcileError> {
+    let activity: Arc<Activity> = sources
+        .snapshot
+        .activity(activity_id)
+        .ok_or_else(|| ReconcileError::UnknownActivity(activity_id.to_owned()))?
+        .clone();
+    let running = RUNNING.try_acquire().map_err(|_| ReconcileError::Busy)?;
+    let now_ms = sources.clock.now_ms();
+    let unavailable = |error: String| ReconcileError::Unavailable(error);
+    let grants = sources.store.grants_of(&activity.id).await.map_err(|e| unavailable(e.to_string()))?;
+    let entries = sources.ledger.red_packets_of(&activity.id).await.map_err(|e| unavailable(e.to_string()))?;
+    let mut used = std::collections::HashMap::new();
+    for scene_id in activity.scenes.keys() {
+        let stock =
+            sources.store.stock_used(&activity.id, Some(scene_id)).await.map_err(|e| unavailable(e.to_string()))?;
+        used.insert(scene_id.clone(), stock);
+    }
+    // Comparing the books is CPU work over every grant of the activity: off the async workers.
+    let (books, grants) = tokio::task::spawn_blocking(move || {
+        let mut books =
+            reconcile(&activity, &grants, &entries, |scene_id| used.get(scene_id).copied().unwrap_or_default());
+        judge_with_plugins(&activity, &mut books, now_ms);
+        (books, grants)
+    })
+    .await
+    .map_err(|error| unavailable(error.to_string()))?;
+    Ok(Judged { books, grants, now_ms, _running: running })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(scene_id: &str, order_no: &str, open_time_ms: u64, status: TokenStatus) -> GrantRecord {
+        GrantRecord {
+            activity_id: "eve".into(),
+            order_no: order_no.into(),
+            scene_id: scene_id.into(),
+            open_time_ms,
+            status: status.code(),
+            ..GrantRecord::default()
+        }
+    }
+
+    fn finding(code: &str, repair_action: Option<RepairAction>) -> Finding {
+        Finding { repair_action, source: "plugin", ..Finding::builtin(code, String::new(), "") }
+    }
+
+    // Proves a requeue selects the scene's in-flight grants old enough (not credited, not parked,
+    // not another scene's, not younger than the age), and each action is planned once per scene.
+    #[test]
+    fn requeue_selects_old_in_flight_grants_once_per_scene() {
+        let requeue = RepairAction::RequeueInFlightOlderThanMs(1_000);
+        let books = [
+            SceneBooks {
+                scene_id: "rain".into(),
+                findings: vec![
+                    finding("stuck", Some(requeue)),
+                    finding("stuck-again", Some(requeue)),
+                    finding("note", None),
+                    finding("recount", Some(RepairAction::RecountStock)),
+                ],
+                ..SceneBooks::default()
+            },
+            SceneBooks { scene_id: "quiet".into(), findings: vec![finding("fine", None)], ..SceneBooks::default() },
+        ];
+        let grants = [
+            (grant("rain", "old", 8_000, TokenStatus::Pending), false),
+            (grant("rain", "at-cutoff", 9_000, TokenStatus::Processing), false),
+            (grant("rain", "young", 9_500, TokenStatus::Pending), false),
+            (grant("rain", "credited", 1_000, TokenStatus::Credited), false),
+            (grant("rain", "parked", 1_000, TokenStatus::Pending), true),
+            (grant("quiet", "other-scene", 1_000, TokenStatus::Pending), false),
+        ];
+        let planned = plan_repairs(&books, &grants, 10_000);
+        let summary: Vec<(&str, &str, RepairAction, Vec<&str>)> = planned
+            .iter()
+            .map(|p| {
+                let orders = p.keys.iter().map(|key| key.order_no.as_str()).collect();
+                (p.scene_id.as_str(), p.code.as_str(), p.action, orders)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("rain", "stuck", requeue, vec!["old", "at-cutoff"]),
+                ("rain", "recount", RepairAction::RecountStock, vec![]),
+            ]
+        );
     }
 }
