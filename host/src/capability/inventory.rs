@@ -2,7 +2,7 @@
 //! that the store checks and reserves in the same transaction that records the grant.
 
 use crate::config::{AmountRule, Scene};
-use crate::store::StockLimits;
+use crate::stock::StockLimits;
 
 /// Why the amount could not be chosen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,11 +45,9 @@ pub fn choose_amount(
     }
 }
 
-/// The bounds the store enforces for a grant in `scene` of an activity with `activity_budget_cents`.
+/// The bounds the store enforces for a grant in `scene` of an activity with
+/// `activity_budget_cents` (see [`Scene::stock_limits`], which the configuration also uses when
+/// it loads the scene's plugins).
 pub fn stock_limits(scene: &Scene, activity_budget_cents: i64) -> StockLimits {
-    StockLimits {
-        activity_budget_cents,
-        scene_count_max: scene.inventory.as_ref().and_then(|inventory| inventory.count_max),
-        scene_budget_cents: scene.inventory.as_ref().and_then(|inventory| inventory.budget_cents),
-    }
+    scene.stock_limits(activity_budget_cents)
 }

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::plugin::{LoadError, PluginRuntime};
+use crate::stock::StockLimits;
 
 pub use registry::{FileState, SceneRegistry, Snapshot};
 
@@ -213,6 +214,17 @@ impl Scene {
     #[must_use]
     pub fn allows_app(&self, app_id: i64) -> bool {
         self.app_ids.contains(&app_id)
+    }
+
+    /// The bounds the store enforces for a grant in this scene of an activity with
+    /// `activity_budget_cents`: the activity's budget, and the scene's inventory when it has one.
+    #[must_use]
+    pub fn stock_limits(&self, activity_budget_cents: i64) -> StockLimits {
+        StockLimits {
+            activity_budget_cents,
+            scene_count_max: self.inventory.as_ref().and_then(|inventory| inventory.count_max),
+            scene_budget_cents: self.inventory.as_ref().and_then(|inventory| inventory.budget_cents),
+        }
     }
 }
 
@@ -474,7 +486,7 @@ fn attach_plugins(parsed: &mut Parsed, runtime: &Arc<PluginRuntime>) -> Result<(
         }
         // Not shared yet, so this does not clone.
         let scene = Arc::make_mut(scene);
-        let limits = crate::capability::inventory::stock_limits(scene, activity.budget_cents);
+        let limits = scene.stock_limits(activity.budget_cents);
         for spec in scene.plugins.specs.clone() {
             match runtime.load(&spec, &activity.id, &scene.id, limits) {
                 Ok(plugin) => *scene.plugins.slot(spec.capability) = Some(plugin),

@@ -33,11 +33,11 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
 use self::bindings::types::{CallContext, LogLevel, PluginError, Stock};
-pub use self::host_api::{HostServices, Scope, StockSource, remaining};
+pub use self::host_api::{HostServices, Scope, remaining};
 use self::limits::{CALLS_PER_INSTANCE_MAX, FUEL_PER_CALL, INSTANCES_PER_POOL_MAX, WASM_BYTES_MAX};
 use self::sandbox::PluginState;
 pub use self::sandbox::{Captured, MemoryCapExceeded};
-use crate::store::StockLimits;
+use crate::stock::{StockLimits, StockSource};
 
 /// The five capabilities a plugin can take over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -303,12 +303,30 @@ impl std::fmt::Debug for PluginRuntime {
 
 impl PluginRuntime {
     /// A runtime whose compiled components are cached under `cache_dir` (when given) as well as
-    /// in memory.
+    /// in memory, and whose plugins see no stock limits (no token store: `hongbao plugin run`,
+    /// `hongbao validate`, tests).
     ///
     /// # Errors
     ///
     /// The engine or linker could not be set up (a build problem, not a user one).
     pub fn new(cache_dir: Option<&Path>) -> anyhow::Result<Arc<PluginRuntime>> {
+        PluginRuntime::build(cache_dir, None)
+    }
+
+    /// [`PluginRuntime::new`], with plugins reading their scene's stock from `stock` (the token
+    /// store the host serves from).
+    ///
+    /// # Errors
+    ///
+    /// As [`PluginRuntime::new`].
+    pub fn with_stock_source(
+        cache_dir: Option<&Path>,
+        stock: Arc<dyn StockSource>,
+    ) -> anyhow::Result<Arc<PluginRuntime>> {
+        PluginRuntime::build(cache_dir, Some(stock))
+    }
+
+    fn build(cache_dir: Option<&Path>, stock: Option<Arc<dyn StockSource>>) -> anyhow::Result<Arc<PluginRuntime>> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(true);
@@ -330,7 +348,7 @@ impl PluginRuntime {
         Ok(Arc::new(PluginRuntime {
             engine,
             linker,
-            services: Arc::new(HostServices::default()),
+            services: Arc::new(HostServices::new(stock)),
             cache,
             stats: Mutex::default(),
         }))
