@@ -84,8 +84,11 @@ impl App {
                     .with_context(|| format!("connecting to the token store at `{}`", redis.url))?,
             ),
         };
-        let plugins = PluginRuntime::new(Some(&config.data_dir)).context("starting the plugin runtime")?;
-        plugins.services().set_stock_source(Arc::new(store.clone()));
+        // Built in dependency order, so nothing is wired in after construction: the plugins read
+        // stock from the store, the scenes load their plugins, and the writer asks the scenes'
+        // compensation plugins.
+        let plugins = PluginRuntime::with_stock_source(Some(&config.data_dir), Arc::new(store.clone()))
+            .context("starting the plugin runtime")?;
         let registry = Arc::new(
             SceneRegistry::load(&config.scenes_dir, plugins.clone())
                 .with_context(|| format!("reading scenes from `{}`", config.scenes_dir.display()))?,
@@ -96,8 +99,10 @@ impl App {
                 Ledger::Postgres(PostgresLedger::connect(url).await.context("connecting to the PostgreSQL ledger")?)
             }
         };
-        let writer = Arc::new(LedgerWriter::new(store.clone(), ledger.clone(), clock.clone(), config.writer));
-        writer.attach_scenes(registry.clone());
+        let writer = Arc::new(
+            LedgerWriter::new(store.clone(), ledger.clone(), clock.clone(), config.writer)
+                .with_scenes(registry.clone()),
+        );
         let app = Arc::new(App {
             writer_enabled: config.writer_enabled,
             registry,

@@ -360,7 +360,7 @@ async fn commit(
         .as_ref()
         .filter(|_| scene.plugins.rate_limit.is_none())
         .map(|limit| UserRate { max: limit.user_max, window_ms: u64::from(limit.user_window_seconds) * 1000 });
-    let limits = inventory::stock_limits(scene, activity.budget_cents);
+    let limits = scene.stock_limits(activity.budget_cents);
     let committed = permit.kept_if_abandoned(replay::commit_checked(app, record, limits, user_rate)).await;
     let committed = match committed? {
         Committed::Store(committed) => committed,

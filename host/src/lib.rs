@@ -42,6 +42,7 @@ pub mod issuer;
 pub mod journal;
 pub mod ledger;
 pub mod plugin;
+pub mod stock;
 pub mod store;
 pub mod wallet;
 pub mod writer;

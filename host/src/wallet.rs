@@ -377,7 +377,7 @@ pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<Re
         // Restored stock is spread over the scene's current bounds (it is never refused).
         let budget = snapshot.activity(&record.activity_id).map_or(0, |activity| activity.budget_cents);
         let limits = match snapshot.scene(&record.activity_id, &record.scene_id) {
-            Some(scene) => crate::capability::inventory::stock_limits(scene, budget),
+            Some(scene) => scene.stock_limits(budget),
             None => StockLimits { activity_budget_cents: budget, ..StockLimits::default() },
         };
         // The store may have lost the token after the ledger credited it: then it is paid, and

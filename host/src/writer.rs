@@ -18,8 +18,6 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use std::sync::OnceLock;
-
 use crate::capability::compensation::{self, RefusalOutcome, RefusalRetries};
 use crate::clock::Clock;
 use crate::config::SceneRegistry;
@@ -171,8 +169,8 @@ pub struct LedgerWriter {
     clock: Arc<dyn Clock>,
     cap: CreditCap,
     batch_entries_max: usize,
-    /// The scenes, for their compensation plugins.
-    scenes: OnceLock<Arc<SceneRegistry>>,
+    /// The scenes, for their compensation plugins; `None` when built without them.
+    scenes: Option<Arc<SceneRegistry>>,
     /// Compensation decisions about refused tokens.
     retries: RefusalRetries,
     /// Totals since start.
@@ -192,15 +190,17 @@ impl LedgerWriter {
             clock,
             cap,
             batch_entries_max: config.batch_entries_max.max(1),
-            scenes: OnceLock::new(),
+            scenes: None,
             retries: RefusalRetries::default(),
             stats: WriterStats::default(),
         }
     }
 
-    /// Lets the writer ask the scenes' compensation plugins about tokens the ledger refuses.
-    pub fn attach_scenes(&self, scenes: Arc<SceneRegistry>) {
-        let _ = self.scenes.set(scenes);
+    /// The writer, asking the scenes' compensation plugins about tokens the ledger refuses.
+    #[must_use]
+    pub fn with_scenes(mut self, scenes: Arc<SceneRegistry>) -> LedgerWriter {
+        self.scenes = Some(scenes);
+        self
     }
 
     /// Puts back in the queue the parked tokens whose compensation retry time has come.
@@ -361,7 +361,7 @@ impl LedgerWriter {
 
     /// Asks each refused token's scene's compensation plugin what to do.
     fn compensate(&self, refused: &[(&GrantRecord, &str)]) {
-        let Some(scenes) = self.scenes.get() else { return };
+        let Some(scenes) = &self.scenes else { return };
         let snapshot = scenes.snapshot();
         for (record, code) in refused {
             let scene = snapshot.scene(&record.activity_id, &record.scene_id);

@@ -2,7 +2,6 @@
 //! that the store checks and reserves in the same transaction that records the grant.
 
 use crate::config::{AmountRule, Scene};
-use crate::store::StockLimits;
 
 /// Why the amount could not be chosen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,14 +41,5 @@ pub fn choose_amount(
         (_, Some(_)) => Err(AmountError::NotAllowed(scene.id.clone())),
         (AmountRule::Fixed { cents }, None) => Ok(*cents),
         (AmountRule::Random { min_cents, max_cents }, None) => Ok(random.i64(*min_cents..=*max_cents)),
-    }
-}
-
-/// The bounds the store enforces for a grant in `scene` of an activity with `activity_budget_cents`.
-pub fn stock_limits(scene: &Scene, activity_budget_cents: i64) -> StockLimits {
-    StockLimits {
-        activity_budget_cents,
-        scene_count_max: scene.inventory.as_ref().and_then(|inventory| inventory.count_max),
-        scene_budget_cents: scene.inventory.as_ref().and_then(|inventory| inventory.budget_cents),
     }
 }

@@ -15,10 +15,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_saphyr::granit_parser::{Event, Parser};
 use serde_saphyr::{MessageFormatter, Spanned, UserMessageFormatter};
 
-use super::ConfigError;
-
-/// Key path shown for problems that concern the file as a whole rather than one key.
-pub(super) const FILE_PATH: &str = "(file)";
+use super::error::{ConfigError, FILE_PATH, show};
 
 /// The whole document: a single `activity` mapping.
 #[derive(Debug, Deserialize)]
@@ -267,7 +264,7 @@ fn serde_error(file: &Path, text: &str, err: &serde_saphyr::Error) -> ConfigErro
 
     let mut message = match inner {
         serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
-            format!("duplicate key `{}`", super::show(key))
+            format!("duplicate key `{}`", show(key))
         }
         serde_saphyr::Error::DuplicateMappingKey { key: None, .. } => "duplicate key".to_owned(),
         other => sanitize(&UserMessageFormatter.format_message(other)),
@@ -278,7 +275,7 @@ fn serde_error(file: &Path, text: &str, err: &serde_saphyr::Error) -> ConfigErro
         && node.position == (line, column)
         && let Some(scalar) = &node.scalar
     {
-        message.push_str(&format!(", found `{}`", super::show(scalar)));
+        message.push_str(&format!(", found `{}`", show(scalar)));
     }
     let path = match found {
         Some(node) if !node.path.is_empty() => node.path,

@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
-use super::{
-    Activity, ConfigError, Parsed, SCENE_FILES_PER_DIR_MAX, Scene, attach_plugins, duplicate_activity,
-    list_scene_files, parse_bytes, read_scene_file, too_many_files,
-};
+use super::attach::attach_plugins;
+use super::error::ConfigError;
+use super::limits::SCENE_FILES_PER_DIR_MAX;
+use super::load::{duplicate_activity, list_scene_files, parse_bytes, read_scene_file, too_many_files};
+use super::model::{Activity, Scene};
+use super::validate::Parsed;
 use crate::plugin::PluginRuntime;
 
 /// An immutable view of what is being served: the live activities and the state of every
@@ -246,7 +248,7 @@ impl SceneRegistry {
                             (file, seen)
                         })
                         .collect();
-                    match attach_plugins(&mut parsed, &self.plugins) {
+                    match attach_plugins(&mut parsed.activity, &self.plugins) {
                         Ok(()) => entry.waiting = Some(parsed),
                         Err(errors) => {
                             entry.waiting = None;

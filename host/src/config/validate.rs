@@ -10,15 +10,18 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
-use super::ScenePlugins;
+use super::bill_template::{BILL_PLACEHOLDERS, BillCopy, Piece, template_pieces};
+use super::error::{ConfigError, show};
+use super::limits::{
+    BUDGET_CENTS_MAX, ID_CHARS_MAX, MAX_GRANT_CENTS, NAME_CHARS_MAX, RETRY_MAX_MS_MAX, SCENES_PER_ACTIVITY_MAX,
+    TEMPLATE_CHARS_MAX, USER_WINDOW_SECONDS_MAX,
+};
+use super::model::{
+    Activity, AmountRule, Award, AwardType, Compensation, Inventory, RateLimit, Reconciliation, Scene, ScenePlugins,
+};
 use super::raw::{
     RawAmount, RawAward, RawAwardType, RawBillCopy, RawCompensation, RawFile, RawInventory, RawPlugin, RawPlugins,
     RawRateLimit, RawReconciliation, RawScene,
-};
-use super::{
-    Activity, AmountRule, Award, AwardType, BUDGET_CENTS_MAX, BillCopy, Compensation, ConfigError, ID_CHARS_MAX,
-    Inventory, MAX_GRANT_CENTS, NAME_CHARS_MAX, Parsed, Piece, RETRY_MAX_MS_MAX, RateLimit, Reconciliation,
-    SCENES_PER_ACTIVITY_MAX, Scene, TEMPLATE_CHARS_MAX, USER_WINDOW_SECONDS_MAX, show, template_pieces,
 };
 use crate::plugin::limits as plugin_limits;
 use crate::plugin::{Capability, FailurePolicy, PluginSpec};
@@ -31,6 +34,14 @@ const LOCALE_CHARS_MAX: usize = 35;
 /// unambiguously. The config and the grant path both check ids with it.
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= ID_CHARS_MAX && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A validated activity plus what cross-file checks need to report on it.
+pub(super) struct Parsed {
+    /// The activity.
+    pub(super) activity: Activity,
+    /// Line of `activity.id`, where a duplicate activity id is reported.
+    pub(super) id_line: u64,
 }
 
 /// Validates a parsed file; `version` is the hash of the file bytes.
@@ -505,11 +516,7 @@ impl Checker<'_> {
                         format!(
                             "unknown placeholder `{}`; known placeholders are {}",
                             show(text),
-                            super::BILL_PLACEHOLDERS
-                                .iter()
-                                .map(|p| format!("`{{{p}}}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            BILL_PLACEHOLDERS.iter().map(|p| format!("`{{{p}}}`")).collect::<Vec<_>>().join(", ")
                         ),
                     );
                 }

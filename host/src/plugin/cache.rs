@@ -14,8 +14,6 @@ use parking_lot::Mutex;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::hex;
-
 /// The directory name inside the data directory; the wasmtime version is part of it because
 /// artifacts are only valid for the version that wrote them.
 const CACHE_SUBDIR: &str = "plugin-cache/wasmtime-48.0.8";
@@ -91,4 +89,13 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }

@@ -6,7 +6,7 @@
 //! scene's or activity's state.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -14,21 +14,15 @@ use super::bindings::host::{self, HostError};
 use super::bindings::types::{self, LogLevel, Stock};
 use super::limits::{COUNTER_NAME_BYTES_MAX, COUNTERS_PER_SCENE_MAX, LOG_LINE_BYTES_MAX, LOG_LINES_PER_CALL_MAX};
 use super::sandbox::PluginState;
-use crate::store::{StockLimits, StockUsed};
-
-/// Reads how much of a scene's stock is used.
-pub trait StockSource: Send + Sync {
-    /// Grants and cents used by `scene_id` (or the whole activity when `None`).
-    fn used(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, String>;
-}
+use crate::stock::{StockLimits, StockSource, StockUsed};
 
 /// What the host offers every plugin: counters and stock, shared across reloads.
 #[derive(Default)]
 pub struct HostServices {
     /// Per scene `(activity, scene)`: its counter table, the same one across reloads.
     counters: Mutex<HashMap<(String, String), SharedCounters>>,
-    /// Where stock comes from; unset (no store) means every scene reports no limits.
-    stock: OnceLock<Arc<dyn StockSource>>,
+    /// Where stock comes from; `None` (no store) means every scene reports no limits.
+    stock: Option<Arc<dyn StockSource>>,
 }
 
 impl std::fmt::Debug for HostServices {
@@ -38,9 +32,9 @@ impl std::fmt::Debug for HostServices {
 }
 
 impl HostServices {
-    /// Connects the stock source (the token store). Only the first call has an effect.
-    pub fn set_stock_source(&self, source: Arc<dyn StockSource>) {
-        let _ = self.stock.set(source);
+    /// Services reading stock from `stock` (the token store), or reporting no limits without one.
+    pub fn new(stock: Option<Arc<dyn StockSource>>) -> HostServices {
+        HostServices { counters: Mutex::default(), stock }
     }
 
     /// The counter table of one scene.
@@ -53,7 +47,7 @@ impl HostServices {
         if let Some(stock) = &scope.fixed_stock {
             return Ok(*stock);
         }
-        let Some(source) = self.stock.get() else {
+        let Some(source) = &self.stock else {
             return Ok(Stock { count_remaining: None, budget_remaining_cents: None });
         };
         Ok(remaining(

@@ -18,6 +18,10 @@ pub use redis::{CapTake, RedisStore, RedisStoreConfig, STOCK_SHARDS_DEFAULT, STO
 /// fewer in a campaign, and the bound keeps one request's work finite.
 pub const USER_UNSETTLED_READ_MAX: usize = 4096;
 
+// The stock types live in a leaf module that the plugin host and the configuration use too; they
+// are re-exported here because grants, restores and both backends speak in them.
+pub use crate::stock::{StockLimits, StockUsed};
+
 /// A token's crediting status, numbered as in the seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,18 +134,6 @@ pub struct GrantKey {
     pub queue_id: String,
 }
 
-/// The stock bounds a grant is checked against, taken from the scene version the request
-/// started on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StockLimits {
-    /// The activity's whole budget: the sum of all its grants never exceeds it.
-    pub activity_budget_cents: i64,
-    /// The scene's count of grants, when its inventory counts.
-    pub scene_count_max: Option<u64>,
-    /// The scene's budget, when its inventory has one.
-    pub scene_budget_cents: Option<i64>,
-}
-
 /// Which bound a grant hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StockOut {
@@ -211,15 +203,6 @@ pub enum RestoreOutcome {
     Restored,
     /// The server has it already; nothing changed.
     AlreadyPresent,
-}
-
-/// Used units of a scene's or an activity's stock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct StockUsed {
-    /// Grants made.
-    pub count: u64,
-    /// Cents granted.
-    pub cents: i64,
 }
 
 /// Why the store could not do what was asked.
@@ -451,7 +434,7 @@ impl FleetCap {
     }
 }
 
-impl crate::plugin::StockSource for Store {
+impl crate::stock::StockSource for Store {
     fn used(&self, activity_id: &str, scene_id: Option<&str>) -> Result<StockUsed, String> {
         match self {
             Store::Embedded(s) => s.stock_used(activity_id, scene_id).map_err(|error| error.to_string()),

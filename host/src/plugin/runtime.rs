@@ -1,0 +1,247 @@
+//! The process's plugin runtime: one wasmtime engine with epoch interruption and fuel, one linker
+//! with the host functions and a sealed WASI, the epoch ticker, the compile cache, and loading a
+//! `.wasm` into a [`Plugin`] (read within its bound, pin checked, compiled, pre-linked against
+//! its capability's world).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+use super::bindings;
+use super::bindings::types::Stock;
+use super::cache::{ComponentCache, hex};
+use super::failure::{LoadError, error_chain};
+use super::host_api::{HostServices, Scope};
+use super::limits::{self, WASM_BYTES_MAX};
+use super::sandbox::{PluginState, seal_sleep};
+use super::scene_plugin::{Plugin, ReadyPre};
+use super::spec::{Capability, FailurePolicy, PluginSpec};
+use super::stats::PluginStats;
+use crate::stock::{StockLimits, StockSource};
+
+/// The engine, linker, caches and host services shared by every plugin of a process.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    services: Arc<HostServices>,
+    cache: ComponentCache,
+    stats: Mutex<std::collections::HashMap<(String, String, Capability), Arc<PluginStats>>>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime").finish_non_exhaustive()
+    }
+}
+
+impl PluginRuntime {
+    /// A runtime whose compiled components are cached under `cache_dir` (when given) as well as
+    /// in memory, and whose plugins see no stock limits (no token store: `hongbao plugin run`,
+    /// `hongbao validate`, tests).
+    ///
+    /// # Errors
+    ///
+    /// The engine or linker could not be set up (a build problem, not a user one).
+    pub fn new(cache_dir: Option<&Path>) -> anyhow::Result<Arc<PluginRuntime>> {
+        PluginRuntime::build(cache_dir, None)
+    }
+
+    /// [`PluginRuntime::new`], with plugins reading their scene's stock from `stock` (the token
+    /// store the host serves from).
+    ///
+    /// # Errors
+    ///
+    /// As [`PluginRuntime::new`].
+    pub fn with_stock_source(
+        cache_dir: Option<&Path>,
+        stock: Arc<dyn StockSource>,
+    ) -> anyhow::Result<Arc<PluginRuntime>> {
+        PluginRuntime::build(cache_dir, Some(stock))
+    }
+
+    fn build(cache_dir: Option<&Path>, stock: Option<Arc<dyn StockSource>>) -> anyhow::Result<Arc<PluginRuntime>> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.consume_fuel(true);
+        let engine = Engine::new(&config)?;
+        let weak = engine.weak();
+        std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
+            // One tick per millisecond until the engine is dropped.
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })?;
+        let mut linker = Linker::<PluginState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        seal_sleep(&mut linker)?;
+        bindings::bill_copy::BillCopyPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        let cache = ComponentCache::new(cache_dir);
+        Ok(Arc::new(PluginRuntime {
+            engine,
+            linker,
+            services: Arc::new(HostServices::new(stock)),
+            cache,
+            stats: Mutex::default(),
+        }))
+    }
+
+    /// The host services (stock source, counters).
+    pub fn services(&self) -> &Arc<HostServices> {
+        &self.services
+    }
+
+    /// Reads, checks and compiles the `.wasm` at `path`, returning its bytes' sha256.
+    fn compile_file(&self, path: &Path, pinned: Option<&[u8; 32]>) -> Result<(Component, [u8; 32]), LoadError> {
+        let shown = path.display().to_string();
+        let unreadable = |message: String| LoadError::Unreadable { path: shown.clone(), message };
+        // One open handle, a regular file, and a bounded read: a FIFO, a device or a file that
+        // keeps growing can neither hang nor exhaust the reload.
+        let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+        let metadata = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+        if !metadata.is_file() {
+            return Err(unreadable("not a regular file".into()));
+        }
+        let mut bytes = Vec::with_capacity(metadata.len().min(WASM_BYTES_MAX) as usize);
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, WASM_BYTES_MAX + 1), &mut bytes)
+            .map_err(|e| unreadable(e.to_string()))?;
+        if bytes.len() as u64 > WASM_BYTES_MAX {
+            return Err(unreadable(format!("more than the {WASM_BYTES_MAX} bytes a plugin may have")));
+        }
+        let actual: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into();
+        if let Some(pinned) = pinned
+            && *pinned != actual
+        {
+            return Err(LoadError::Sha256Mismatch { path: shown, pinned: hex(pinned), actual: hex(&actual) });
+        }
+        let component = self
+            .cache
+            .component(&self.engine, &actual, &bytes)
+            .map_err(|error| LoadError::Invalid { path: shown, message: error_chain(&error) })?;
+        Ok((component, actual))
+    }
+
+    fn pre(&self, component: &Component, capability: Capability) -> Result<ReadyPre, String> {
+        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| error_chain(&e))?;
+        let ready = match capability {
+            Capability::BillCopy => bindings::bill_copy::BillCopyPluginPre::new(instance_pre).map(ReadyPre::BillCopy),
+            Capability::RateLimit => {
+                bindings::rate_limit::RateLimitPluginPre::new(instance_pre).map(ReadyPre::RateLimit)
+            }
+            Capability::Inventory => {
+                bindings::inventory::InventoryPluginPre::new(instance_pre).map(ReadyPre::Inventory)
+            }
+            Capability::Compensation => {
+                bindings::compensation::CompensationPluginPre::new(instance_pre).map(ReadyPre::Compensation)
+            }
+            Capability::Reconciliation => {
+                bindings::reconciliation::ReconciliationPluginPre::new(instance_pre).map(ReadyPre::Reconciliation)
+            }
+        };
+        ready.map_err(|e| error_chain(&e))
+    }
+
+    /// Loads the plugin `spec` declares for scene `scene_id` of `activity_id`.
+    ///
+    /// A pin mismatch or an unreadable file is an `Err` (the scene is refused). A file that is
+    /// not a component, or not one of the capability's world, still gives a [`Plugin`]: every
+    /// call to it fails with [`PluginFailure::NotLoaded`] and the scene's failure policy
+    /// decides, while [`Plugin::load_error`] tells why.
+    ///
+    /// # Errors
+    ///
+    /// See above.
+    pub fn load(
+        self: &Arc<Self>,
+        spec: &PluginSpec,
+        activity_id: &str,
+        scene_id: &str,
+        limits: StockLimits,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let stats = self
+            .stats
+            .lock()
+            .entry((activity_id.to_owned(), scene_id.to_owned(), spec.capability))
+            .or_default()
+            .clone();
+        let scope = Arc::new(Scope {
+            activity_id: activity_id.to_owned(),
+            scene_id: scene_id.to_owned(),
+            plugin: spec.path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            limits,
+            fixed_stock: None,
+            counters: self.services.counters_for(activity_id, scene_id),
+        });
+        let loaded = match self.compile_file(&spec.path, Some(&spec.sha256)) {
+            Ok((component, _)) => self.pre(&component, spec.capability).map_err(|message| LoadError::WrongInterface {
+                path: spec.path.display().to_string(),
+                world: format!("{}-plugin", spec.capability.kind()),
+                message,
+            }),
+            Err(error) if error.refuses_scene() => return Err(error),
+            Err(error) => Err(error),
+        };
+        Ok(Arc::new(Plugin::new(self.engine.clone(), self.services.clone(), spec.clone(), scope, loaded, stats)))
+    }
+
+    /// Loads `path` without a scene or pin, for `hongbao plugin run`: finds which capability's
+    /// world the component fits.
+    ///
+    /// # Errors
+    ///
+    /// The file is unreadable, not a component, or fits no world (the message names what each
+    /// world missed).
+    pub fn load_standalone(
+        self: &Arc<Self>,
+        path: &Path,
+        settings: Vec<(String, String)>,
+        fixed_stock: Option<Stock>,
+    ) -> Result<(Arc<Plugin>, [u8; 32]), LoadError> {
+        let (component, sha256) = self.compile_file(path, None)?;
+        let mut reasons = Vec::new();
+        for capability in Capability::ALL {
+            match self.pre(&component, capability) {
+                Ok(pre) => {
+                    let spec = PluginSpec {
+                        capability,
+                        path: path.to_path_buf(),
+                        sha256,
+                        on_failure: FailurePolicy::FailClosed,
+                        deadline_ms: limits::DEADLINE_MS_MAX,
+                        memory_mb: limits::MEMORY_MB_MAX,
+                        settings,
+                        line: 0,
+                        sha256_line: 0,
+                        key_path: String::new(),
+                    };
+                    let scope = Arc::new(Scope {
+                        activity_id: "local".into(),
+                        scene_id: "local".into(),
+                        plugin: path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                        limits: StockLimits {
+                            activity_budget_cents: 0,
+                            scene_count_max: None,
+                            scene_budget_cents: None,
+                        },
+                        fixed_stock,
+                        counters: Arc::default(),
+                    });
+                    let plugin =
+                        Plugin::new(self.engine.clone(), self.services.clone(), spec, scope, Ok(pre), Arc::default());
+                    return Ok((Arc::new(plugin), sha256));
+                }
+                Err(message) => reasons.push(format!("{}: {message}", capability.kind())),
+            }
+        }
+        Err(LoadError::WrongInterface {
+            path: path.display().to_string(),
+            world: "any hongbao:plugin".into(),
+            message: reasons.join("; "),
+        })
+    }
+}

@@ -1,0 +1,90 @@
+//! Counts of each scene plugin's calls, answers, failures by code and instantiations, kept across
+//! reloads and shown by `GET /v1/plugins`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::failure::PluginFailure;
+
+/// Counts of one scene plugin's calls, kept across reloads.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Calls made.
+    pub calls: AtomicU64,
+    /// Calls that answered.
+    pub ok: AtomicU64,
+    /// Calls that failed, by [`PluginFailure::code`] (in the order of `FAILURE_CODES`).
+    failures: [AtomicU64; FAILURE_CODES.len()],
+    /// Fresh instances created.
+    pub instantiations: AtomicU64,
+    /// Total nanoseconds inside calls.
+    pub call_ns: AtomicU64,
+}
+
+const FAILURE_CODES: [&str; 7] = [
+    "plugin_not_loaded",
+    "plugin_instantiate",
+    "plugin_deadline",
+    "plugin_memory",
+    "plugin_trap",
+    "plugin_error",
+    "plugin_invalid_output",
+];
+
+impl PluginStats {
+    pub(super) fn count_failure(&self, failure: &PluginFailure) {
+        if let Some(index) = FAILURE_CODES.iter().position(|code| *code == failure.code()) {
+            self.failures[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A JSON view for `GET /v1/plugins`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let failures: serde_json::Map<String, serde_json::Value> = FAILURE_CODES
+            .iter()
+            .zip(&self.failures)
+            .map(|(code, count)| ((*code).to_owned(), count.load(Ordering::Relaxed).into()))
+            .collect();
+        serde_json::json!({
+            "calls": self.calls.load(Ordering::Relaxed),
+            "ok": self.ok.load(Ordering::Relaxed),
+            "failures": failures,
+            "instantiations": self.instantiations.load(Ordering::Relaxed),
+            "call_ns_total": self.call_ns.load(Ordering::Relaxed),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_failure() -> [PluginFailure; 7] {
+        [
+            PluginFailure::NotLoaded(String::new()),
+            PluginFailure::Instantiate(String::new()),
+            PluginFailure::Deadline(1),
+            PluginFailure::MemoryCap(1),
+            PluginFailure::Trap(String::new()),
+            PluginFailure::PluginError(String::new()),
+            PluginFailure::InvalidOutput(String::new()),
+        ]
+    }
+
+    // Proves every failure's code has its own counter: a code missing from `FAILURE_CODES`
+    // would be dropped from the stats without a word.
+    #[test]
+    fn every_failure_code_is_counted() {
+        let stats = PluginStats::default();
+        for failure in every_failure() {
+            stats.count_failure(&failure);
+        }
+        stats.count_failure(&PluginFailure::Deadline(9));
+        let json = stats.to_json();
+        assert_eq!(json["failures"].as_object().map(serde_json::Map::len), Some(FAILURE_CODES.len()));
+        for failure in every_failure() {
+            let expected = if failure.code() == "plugin_deadline" { 2 } else { 1 };
+            assert_eq!(json["failures"][failure.code()], expected, "{}", failure.code());
+        }
+        assert_eq!(json["calls"], 0);
+    }
+}
