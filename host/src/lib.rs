@@ -8,17 +8,30 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: scene YAML → validated tree; the registry that hot-reloads it.
-//! - [`capability`]: the five capabilities' native built-ins.
+//! Each module owns one concern; the arrows of `use crate::` between them form no cycle.
+//!
+//! - [`config`]: scene YAML → validated tree (`raw` → `validate` → `model`; `limits`, the
+//!   bounds a file is held to; `bill_template`; `load`, files and directories; `attach`, the
+//!   scenes' plugins; `error`) and the `registry` that hot-reloads it.
+//! - [`stock`]: the stock types (bounds, use, the source plugins read), a leaf every part uses.
+//! - [`capability`]: the five capabilities' native built-ins; `reconciliation` also decides
+//!   which grants a repair selects.
 //! - [`issuer`]: the protobuf token, ed25519 keys, mint and verify.
-//! - [`store`]: the token store — grants, statuses, user lists, the crediting queue, stock.
-//! - [`ledger`]: double-entry accounts and entries, one entry per order number.
-//! - [`plugin`]: the WebAssembly plugin runtime (sandbox, pools, failure policy).
+//! - [`store`]: the token store — grants, statuses, user lists, the crediting queue, stock —
+//!   behind one enum over `embedded` (memory + journal) and `redis` (`keys`, `grant`,
+//!   `reserve`, `queue`, `reads`, `cap`, and `scripts/*.lua` with one argument struct each).
+//! - [`ledger`]: double-entry accounts and entries, one entry per order number; `rules` holds
+//!   the money rules and the paired assertions both `embedded` and `postgres` apply.
+//! - [`plugin`]: the WebAssembly plugin runtime (`runtime`, `scene_plugin`, `pool`, `calls`,
+//!   `failure`, `sandbox`, `host_api`, `spec`, `limits`, `cache`, `stats`; `authoring` for
+//!   `hongbao plugin`).
 //! - [`writer`]: the throttled ledger writer (status 1 → 2 → 8).
 //! - [`journal`]: the append-only files that make the embedded store's and ledger's memory
 //!   durable.
-//! - [`grant`]: the grant path; [`wallet`]: balance, flow, withdrawals, restore.
-//! - [`api`]: HTTP; [`cli`]: the `hongbao` command; [`app`]: wiring; [`clock`]: time.
+//! - [`grant`]: the grant path, in steps (resolve the scene, run the hooks, mint, commit), with
+//!   `grant::replay` finding earlier answers; [`wallet`]: balance, flow, withdrawals, restore.
+//! - [`api`]: HTTP (`routes`; `error`, every error's status and code); [`cli`]: the `hongbao`
+//!   command; [`app`]: wiring, in dependency order; [`clock`]: time.
 //! - [`bench`]: the rain load generator, its yardsticks and the benchmark suite.
 //!
 //! # Data flow
