@@ -1,19 +1,22 @@
 //! The `hongbao` command line.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use serde::Deserialize;
+use serde_saphyr::{MessageFormatter as _, UserMessageFormatter};
 
 use crate::app::{App, AppConfig};
 use crate::clock::SystemClock;
 use crate::issuer::{self, Issuer};
-use crate::store::{RedisStoreConfig, STOCK_SHARDS_DEFAULT};
-use crate::writer::{CREDIT_BATCH_ENTRIES_MAX, WriterConfig};
+use crate::store::RedisStoreConfig;
+use crate::writer::WriterConfig;
 
 /// hongbao: red packets at Spring Festival scale.
 #[derive(Debug, Parser)]
@@ -26,54 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API for the scenes in a directory.
-    Serve {
-        /// A YAML file of `serve` settings (`store: redis://…`, `credits_per_second: 300000`,
-        /// …: the flag names with `_`); the command line and the environment take precedence.
-        #[arg(long, env = "HONGBAO_CONFIG")]
-        config: Option<PathBuf>,
-        /// Address to listen on; port 0 picks a free port (the chosen address is printed).
-        #[arg(long, env = "HONGBAO_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Directory of scene YAML files, watched for changes.
-        #[arg(long, env = "HONGBAO_SCENES", default_value = "scenes")]
-        scenes: PathBuf,
-        /// Directory for the embedded stores and the signing keys.
-        #[arg(long, env = "HONGBAO_DATA", default_value = "data")]
-        data: PathBuf,
-        /// Credits per second the ledger writer may make at most (0: no cap).
-        #[arg(long, env = "HONGBAO_CREDITS_PER_SECOND", default_value_t = 0)]
-        credits_per_second: u64,
-        /// Tokens per ledger batch.
-        #[arg(long, env = "HONGBAO_CREDIT_BATCH", default_value_t = CREDIT_BATCH_ENTRIES_MAX)]
-        credit_batch: usize,
-        /// Do not run the ledger writer on this host: it takes grants and serves wallets, and
-        /// tokens wait until a host with a writer credits them (withdrawals still force-credit).
-        #[arg(long, env = "HONGBAO_NO_WRITER")]
-        no_writer: bool,
-        /// The token store: `redis://HOST:PORT[/DB]` or `redis-cluster://HOST:PORT,HOST:PORT,…`;
-        /// the embedded store in --data when not given.
-        #[arg(long, env = "HONGBAO_STORE")]
-        store: Option<String>,
-        /// The ledger: `postgres://USER@HOST:PORT/DB`; the embedded ledger in --data when not
-        /// given.
-        #[arg(long, env = "HONGBAO_LEDGER")]
-        ledger: Option<String>,
-        /// Prefix of every Redis key, so several deployments can share a Redis.
-        #[arg(long, env = "HONGBAO_STORE_PREFIX", default_value = "hb")]
-        store_prefix: String,
-        /// Hash-tag shards of the Redis store (stock buckets and crediting queues); fixed for
-        /// the life of a deployment.
-        #[arg(long, env = "HONGBAO_STORE_SHARDS", default_value_t = STOCK_SHARDS_DEFAULT)]
-        store_shards: u32,
-        /// Milliseconds a claimed crediting-queue entry may stay unfinished before another
-        /// host's writer takes it over (Redis store).
-        #[arg(long, env = "HONGBAO_RECLAIM_AFTER_MS", default_value_t = 5_000)]
-        reclaim_after_ms: u64,
-        /// Credit every grant to the ledger before answering it: the traditional design, for
-        /// comparing against the token design in benchmarks. Much slower; not for production.
-        #[arg(long, env = "HONGBAO_SYNC_CREDIT")]
-        sync_credit: bool,
-    },
+    Serve(ServeOptions),
     /// Benchmarks against real hosts.
     Bench {
         #[command(subcommand)]
@@ -99,6 +55,168 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+}
+
+/// `hongbao serve`'s settings, from one definition: each is a flag, an environment variable
+/// (`HONGBAO_` and the name in capitals) and, except `config` and `sync_credit`, a key of the
+/// `--config` file (the flag's name with `_`). A setting neither the command line nor the
+/// environment gives is `None` here, takes the file's value, and else its default
+/// ([`ServeOptions::app_config`]): flags win, then the environment, then the file.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeOptions {
+    /// A YAML file of `serve` settings (`store: redis://…`, `credits_per_second: 300000`,
+    /// …: the flag names with `_`); the command line and the environment take precedence.
+    #[arg(long, env = "HONGBAO_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port (the chosen address is printed)
+    /// [default: 127.0.0.1:8080]
+    #[arg(long, env = "HONGBAO_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory of scene YAML files, watched for changes [default: scenes]
+    #[arg(long, env = "HONGBAO_SCENES")]
+    scenes: Option<PathBuf>,
+    /// Directory for the embedded stores and the signing keys [default: data]
+    #[arg(long, env = "HONGBAO_DATA")]
+    data: Option<PathBuf>,
+    /// Credits per second the ledger writer may make at most (0: no cap) [default: 0]
+    #[arg(long, env = "HONGBAO_CREDITS_PER_SECOND")]
+    credits_per_second: Option<u64>,
+    /// Tokens per ledger batch [default: 512]
+    #[arg(long, env = "HONGBAO_CREDIT_BATCH")]
+    credit_batch: Option<usize>,
+    /// Do not run the ledger writer on this host: it takes grants and serves wallets, and
+    /// tokens wait until a host with a writer credits them (withdrawals still force-credit).
+    #[arg(long, env = "HONGBAO_NO_WRITER")]
+    #[serde(default)]
+    no_writer: bool,
+    /// The token store: `redis://HOST:PORT[/DB]` or `redis-cluster://HOST:PORT,HOST:PORT,…`;
+    /// the embedded store in --data when not given.
+    #[arg(long, env = "HONGBAO_STORE")]
+    store: Option<String>,
+    /// The ledger: `postgres://USER@HOST:PORT/DB`; the embedded ledger in --data when not
+    /// given.
+    #[arg(long, env = "HONGBAO_LEDGER")]
+    ledger: Option<String>,
+    /// Prefix of every Redis key, so several deployments can share a Redis [default: hb]
+    #[arg(long, env = "HONGBAO_STORE_PREFIX")]
+    store_prefix: Option<String>,
+    /// Hash-tag shards of the Redis store (stock buckets and crediting queues); fixed for
+    /// the life of a deployment [default: 16]
+    #[arg(long, env = "HONGBAO_STORE_SHARDS")]
+    store_shards: Option<u32>,
+    /// Milliseconds a claimed crediting-queue entry may stay unfinished before another
+    /// host's writer takes it over (Redis store) [default: 5000]
+    #[arg(long, env = "HONGBAO_RECLAIM_AFTER_MS")]
+    reclaim_after_ms: Option<u64>,
+    /// Credit every grant to the ledger before answering it: the traditional design, for
+    /// comparing against the token design in benchmarks. Much slower; not for production.
+    #[arg(long, env = "HONGBAO_SYNC_CREDIT")]
+    #[serde(skip)]
+    sync_credit: bool,
+}
+
+/// `--listen` unless given.
+const LISTEN_DEFAULT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+
+impl ServeOptions {
+    /// These settings over the file's: one the command line or the environment gave wins. Such
+    /// a setting is `Some` here; a flag (`no_writer`) is never `None`, so `matches` tells.
+    fn over(self, file: ServeOptions, matches: &ArgMatches) -> ServeOptions {
+        let given =
+            |id: &str| matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+        ServeOptions {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            scenes: self.scenes.or(file.scenes),
+            data: self.data.or(file.data),
+            credits_per_second: self.credits_per_second.or(file.credits_per_second),
+            credit_batch: self.credit_batch.or(file.credit_batch),
+            no_writer: if given("no_writer") { self.no_writer } else { file.no_writer },
+            store: self.store.or(file.store),
+            ledger: self.ledger.or(file.ledger),
+            store_prefix: self.store_prefix.or(file.store_prefix),
+            store_shards: self.store_shards.or(file.store_shards),
+            reclaim_after_ms: self.reclaim_after_ms.or(file.reclaim_after_ms),
+            sync_credit: self.sync_credit,
+        }
+    }
+
+    /// The settings of `path`, a YAML mapping of the keys above; an unknown key or a value of
+    /// the wrong type is refused with the file, line and key.
+    fn from_file(path: &Path) -> anyhow::Result<ServeOptions> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading config file `{}`", path.display()))?;
+        if text.trim().is_empty() {
+            return Ok(ServeOptions::default());
+        }
+        serde_saphyr::from_str(&text).map_err(|error| config_file_error(path, &text, &error))
+    }
+
+    /// The host's configuration and its address, with every default filled in: those of the
+    /// Redis store and the writer come from their own configurations.
+    fn app_config(self) -> anyhow::Result<(AppConfig, SocketAddr)> {
+        let store = match self.store {
+            None => None,
+            Some(url) if url.starts_with("redis://") || url.starts_with("redis-cluster://") => {
+                let mut config = RedisStoreConfig::new(url);
+                config.prefix = self.store_prefix.unwrap_or(config.prefix);
+                config.shards = self.store_shards.unwrap_or(config.shards);
+                config.reclaim_after_ms = self.reclaim_after_ms.unwrap_or(config.reclaim_after_ms);
+                Some(config)
+            }
+            Some(url) => anyhow::bail!(
+                "--store `{url}` is not a Redis URL: use redis://HOST:PORT or redis-cluster://HOST:PORT,HOST:PORT"
+            ),
+        };
+        if let Some(url) = &self.ledger
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            anyhow::bail!("--ledger `{url}` is not a PostgreSQL URL: use postgres://USER@HOST:PORT/DB");
+        }
+        let credits_per_second = self.credits_per_second.unwrap_or(0);
+        let config = AppConfig {
+            store,
+            sync_credit: self.sync_credit,
+            ledger_url: self.ledger,
+            scenes_dir: self.scenes.unwrap_or_else(|| "scenes".into()),
+            data_dir: self.data.unwrap_or_else(|| "data".into()),
+            writer: WriterConfig {
+                credits_per_second_max: (credits_per_second > 0).then_some(credits_per_second),
+                batch_entries_max: self.credit_batch.unwrap_or(WriterConfig::default().batch_entries_max),
+            },
+            writer_enabled: !self.no_writer,
+        };
+        Ok((config, self.listen.unwrap_or(LISTEN_DEFAULT)))
+    }
+}
+
+/// A config file's error as `FILE:LINE: …`, naming the setting; a file that is not YAML at all
+/// keeps the parser's own message.
+fn config_file_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> anyhow::Error {
+    let line = error.location().map_or(0, |location| location.line());
+    match error.without_snippet() {
+        serde_saphyr::Error::SerdeUnknownField { field, expected, .. } => {
+            anyhow::anyhow!("{}:{line}: unknown setting `{field}` (known: {})", path.display(), expected.join(", "))
+        }
+        inner => match setting_at(text, line) {
+            Some(key) => anyhow::anyhow!(
+                "{}:{line}: setting `{key}`: {}",
+                path.display(),
+                UserMessageFormatter.format_message(inner).trim()
+            ),
+            None => anyhow::anyhow!("config file `{}`: {error}", path.display()),
+        },
+    }
+}
+
+/// The top-level key whose value holds `line` (1-based): the last unindented `KEY:` at or
+/// before it.
+fn setting_at(text: &str, line: u64) -> Option<&str> {
+    let lines = text.lines().take(usize::try_from(line).ok()?);
+    let keys = lines.filter(|line| !line.starts_with([' ', '\t', '#', '-'])).filter_map(|line| line.split_once(':'));
+    keys.map(|(key, _)| key.trim()).last().filter(|key| !key.is_empty())
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,19 +354,14 @@ enum KeysCommand {
 
 /// Runs the command line.
 pub fn main() -> ExitCode {
-    let args = match with_config_file(std::env::args_os().collect()) {
-        Ok(args) => args,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let cli = Cli::parse_from(args);
+    // `Cli::parse()`, keeping the matches: `serve --config` asks them which settings were given.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.format(&mut Cli::command()).exit());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HONGBAO_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match run(cli) {
+    match run(cli, &matches) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -257,53 +370,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve {
-            config: _,
-            listen,
-            scenes,
-            data,
-            credits_per_second,
-            credit_batch,
-            no_writer,
-            store,
-            ledger,
-            store_prefix,
-            store_shards,
-            reclaim_after_ms,
-            sync_credit,
-        } => {
-            let store = match store {
-                None => None,
-                Some(url) if url.starts_with("redis://") || url.starts_with("redis-cluster://") => {
-                    let mut config = RedisStoreConfig::new(url);
-                    config.prefix = store_prefix;
-                    config.shards = store_shards;
-                    config.reclaim_after_ms = reclaim_after_ms;
-                    Some(config)
+        Command::Serve(options) => {
+            let options = match &options.config {
+                Some(path) => {
+                    let file = ServeOptions::from_file(path)?;
+                    let matches = matches.subcommand_matches("serve").context("`serve` without its arguments")?;
+                    options.over(file, matches)
                 }
-                Some(url) => anyhow::bail!(
-                    "--store `{url}` is not a Redis URL: use redis://HOST:PORT or redis-cluster://HOST:PORT,HOST:PORT"
-                ),
+                None => options,
             };
-            if let Some(url) = &ledger
-                && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-            {
-                anyhow::bail!("--ledger `{url}` is not a PostgreSQL URL: use postgres://USER@HOST:PORT/DB");
-            }
-            let config = AppConfig {
-                store,
-                sync_credit,
-                ledger_url: ledger,
-                scenes_dir: scenes,
-                data_dir: data,
-                writer: WriterConfig {
-                    credits_per_second_max: (credits_per_second > 0).then_some(credits_per_second),
-                    batch_entries_max: credit_batch,
-                },
-                writer_enabled: !no_writer,
-            };
+            let (config, listen) = options.app_config()?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve(config, listen))?;
             Ok(ExitCode::SUCCESS)
@@ -425,74 +503,6 @@ fn inspect(text: &str, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(if signature.starts_with("INVALID") { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// The settings a `serve` config file may hold: the long flag names, with `_` for `-`.
-const CONFIG_KEYS: [&str; 11] = [
-    "listen",
-    "scenes",
-    "data",
-    "credits_per_second",
-    "credit_batch",
-    "no_writer",
-    "store",
-    "ledger",
-    "store_prefix",
-    "store_shards",
-    "reclaim_after_ms",
-];
-
-/// Adds the settings of `serve --config FILE` (or `HONGBAO_CONFIG`) to the arguments as flags,
-/// except those the command line or the environment already sets: flags win, then the
-/// environment, then the file, then the defaults.
-fn with_config_file(mut args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
-    if args.get(1).is_none_or(|command| command != "serve") {
-        return Ok(args);
-    }
-    let flag_value = args.iter().position(|arg| arg == "--config").and_then(|at| args.get(at + 1)).cloned();
-    let inline = args.iter().find_map(|arg| arg.to_str().and_then(|arg| arg.strip_prefix("--config=")).map(Into::into));
-    let Some(path) = flag_value.or(inline).or_else(|| std::env::var_os("HONGBAO_CONFIG")).map(PathBuf::from) else {
-        return Ok(args);
-    };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading config file `{}`", path.display()))?;
-    let settings: std::collections::BTreeMap<String, serde_json::Value> = if text.trim().is_empty() {
-        Default::default()
-    } else {
-        serde_saphyr::from_str(&text).map_err(|error| anyhow::anyhow!("config file `{}`: {error}", path.display()))?
-    };
-    let line_of = |key: &str| {
-        text.lines().position(|line| line.trim_start().starts_with(&format!("{key}:"))).map_or(0, |n| n + 1)
-    };
-    for (key, value) in settings {
-        if !CONFIG_KEYS.contains(&key.as_str()) {
-            anyhow::bail!(
-                "{}:{}: unknown setting `{key}` (known: {})",
-                path.display(),
-                line_of(&key),
-                CONFIG_KEYS.join(", ")
-            );
-        }
-        let flag = format!("--{}", key.replace('_', "-"));
-        let env = format!("HONGBAO_{}", key.to_uppercase());
-        let given =
-            args.iter().any(|arg| arg.to_str().is_some_and(|arg| arg == flag || arg.starts_with(&format!("{flag}="))));
-        if given || std::env::var_os(&env).is_some() {
-            continue;
-        }
-        match value {
-            serde_json::Value::Bool(true) if key == "no_writer" => args.push(flag.into()),
-            serde_json::Value::Bool(false) if key == "no_writer" => {}
-            serde_json::Value::String(text) => args.extend([flag.into(), text.into()]),
-            serde_json::Value::Number(number) => args.extend([flag.into(), number.to_string().into()]),
-            other => anyhow::bail!(
-                "{}:{}: setting `{key}` must be a {}, not `{other}`",
-                path.display(),
-                line_of(&key),
-                if key == "no_writer" { "boolean" } else { "string or number" }
-            ),
-        }
-    }
-    Ok(args)
-}
-
 fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match command {
@@ -549,6 +559,86 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
             };
             runtime.block_on(crate::bench::suite::run(&config))?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `hongbao serve ARGS` with the config file of `text`, as `main` resolves it.
+    fn serve_with_file(text: &str, args: &[&str]) -> anyhow::Result<ServeOptions> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hongbao.yaml");
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap();
+        let argv = ["hongbao", "serve", "--config", path].into_iter().chain(args.iter().copied());
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let Command::Serve(options) = Cli::from_arg_matches(&matches).unwrap().command else { unreachable!() };
+        let file = ServeOptions::from_file(options.config.as_deref().unwrap())?;
+        Ok(options.over(file, matches.subcommand_matches("serve").unwrap()))
+    }
+
+    // Proves the precedence of `serve --config`: a flag wins over the file, the file over the
+    // defaults, and a flag the command line leaves off (`--no-writer`) does not hide the file's.
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_the_defaults() {
+        let text =
+            "listen: 127.0.0.1:1\ncredit_batch: 7\nno_writer: true\nstore: redis://127.0.0.1:6379\nstore_prefix: 123\n";
+        let (config, listen) = serve_with_file(text, &["--listen", "127.0.0.1:2"]).unwrap().app_config().unwrap();
+        assert_eq!(listen.to_string(), "127.0.0.1:2");
+        assert_eq!(config.writer.batch_entries_max, 7);
+        assert!(!config.writer_enabled);
+        let store = config.store.unwrap();
+        assert_eq!((store.prefix.as_str(), store.shards), ("123", RedisStoreConfig::new("").shards));
+        assert_eq!(config.scenes_dir, PathBuf::from("scenes"));
+
+        let (config, _) = serve_with_file("", &["--no-writer"]).unwrap().app_config().unwrap();
+        assert!(!config.writer_enabled);
+        let (config, listen) = serve_with_file("# nothing\n", &[]).unwrap().app_config().unwrap();
+        assert!(config.writer_enabled);
+        assert_eq!(
+            (listen, config.writer.batch_entries_max),
+            (LISTEN_DEFAULT, WriterConfig::default().batch_entries_max)
+        );
+    }
+
+    // Proves a bad config file is refused naming the file, line and key: an unknown key (with
+    // the known ones), a value of the wrong type, and text that is not YAML.
+    #[test]
+    fn bad_config_files_name_the_file_line_and_key() {
+        let error = serve_with_file("store: redis://127.0.0.1:6379\ncredits_per_secnd: 5\n", &[]).err().unwrap();
+        let known = "listen, scenes, data, credits_per_second, credit_batch, no_writer, store, ledger, store_prefix, \
+                     store_shards, reclaim_after_ms";
+        assert_eq!(
+            format!("{error:#}").split_once("hongbao.yaml").unwrap().1,
+            format!(":2: unknown setting `credits_per_secnd` (known: {known})")
+        );
+        let error = format!("{:#}", serve_with_file("store: [1, 2]\n", &[]).err().unwrap());
+        assert!(error.contains("hongbao.yaml:1: setting `store`: "), "{error}");
+        let error = format!("{:#}", serve_with_file("data: d\nstore_shards: many\n", &[]).err().unwrap());
+        assert!(error.contains("hongbao.yaml:2: setting `store_shards`: "), "{error}");
+        let error = format!("{:#}", serve_with_file("listen: nowhere\n", &[]).err().unwrap());
+        assert!(error.contains("hongbao.yaml:1: setting `listen`: "), "{error}");
+        let error = format!("{:#}", serve_with_file("store: [1, 2\n", &[]).err().unwrap());
+        assert!(error.contains("config file `") || error.contains("hongbao.yaml:"), "{error}");
+    }
+
+    // Proves `serve --help` states the defaults that apply: those of the Redis store and the
+    // writer are theirs, written into the help by hand.
+    #[test]
+    fn serve_help_states_the_defaults() {
+        let help = Cli::command().find_subcommand_mut("serve").unwrap().render_long_help().to_string();
+        let redis = RedisStoreConfig::new("");
+        for default in [
+            LISTEN_DEFAULT.to_string(),
+            WriterConfig::default().batch_entries_max.to_string(),
+            redis.prefix,
+            redis.shards.to_string(),
+            redis.reclaim_after_ms.to_string(),
+        ] {
+            assert!(help.contains(&format!("[default: {default}]")), "`{default}` missing from\n{help}");
         }
     }
 }

@@ -110,32 +110,37 @@ impl Backends {
     }
 }
 
-/// Declares a behaviour test once and runs it against every deployment: `NAME::embedded`,
-/// `NAME::redis` and `NAME::cluster`.
+/// Runs behaviour tests against every deployment. Each test is a plain function taking the
+/// deployment, written next to the invocation so that rustfmt formats its body:
+///
+/// ```ignore
+/// conformance!(grant_is_idempotent);
+/// fn grant_is_idempotent(deployment: Deployment) { … }
+/// ```
+///
+/// For each name this declares a module of the same name with the tests `NAME::embedded`,
+/// `NAME::redis` and `NAME::cluster` (a module and a function may share a name: they live in
+/// different namespaces).
 macro_rules! conformance {
-    ($(#[$attr:meta])* fn $name:ident($deployment:ident: Deployment) $body:block) => {
-        $(#[$attr])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn embedded() {
+                    super::$name($crate::deployment::Deployment::Embedded)
+                }
 
-            fn run($deployment: $crate::deployment::Deployment) $body
+                #[test]
+                fn redis() {
+                    super::$name($crate::deployment::Deployment::Redis)
+                }
 
-            #[test]
-            fn embedded() {
-                run($crate::deployment::Deployment::Embedded)
+                #[test]
+                fn cluster() {
+                    super::$name($crate::deployment::Deployment::Cluster)
+                }
             }
-
-            #[test]
-            fn redis() {
-                run($crate::deployment::Deployment::Redis)
-            }
-
-            #[test]
-            fn cluster() {
-                run($crate::deployment::Deployment::Cluster)
-            }
-        }
+        )+
     };
 }
 

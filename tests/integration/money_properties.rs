@@ -9,6 +9,7 @@ use hongbao::app::App;
 use hongbao::clock::SystemClock;
 use hongbao::grant::{GrantRequest, grant};
 use hongbao::ledger::{Credit, EntryKind};
+use hongbao::store::GrantRecord;
 use hongbao::wallet::{self, WithdrawalBody};
 use hongbao::writer::WriterConfig;
 use proptest::prelude::*;
@@ -52,6 +53,20 @@ fn act_id(user: u8) -> i64 {
     i64::from(user) + 1
 }
 
+/// The ledger credit the writer would make for a claimed record.
+fn credit_of(record: &GrantRecord) -> Credit {
+    Credit {
+        activity_id: record.activity_id.clone(),
+        order_no: record.order_no.clone(),
+        scene_id: record.scene_id.clone(),
+        act_id: record.act_id,
+        amount_cents: record.amount_cents,
+        open_time_ms: record.open_time_ms,
+        memo: String::new(),
+        token: record.token.clone(),
+    }
+}
+
 async fn check_invariants(app: &App, granted: &HashMap<i64, i64>, withdrawn: &HashMap<i64, i64>) {
     for user in 0..4 {
         let act_id = act_id(user);
@@ -93,21 +108,20 @@ activity:
                 max_cents: 500
 "#;
 
-conformance! {
-    // Proves, for any history: each balance = sum granted − withdrawn at every step; no order
-    // number is credited twice; no guarded account goes below zero; the books balance; and once
-    // the queue drains, everything granted is credited.
-    fn money_is_never_lost_or_doubled(deployment: Deployment) {
-        // Fewer cases on the production backends: each case makes a database.
-        let cases = if deployment == Deployment::Embedded { 24 } else { 8 };
-        let mut runner = TestRunner::new(Config { cases, ..Config::default() });
-        runner
-            .run(&proptest::collection::vec(step(), 1..40), |steps| {
-                run_history(deployment, steps);
-                Ok(())
-            })
-            .unwrap();
-    }
+// Proves, for any history: each balance = sum granted − withdrawn at every step; no order
+// number is credited twice; no guarded account goes below zero; the books balance; and once
+// the queue drains, everything granted is credited.
+conformance!(money_is_never_lost_or_doubled);
+fn money_is_never_lost_or_doubled(deployment: Deployment) {
+    // Fewer cases on the production backends: each case makes a database.
+    let cases = if deployment == Deployment::Embedded { 24 } else { 8 };
+    let mut runner = TestRunner::new(Config { cases, ..Config::default() });
+    runner
+        .run(&proptest::collection::vec(step(), 1..40), |steps| {
+            run_history(deployment, steps);
+            Ok(())
+        })
+        .unwrap();
 }
 
 fn run_history(deployment: Deployment, steps: Vec<Step>) {
@@ -155,20 +169,7 @@ fn run_history(deployment: Deployment, steps: Vec<Step>) {
                 Step::CrashAfterLedger | Step::CrashAfterClaim => {
                     let claimed = app.store.claim_queue(3).await.unwrap();
                     if matches!(step, Step::CrashAfterLedger) {
-                        let credits = claimed
-                            .iter()
-                            .map(|r| Credit {
-                                activity_id: r.activity_id.clone(),
-                                order_no: r.order_no.clone(),
-                                scene_id: r.scene_id.clone(),
-                                act_id: r.act_id,
-                                amount_cents: r.amount_cents,
-                                open_time_ms: r.open_time_ms,
-                                memo: String::new(),
-                                token: r.token.clone(),
-                            })
-                            .collect();
-                        app.ledger.credit_batch(credits).await.unwrap();
+                        app.ledger.credit_batch(claimed.iter().map(credit_of).collect()).await.unwrap();
                     }
                     drop(app);
                     app = open(&backends, dir.path()).await;

@@ -73,13 +73,9 @@ fn grant(
     server.post("/v1/grants", &body)
 }
 
-// Proves each reference plugin changes the outcome it should: bill copy by locale and rain (in
-// the answer and the wallet flow), a per-user-tier rate rejection, a random split that hands
-// out exactly the scene budget, a stock-out decided by the plugin while the store still has
-// room, and a reconciliation finding whose repair credits the lagging grants.
-#[test]
-fn reference_plugins_change_what_users_get() {
-    let scenes = [
+/// The scenes of `reference_plugins_change_what_users_get`, one per reference plugin.
+fn reference_plugin_scenes() -> [String; 5] {
+    [
         scene(
             "copy",
             "Copy scene",
@@ -130,7 +126,16 @@ fn reference_plugins_change_what_users_get() {
                 &settings(&[("lag_ms", "1")]),
             )],
         ),
-    ];
+    ]
+}
+
+// Proves each reference plugin changes the outcome it should: bill copy by locale and rain (in
+// the answer and the wallet flow), a per-user-tier rate rejection, a random split that hands
+// out exactly the scene budget, a stock-out decided by the plugin while the store still has
+// room, and a reconciliation finding whose repair credits the lagging grants.
+#[test]
+fn reference_plugins_change_what_users_get() {
+    let scenes = reference_plugin_scenes();
     let server = Server::start_with(&[("plug.yaml", &campaign("plug", 100_000_000, &scenes))], &["--no-writer"]);
     let (status, scenes_view) = server.get("/v1/scenes");
     assert_eq!(status, 200);
@@ -198,14 +203,12 @@ fn reference_plugins_change_what_users_get() {
     assert_eq!((wallet["pending_cents"].as_i64(), wallet["credited_cents"].as_i64()), (Some(0), Some(10)), "{wallet}");
 }
 
-// Proves that plugins that loop forever, allocate without bound, trap, are not wasm, export the
-// wrong interface or answer garbage each get their scene's failure policy, are counted, and
-// never stop another scene from serving.
-#[test]
-fn failing_plugins_get_their_scene_policy_while_others_serve() {
+/// The scenes of `failing_plugins_get_their_scene_policy_while_others_serve`: one per failing
+/// fixture and its policy, one that sleeps, and a healthy one.
+fn failing_plugin_scenes() -> [String; 8] {
     let not_wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/fixtures/not-wasm.wasm");
     let bill = |fixture: &str| plugin_wasm(fixture);
-    let scenes = [
+    [
         scene(
             "loop",
             "Loop",
@@ -261,7 +264,15 @@ fn failing_plugins_get_their_scene_policy_while_others_serve() {
             BUILTIN_COPY,
             &[plugin_block("bill_copy", &bill("hb_bill_copy"), "fail_closed", GENEROUS_DEADLINE)],
         ),
-    ];
+    ]
+}
+
+// Proves that plugins that loop forever, allocate without bound, trap, are not wasm, export the
+// wrong interface or answer garbage each get their scene's failure policy, are counted, and
+// never stop another scene from serving.
+#[test]
+fn failing_plugins_get_their_scene_policy_while_others_serve() {
+    let scenes = failing_plugin_scenes();
     let server = Server::start_with(&[("plug.yaml", &campaign("plug", 100_000_000, &scenes))], &[]);
 
     // A steady stream on the healthy scene for the whole test.

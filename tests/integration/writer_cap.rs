@@ -87,7 +87,7 @@ fn writer_never_exceeds_its_cap() {
 // Regression: tokens the ledger refused (budget not funded) stayed at the front of the queue and
 // blocked all crediting. They must be parked, let the rest through, and be credited once the
 // activity is funded.
-conformance! {
+conformance!(refused_tokens_are_parked_and_credited_after_funding);
 fn refused_tokens_are_parked_and_credited_after_funding(deployment: Deployment) {
     with_stores(deployment, |store, ledger| async move {
         // The "cap" activity has no funding yet; "other" is funded.
@@ -120,11 +120,10 @@ fn refused_tokens_are_parked_and_credited_after_funding(deployment: Deployment) 
         assert_eq!(wallet_sum(&ledger, 1..=5).await, 50);
     });
 }
-}
 
 // Proves the per-user read bound: past 4096 unsettled tokens a read fails loudly instead of
 // showing a partial balance, and forced crediting works through them in passes.
-conformance! {
+conformance!(unsettled_reads_fail_past_the_bound_and_credit_in_passes);
 fn unsettled_reads_fail_past_the_bound_and_credit_in_passes(deployment: Deployment) {
     use hongbao::store::{StoreError, USER_UNSETTLED_READ_MAX};
     with_stores(deployment, |store, ledger| async move {
@@ -154,5 +153,4 @@ fn unsettled_reads_fail_past_the_bound_and_credit_in_passes(deployment: Deployme
         assert_eq!(writer.credit_user_now(42).await.unwrap(), 1);
         assert_eq!(ledger.balance("wallet/42").await.unwrap(), 10 * (USER_UNSETTLED_READ_MAX as i64 + 1));
     });
-}
 }

@@ -239,6 +239,19 @@ async fn scene_books(config: &RainConfig) -> anyhow::Result<(u64, u64, serde_jso
     Ok((scene["issued_count"].as_u64().unwrap_or(0), scene["credited_count"].as_u64().unwrap_or(0), scene))
 }
 
+/// The counters the connection tasks share with the progress loop.
+#[derive(Default)]
+struct Shared {
+    /// Set when the rain is over.
+    stop: AtomicBool,
+    /// Requests started (counted only with `count`).
+    sent: AtomicU64,
+    /// Requests answered.
+    answered: AtomicU64,
+    /// New grants so far.
+    granted: AtomicU64,
+}
+
 /// Runs the rain and, when asked, waits for the backlog and checks the books.
 pub async fn run(config: &RainConfig) -> anyhow::Result<RainReport> {
     let (issued_before, credited_before, _) =
@@ -246,141 +259,18 @@ pub async fn run(config: &RainConfig) -> anyhow::Result<RainReport> {
     let health_before = get_json(&config.target, "/healthz").await?;
     let applied_before = health_before["writer"]["applied"].as_u64().unwrap_or(0);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let answered = Arc::new(AtomicU64::new(0));
-    let granted_now = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(Shared::default());
     let started = Instant::now();
     let per_connection_interval =
         config.rate.map(|rate| Duration::from_secs_f64(config.connections as f64 / rate.max(1) as f64));
-    let mut tasks = Vec::with_capacity(config.connections);
-    for task in 0..config.connections {
-        let config = config.clone();
-        let (stop, sent, answered, granted_now) = (stop.clone(), sent.clone(), answered.clone(), granted_now.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            let mut connection = Connection::open(&config.target).await?;
-            let mut rng = fastrand::Rng::with_seed(task as u64 * 7919 + config.first_user as u64);
-            let mut next_send = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(count) = config.count
-                    && sent.fetch_add(1, Ordering::Relaxed) >= count
-                {
-                    break;
-                }
-                if let Some(interval) = per_connection_interval {
-                    next_send += interval;
-                    let now = Instant::now();
-                    if next_send > now {
-                        tokio::time::sleep(next_send - now).await;
-                    }
-                }
-                let mut one_grant = || {
-                    format!(
-                        r#"{{"app_id":{},"act_id":{},"activity_id":"{}","scene_id":"{}","rain_id":{},"award_type":"{}","stage":0}}"#,
-                        config.app_id,
-                        config.first_user + rng.i64(0..config.users as i64),
-                        config.activity_id,
-                        config.scene_id,
-                        rng.u32(0..config.rains.max(1)),
-                        config.award_type
-                    )
-                };
-                let (path, body) = if config.batch <= 1 {
-                    ("/v1/grants", one_grant())
-                } else {
-                    let grants: Vec<String> = (0..config.batch).map(|_| one_grant()).collect();
-                    ("/v1/grants:batch", format!(r#"{{"grants":[{}]}}"#, grants.join(",")))
-                };
-                let asked = Instant::now();
-                match connection.send("POST", path, Bytes::from(body)).await {
-                    Ok((status, body)) => {
-                        tally.histogram.record(asked.elapsed());
-                        answered.fetch_add(1, Ordering::Relaxed);
-                        if config.batch > 1 && status == 200 {
-                            let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                            for item in answer["results"].as_array().into_iter().flatten() {
-                                if item["status"] != 200 {
-                                    let code = item["code"].as_str().unwrap_or("unknown").to_owned();
-                                    *tally.rejected.entry(code).or_default() += 1;
-                                } else if item["grant"]["replayed"] == true {
-                                    tally.replayed += 1;
-                                } else {
-                                    tally.granted += 1;
-                                    granted_now.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                        } else if status == 200 {
-                            if contains(&body, b"\"replayed\":true") {
-                                tally.replayed += 1;
-                            } else {
-                                tally.granted += 1;
-                                granted_now.fetch_add(1, Ordering::Relaxed);
-                            }
-                        } else {
-                            *tally.rejected.entry(error_code(&body)).or_default() += 1;
-                        }
-                    }
-                    Err(_) => {
-                        tally.transport_errors += 1;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        match Connection::open(&config.target).await {
-                            Ok(fresh) => connection = fresh,
-                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                        }
-                    }
-                }
-            }
-            anyhow::Ok(tally)
-        }));
-    }
-
-    // Progress, and the end of the rain.
-    let mut last_granted = 0;
-    let mut ticks = 0u64;
-    loop {
-        let tick = Instant::now();
-        let deadline_hit = started.elapsed() >= config.duration;
-        let count_hit = config.count.is_some_and(|count| answered.load(Ordering::Relaxed) >= count);
-        if deadline_hit || count_hit || tasks.iter().all(|task| task.is_finished()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        ticks += 1;
-        if config.progress && ticks.is_multiple_of(10) {
-            let granted = granted_now.load(Ordering::Relaxed);
-            let backlog = get_json(&config.target, "/healthz")
-                .await
-                .ok()
-                .and_then(|health| health["crediting_backlog"].as_u64())
-                .unwrap_or(0);
-            let fraction = (started.elapsed().as_secs_f64() / config.duration.as_secs_f64()).min(1.0);
-            let filled = (fraction * 30.0) as usize;
-            eprint!(
-                "\r[{}{}] {:>3.0}% {:>8} grants/s  {:>9} answered  backlog {:>9}",
-                "#".repeat(filled),
-                ".".repeat(30 - filled),
-                fraction * 100.0,
-                granted - last_granted,
-                answered.load(Ordering::Relaxed),
-                backlog
-            );
-            let _ = std::io::stderr().flush();
-            last_granted = granted;
-        }
-        let _ = tick;
-    }
-    stop.store(true, Ordering::Relaxed);
+    let tasks: Vec<_> = (0..config.connections)
+        .map(|task| tokio::spawn(rain_on_one_connection(task, config.clone(), shared.clone(), per_connection_interval)))
+        .collect();
+    show_progress_until_done(config, &shared, started, &tasks).await;
+    shared.stop.store(true, Ordering::Relaxed);
     let mut tally = Tally::default();
     for task in tasks {
-        let one = task.await??;
-        tally.histogram.merge(&one.histogram);
-        tally.granted += one.granted;
-        tally.replayed += one.replayed;
-        tally.transport_errors += one.transport_errors;
-        for (code, count) in one.rejected {
-            *tally.rejected.entry(code).or_default() += count;
-        }
+        tally.merge(task.await??);
     }
     let elapsed_s = started.elapsed().as_secs_f64();
     if config.progress {
@@ -409,37 +299,193 @@ pub async fn run(config: &RainConfig) -> anyhow::Result<RainReport> {
     };
     if config.check_books {
         let drain_started = Instant::now();
-        loop {
-            let health = get_json(&config.target, "/healthz").await?;
-            if health["crediting_backlog"].as_u64() == Some(0) {
-                break;
-            }
-            anyhow::ensure!(
-                drain_started.elapsed() < Duration::from_secs(600),
-                "the backlog did not drain in 10 minutes"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_empty_backlog(config).await?;
         report.drain_s = Some(drain_started.elapsed().as_secs_f64());
-        let (issued, credited, scene) = scene_books(config).await?;
-        let issued = issued - issued_before;
-        let credited = credited - credited_before;
-        let mut problems = Vec::new();
-        if issued != report.granted {
-            problems.push(format!("{} grants answered, {issued} issued", report.granted));
-        }
-        if credited != issued {
-            problems.push(format!("{issued} issued, {credited} credited"));
-        }
-        if scene["in_flight_count"].as_u64().unwrap_or(0) != 0 {
-            problems.push(format!("{} still in flight", scene["in_flight_count"]));
-        }
-        if scene["findings"].as_array().is_some_and(|findings| !findings.is_empty()) {
-            problems.push(format!("reconciliation findings: {}", scene["findings"]));
-        }
-        report.books = Some(BooksCheck { ok: problems.is_empty(), issued, credited, problems });
+        report.books = Some(check_books(config, report.granted, (issued_before, credited_before)).await?);
     }
     Ok(report)
+}
+
+/// One connection task: grants back to back (or at its share of the rate) until the rain stops
+/// or `count` requests were sent, reconnecting after a transport error.
+async fn rain_on_one_connection(
+    task: usize,
+    config: RainConfig,
+    shared: Arc<Shared>,
+    interval: Option<Duration>,
+) -> anyhow::Result<Tally> {
+    let mut tally = Tally::default();
+    let mut connection = Connection::open(&config.target).await?;
+    let mut rng = fastrand::Rng::with_seed(task as u64 * 7919 + config.first_user as u64);
+    let mut next_send = Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Some(count) = config.count
+            && shared.sent.fetch_add(1, Ordering::Relaxed) >= count
+        {
+            break;
+        }
+        if let Some(interval) = interval {
+            next_send += interval;
+            let now = Instant::now();
+            if next_send > now {
+                tokio::time::sleep(next_send - now).await;
+            }
+        }
+        let (path, body) = if config.batch <= 1 {
+            ("/v1/grants", grant_json(&config, &mut rng))
+        } else {
+            let grants: Vec<String> = (0..config.batch).map(|_| grant_json(&config, &mut rng)).collect();
+            ("/v1/grants:batch", format!(r#"{{"grants":[{}]}}"#, grants.join(",")))
+        };
+        let asked = Instant::now();
+        match connection.send("POST", path, Bytes::from(body)).await {
+            Ok((status, body)) => {
+                tally.histogram.record(asked.elapsed());
+                shared.answered.fetch_add(1, Ordering::Relaxed);
+                let granted_before = tally.granted;
+                tally.count_answer(config.batch > 1, status, &body);
+                shared.granted.fetch_add(tally.granted - granted_before, Ordering::Relaxed);
+            }
+            Err(_) => {
+                tally.transport_errors += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                match Connection::open(&config.target).await {
+                    Ok(fresh) => connection = fresh,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+    }
+    anyhow::Ok(tally)
+}
+
+/// One grant request's JSON: a random user and rain, stage 0.
+fn grant_json(config: &RainConfig, rng: &mut fastrand::Rng) -> String {
+    format!(
+        r#"{{"app_id":{},"act_id":{},"activity_id":"{}","scene_id":"{}","rain_id":{},"award_type":"{}","stage":0}}"#,
+        config.app_id,
+        config.first_user + rng.i64(0..config.users as i64),
+        config.activity_id,
+        config.scene_id,
+        rng.u32(0..config.rains.max(1)),
+        config.award_type
+    )
+}
+
+impl Tally {
+    /// Counts one answer: a batch's by its items, a single grant's by its status and body.
+    fn count_answer(&mut self, batch: bool, status: u16, body: &[u8]) {
+        if batch && status == 200 {
+            let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            for item in answer["results"].as_array().into_iter().flatten() {
+                if item["status"] != 200 {
+                    let code = item["code"].as_str().unwrap_or("unknown").to_owned();
+                    *self.rejected.entry(code).or_default() += 1;
+                } else if item["grant"]["replayed"] == true {
+                    self.replayed += 1;
+                } else {
+                    self.granted += 1;
+                }
+            }
+        } else if status == 200 {
+            if contains(body, b"\"replayed\":true") {
+                self.replayed += 1;
+            } else {
+                self.granted += 1;
+            }
+        } else {
+            *self.rejected.entry(error_code(body)).or_default() += 1;
+        }
+    }
+
+    /// Adds another connection's tally.
+    fn merge(&mut self, other: Tally) {
+        self.histogram.merge(&other.histogram);
+        self.granted += other.granted;
+        self.replayed += other.replayed;
+        self.transport_errors += other.transport_errors;
+        for (code, count) in other.rejected {
+            *self.rejected.entry(code).or_default() += count;
+        }
+    }
+}
+
+/// Waits for the end of the rain (its duration, its count, or every task done), printing a
+/// progress line every second when asked.
+async fn show_progress_until_done(
+    config: &RainConfig,
+    shared: &Shared,
+    started: Instant,
+    tasks: &[tokio::task::JoinHandle<anyhow::Result<Tally>>],
+) {
+    let mut last_granted = 0;
+    let mut ticks = 0u64;
+    loop {
+        let deadline_hit = started.elapsed() >= config.duration;
+        let count_hit = config.count.is_some_and(|count| shared.answered.load(Ordering::Relaxed) >= count);
+        if deadline_hit || count_hit || tasks.iter().all(|task| task.is_finished()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ticks += 1;
+        if config.progress && ticks.is_multiple_of(10) {
+            let granted = shared.granted.load(Ordering::Relaxed);
+            let backlog = get_json(&config.target, "/healthz")
+                .await
+                .ok()
+                .and_then(|health| health["crediting_backlog"].as_u64())
+                .unwrap_or(0);
+            let fraction = (started.elapsed().as_secs_f64() / config.duration.as_secs_f64()).min(1.0);
+            let filled = (fraction * 30.0) as usize;
+            eprint!(
+                "\r[{}{}] {:>3.0}% {:>8} grants/s  {:>9} answered  backlog {:>9}",
+                "#".repeat(filled),
+                ".".repeat(30 - filled),
+                fraction * 100.0,
+                granted - last_granted,
+                shared.answered.load(Ordering::Relaxed),
+                backlog
+            );
+            let _ = std::io::stderr().flush();
+            last_granted = granted;
+        }
+    }
+}
+
+/// Polls `/healthz` until the crediting backlog is empty (10 minutes at most).
+async fn wait_for_empty_backlog(config: &RainConfig) -> anyhow::Result<()> {
+    let drain_started = Instant::now();
+    loop {
+        let health = get_json(&config.target, "/healthz").await?;
+        if health["crediting_backlog"].as_u64() == Some(0) {
+            return Ok(());
+        }
+        anyhow::ensure!(drain_started.elapsed() < Duration::from_secs(600), "the backlog did not drain in 10 minutes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The books after the rain: every grant answered was issued and credited once, nothing is in
+/// flight and reconciliation found nothing. `before` is the scene's (issued, credited) counts
+/// before the rain.
+async fn check_books(config: &RainConfig, granted: u64, before: (u64, u64)) -> anyhow::Result<BooksCheck> {
+    let (issued, credited, scene) = scene_books(config).await?;
+    let issued = issued - before.0;
+    let credited = credited - before.1;
+    let mut problems = Vec::new();
+    if issued != granted {
+        problems.push(format!("{granted} grants answered, {issued} issued"));
+    }
+    if credited != issued {
+        problems.push(format!("{issued} issued, {credited} credited"));
+    }
+    if scene["in_flight_count"].as_u64().unwrap_or(0) != 0 {
+        problems.push(format!("{} still in flight", scene["in_flight_count"]));
+    }
+    if scene["findings"].as_array().is_some_and(|findings| !findings.is_empty()) {
+        problems.push(format!("reconciliation findings: {}", scene["findings"]));
+    }
+    Ok(BooksCheck { ok: problems.is_empty(), issued, credited, problems })
 }
 
 /// The report as lines for a terminal.

@@ -184,33 +184,60 @@ async fn redis_used_memory(url: &str) -> anyhow::Result<u64> {
         .context("INFO memory has no used_memory")
 }
 
+/// The head of each table of rains.
+const TABLE_HEADER: &str = "| run | grants/s | p50 / p99 / p999 ms | credits/s during | drain after | refusals | books |\n|---|---|---|---|---|---|---|\n";
+
+/// One rain as a row of the table.
+fn table_row(md: &mut String, what: &str, report: &RainReport) {
+    let books = match &report.books {
+        Some(books) if books.ok => format!("books ok ({} issued, {} credited)", books.issued, books.credited),
+        Some(books) => format!("BOOKS WRONG: {}", books.problems.join("; ")),
+        None => "books not checked".into(),
+    };
+    let _ = writeln!(
+        md,
+        "| {what} | {:.0} | {:.2} / {:.2} / {:.2} | {:.0} | {} | {} | {} |",
+        report.grants_per_s,
+        report.p50_ms,
+        report.p99_ms,
+        report.p999_ms,
+        report.credits_per_s,
+        report.drain_s.map_or("–".into(), |s| format!("{s:.1} s")),
+        if report.rejected.is_empty() { "none".into() } else { format!("{:?}", report.rejected) },
+        books
+    );
+}
+
 /// Runs the suite and writes the report.
 pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
     let mut md = String::new();
     let mut figures = serde_json::Map::new();
-    let seconds = config.duration_s;
-    let line = |md: &mut String, what: &str, report: &RainReport| {
-        let books = match &report.books {
-            Some(books) if books.ok => format!("books ok ({} issued, {} credited)", books.issued, books.credited),
-            Some(books) => format!("BOOKS WRONG: {}", books.problems.join("; ")),
-            None => "books not checked".into(),
-        };
-        let _ = writeln!(
-            md,
-            "| {what} | {:.0} | {:.2} / {:.2} / {:.2} | {:.0} | {} | {} | {} |",
-            report.grants_per_s,
-            report.p50_ms,
-            report.p99_ms,
-            report.p999_ms,
-            report.credits_per_s,
-            report.drain_s.map_or("–".into(), |s| format!("{s:.1} s")),
-            if report.rejected.is_empty() { "none".into() } else { format!("{:?}", report.rejected) },
-            books
-        );
-    };
-    let header = "| run | grants/s | p50 / p99 / p999 ms | credits/s during | drain after | refusals | books |\n|---|---|---|---|---|---|---|\n";
+    embedded_runs(config, &mut md, &mut figures).await?;
+    match (&config.redis_url, &config.database_url) {
+        (Some(redis_url), Some(database_url)) => {
+            let production = Production::new(config, redis_url, database_url);
+            production.runs(&mut md, &mut figures).await?;
+        }
+        _ => {
+            let _ = writeln!(
+                md,
+                "Redis + PostgreSQL runs skipped: set REDIS_URL and DATABASE_URL (or pass --store and --ledger)."
+            );
+        }
+    }
+    write_report(&config.out, &md, &serde_json::Value::Object(figures))?;
+    println!("{md}");
+    Ok(())
+}
 
-    eprintln!("embedded, reference plugins on: {seconds} s, {} connections", config.connections);
+/// The embedded host's rains (as fast as it goes, paced, batched), its memory per token, and the
+/// yardsticks they are compared with.
+async fn embedded_runs(
+    config: &SuiteConfig,
+    md: &mut String,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    eprintln!("embedded, reference plugins on: {} s, {} connections", config.duration_s, config.connections);
     let embedded = start_host("bench-embedded", &config.plugins_dir, &[])?;
     let resident_before = embedded.resident_bytes();
     let fastest = rain::run(&rain_config(&embedded.addr, "bench-embedded", config, 1)).await?;
@@ -238,11 +265,11 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
     let signing = yardstick::signing(Duration::from_secs(2))?;
 
     let _ = writeln!(md, "### Embedded deployment, reference plugins on\n");
-    md.push_str(header);
-    line(&mut md, "as fast as it goes", &fastest);
-    line(&mut md, "paced at 20,000 requests/s", &paced);
-    line(
-        &mut md,
+    md.push_str(TABLE_HEADER);
+    table_row(md, "as fast as it goes", &fastest);
+    table_row(md, "paced at 20,000 requests/s", &paced);
+    table_row(
+        md,
         &format!(
             "batches of {SUITE_BATCH} on {SUITE_BATCH_CONNECTIONS} connections (`POST /v1/grants:batch`; latency per batch)"
         ),
@@ -268,111 +295,152 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
     figures.insert("embedded_bytes_per_token".into(), json!(embedded_bytes_per_token));
     figures.insert("hello_world".into(), json!(hello));
     figures.insert("signing".into(), json!(signing));
-
-    match (&config.redis_url, &config.database_url) {
-        (Some(redis_url), Some(database_url)) => {
-            // Fresh ids per run: the database may hold earlier runs' books.
-            let run = format!("{:x}", fastrand::u32(..));
-            let prefix = format!("bench{run}");
-            let (token_activity, sync_activity) = (format!("bench-token-{run}"), format!("bench-sync-{run}"));
-            let (writer_activity, capped_activity) = (format!("bench-writer-{run}"), format!("bench-capped-{run}"));
-            let production = |extra: &[&str]| -> Vec<String> {
-                let mut args = vec![
-                    "--store".to_owned(),
-                    redis_url.clone(),
-                    "--store-prefix".to_owned(),
-                    prefix.clone(),
-                    "--ledger".to_owned(),
-                    database_url.clone(),
-                ];
-                args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-                args
-            };
-            eprintln!("Redis + PostgreSQL: token design");
-            let host = start_host(&token_activity, &config.plugins_dir, &production(&[]))?;
-            let token = rain::run(&rain_config(&host.addr, &token_activity, config, 200_000_000)).await?;
-            let token_batched = rain::run(&RainConfig {
-                batch: SUITE_BATCH,
-                connections: SUITE_BATCH_CONNECTIONS,
-                ..rain_config(&host.addr, &token_activity, config, 700_000_000)
-            })
-            .await?;
-            drop(host);
-            eprintln!("Redis + PostgreSQL: synchronous crediting");
-            let host = start_host(&sync_activity, &config.plugins_dir, &production(&["--sync-credit"]))?;
-            let sync = rain::run(&rain_config(&host.addr, &sync_activity, config, 300_000_000)).await?;
-            drop(host);
-
-            eprintln!("ledger writer into PostgreSQL: build a backlog, then drain it");
-            let memory_before = redis_used_memory(redis_url).await.ok();
-            let host = start_host(&writer_activity, &config.plugins_dir, &production(&["--no-writer"]))?;
-            let mut fill = rain_config(&host.addr, &writer_activity, config, 400_000_000);
-            fill.check_books = false;
-            let filled = rain::run(&fill).await?;
-            let memory_after = redis_used_memory(redis_url).await.ok();
-            drop(host);
-            let per_token = match (memory_before, memory_after) {
-                (Some(before), Some(after)) if filled.granted > 0 => {
-                    Some(after.saturating_sub(before) as f64 / filled.granted as f64)
-                }
-                _ => None,
-            };
-            let uncapped = drain(config, &writer_activity, &production(&[]), false).await?;
-            let cap = 2_000;
-            let host = start_host(&capped_activity, &config.plugins_dir, &production(&["--no-writer"]))?;
-            let mut fill = rain_config(&host.addr, &capped_activity, config, 500_000_000);
-            fill.check_books = false;
-            fill.count = Some(cap * 8);
-            rain::run(&fill).await?;
-            drop(host);
-            let capped = drain(config, &capped_activity, &production(&["--credits-per-second", "2000"]), true).await?;
-
-            let _ = writeln!(md, "### Redis + PostgreSQL (same database for both designs)\n");
-            md.push_str(header);
-            line(&mut md, "token design (grant answers, writer credits later)", &token);
-            line(
-                &mut md,
-                &format!("token design, batches of {SUITE_BATCH} on {SUITE_BATCH_CONNECTIONS} connections"),
-                &token_batched,
-            );
-            line(&mut md, "synchronous design (`--sync-credit`: credit, then answer)", &sync);
-            let _ = writeln!(
-                md,
-                "\nThe token design takes **{:.1} ×** the grants per second of the synchronous design.",
-                token.grants_per_s / sync.grants_per_s.max(1.0)
-            );
-            let _ = writeln!(
-                md,
-                "Ledger writer into PostgreSQL, draining {} pending tokens: uncapped **{:.0} credits/s**; capped at {cap}/s: **{:.0} credits/s** ({:.1} % of the cap, measured over whole windows).",
-                filled.granted,
-                uncapped,
-                capped,
-                capped / cap as f64 * 100.0
-            );
-            if let Some(bytes) = per_token {
-                let _ = writeln!(
-                    md,
-                    "Redis memory per pending token: **{bytes:.0} bytes** (`used_memory` growth over {} pending tokens).",
-                    filled.granted
-                );
-            }
-            figures.insert("redis_pg_token".into(), json!(token));
-            figures.insert("redis_pg_token_batched".into(), json!(token_batched));
-            figures.insert("redis_pg_sync".into(), json!(sync));
-            figures.insert("writer_uncapped_credits_per_s".into(), json!(uncapped));
-            figures.insert("writer_capped_credits_per_s".into(), json!(capped));
-            figures.insert("redis_bytes_per_pending_token".into(), json!(per_token));
-        }
-        _ => {
-            let _ = writeln!(
-                md,
-                "Redis + PostgreSQL runs skipped: set REDIS_URL and DATABASE_URL (or pass --store and --ledger)."
-            );
-        }
-    }
-    write_report(&config.out, &md, &serde_json::Value::Object(figures))?;
-    println!("{md}");
     Ok(())
+}
+
+/// The runs on Redis + PostgreSQL, with ids fresh for this run: the database may hold earlier
+/// runs' books.
+struct Production<'a> {
+    config: &'a SuiteConfig,
+    redis_url: &'a str,
+    database_url: &'a str,
+    run: String,
+}
+
+/// What the writer runs measured.
+struct WriterFigures {
+    /// Tokens in the backlog the uncapped writer drained.
+    backlog: u64,
+    /// Redis memory per pending token, where `INFO` told.
+    redis_bytes_per_token: Option<f64>,
+    /// Credits per second, uncapped.
+    uncapped: f64,
+    /// The cap of the capped run.
+    cap: u64,
+    /// Credits per second at that cap.
+    capped: f64,
+}
+
+impl<'a> Production<'a> {
+    fn new(config: &'a SuiteConfig, redis_url: &'a str, database_url: &'a str) -> Production<'a> {
+        Production { config, redis_url, database_url, run: format!("{:x}", fastrand::u32(..)) }
+    }
+
+    /// The activity of one kind of run (`token`, `sync`, `writer`, `capped`).
+    fn activity(&self, kind: &str) -> String {
+        format!("bench-{kind}-{}", self.run)
+    }
+
+    /// `hongbao serve` flags for these backends, then `extra`.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "--store".to_owned(),
+            self.redis_url.to_owned(),
+            "--store-prefix".to_owned(),
+            format!("bench{}", self.run),
+            "--ledger".to_owned(),
+            self.database_url.to_owned(),
+        ];
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        args
+    }
+
+    /// The token design against the synchronous design, then the writer; their figures.
+    async fn runs(
+        &self,
+        md: &mut String,
+        figures: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        let config = self.config;
+        eprintln!("Redis + PostgreSQL: token design");
+        let token_activity = self.activity("token");
+        let host = start_host(&token_activity, &config.plugins_dir, &self.args(&[]))?;
+        let token = rain::run(&rain_config(&host.addr, &token_activity, config, 200_000_000)).await?;
+        let token_batched = rain::run(&RainConfig {
+            batch: SUITE_BATCH,
+            connections: SUITE_BATCH_CONNECTIONS,
+            ..rain_config(&host.addr, &token_activity, config, 700_000_000)
+        })
+        .await?;
+        drop(host);
+        eprintln!("Redis + PostgreSQL: synchronous crediting");
+        let sync_activity = self.activity("sync");
+        let host = start_host(&sync_activity, &config.plugins_dir, &self.args(&["--sync-credit"]))?;
+        let sync = rain::run(&rain_config(&host.addr, &sync_activity, config, 300_000_000)).await?;
+        drop(host);
+        let writer = self.writer_runs().await?;
+
+        let _ = writeln!(md, "### Redis + PostgreSQL (same database for both designs)\n");
+        md.push_str(TABLE_HEADER);
+        table_row(md, "token design (grant answers, writer credits later)", &token);
+        table_row(
+            md,
+            &format!("token design, batches of {SUITE_BATCH} on {SUITE_BATCH_CONNECTIONS} connections"),
+            &token_batched,
+        );
+        table_row(md, "synchronous design (`--sync-credit`: credit, then answer)", &sync);
+        let _ = writeln!(
+            md,
+            "\nThe token design takes **{:.1} ×** the grants per second of the synchronous design.",
+            token.grants_per_s / sync.grants_per_s.max(1.0)
+        );
+        let _ = writeln!(
+            md,
+            "Ledger writer into PostgreSQL, draining {} pending tokens: uncapped **{:.0} credits/s**; capped at {}/s: **{:.0} credits/s** ({:.1} % of the cap, measured over whole windows).",
+            writer.backlog,
+            writer.uncapped,
+            writer.cap,
+            writer.capped,
+            writer.capped / writer.cap as f64 * 100.0
+        );
+        if let Some(bytes) = writer.redis_bytes_per_token {
+            let _ = writeln!(
+                md,
+                "Redis memory per pending token: **{bytes:.0} bytes** (`used_memory` growth over {} pending tokens).",
+                writer.backlog
+            );
+        }
+        figures.insert("redis_pg_token".into(), json!(token));
+        figures.insert("redis_pg_token_batched".into(), json!(token_batched));
+        figures.insert("redis_pg_sync".into(), json!(sync));
+        figures.insert("writer_uncapped_credits_per_s".into(), json!(writer.uncapped));
+        figures.insert("writer_capped_credits_per_s".into(), json!(writer.capped));
+        figures.insert("redis_bytes_per_pending_token".into(), json!(writer.redis_bytes_per_token));
+        Ok(())
+    }
+
+    /// A backlog built by a host without a writer (and Redis memory per pending token over
+    /// it), drained by a writer host uncapped; then a smaller one drained at a cap.
+    async fn writer_runs(&self) -> anyhow::Result<WriterFigures> {
+        let config = self.config;
+        eprintln!("ledger writer into PostgreSQL: build a backlog, then drain it");
+        let writer_activity = self.activity("writer");
+        let memory_before = redis_used_memory(self.redis_url).await.ok();
+        let host = start_host(&writer_activity, &config.plugins_dir, &self.args(&["--no-writer"]))?;
+        let mut fill = rain_config(&host.addr, &writer_activity, config, 400_000_000);
+        fill.check_books = false;
+        let filled = rain::run(&fill).await?;
+        let memory_after = redis_used_memory(self.redis_url).await.ok();
+        drop(host);
+        let redis_bytes_per_token = match (memory_before, memory_after) {
+            (Some(before), Some(after)) if filled.granted > 0 => {
+                Some(after.saturating_sub(before) as f64 / filled.granted as f64)
+            }
+            _ => None,
+        };
+        let uncapped = drain(config, &writer_activity, &self.args(&[]), false).await?;
+        let cap = 2_000;
+        let capped_activity = self.activity("capped");
+        let host = start_host(&capped_activity, &config.plugins_dir, &self.args(&["--no-writer"]))?;
+        let mut fill = rain_config(&host.addr, &capped_activity, config, 500_000_000);
+        fill.check_books = false;
+        fill.count = Some(cap * 8);
+        rain::run(&fill).await?;
+        drop(host);
+        let capped_args = self.args(&["--credits-per-second", &cap.to_string()]);
+        let capped = drain(config, &capped_activity, &capped_args, true).await?;
+        Ok(WriterFigures { backlog: filled.granted, redis_bytes_per_token, uncapped, cap, capped })
+    }
 }
 
 /// Starts a writer host on a backlog and measures its rate. Uncapped: the backlog over the

@@ -13,7 +13,7 @@ use super::bindings::inventory::exports::hongbao::plugin::inventory as inventory
 use super::bindings::rate_limit::exports::hongbao::plugin::rate_limit as rate_limit_wit;
 use super::bindings::reconciliation::exports::hongbao::plugin::reconciliation as reconciliation_wit;
 use super::bindings::types::{CallContext, Stock};
-use super::{CallReport, Capability, PluginFailure, PluginRuntime, hex};
+use super::{CallReport, Capability, Plugin, PluginFailure, PluginRuntime, hex};
 
 const CARGO_TEMPLATE: &str = include_str!("../../../sdk/template/Cargo.toml.tmpl");
 const CARGO_CONFIG: &str = include_str!("../../../sdk/template/config.toml");
@@ -121,16 +121,7 @@ pub fn run_once(wasm: &Path, input: &Value) -> anyhow::Result<(Value, bool)> {
     let object = input.as_object().context("the input must be a JSON object")?;
     let stock = object.get("stock").map(parse_stock).transpose()?;
     let context = object.get("context").cloned().unwrap_or_else(|| json!({}));
-    let settings: Vec<(String, String)> = match context.get("settings") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-            .collect::<BTreeMap<_, _>>()
-            .into_iter()
-            .collect(),
-        Some(_) => bail!("context.settings must be an object of strings"),
-    };
+    let settings = parse_settings(&context)?;
     let runtime = PluginRuntime::new(None)?;
     let (plugin, sha256) = runtime.load_standalone(wasm, settings.clone(), stock).map_err(anyhow::Error::new)?;
     let capability = plugin.spec().capability;
@@ -149,99 +140,12 @@ pub fn run_once(wasm: &Path, input: &Value) -> anyhow::Result<(Value, bool)> {
     }
     let empty = json!({});
     let payload = object.get("input").unwrap_or(&empty);
-    let (result, report): (Result<Value, PluginFailure>, CallReport) = match capability {
-        Capability::BillCopy => {
-            let award = bill_copy_wit::Award {
-                amount_cents: int(payload, "amount_cents", 188)?,
-                scene_name: text(payload, "scene_name", "scene")?,
-                activity_name: text(payload, "activity_name", "activity")?,
-            };
-            let (result, report) = plugin.render(&ctx, &award);
-            (result.map(|t| json!({ "locale": t.locale, "text": t.text })), report)
-        }
-        Capability::RateLimit => {
-            let (result, report) = plugin.check(&ctx);
-            (
-                result.map(|decision| match decision {
-                    rate_limit_wit::Decision::Allow => json!({ "decision": "allow" }),
-                    rate_limit_wit::Decision::Reject(reason) => json!({ "decision": "reject", "reason": reason }),
-                }),
-                report,
-            )
-        }
-        Capability::Inventory => {
-            let request = inventory_wit::AmountRequest {
-                requested_cents: payload.get("requested_cents").and_then(Value::as_i64),
-                min_cents: int(payload, "min_cents", 1)?,
-                max_cents: int(payload, "max_cents", 100)?,
-                stock: stock.unwrap_or(Stock { count_remaining: None, budget_remaining_cents: None }),
-            };
-            let (result, report) = plugin.choose(&ctx, &request);
-            (
-                result.map(|allocation| match allocation {
-                    inventory_wit::Allocation::Amount(cents) => json!({ "amount_cents": cents }),
-                    inventory_wit::Allocation::OutOfStock => json!({ "out_of_stock": true }),
-                }),
-                report,
-            )
-        }
-        Capability::Compensation => {
-            let step = match text(payload, "step", "ledger-credit")?.as_str() {
-                "store-grant" => compensation_wit::Step::StoreGrant,
-                "ledger-credit" => compensation_wit::Step::LedgerCredit,
-                "ledger-refused" => compensation_wit::Step::LedgerRefused,
-                "withdrawal-credit" => compensation_wit::Step::WithdrawalCredit,
-                other => bail!(
-                    "input.step `{other}` must be store-grant, ledger-credit, ledger-refused or withdrawal-credit"
-                ),
-            };
-            let failure = compensation_wit::Failure {
-                step,
-                attempt: u32::try_from(int(payload, "attempt", 1)?).context("input.attempt must fit in u32")?,
-                error_code: text(payload, "error_code", "unavailable")?,
-                error_message: text(payload, "error_message", "")?,
-                order_no: payload.get("order_no").and_then(Value::as_str).map(str::to_owned),
-                amount_cents: payload.get("amount_cents").and_then(Value::as_i64),
-                first_failed_ms: payload.get("first_failed_ms").and_then(Value::as_u64).unwrap_or(ctx.now_ms),
-            };
-            let (result, report) = plugin.decide(&ctx, &failure);
-            (
-                result.map(|remedy| match remedy {
-                    compensation_wit::Remedy::RetryAfterMs(ms) => json!({ "remedy": "retry_after_ms", "ms": ms }),
-                    compensation_wit::Remedy::ReleaseStock => json!({ "remedy": "release_stock" }),
-                    compensation_wit::Remedy::GiveUpAndAlert(reason) => {
-                        json!({ "remedy": "give_up_and_alert", "reason": reason })
-                    }
-                }),
-                report,
-            )
-        }
-        Capability::Reconciliation => {
-            let summary = reconciliation_wit::SceneSummary {
-                issued_count: uint(payload, "issued_count")?,
-                issued_cents: int(payload, "issued_cents", 0)?,
-                credited_count: uint(payload, "credited_count")?,
-                credited_cents: int(payload, "credited_cents", 0)?,
-                in_flight_count: uint(payload, "in_flight_count")?,
-                in_flight_cents: int(payload, "in_flight_cents", 0)?,
-                oldest_in_flight_ms: payload.get("oldest_in_flight_ms").and_then(Value::as_u64),
-                parked_count: uint(payload, "parked_count")?,
-                stock_used_count: uint(payload, "stock_used_count")?,
-                stock_used_cents: int(payload, "stock_used_cents", 0)?,
-            };
-            let (result, report) = plugin.judge(&ctx, &summary);
-            (
-                result.map(|findings| {
-                    json!({ "findings": findings.iter().map(|f| json!({
-                        "code": f.code,
-                        "severity": format!("{:?}", f.severity).to_lowercase(),
-                        "message": f.message,
-                        "repair": f.repair.as_ref().map(|r| format!("{r:?}")),
-                    })).collect::<Vec<_>>() })
-                }),
-                report,
-            )
-        }
+    let (result, report) = match capability {
+        Capability::BillCopy => call_bill_copy(&plugin, &ctx, payload)?,
+        Capability::RateLimit => call_rate_limit(&plugin, &ctx),
+        Capability::Inventory => call_inventory(&plugin, &ctx, payload, stock)?,
+        Capability::Compensation => call_compensation(&plugin, &ctx, payload)?,
+        Capability::Reconciliation => call_reconciliation(&plugin, &ctx, payload)?,
     };
     let ok = result.is_ok();
     let outcome = match result {
@@ -269,6 +173,108 @@ pub fn run_once(wasm: &Path, input: &Value) -> anyhow::Result<(Value, bool)> {
     }
     drop(runtime);
     Ok((out, ok))
+}
+
+/// One call's result as JSON (or how it failed), and its report.
+type Called = (Result<Value, PluginFailure>, CallReport);
+
+/// `context.settings`: an object of strings (other values are written as JSON), in key order.
+fn parse_settings(context: &Value) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(match context.get("settings") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .collect(),
+        Some(_) => bail!("context.settings must be an object of strings"),
+    })
+}
+
+fn call_bill_copy(plugin: &Plugin, ctx: &CallContext, payload: &Value) -> anyhow::Result<Called> {
+    let award = bill_copy_wit::Award {
+        amount_cents: int(payload, "amount_cents", 188)?,
+        scene_name: text(payload, "scene_name", "scene")?,
+        activity_name: text(payload, "activity_name", "activity")?,
+    };
+    let (result, report) = plugin.render(ctx, &award);
+    Ok((result.map(|t| json!({ "locale": t.locale, "text": t.text })), report))
+}
+
+fn call_rate_limit(plugin: &Plugin, ctx: &CallContext) -> Called {
+    let (result, report) = plugin.check(ctx);
+    let result = result.map(|decision| match decision {
+        rate_limit_wit::Decision::Allow => json!({ "decision": "allow" }),
+        rate_limit_wit::Decision::Reject(reason) => json!({ "decision": "reject", "reason": reason }),
+    });
+    (result, report)
+}
+
+fn call_inventory(plugin: &Plugin, ctx: &CallContext, payload: &Value, stock: Option<Stock>) -> anyhow::Result<Called> {
+    let request = inventory_wit::AmountRequest {
+        requested_cents: payload.get("requested_cents").and_then(Value::as_i64),
+        min_cents: int(payload, "min_cents", 1)?,
+        max_cents: int(payload, "max_cents", 100)?,
+        stock: stock.unwrap_or(Stock { count_remaining: None, budget_remaining_cents: None }),
+    };
+    let (result, report) = plugin.choose(ctx, &request);
+    let result = result.map(|allocation| match allocation {
+        inventory_wit::Allocation::Amount(cents) => json!({ "amount_cents": cents }),
+        inventory_wit::Allocation::OutOfStock => json!({ "out_of_stock": true }),
+    });
+    Ok((result, report))
+}
+
+fn call_compensation(plugin: &Plugin, ctx: &CallContext, payload: &Value) -> anyhow::Result<Called> {
+    let step = match text(payload, "step", "ledger-credit")?.as_str() {
+        "store-grant" => compensation_wit::Step::StoreGrant,
+        "ledger-credit" => compensation_wit::Step::LedgerCredit,
+        "ledger-refused" => compensation_wit::Step::LedgerRefused,
+        "withdrawal-credit" => compensation_wit::Step::WithdrawalCredit,
+        other => bail!("input.step `{other}` must be store-grant, ledger-credit, ledger-refused or withdrawal-credit"),
+    };
+    let failure = compensation_wit::Failure {
+        step,
+        attempt: u32::try_from(int(payload, "attempt", 1)?).context("input.attempt must fit in u32")?,
+        error_code: text(payload, "error_code", "unavailable")?,
+        error_message: text(payload, "error_message", "")?,
+        order_no: payload.get("order_no").and_then(Value::as_str).map(str::to_owned),
+        amount_cents: payload.get("amount_cents").and_then(Value::as_i64),
+        first_failed_ms: payload.get("first_failed_ms").and_then(Value::as_u64).unwrap_or(ctx.now_ms),
+    };
+    let (result, report) = plugin.decide(ctx, &failure);
+    let result = result.map(|remedy| match remedy {
+        compensation_wit::Remedy::RetryAfterMs(ms) => json!({ "remedy": "retry_after_ms", "ms": ms }),
+        compensation_wit::Remedy::ReleaseStock => json!({ "remedy": "release_stock" }),
+        compensation_wit::Remedy::GiveUpAndAlert(reason) => json!({ "remedy": "give_up_and_alert", "reason": reason }),
+    });
+    Ok((result, report))
+}
+
+fn call_reconciliation(plugin: &Plugin, ctx: &CallContext, payload: &Value) -> anyhow::Result<Called> {
+    let summary = reconciliation_wit::SceneSummary {
+        issued_count: uint(payload, "issued_count")?,
+        issued_cents: int(payload, "issued_cents", 0)?,
+        credited_count: uint(payload, "credited_count")?,
+        credited_cents: int(payload, "credited_cents", 0)?,
+        in_flight_count: uint(payload, "in_flight_count")?,
+        in_flight_cents: int(payload, "in_flight_cents", 0)?,
+        oldest_in_flight_ms: payload.get("oldest_in_flight_ms").and_then(Value::as_u64),
+        parked_count: uint(payload, "parked_count")?,
+        stock_used_count: uint(payload, "stock_used_count")?,
+        stock_used_cents: int(payload, "stock_used_cents", 0)?,
+    };
+    let (result, report) = plugin.judge(ctx, &summary);
+    let result = result.map(|findings| {
+        json!({ "findings": findings.iter().map(|f| json!({
+            "code": f.code,
+            "severity": format!("{:?}", f.severity).to_lowercase(),
+            "message": f.message,
+            "repair": f.repair.as_ref().map(|r| format!("{r:?}")),
+        })).collect::<Vec<_>>() })
+    });
+    Ok((result, report))
 }
 
 fn int(value: &Value, key: &str, default: i64) -> anyhow::Result<i64> {

@@ -1,0 +1,2 @@
+//! Nothing to use: this crate exists for the features its dependencies turn on (see its
+//! `Cargo.toml`).
