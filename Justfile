@@ -5,7 +5,7 @@
 # absolute path, and one clone's build could look up to date to another and run stale tests.
 
 # Serve scenes/ on http://127.0.0.1:8080 with the embedded store in ./data.
-# It reuses every dependency `just test` built (and the other way round): workspace-hack/ pins
+# It reuses every dependency `just test` built (and the other way round): host/workspace-hack/ pins
 # the features the two cargo commands would otherwise resolve differently.
 run *ARGS: plugins
     cargo run -p hongbao-host --bin hongbao -- serve --scenes scenes --data data {{ARGS}}

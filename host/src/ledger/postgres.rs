@@ -1374,6 +1374,48 @@ mod tests {
         result.map_err(|error| format!("{error:?}"))
     }
 
+    /// Every page of one user's flow, from every position (between and beyond entries too) and
+    /// at several limits, is the same on both ledgers, and paging with the last entry as the
+    /// cursor walks the whole flow.
+    async fn assert_pages_match(embedded: &EmbeddedLedger, pg: &PostgresLedger, act_id: i64) {
+        let all = embedded.user_entries(act_id, None, 100_000).unwrap();
+        assert_eq!(pg.user_entries(act_id, None, 100_000).await.unwrap(), all);
+        let mut positions = vec![
+            FlowPosition { time_ms: u64::MAX, flow_id: String::new() },
+            FlowPosition { time_ms: i64::MAX as u64 + 1, flow_id: String::new() },
+            FlowPosition { time_ms: 0, flow_id: String::new() },
+        ];
+        for entry in &all {
+            for (time_ms, flow_id) in [
+                (entry.time_ms, entry.id.clone()),
+                (entry.time_ms, format!("{}0", entry.id)),
+                (entry.time_ms, format!("{}\0z", entry.id)),
+                (entry.time_ms, entry.id.chars().take(entry.id.chars().count() - 1).collect()),
+                (entry.time_ms, String::new()),
+                (entry.time_ms + 1, String::new()),
+            ] {
+                positions.push(FlowPosition { time_ms, flow_id });
+            }
+        }
+        for position in &positions {
+            for limit in [0, 1, 2, 5, 1000] {
+                let expected = embedded.user_entries(act_id, Some(position), limit).unwrap();
+                let got = pg.user_entries(act_id, Some(position), limit).await.unwrap();
+                assert_eq!(got, expected, "user {act_id} before {position:?} limit {limit}");
+            }
+        }
+        // Paging through with the last entry as the cursor walks the whole flow.
+        let mut walked = Vec::new();
+        let mut cursor: Option<FlowPosition> = None;
+        loop {
+            let page = pg.user_entries(act_id, cursor.as_ref(), 2).await.unwrap();
+            let Some(last) = page.last() else { break };
+            cursor = Some(FlowPosition { time_ms: last.time_ms, flow_id: last.id.clone() });
+            walked.extend(page);
+        }
+        assert_eq!(walked, all, "user {act_id}");
+    }
+
     /// The same operations on both ledgers give the same answers and the same books.
     #[tokio::test]
     async fn books_and_pages_match_the_embedded_ledger() {
@@ -1471,43 +1513,7 @@ mod tests {
             flow_ids.extend(["rp/a/none".to_owned(), "rp/zz/1".to_owned()]);
             assert_eq!(embedded.wallet(*act_id, &flow_ids).unwrap(), pg.wallet(*act_id, &flow_ids).await.unwrap());
 
-            // Every page from every position, including positions between and beyond entries.
-            let all = embedded.user_entries(*act_id, None, 100_000).unwrap();
-            assert_eq!(pg.user_entries(*act_id, None, 100_000).await.unwrap(), all);
-            let mut positions = vec![
-                FlowPosition { time_ms: u64::MAX, flow_id: String::new() },
-                FlowPosition { time_ms: i64::MAX as u64 + 1, flow_id: String::new() },
-                FlowPosition { time_ms: 0, flow_id: String::new() },
-            ];
-            for entry in &all {
-                for (time_ms, flow_id) in [
-                    (entry.time_ms, entry.id.clone()),
-                    (entry.time_ms, format!("{}0", entry.id)),
-                    (entry.time_ms, format!("{}\0z", entry.id)),
-                    (entry.time_ms, entry.id.chars().take(entry.id.chars().count() - 1).collect()),
-                    (entry.time_ms, String::new()),
-                    (entry.time_ms + 1, String::new()),
-                ] {
-                    positions.push(FlowPosition { time_ms, flow_id });
-                }
-            }
-            for position in &positions {
-                for limit in [0, 1, 2, 5, 1000] {
-                    let expected = embedded.user_entries(*act_id, Some(position), limit).unwrap();
-                    let got = pg.user_entries(*act_id, Some(position), limit).await.unwrap();
-                    assert_eq!(got, expected, "user {act_id} before {position:?} limit {limit}");
-                }
-            }
-            // Paging through with the last entry as the cursor walks the whole flow.
-            let mut walked = Vec::new();
-            let mut cursor: Option<FlowPosition> = None;
-            loop {
-                let page = pg.user_entries(*act_id, cursor.as_ref(), 2).await.unwrap();
-                let Some(last) = page.last() else { break };
-                cursor = Some(FlowPosition { time_ms: last.time_ms, flow_id: last.id.clone() });
-                walked.extend(page);
-            }
-            assert_eq!(walked, all, "user {act_id}");
+            assert_pages_match(&embedded, &pg, *act_id).await;
         }
         assert_books_balance(&pg).await;
     }
