@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::access::Access;
 use crate::capability::rate_limit::RateLimiter;
 use crate::clock::Clock;
 use crate::config::SceneRegistry;
@@ -53,6 +54,8 @@ pub struct App {
     pub registry: Arc<SceneRegistry>,
     /// Signs and verifies tokens.
     pub issuer: Issuer,
+    /// Who may call what: app credentials, sessions, the admin credential.
+    pub access: Arc<Access>,
     /// Hot state of the grant path.
     pub store: Store,
     /// Where money moves.
@@ -76,6 +79,9 @@ impl App {
     /// Opens the stores and keys in the data directory and loads the scenes.
     pub async fn open(config: &AppConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
         let issuer = Issuer::open(&config.data_dir).context("loading the signing keys")?;
+        let durable_nonces = config.store.is_some();
+        let access =
+            Access::open(&config.data_dir, durable_nonces, clock.now_ms()).context("loading the credentials")?;
         let store = match &config.store {
             None => Store::Embedded(EmbeddedStore::open(&config.data_dir).context("opening the token store")?),
             Some(redis) => Store::Redis(
@@ -107,6 +113,7 @@ impl App {
             writer_enabled: config.writer_enabled,
             registry,
             issuer,
+            access: Arc::new(access),
             store,
             ledger,
             writer,
@@ -147,6 +154,7 @@ impl App {
                 tokio::spawn(self.writer.clone().run(shutdown.clone()));
             }
         }
+        self.access.spawn_reloader();
         let app = self.clone();
         let mut shutdown = shutdown;
         tokio::spawn(async move {

@@ -193,7 +193,8 @@ pub const GRANT_BATCH_MAX: usize = 100;
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantBatchRequest {
-    /// The grants, each as `POST /v1/grants` takes it.
+    /// The grants, each as `POST /v1/grants` takes it (a JSON object each).
+    #[serde(deserialize_with = "crate::api::body::objects")]
     pub grants: Vec<GrantRequest>,
 }
 

@@ -43,6 +43,7 @@
 //! GET /v1/wallets/{act_id} = ledger balance + store tokens the ledger does not have yet
 //! ```
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod bench;

@@ -1,6 +1,8 @@
 //! Every error the API answers: an HTTP status, a stable machine code and a message. The
 //! mapping from each module's errors to status and code is here and only here.
 
+use crate::access::AccessError;
+use crate::access::signature::AuthError;
 use crate::capability::inventory::AmountError;
 use crate::capability::rate_limit::RateRejection;
 use crate::capability::reconciliation::ReconcileError;
@@ -46,9 +48,37 @@ impl ApiError {
         ApiError::new(408, "request_timeout", format!("request body not received within {timeout:?}"))
     }
 
-    /// 413 `body_too_large`: the body was over `bytes_max` or could not be read.
+    /// 413 `body_too_large`: the body was over `bytes_max`.
     pub fn body_too_large(bytes_max: usize) -> ApiError {
-        ApiError::new(413, "body_too_large", format!("request body over {bytes_max} bytes or unreadable"))
+        ApiError::new(413, "body_too_large", format!("request body over {bytes_max} bytes"))
+    }
+
+    /// 415 `unsupported_media_type`: a body that is not `application/json`.
+    pub fn unsupported_media_type(content_type: Option<&str>) -> ApiError {
+        let given =
+            content_type.map_or("none".to_owned(), |value| format!("`{}`", value.chars().take(64).collect::<String>()));
+        ApiError::new(
+            415,
+            "unsupported_media_type",
+            format!("request bodies must be `application/json` (Content-Type: {given})"),
+        )
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(error: AccessError) -> Self {
+        let (status, code) = match &error {
+            AccessError::Unauthenticated(_) => (401, "unauthenticated"),
+            AccessError::Forbidden(_) => (403, "forbidden"),
+            AccessError::Store(_) => (503, "unavailable"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        AccessError::Unauthenticated(error).into()
     }
 }
 

@@ -2,6 +2,7 @@
 //! cents in a field ending `_cents`, every error a JSON body `{"code": …, "message": …}` with a
 //! stable code.
 
+pub mod body;
 mod error;
 mod routes;
 

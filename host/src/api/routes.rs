@@ -2,13 +2,17 @@
 //! `capability`.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{ApiError, BODY_READ_TIMEOUT, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX};
+use super::{ApiError, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX, body};
+use crate::access::apps::AppEntry;
+use crate::access::session::{SESSION_TTL_S_MAX, Scope};
+use crate::access::signature::AuthError;
+use crate::access::{self, AccessError, Caller, Need};
 use crate::app::App;
 use crate::capability::reconciliation;
 use crate::issuer::pb::RedPacketToken;
@@ -37,14 +41,6 @@ fn ok(body: &impl serde::Serialize) -> Answer {
     Ok(respond(200, body))
 }
 
-async fn read_json<T: DeserializeOwned>(request: Request<Incoming>, bytes_max: usize) -> Result<T, ApiError> {
-    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(request.into_body(), bytes_max).collect())
-        .await
-        .map_err(|_| ApiError::request_timeout(BODY_READ_TIMEOUT))?;
-    let body = collected.map_err(|_| ApiError::body_too_large(bytes_max))?.to_bytes();
-    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
-}
-
 fn parse_act_id(text: &str) -> Result<i64, ApiError> {
     match text.parse::<i64>() {
         Ok(act_id) if act_id > 0 && act_id < i64::MAX => Ok(act_id),
@@ -62,72 +58,218 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
     })
 }
 
+/// Every route: what it does, with the path's parts it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint<'p> {
+    Health,
+    Keys,
+    Verify,
+    Grant,
+    GrantBatch,
+    Sessions,
+    Wallet(i64),
+    Flow(i64),
+    Withdraw(i64),
+    Restore(i64),
+    Scenes,
+    Plugins,
+    Reconciliation(&'p str),
+    Repair(&'p str),
+}
+
+impl<'p> Endpoint<'p> {
+    /// The route for a method and path: 404 for an unknown path, 405 for a known path with
+    /// another method.
+    fn resolve(method: &Method, path: &'p str) -> Result<Endpoint<'p>, ApiError> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let endpoint = match (method, segments.as_slice()) {
+            (&Method::GET, ["healthz"]) => Endpoint::Health,
+            (&Method::GET, ["v1", "keys"]) => Endpoint::Keys,
+            (&Method::POST, ["v1", "tokens:verify"]) => Endpoint::Verify,
+            (&Method::POST, ["v1", "grants"]) => Endpoint::Grant,
+            (&Method::POST, ["v1", "grants:batch"]) => Endpoint::GrantBatch,
+            (&Method::POST, ["v1", "sessions"]) => Endpoint::Sessions,
+            (&Method::GET, ["v1", "wallets", act_id]) => Endpoint::Wallet(parse_act_id(act_id)?),
+            (&Method::GET, ["v1", "wallets", act_id, "flow"]) => Endpoint::Flow(parse_act_id(act_id)?),
+            (&Method::POST, ["v1", "wallets", act_id, "withdrawals"]) => Endpoint::Withdraw(parse_act_id(act_id)?),
+            (&Method::POST, ["v1", "wallets", act_id, "tokens:restore"]) => Endpoint::Restore(parse_act_id(act_id)?),
+            (&Method::GET, ["v1", "scenes"]) => Endpoint::Scenes,
+            (&Method::GET, ["v1", "plugins"]) => Endpoint::Plugins,
+            (&Method::GET, ["v1", "activities", activity_id, "reconciliation"]) => {
+                Endpoint::Reconciliation(activity_id)
+            }
+            (&Method::POST, ["v1", "activities", activity_id, "reconciliation:repair"]) => {
+                Endpoint::Repair(activity_id)
+            }
+            (
+                _,
+                ["healthz"]
+                | ["v1", "scenes" | "keys" | "tokens:verify" | "grants" | "grants:batch" | "sessions" | "plugins"]
+                | ["v1", "wallets", _, ..]
+                | ["v1", "activities", _, _],
+            ) => return Err(ApiError::method_not_allowed(method, path)),
+            _ => return Err(ApiError::not_found(path)),
+        };
+        Ok(endpoint)
+    }
+
+    /// Who may call it (see [`access`]).
+    fn need(self) -> Need {
+        match self {
+            Endpoint::Health | Endpoint::Keys | Endpoint::Verify => Need::Public,
+            Endpoint::Grant | Endpoint::GrantBatch | Endpoint::Sessions => Need::App,
+            Endpoint::Wallet(act_id) | Endpoint::Flow(act_id) => Need::User { act_id, scope: Scope::WalletRead },
+            Endpoint::Withdraw(act_id) => Need::User { act_id, scope: Scope::WalletWithdraw },
+            Endpoint::Restore(act_id) => Need::User { act_id, scope: Scope::TokensRestore },
+            Endpoint::Scenes | Endpoint::Plugins | Endpoint::Reconciliation(_) | Endpoint::Repair(_) => Need::Admin,
+        }
+    }
+
+    /// The largest body it reads; GET routes read none (and sign an empty one).
+    fn body_bytes_max(self) -> Option<usize> {
+        match self {
+            Endpoint::Restore(_) => Some(RESTORE_BODY_BYTES_MAX),
+            Endpoint::Verify
+            | Endpoint::Grant
+            | Endpoint::GrantBatch
+            | Endpoint::Sessions
+            | Endpoint::Withdraw(_)
+            | Endpoint::Repair(_) => Some(REQUEST_BODY_BYTES_MAX),
+            _ => None,
+        }
+    }
+}
+
+/// A request that passed the access layer: its caller and its body.
+struct Admitted {
+    caller: Caller,
+    content_type: Option<String>,
+    body: Bytes,
+    query: Option<String>,
+}
+
+impl Admitted {
+    fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        body::decode(self.content_type.as_deref(), &self.body)
+    }
+
+    fn app(&self) -> Result<&AppEntry, ApiError> {
+        match &self.caller {
+            Caller::App(app) => Ok(app),
+            _ => Err(AccessError::Forbidden("this route needs a signed app request".into()).into()),
+        }
+    }
+}
+
+/// The access layer: reads the body (the signature covers it), authenticates the caller and
+/// checks it against the route, before any handler runs.
+async fn admit(app: &App, endpoint: Endpoint<'_>, request: Request<Incoming>) -> Result<Admitted, ApiError> {
+    let (parts, incoming) = request.into_parts();
+    let body = match endpoint.body_bytes_max() {
+        Some(bytes_max) => body::read(&parts.headers, incoming, bytes_max).await?,
+        None => Bytes::new(),
+    };
+    let need = endpoint.need();
+    let caller = if need == Need::Public {
+        Caller::Anonymous
+    } else {
+        let header = parts.headers.get(hyper::header::AUTHORIZATION).map(|value| value.to_str());
+        let header = header.transpose().map_err(|_| AuthError::Malformed("not ASCII".into()))?;
+        let path_and_query = parts.uri.path_and_query().map_or("/", |value| value.as_str());
+        let method = parts.method.as_str();
+        app.access.authenticate(&app.store, header, method, path_and_query, &body, app.clock.now_ms()).await?
+    };
+    access::authorize(&caller, need)?;
+    Ok(Admitted {
+        caller,
+        content_type: body::content_type(&parts.headers).map(str::to_owned),
+        body,
+        query: parts.uri.query().map(str::to_owned),
+    })
+}
+
 async fn route(app: &App, request: Request<Incoming>) -> Answer {
-    let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let query = request.uri().query().map(str::to_owned);
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => health(app).await,
-        (&Method::GET, ["v1", "scenes"]) => ok(&scenes(app)),
-        (&Method::GET, ["v1", "keys"]) => ok(&json!({ "keys": app.issuer.public_keys() })),
-        (&Method::POST, ["v1", "tokens:verify"]) => {
+    let endpoint = Endpoint::resolve(request.method(), &path)?;
+    let admitted = admit(app, endpoint, request).await?;
+    match endpoint {
+        Endpoint::Health => health(app).await,
+        Endpoint::Keys => ok(&json!({ "keys": app.issuer.public_keys() })),
+        Endpoint::Verify => {
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]
             struct VerifyBody {
                 token: String,
             }
-            let body: VerifyBody = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
+            let body: VerifyBody = admitted.json()?;
             verify(app, &body.token).await
         }
-        (&Method::POST, ["v1", "grants"]) => {
-            let body: grant::GrantRequest = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
+        Endpoint::Grant => {
+            let body: grant::GrantRequest = admitted.json()?;
+            access::authorize_grant(admitted.app()?, body.app_id, &body.activity_id)?;
             ok(&grant::grant(app, body).await?)
         }
-        (&Method::POST, ["v1", "grants:batch"]) => {
-            let body: grant::GrantBatchRequest = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
+        Endpoint::GrantBatch => {
+            let body: grant::GrantBatchRequest = admitted.json()?;
+            let signer = admitted.app()?;
+            for request in &body.grants {
+                access::authorize_grant(signer, request.app_id, &request.activity_id)?;
+            }
             let results: Vec<GrantBatchItem> =
                 grant::grant_batch(app, body).await?.into_iter().map(GrantBatchItem::from).collect();
             ok(&json!({ "results": results }))
         }
-        (&Method::GET, ["v1", "wallets", act_id]) => ok(&wallet::summary(app, parse_act_id(act_id)?).await?),
-        (&Method::GET, ["v1", "wallets", act_id, "flow"]) => {
-            let act_id = parse_act_id(act_id)?;
-            let limit = query_param(query.as_deref(), "limit")
+        Endpoint::Sessions => sessions(app, &admitted),
+        Endpoint::Wallet(act_id) => ok(&wallet::summary(app, act_id).await?),
+        Endpoint::Flow(act_id) => {
+            let query = admitted.query.as_deref();
+            let limit = query_param(query, "limit")
                 .map(|text| {
                     text.parse::<usize>().map_err(|_| ApiError::bad_request(format!("limit `{text}` is not a number")))
                 })
                 .transpose()?;
-            let cursor = query_param(query.as_deref(), "cursor").filter(|cursor| !cursor.is_empty());
+            let cursor = query_param(query, "cursor").filter(|cursor| !cursor.is_empty());
             ok(&wallet::flow(app, act_id, limit, cursor).await?)
         }
-        (&Method::POST, ["v1", "wallets", act_id, "withdrawals"]) => {
-            let act_id = parse_act_id(act_id)?;
-            let body: wallet::WithdrawalBody = read_json(request, REQUEST_BODY_BYTES_MAX).await?;
-            ok(&wallet::withdraw(app, act_id, body).await?)
-        }
-        (&Method::POST, ["v1", "wallets", act_id, "tokens:restore"]) => {
-            let act_id = parse_act_id(act_id)?;
-            let body: wallet::RestoreBody = read_json(request, RESTORE_BODY_BYTES_MAX).await?;
-            ok(&json!({ "results": wallet::restore(app, act_id, body).await? }))
-        }
-        (&Method::GET, ["v1", "activities", activity_id, "reconciliation"]) => {
+        Endpoint::Withdraw(act_id) => ok(&wallet::withdraw(app, act_id, admitted.json()?).await?),
+        Endpoint::Restore(act_id) => ok(&json!({ "results": wallet::restore(app, act_id, admitted.json()?).await? })),
+        Endpoint::Scenes => ok(&scenes(app)),
+        Endpoint::Plugins => ok(&plugins(app)),
+        Endpoint::Reconciliation(activity_id) => {
             answer_report(reconciliation::check(&reconciliation_sources(app), activity_id).await?)
         }
-        (&Method::POST, ["v1", "activities", activity_id, "reconciliation:repair"]) => {
+        Endpoint::Repair(activity_id) => {
             let credit = |keys| app.writer.credit_keys_now(keys);
             answer_report(reconciliation::repair(&reconciliation_sources(app), activity_id, credit).await?)
         }
-        (&Method::GET, ["v1", "plugins"]) => ok(&plugins(app)),
-        (
-            _,
-            ["healthz"]
-            | ["v1", "scenes" | "keys" | "tokens:verify" | "grants"]
-            | ["v1", "wallets", _, ..]
-            | ["v1", "activities", _, _],
-        ) => Err(ApiError::method_not_allowed(&method, &path)),
-        _ => Err(ApiError::not_found(&path)),
     }
+}
+
+/// `POST /v1/sessions`: a session for one of the signing app's users.
+fn sessions(app: &App, admitted: &Admitted) -> Answer {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SessionBody {
+        act_id: i64,
+        scopes: Vec<Scope>,
+        ttl_s: u64,
+    }
+    let body: SessionBody = admitted.json()?;
+    if body.act_id <= 0 || body.act_id == i64::MAX {
+        return Err(ApiError::bad_request(format!("act_id `{}` must be positive and below 2^63-1", body.act_id)));
+    }
+    if body.scopes.is_empty() {
+        return Err(ApiError::bad_request("a session needs at least one scope"));
+    }
+    if body.ttl_s == 0 || body.ttl_s > SESSION_TTL_S_MAX {
+        return Err(ApiError::bad_request(format!("ttl_s `{}` must be 1 to {SESSION_TTL_S_MAX}", body.ttl_s)));
+    }
+    let mut scopes = body.scopes;
+    scopes.sort_by_key(|scope| scope.name());
+    scopes.dedup();
+    let (session, expires_at_ms) =
+        app.access.mint_session(admitted.app()?, body.act_id, scopes, body.ttl_s, app.clock.now_ms());
+    ok(&json!({ "session": session, "expires_at_ms": expires_at_ms }))
 }
 
 async fn health(app: &App) -> Answer {

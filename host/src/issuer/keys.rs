@@ -122,7 +122,7 @@ fn write_new_key(dir: &Path) -> Result<String, KeyError> {
 }
 
 /// Writes through a temporary file, fsyncs and renames, so a crash never leaves half a key.
-fn write_owner_only(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+pub(crate) fn write_owner_only(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     let io = |source| KeyError::Io { path: path.to_path_buf(), source };
     let temporary = path.with_extension("tmp");
     let mut file =

@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use prost::Message as _;
 
+pub(crate) use keys::write_owner_only;
 pub use keys::{KeyError, rotate_key};
 
 /// Generated from `sdk/proto/hongbao/token/v1/token.proto`.

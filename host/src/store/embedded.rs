@@ -91,6 +91,9 @@ struct Shared {
     /// Set once a log write failed: the memory may be ahead of the disk.
     failed: AtomicBool,
     commits: AtomicU64,
+    /// Nonces of signed requests; not durable: a restarted host accepts only requests signed
+    /// after it started until the window has passed (see `access`).
+    nonces: parking_lot::Mutex<super::nonces::NonceMemory>,
 }
 
 /// The committer thread and the way to it. Dropping the last handle closes the channel and waits
@@ -349,6 +352,11 @@ fn open_log(data_dir: &Path) -> Result<(State, File), StoreError> {
 }
 
 impl EmbeddedStore {
+    /// Whether this is the first use of a signed request's nonce (see [`super::nonces`]).
+    pub fn first_use_of_nonce(&self, app_id: i64, nonce: &str, now_ms: u64, ttl_ms: u64) -> Result<bool, StoreError> {
+        self.shared.nonces.lock().first_use(app_id, nonce, now_ms, ttl_ms)
+    }
+
     /// Opens (or creates) `DATA/tokens.log`, replays it and starts the committer thread, which
     /// stops when the last handle is dropped.
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
@@ -360,6 +368,7 @@ impl EmbeddedStore {
             durable_group,
             failed: AtomicBool::new(false),
             commits: AtomicU64::new(0),
+            nonces: parking_lot::Mutex::new(super::nonces::NonceMemory::default()),
         });
         let (sender, receiver) = mpsc::channel(COMMIT_QUEUE_OPS_MAX);
         let committer_shared = shared.clone();

@@ -9,6 +9,7 @@
 //! failed state: a token that was claimed but not completed is claimed again.
 
 mod embedded;
+pub mod nonces;
 mod redis;
 
 pub use embedded::{EmbeddedStore, GROUP_COMMIT_OPS_MAX};
@@ -393,6 +394,21 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<GrantRecord>, StoreError> {
         dispatch!(memory self, s => s.user_tokens(act_id, before, limit))
+    }
+
+    /// Whether this is the first use of a signed request's `nonce` by `app_id`; remembers it
+    /// for `ttl_ms` (in the host's memory when embedded, for the whole fleet on Redis).
+    pub async fn first_use_of_nonce(
+        &self,
+        app_id: i64,
+        nonce: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Embedded(store) => store.first_use_of_nonce(app_id, nonce, now_ms, ttl_ms),
+            Store::Redis(store) => store.first_use_of_nonce(app_id, nonce, ttl_ms).await,
+        }
     }
 
     /// How many tokens wait in the crediting queue (claimed or not).

@@ -57,6 +57,7 @@
 mod cap;
 mod grant;
 mod keys;
+mod nonces;
 mod queue;
 mod reads;
 mod reply;
