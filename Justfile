@@ -7,7 +7,11 @@
 # Serve scenes/ on http://127.0.0.1:8080 with the embedded store in ./data.
 # It reuses every dependency `just test` built (and the other way round): host/workspace-hack/ pins
 # the features the two cargo commands would otherwise resolve differently.
+# The first run writes a development credential for app 1128 (data/keys/apps.json); sign
+# requests with it through `target/debug/hongbao call` (see the README's tour).
 run *ARGS: plugins
+    cargo run -q -p hongbao-host --bin hongbao -- apps add 1128 --activities '*' --name development --if-missing --data data
+    @echo "signed requests: target/debug/hongbao call POST /v1/grants '{…}'   (README: A tour)"
     cargo run -p hongbao-host --bin hongbao -- serve --scenes scenes --data data {{ARGS}}
 
 # Every test: unit tests, the scene validation cases, and the black-box suite against the real binary.

@@ -12,6 +12,8 @@ use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, S
 use serde::Deserialize;
 use serde_saphyr::{MessageFormatter as _, UserMessageFormatter};
 
+use crate::access::apps::Apps;
+use crate::access::client::ClientCredentials;
 use crate::app::{App, AppConfig};
 use crate::clock::SystemClock;
 use crate::issuer::{self, Issuer};
@@ -54,6 +56,81 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Manage app credentials (`DATA/keys/apps.json`); running hosts pick changes up within a
+    /// second.
+    Apps {
+        #[command(subcommand)]
+        command: AppsCommand,
+    },
+    /// Send one request to a host, signed with a credential from the data directory: the app's
+    /// signature, or the admin credential on admin routes. Prints the answer's JSON.
+    Call {
+        /// `GET` or `POST`.
+        method: String,
+        /// The path and query, e.g. `/v1/wallets/10001`.
+        path: String,
+        /// The JSON body (none for GET).
+        body: Option<String>,
+        /// The host.
+        #[arg(long, env = "HONGBAO_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The data directory holding the credentials.
+        #[arg(long, env = "HONGBAO_DATA", default_value = "data")]
+        data: PathBuf,
+        /// The app that signs: the one named in the body's `app_id`, else the only app.
+        #[arg(long, env = "HONGBAO_APP")]
+        app: Option<i64>,
+        /// A user session (`Authorization: Bearer …`) instead of a signature.
+        #[arg(long)]
+        session: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AppsCommand {
+    /// Add an app with one new secret, printed once as JSON (it is never shown again).
+    Add {
+        /// The app id.
+        app_id: i64,
+        /// The activities it may act in, comma-separated; `*` for all.
+        #[arg(long, value_delimiter = ',', required = true)]
+        activities: Vec<String>,
+        /// A name for operators.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Do nothing when the app exists already (for setup scripts).
+        #[arg(long)]
+        if_missing: bool,
+        /// The data directory.
+        #[arg(long, env = "HONGBAO_DATA", default_value = "data")]
+        data: PathBuf,
+    },
+    /// List the apps, their activities and key ids (never secrets).
+    List {
+        /// The data directory.
+        #[arg(long, env = "HONGBAO_DATA", default_value = "data")]
+        data: PathBuf,
+    },
+    /// Give an app a new secret, printed once; its previous key keeps working until revoked
+    /// (two keys overlap; a third rotation drops the oldest).
+    Rotate {
+        /// The app id.
+        app_id: i64,
+        /// The data directory.
+        #[arg(long, env = "HONGBAO_DATA", default_value = "data")]
+        data: PathBuf,
+    },
+    /// Revoke one key of an app, or the whole app (and its sessions) without --key.
+    Revoke {
+        /// The app id.
+        app_id: i64,
+        /// The key id.
+        #[arg(long)]
+        key: Option<String>,
+        /// The data directory.
+        #[arg(long, env = "HONGBAO_DATA", default_value = "data")]
+        data: PathBuf,
     },
 }
 
@@ -270,6 +347,10 @@ enum BenchCommand {
         /// Print the figures as JSON.
         #[arg(long)]
         json: bool,
+        /// The data directory whose credentials sign the requests (`keys/apps.json`, the app
+        /// given by --app-id; `keys/admin.token` for the books check).
+        #[arg(long, env = "HONGBAO_DATA", default_value = "data")]
+        data: PathBuf,
     },
     /// The whole suite `just bench` runs: hosts of its own, rains, yardsticks, the synchronous
     /// design on the same PostgreSQL, the writer's rate; writes the figures into BENCHMARKS.md.
@@ -419,6 +500,10 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Apps { command } => apps(command),
+        Command::Call { method, path, body, url, data, app, session } => {
+            call(&method, &path, body.as_deref(), &url, &data, app, session.as_deref())
+        }
         Command::Keys { command: KeysCommand::Rotate { data } } => {
             let key_id = issuer::rotate_key(&data)?;
             println!("new active key: {key_id} (restart hongbao to sign with it)");
@@ -485,6 +570,105 @@ fn validate(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn now_ms() -> u64 {
+    use crate::clock::Clock as _;
+    SystemClock.now_ms()
+}
+
+fn apps(command: AppsCommand) -> anyhow::Result<ExitCode> {
+    let print_key = |app_id: i64, key: &crate::access::apps::AppKey| {
+        let shown = serde_json::json!({ "app_id": app_id, "key_id": key.key_id, "secret": key.secret });
+        println!("{shown}");
+        eprintln!("keep the secret now: it is not shown again");
+    };
+    match command {
+        AppsCommand::Add { app_id, activities, name, if_missing, data } => {
+            let mut apps = Apps::load(&data)?;
+            if if_missing && apps.apps.contains_key(&app_id) {
+                eprintln!(
+                    "app {app_id} exists in {}; nothing changed",
+                    data.join(crate::access::apps::APPS_FILE).display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let key = apps.add(app_id, &name, activities, now_ms())?;
+            apps.save(&data)?;
+            print_key(app_id, &key);
+        }
+        AppsCommand::List { data } => {
+            let apps = Apps::load(&data)?;
+            let listed: Vec<serde_json::Value> = apps
+                .apps
+                .values()
+                .map(|app| {
+                    let keys: Vec<_> = app
+                        .keys
+                        .iter()
+                        .map(|key| serde_json::json!({ "key_id": key.key_id, "created_ms": key.created_ms }))
+                        .collect();
+                    serde_json::json!({ "app_id": app.app_id, "name": app.name, "activities": app.activities, "keys": keys })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "apps": listed }))?);
+        }
+        AppsCommand::Rotate { app_id, data } => {
+            let mut apps = Apps::load(&data)?;
+            let key = apps.rotate(app_id, now_ms())?;
+            apps.save(&data)?;
+            print_key(app_id, &key);
+        }
+        AppsCommand::Revoke { app_id, key, data } => {
+            let mut apps = Apps::load(&data)?;
+            apps.revoke(app_id, key.as_deref())?;
+            apps.save(&data)?;
+            println!("{}", serde_json::json!({ "revoked": { "app_id": app_id, "key_id": key } }));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hongbao call`: one signed request, its answer printed; exits non-zero on an error answer.
+fn call(
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    url: &str,
+    data: &Path,
+    app: Option<i64>,
+    session: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let body = body.unwrap_or_default().to_owned();
+    let named = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|value| value["app_id"].as_i64());
+    let credentials = ClientCredentials::load(data, app.or(named))?;
+    let authorization = match session {
+        Some(session) => Some(format!("Bearer {session}")),
+        None => credentials.authorization(method, path, body.as_bytes(), now_ms() / 1000),
+    };
+    let target = url.trim_end_matches('/').strip_prefix("http://").context("--url must start with http://")?.to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (status, answer) = runtime.block_on(async {
+        use http_body_util::BodyExt as _;
+        let stream =
+            tokio::net::TcpStream::connect(&target).await.with_context(|| format!("connecting to {target}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let mut request = hyper::Request::builder().method(method).uri(path).header("host", &target);
+        if !body.is_empty() {
+            request = request.header("content-type", "application/json");
+        }
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response = sender.send_request(request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?).await?;
+        let status = response.status().as_u16();
+        let answer = response.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, answer))
+    })?;
+    println!("{}", String::from_utf8_lossy(&answer));
+    Ok(if status < 400 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn inspect(text: &str, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (envelope, token) = issuer::decode_unverified(text)?;
     let signature = match data {
@@ -522,8 +706,11 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
             rate,
             no_check,
             json,
+            data,
         } => {
+            let credentials = ClientCredentials::load(&data, Some(app_id))?;
             let config = crate::bench::rain::RainConfig {
+                credentials,
                 target,
                 activity_id: activity,
                 scene_id: scene,

@@ -3,6 +3,7 @@
 //! library in-process over the real embedded stores, because they need a hand-moved clock and
 //! crashes between the writer's steps.
 
+mod access;
 mod backends;
 mod cli;
 mod crash;

@@ -43,8 +43,16 @@ fn readme_curl_tour_works() {
     crate::support::wait_for(std::time::Duration::from_secs(5), || {
         (server.get("/v1/scenes").1["activities"][0]["activity_id"] == "lantern-festival-2027").then_some(())
     });
-    let tour = fenced_block("sh", 1).replace("localhost:8080", &server.addr);
-    let output = Command::new("bash").args(["-e", "-c", &tour]).output().unwrap();
+    let tour = fenced_block("sh", 1)
+        .replace("localhost:8080", &server.addr)
+        .replace("target/debug/hongbao", env!("CARGO_BIN_EXE_hongbao"));
+    let output = Command::new("bash")
+        .args(["-e", "-c", &tour])
+        .env("HONGBAO_URL", format!("http://{}", server.addr))
+        .env("HONGBAO_DATA", &server.data)
+        .env("HONGBAO_APP", "1128")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "tour failed: {}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("\"order_no\":\"10001_eve-rain_1_cash_0\""), "{stdout}");
@@ -54,5 +62,52 @@ fn readme_curl_tour_works() {
         stdout.contains("\"result\":\"already_present\"") || stdout.contains("\"result\":\"already_credited\""),
         "{stdout}"
     );
-    assert!(!stdout.contains("\"code\":"), "an example answered an error: {stdout}");
+    // The tour ends on an unsigned request, which must be refused; nothing else may be.
+    let (tour, refused) = stdout.rsplit_once('\n').map_or((&*stdout, ""), |(tour, last)| (tour, last));
+    let (tour, refused) =
+        if refused.is_empty() { tour.rsplit_once('\n').unwrap_or((tour, "")) } else { (tour, refused) };
+    assert!(!tour.contains("\"code\":"), "an example answered an error: {tour}");
+    assert!(refused.contains("\"code\":\"unauthenticated\""), "the unsigned request was not refused: {refused}");
+}
+
+// Proves the README's Python signing example works against the real server as written.
+#[test]
+fn readme_python_example_signs_requests() {
+    let server = Server::start(&[]);
+    let example = fenced_block("python", 0);
+    let program = format!(
+        "{example}\nprint(json.dumps(call('POST', '/v1/grants', {body}, 1128, 'test-key', '{secret}', base='http://{addr}')))\n",
+        body = "{'app_id': 1128, 'act_id': 77, 'activity_id': 'test-campaign', 'scene_id': 'rain', 'award_type': 'cash', 'rain_id': 1, 'stage': 0}",
+        secret = crate::support::test_secret(1128),
+        addr = server.addr,
+    );
+    let output = Command::new("python3").args(["-c", &program]).output().expect("python3 runs the README example");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("\"order_no\": \"77_rain_1_cash_0\""), "{stdout}");
+}
+
+// Proves the README's worked signing example gives the signature it states, computed here
+// independently of the server's code.
+#[test]
+fn readme_worked_signature_example_holds() {
+    let section = README.split("Worked example, checked by the test suite:").nth(1).expect("the worked example");
+    let body = section
+        .split("`{")
+        .nth(1)
+        .and_then(|rest| rest.split("}`").next())
+        .map(|inner| format!("{{{inner}}}"))
+        .unwrap();
+    let stated = section.split("signature=").nth(1).and_then(|rest| rest.split('`').next()).unwrap();
+    let header = crate::support::signed_header_at(
+        1128,
+        "k",
+        "hbsk_example_secret",
+        "POST",
+        "/v1/grants",
+        body.as_bytes(),
+        1_767_225_600,
+        "n0nce-0123456789abcdef",
+    );
+    assert!(header.ends_with(&format!("signature={stated}")), "{header} vs {stated}");
 }

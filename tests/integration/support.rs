@@ -82,6 +82,7 @@ impl Server {
 
     /// Starts the process again on the same directories (after [`Server::kill9`]).
     pub fn launch(&mut self, extra_args: &[&str]) {
+        install_test_credentials(&self.data);
         let mut child = Command::new(env!("CARGO_BIN_EXE_hongbao"))
             .args(["serve", "--listen", "127.0.0.1:0", "--scenes"])
             .arg(&self.scenes)
@@ -185,7 +186,111 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection; returns the status and the JSON body.
+/// The apps every test server knows, each with one key `test-key` and the secret
+/// [`test_secret`]: scoped to every activity, except [`SCOPED_APP`].
+pub const TEST_APPS: [i64; 7] = [1, 9, 1128, 2329, 1319, 8663, SCOPED_APP];
+
+/// An app scoped to the activity `elsewhere` only.
+pub const SCOPED_APP: i64 = 4242;
+
+/// The admin credential of every test server.
+pub const TEST_ADMIN_TOKEN: &str = "hbadmin_test-admin-credential";
+
+/// The secret of a test app's key `test-key`.
+pub fn test_secret(app_id: i64) -> String {
+    format!("hbsk_test_secret_of_{app_id}")
+}
+
+/// Writes the test apps' credentials and the admin credential into a data directory, as
+/// `hongbao apps add` would (owner-only), unless it has them already. Every test server gets
+/// the same ones, so a request is signed the same way whichever host it goes to.
+fn install_test_credentials(data: &Path) {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let keys = data.join("keys");
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&keys).unwrap();
+    let owner_only = |path: PathBuf, text: &str| {
+        if path.exists() {
+            return;
+        }
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    };
+    let apps: Vec<Value> = TEST_APPS
+        .iter()
+        .map(|app_id| {
+            let activities = if *app_id == SCOPED_APP { vec!["elsewhere"] } else { vec!["*"] };
+            serde_json::json!({
+                "app_id": app_id, "name": format!("test app {app_id}"), "activities": activities,
+                "keys": [{ "key_id": "test-key", "secret": test_secret(*app_id), "created_ms": 0 }],
+            })
+        })
+        .collect();
+    owner_only(keys.join("apps.json"), &serde_json::json!({ "apps": apps }).to_string());
+    owner_only(keys.join("admin.token"), TEST_ADMIN_TOKEN);
+}
+
+/// How a test request authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// As the route needs: nothing on public routes, the admin credential on admin routes,
+    /// otherwise signed by the app the body names (1128 when it names none).
+    Default,
+    /// No `Authorization` header.
+    None,
+    /// Signed by this test app with its key `test-key`.
+    App(i64),
+    /// This `Authorization` header, as is.
+    Header(String),
+}
+
+/// The `Authorization` header of a signed request, as a client builds it from the README.
+pub fn signed_header(app_id: i64, key_id: &str, secret: &str, method: &str, path: &str, body: &[u8]) -> String {
+    let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let nonce: String = (0..24).map(|_| fastrand::alphanumeric()).collect();
+    signed_header_at(app_id, key_id, secret, method, path, body, timestamp, &nonce)
+}
+
+/// [`signed_header`] at a given time with a given nonce.
+#[allow(clippy::too_many_arguments)]
+pub fn signed_header_at(
+    app_id: i64,
+    key_id: &str,
+    secret: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timestamp: u64,
+    nonce: &str,
+) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    use sha2::Digest as _;
+    let body_hash: String = sha2::Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+    let signed = format!("{method}\n{path}\n{timestamp}\n{nonce}\n{body_hash}\n");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(signed.as_bytes());
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!(
+        "HONGBAO-HMAC-SHA256 app_id={app_id},key_id={key_id},timestamp={timestamp},nonce={nonce},signature={signature}"
+    )
+}
+
+/// The header [`Auth::Default`] sends for a request.
+fn default_authorization(method: &str, path: &str, body: Option<&Value>, payload: &str) -> Option<String> {
+    let route = path.split('?').next().unwrap_or(path);
+    if matches!(route, "/healthz" | "/v1/keys" | "/v1/tokens:verify") {
+        return None;
+    }
+    if route == "/v1/scenes" || route == "/v1/plugins" || route.starts_with("/v1/activities/") {
+        return Some(format!("Bearer {TEST_ADMIN_TOKEN}"));
+    }
+    let named = body.and_then(|body| body.get("app_id").or_else(|| body.pointer("/grants/0/app_id")));
+    let app_id = named.and_then(Value::as_i64).filter(|id| TEST_APPS.contains(id)).unwrap_or(1128);
+    Some(signed_header(app_id, "test-key", &test_secret(app_id), method, path, payload.as_bytes()))
+}
+
+/// One HTTP/1.1 request on a fresh connection, authenticated as the route needs; returns the
+/// status and the JSON body.
 pub fn request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     try_request(addr, method, path, body).unwrap_or_else(|error| panic!("{method} {path} on {addr}: {error}"))
 }
@@ -193,11 +298,49 @@ pub fn request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u
 /// [`request`] that reports a server that is gone, or dies before answering, as an error.
 pub fn try_request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, Value)> {
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let authorization = default_authorization(method, path, body, &payload);
+    raw_request(addr, method, path, &payload, "application/json", authorization.as_deref())
+}
+
+/// A request authenticated by `auth`, with this body text and content type.
+pub fn request_as(
+    addr: &str,
+    auth: &Auth,
+    method: &str,
+    path: &str,
+    payload: &str,
+    content_type: &str,
+) -> (u16, Value) {
+    let authorization = match auth {
+        Auth::Default => {
+            let body: Option<Value> = serde_json::from_str(payload).ok();
+            default_authorization(method, path, body.as_ref(), payload)
+        }
+        Auth::None => None,
+        Auth::App(app_id) => {
+            Some(signed_header(*app_id, "test-key", &test_secret(*app_id), method, path, payload.as_bytes()))
+        }
+        Auth::Header(header) => Some(header.clone()),
+    };
+    raw_request(addr, method, path, payload, content_type, authorization.as_deref())
+        .unwrap_or_else(|error| panic!("{method} {path} on {addr}: {error}"))
+}
+
+/// One HTTP/1.1 request with exactly these parts.
+pub fn raw_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    payload: &str,
+    content_type: &str,
+    authorization: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let authorization = authorization.map(|value| format!("authorization: {value}\r\n")).unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{payload}",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {content_type}\r\n{authorization}content-length: {}\r\nconnection: close\r\n\r\n{payload}",
         payload.len()
     )?;
     let mut response = Vec::new();

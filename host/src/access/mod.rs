@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod apps;
+pub mod client;
 pub mod session;
 pub mod signature;
 

@@ -202,6 +202,7 @@ pub fn sign(secret: &[u8], method: &str, path_and_query: &str, timestamp: u64, n
 }
 
 /// The whole `Authorization` header value of a signed request, as a client builds it.
+#[allow(clippy::too_many_arguments)]
 pub fn authorization_header(
     app_id: i64,
     key_id: &str,

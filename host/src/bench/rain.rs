@@ -20,6 +20,8 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
+use crate::access::client::ClientCredentials;
+
 /// What to rain on, and how hard.
 #[derive(Debug, Clone)]
 pub struct RainConfig {
@@ -54,6 +56,9 @@ pub struct RainConfig {
     /// Grants per request: 1 sends `POST /v1/grants`, more send `POST /v1/grants:batch` (an
     /// app backend that aggregates). Latencies are per request.
     pub batch: usize,
+    /// What requests are signed with (grants by the app; the books check needs the admin
+    /// credential).
+    pub credentials: ClientCredentials,
 }
 
 /// Figures of one rain.
@@ -182,27 +187,33 @@ struct Tally {
 /// One keep-alive HTTP/1.1 connection.
 struct Connection {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    credentials: ClientCredentials,
 }
 
 impl Connection {
-    async fn open(target: &str) -> anyhow::Result<Connection> {
+    async fn open(target: &str, credentials: &ClientCredentials) -> anyhow::Result<Connection> {
         let stream = tokio::net::TcpStream::connect(target).await.with_context(|| format!("connecting to {target}"))?;
         stream.set_nodelay(true)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Connection { sender })
+        Ok(Connection { sender, credentials: credentials.clone() })
     }
 
     async fn send(&mut self, method: &str, path: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
         self.sender.ready().await?;
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", "hongbao")
-            .header("content-type", "application/json")
-            .body(Full::new(body))?;
+            .header("content-type", "application/json");
+        // Every request is signed as an app backend signs it: the cost is part of the figures.
+        let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_secs());
+        if let Some(authorization) = self.credentials.authorization(method, path, &body, now_s) {
+            request = request.header("authorization", authorization);
+        }
+        let request = request.body(Full::new(body))?;
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await?.to_bytes();
@@ -211,8 +222,8 @@ impl Connection {
 }
 
 /// A GET on a fresh connection, as JSON.
-pub async fn get_json(target: &str, path: &str) -> anyhow::Result<serde_json::Value> {
-    let mut connection = Connection::open(target).await?;
+pub async fn get_json(target: &str, credentials: &ClientCredentials, path: &str) -> anyhow::Result<serde_json::Value> {
+    let mut connection = Connection::open(target, credentials).await?;
     let (status, body) = connection.send("GET", path, Bytes::new()).await?;
     anyhow::ensure!(status == 200, "GET {path} answered {status}: {}", String::from_utf8_lossy(&body));
     Ok(serde_json::from_slice(&body)?)
@@ -230,7 +241,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// The scene's issued and credited counts from the reconciliation report.
 async fn scene_books(config: &RainConfig) -> anyhow::Result<(u64, u64, serde_json::Value)> {
-    let report = get_json(&config.target, &format!("/v1/activities/{}/reconciliation", config.activity_id)).await?;
+    let report =
+        get_json(&config.target, &config.credentials, &format!("/v1/activities/{}/reconciliation", config.activity_id))
+            .await?;
     let scene = report["scenes"]
         .as_array()
         .and_then(|scenes| scenes.iter().find(|scene| scene["scene_id"] == config.scene_id.as_str()))
@@ -256,7 +269,7 @@ struct Shared {
 pub async fn run(config: &RainConfig) -> anyhow::Result<RainReport> {
     let (issued_before, credited_before, _) =
         if config.check_books { scene_books(config).await? } else { (0, 0, serde_json::Value::Null) };
-    let health_before = get_json(&config.target, "/healthz").await?;
+    let health_before = get_json(&config.target, &config.credentials, "/healthz").await?;
     let applied_before = health_before["writer"]["applied"].as_u64().unwrap_or(0);
 
     let shared = Arc::new(Shared::default());
@@ -276,7 +289,7 @@ pub async fn run(config: &RainConfig) -> anyhow::Result<RainReport> {
     if config.progress {
         eprintln!();
     }
-    let health_after = get_json(&config.target, "/healthz").await?;
+    let health_after = get_json(&config.target, &config.credentials, "/healthz").await?;
     let applied_after = health_after["writer"]["applied"].as_u64().unwrap_or(0);
     let backlog_at_end = health_after["crediting_backlog"].as_u64().unwrap_or(0);
     let requests = tally.histogram.total;
@@ -315,7 +328,7 @@ async fn rain_on_one_connection(
     interval: Option<Duration>,
 ) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
-    let mut connection = Connection::open(&config.target).await?;
+    let mut connection = Connection::open(&config.target, &config.credentials).await?;
     let mut rng = fastrand::Rng::with_seed(task as u64 * 7919 + config.first_user as u64);
     let mut next_send = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
@@ -349,7 +362,7 @@ async fn rain_on_one_connection(
             Err(_) => {
                 tally.transport_errors += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                match Connection::open(&config.target).await {
+                match Connection::open(&config.target, &config.credentials).await {
                     Ok(fresh) => connection = fresh,
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
@@ -430,7 +443,7 @@ async fn show_progress_until_done(
         ticks += 1;
         if config.progress && ticks.is_multiple_of(10) {
             let granted = shared.granted.load(Ordering::Relaxed);
-            let backlog = get_json(&config.target, "/healthz")
+            let backlog = get_json(&config.target, &config.credentials, "/healthz")
                 .await
                 .ok()
                 .and_then(|health| health["crediting_backlog"].as_u64())
@@ -456,7 +469,7 @@ async fn show_progress_until_done(
 async fn wait_for_empty_backlog(config: &RainConfig) -> anyhow::Result<()> {
     let drain_started = Instant::now();
     loop {
-        let health = get_json(&config.target, "/healthz").await?;
+        let health = get_json(&config.target, &config.credentials, "/healthz").await?;
         if health["crediting_backlog"].as_u64() == Some(0) {
             return Ok(());
         }

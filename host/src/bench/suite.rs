@@ -18,6 +18,8 @@ use serde_json::json;
 
 use super::rain::{self, RainConfig, RainReport};
 use super::yardstick;
+use crate::access::apps::{ALL_ACTIVITIES, Apps};
+use crate::access::client::ClientCredentials;
 
 /// What the suite needs.
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct SuiteConfig {
 struct Host {
     child: Child,
     addr: String,
+    /// The bench app's credential and the admin credential, from the host's data directory.
+    credentials: ClientCredentials,
     _dir: PathBuf,
 }
 
@@ -129,6 +133,12 @@ fn start_host(activity: &str, plugins: &Path, args: &[String]) -> anyhow::Result
     let scenes = dir.join("scenes");
     std::fs::create_dir_all(&scenes)?;
     std::fs::write(scenes.join("bench.yaml"), campaign(activity, plugins)?)?;
+    let data = dir.join("data");
+    let mut apps = Apps::load(&data)?;
+    if apps.apps.is_empty() {
+        apps.add(BENCH_APP, "bench", vec![ALL_ACTIVITIES.into()], 0)?;
+        apps.save(&data)?;
+    }
     let mut child = Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", "127.0.0.1:0", "--scenes"])
         .arg(&scenes)
@@ -144,16 +154,21 @@ fn start_host(activity: &str, plugins: &Path, args: &[String]) -> anyhow::Result
     let line = lines.next().context("the host exited before listening")??;
     let addr = line.rsplit("http://").next().unwrap_or_default().trim().to_owned();
     std::thread::spawn(move || for _ in lines {});
-    Ok(Host { child, addr, _dir: dir })
+    let credentials = ClientCredentials::load(&data, Some(BENCH_APP))?;
+    Ok(Host { child, addr, credentials, _dir: dir })
 }
 
-fn rain_config(target: &str, activity: &str, config: &SuiteConfig, first_user: i64) -> RainConfig {
+/// The app the suite's requests come from.
+const BENCH_APP: i64 = 1128;
+
+fn rain_config(host: &Host, activity: &str, config: &SuiteConfig, first_user: i64) -> RainConfig {
     RainConfig {
-        target: target.to_owned(),
+        target: host.addr.clone(),
+        credentials: host.credentials.clone(),
         activity_id: activity.into(),
         scene_id: "rain".into(),
         award_type: "cash".into(),
-        app_id: 1128,
+        app_id: BENCH_APP,
         users: 10_000_000,
         rains: 10,
         connections: config.connections,
@@ -240,7 +255,7 @@ async fn embedded_runs(
     eprintln!("embedded, reference plugins on: {} s, {} connections", config.duration_s, config.connections);
     let embedded = start_host("bench-embedded", &config.plugins_dir, &[])?;
     let resident_before = embedded.resident_bytes();
-    let fastest = rain::run(&rain_config(&embedded.addr, "bench-embedded", config, 1)).await?;
+    let fastest = rain::run(&rain_config(&embedded, "bench-embedded", config, 1)).await?;
     // Every token stays in memory (the store keeps its record, the ledger its entry).
     let embedded_bytes_per_token = match (resident_before, embedded.resident_bytes()) {
         (Some(before), Some(after)) if fastest.granted > 0 => {
@@ -248,20 +263,28 @@ async fn embedded_runs(
         }
         _ => None,
     };
-    let mut paced_config = rain_config(&embedded.addr, "bench-embedded", config, 100_000_000);
+    let mut paced_config = rain_config(&embedded, "bench-embedded", config, 100_000_000);
     paced_config.rate = Some(20_000);
     let paced = rain::run(&paced_config).await?;
     let batched = rain::run(&RainConfig {
         batch: SUITE_BATCH,
         connections: SUITE_BATCH_CONNECTIONS,
-        ..rain_config(&embedded.addr, "bench-embedded", config, 600_000_000)
+        ..rain_config(&embedded, "bench-embedded", config, 600_000_000)
     })
     .await?;
+    // The hello-world rain is shaped like the others (its target and its books check aside).
+    let hello_shape = rain_config(&embedded, "hello", config, 1);
     drop(embedded);
 
     eprintln!("yardsticks: hello-world, signing");
     let hello_addr = yardstick::start_hello_world().await?;
-    let hello = rain::run(&RainConfig { check_books: false, ..rain_config(&hello_addr, "hello", config, 1) }).await?;
+    let hello = rain::run(&RainConfig {
+        target: hello_addr,
+        check_books: false,
+        credentials: ClientCredentials::default(),
+        ..hello_shape
+    })
+    .await?;
     let signing = yardstick::signing(Duration::from_secs(2))?;
 
     let _ = writeln!(md, "### Embedded deployment, reference plugins on\n");
@@ -355,18 +378,18 @@ impl<'a> Production<'a> {
         eprintln!("Redis + PostgreSQL: token design");
         let token_activity = self.activity("token");
         let host = start_host(&token_activity, &config.plugins_dir, &self.args(&[]))?;
-        let token = rain::run(&rain_config(&host.addr, &token_activity, config, 200_000_000)).await?;
+        let token = rain::run(&rain_config(&host, &token_activity, config, 200_000_000)).await?;
         let token_batched = rain::run(&RainConfig {
             batch: SUITE_BATCH,
             connections: SUITE_BATCH_CONNECTIONS,
-            ..rain_config(&host.addr, &token_activity, config, 700_000_000)
+            ..rain_config(&host, &token_activity, config, 700_000_000)
         })
         .await?;
         drop(host);
         eprintln!("Redis + PostgreSQL: synchronous crediting");
         let sync_activity = self.activity("sync");
         let host = start_host(&sync_activity, &config.plugins_dir, &self.args(&["--sync-credit"]))?;
-        let sync = rain::run(&rain_config(&host.addr, &sync_activity, config, 300_000_000)).await?;
+        let sync = rain::run(&rain_config(&host, &sync_activity, config, 300_000_000)).await?;
         drop(host);
         let writer = self.writer_runs().await?;
 
@@ -417,7 +440,7 @@ impl<'a> Production<'a> {
         let writer_activity = self.activity("writer");
         let memory_before = redis_used_memory(self.redis_url).await.ok();
         let host = start_host(&writer_activity, &config.plugins_dir, &self.args(&["--no-writer"]))?;
-        let mut fill = rain_config(&host.addr, &writer_activity, config, 400_000_000);
+        let mut fill = rain_config(&host, &writer_activity, config, 400_000_000);
         fill.check_books = false;
         let filled = rain::run(&fill).await?;
         let memory_after = redis_used_memory(self.redis_url).await.ok();
@@ -432,7 +455,7 @@ impl<'a> Production<'a> {
         let cap = 2_000;
         let capped_activity = self.activity("capped");
         let host = start_host(&capped_activity, &config.plugins_dir, &self.args(&["--no-writer"]))?;
-        let mut fill = rain_config(&host.addr, &capped_activity, config, 500_000_000);
+        let mut fill = rain_config(&host, &capped_activity, config, 500_000_000);
         fill.check_books = false;
         fill.count = Some(cap * 8);
         rain::run(&fill).await?;
@@ -453,7 +476,7 @@ async fn drain(config: &SuiteConfig, activity: &str, args: &[String], capped: bo
     let started = Instant::now();
     let mut samples: Vec<(f64, u64)> = Vec::new();
     loop {
-        let health = rain::get_json(&host.addr, "/healthz").await?;
+        let health = rain::get_json(&host.addr, &host.credentials, "/healthz").await?;
         let backlog = health["crediting_backlog"].as_u64().unwrap_or(0);
         samples.push((started.elapsed().as_secs_f64(), backlog));
         if backlog == 0 {
