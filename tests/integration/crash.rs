@@ -1,11 +1,14 @@
 //! `kill -9` in the middle of a stream of grants.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::deployment::{Deployment, conformance};
-use crate::support::{Server, grant_body, request};
+use crate::support::{Server, grant_body, request, wait_for};
+
+/// Grants answered before the kill: enough that the slow writer has not credited them all.
+const ANSWERED_BEFORE_KILL_MIN: usize = 200;
 
 // Proves that killing the server mid-stream loses no answered grant and credits none twice:
 // after a restart every answered grant is credited exactly once.
@@ -16,10 +19,12 @@ fn kill_9_mid_stream_loses_no_answered_grant(deployment: Deployment) {
     let mut server = Server::start_on(&backends, &["--credits-per-second", "300", "--credit-batch", "16"]);
     let addr = server.addr.clone();
     let stop = Arc::new(AtomicBool::new(false));
+    let answered_count = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
         .map(|client| {
             let addr = addr.clone();
             let stop = stop.clone();
+            let answered_count = answered_count.clone();
             std::thread::spawn(move || {
                 let mut answered = Vec::new();
                 for n in 0..100_000i64 {
@@ -31,7 +36,10 @@ fn kill_9_mid_stream_loses_no_answered_grant(deployment: Deployment) {
                         request(&addr, "POST", "/v1/grants", Some(&grant_body(act_id, "rain", 1, 0)))
                     });
                     match outcome {
-                        Ok((200, body)) => answered.push((act_id, body["amount_cents"].as_i64().unwrap())),
+                        Ok((200, body)) => {
+                            answered.push((act_id, body["amount_cents"].as_i64().unwrap()));
+                            answered_count.fetch_add(1, Ordering::Relaxed);
+                        }
                         _ => break, // the server died under this request: its outcome is unknown
                     }
                 }
@@ -39,7 +47,13 @@ fn kill_9_mid_stream_loses_no_answered_grant(deployment: Deployment) {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The kill lands after a second and a half of the stream and a number of answers, whichever
+    // comes later: a loaded machine answers fewer grants in that time.
+    let started = Instant::now();
+    wait_for(Duration::from_secs(60), || {
+        let enough = answered_count.load(Ordering::Relaxed) >= ANSWERED_BEFORE_KILL_MIN;
+        (enough && started.elapsed() >= Duration::from_millis(1500)).then_some(())
+    });
     server.kill9();
     stop.store(true, Ordering::Relaxed);
     let answered: Vec<(i64, i64)> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();

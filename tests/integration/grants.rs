@@ -58,7 +58,7 @@ fn replayed_grant_returns_the_same_token_and_is_paid_once(deployment: Deployment
     let wallet = server.wait_credited(2002);
     assert_eq!(wallet["credited_cents"], 88);
     // The ledger has it before the store marks it 2 → 8, so the replay may say processing briefly.
-    let third = wait_for(std::time::Duration::from_secs(10), || {
+    let third = wait_for(std::time::Duration::from_secs(30), || {
         let replay = server.grant_rain(2002, 7, 1);
         (replay["status"] == "credited").then_some(replay)
     });

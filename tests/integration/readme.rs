@@ -40,7 +40,8 @@ fn readme_curl_tour_works() {
             .replace("path: ../plugins/", concat!("path: ", env!("CARGO_MANIFEST_DIR"), "/../plugins/"));
         std::fs::write(server.scenes.join(path.file_name().unwrap()), text).unwrap();
     }
-    crate::support::wait_for(std::time::Duration::from_secs(5), || {
+    // Generous: the reload is polled, and a loaded machine can take seconds to get to it.
+    crate::support::wait_for(std::time::Duration::from_secs(30), || {
         (server.get("/v1/scenes").1["activities"][0]["activity_id"] == "lantern-festival-2027").then_some(())
     });
     let tour = fenced_block("sh", 1)

@@ -14,8 +14,10 @@ use crate::deployment::{Backends, Deployment};
 /// The campaign most tests use.
 pub const TEST_CAMPAIGN: &str = include_str!("fixtures/test-campaign.yaml");
 
-/// How long a server may take to start, including opening its stores.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to start, including opening its stores and compiling its scenes'
+/// plugins (each test's data directory starts with an empty compile cache): a minute, because a
+/// machine loaded by a parallel build compiles several times slower.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running server with its own scene and data directories.
 pub struct Server {

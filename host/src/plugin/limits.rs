@@ -6,8 +6,12 @@
 /// Per-call deadline when the scene sets none. A warm hook takes 1–2 µs; 10 ms is thousands of
 /// times that, so only a plugin that is stuck (or absurdly slow) ever reaches it.
 pub const DEADLINE_MS_DEFAULT: u64 = 10;
-/// The longest deadline a scene may set: a grant request waits on its hooks.
-pub const DEADLINE_MS_MAX: u64 = 100;
+/// The longest deadline a scene may set, and the deadline of `hongbao plugin run`. It guards
+/// against a typo (a deadline in seconds meant as milliseconds), not the grant path's latency:
+/// that is the default's job. Seconds, because the deadline is wall-clock time and a loaded or
+/// shared machine can deschedule a call for more than 100 ms; a host whose plugins must not fail
+/// there (the test suite beside a build) needs that much.
+pub const DEADLINE_MS_MAX: u64 = 10_000;
 /// Linear memory per instance when the scene sets none. A Rust plugin built with the SDK's
 /// template starts at 128 KiB (64 KiB stack) and rarely grows past a few hundred.
 pub const MEMORY_MB_DEFAULT: u64 = 16;
