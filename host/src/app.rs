@@ -11,6 +11,7 @@ use crate::capability::rate_limit::RateLimiter;
 use crate::clock::Clock;
 use crate::config::SceneRegistry;
 use crate::issuer::Issuer;
+use crate::issuer::watch::ForgeryWatch;
 use crate::ledger::{EmbeddedLedger, Ledger, PostgresLedger};
 use crate::plugin::PluginRuntime;
 use crate::store::{EmbeddedStore, RedisStore, RedisStoreConfig, Store};
@@ -56,6 +57,10 @@ pub struct App {
     pub issuer: Issuer,
     /// Who may call what: app credentials, sessions, the admin credential.
     pub access: Arc<Access>,
+    /// Counts of tokens that fail their signature, use a retired key or were never issued.
+    pub forgery: ForgeryWatch,
+    /// Where the keys and credentials live (read again when they change).
+    pub data_dir: PathBuf,
     /// Hot state of the grant path.
     pub store: Store,
     /// Where money moves.
@@ -114,6 +119,8 @@ impl App {
             registry,
             issuer,
             access: Arc::new(access),
+            forgery: ForgeryWatch::default(),
+            data_dir: config.data_dir.clone(),
             store,
             ledger,
             writer,
@@ -154,7 +161,7 @@ impl App {
                 tokio::spawn(self.writer.clone().run(shutdown.clone()));
             }
         }
-        self.access.spawn_reloader();
+        self.spawn_credentials_watch();
         let app = self.clone();
         let mut shutdown = shutdown;
         tokio::spawn(async move {
@@ -186,6 +193,28 @@ impl App {
                         tracing::warn!(%error, "scene directory unreadable; keeping the scenes being served")
                     }
                     Err(error) => tracing::error!(%error, "scene reload panicked"),
+                }
+            }
+        });
+    }
+
+    /// Reads the app credentials and the retired signing keys again whenever their files
+    /// change, so `hongbao apps …` and `hongbao keys retire` take effect without a restart.
+    fn spawn_credentials_watch(self: &Arc<Self>) {
+        let app = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(crate::access::APPS_RELOAD_INTERVAL);
+            loop {
+                ticks.tick().await;
+                let Some(app) = app.upgrade() else { return };
+                let reloaded = tokio::task::spawn_blocking(move || {
+                    app.access.reload_if_changed();
+                    if let Err(error) = app.issuer.reload_retired(&app.data_dir) {
+                        tracing::error!(%error, "retired keys not reloaded; the previous list stays");
+                    }
+                });
+                if reloaded.await.is_err() {
+                    tracing::error!("reloading the credentials panicked");
                 }
             }
         });

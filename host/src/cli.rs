@@ -431,6 +431,16 @@ enum KeysCommand {
         #[arg(long, default_value = "data")]
         data: PathBuf,
     },
+    /// Retire a signing key (not the active one): tokens it signed are refused on restore and
+    /// `tokens:verify` answers them invalid, on every host within a second. For a key that may
+    /// have leaked.
+    Retire {
+        /// The key id (`GET /v1/keys`).
+        key_id: String,
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+    },
 }
 
 /// Runs the command line.
@@ -503,6 +513,11 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Apps { command } => apps(command),
         Command::Call { method, path, body, url, data, app, session } => {
             call(&method, &path, body.as_deref(), &url, &data, app, session.as_deref())
+        }
+        Command::Keys { command: KeysCommand::Retire { key_id, data } } => {
+            issuer::retire_key(&data, &key_id)?;
+            println!("retired {key_id}: its tokens are refused on restore and verify invalid");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Keys { command: KeysCommand::Rotate { data } } => {
             let key_id = issuer::rotate_key(&data)?;

@@ -5,6 +5,8 @@
 //! snapshot does not have it; so a token the writer credits in between is counted once (by the
 //! ledger), never twice and never zero times.
 
+use crate::issuer::TokenError;
+use crate::issuer::watch::ForgeryWatch;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -333,7 +335,13 @@ pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<Re
         let verified = match app.issuer.verify(text) {
             Ok(verified) => verified,
             Err(error) => {
-                items.push(rejected(None, "invalid_token", error.to_string()));
+                let (counter, code) = match error {
+                    TokenError::RetiredKey(_) => (&app.forgery.restore_retired_key, "retired_key"),
+                    _ => (&app.forgery.restore_failed, "invalid_token"),
+                };
+                ForgeryWatch::note(counter);
+                tracing::warn!(act_id, %error, "forgery watch: a restored token was refused");
+                items.push(rejected(None, code, error.to_string()));
                 continue;
             }
         };
@@ -347,11 +355,20 @@ pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<Re
             items.push(rejected(order_no, "invalid_token", "token amount or time is out of range".into()));
             continue;
         }
-        if snapshot.activity(&token.activity_id).is_none() {
+        let Some(activity) = snapshot.activity(&token.activity_id) else {
             items.push(rejected(
                 order_no,
                 "unknown_activity",
                 format!("activity `{}` is not served", token.activity_id),
+            ));
+            continue;
+        };
+        if !activity.restore_enabled {
+            ForgeryWatch::note(&app.forgery.restore_disabled);
+            items.push(rejected(
+                order_no,
+                "restore_disabled",
+                format!("activity `{}` takes no restored tokens (`restore: false`)", token.activity_id),
             ));
             continue;
         }
@@ -395,8 +412,15 @@ pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<Re
             items.push(RestoreItem { order_no, result: "already_credited", code: None, message: None });
             continue;
         }
+        let (activity_id, restored_order) = (record.activity_id.clone(), record.order_no.clone());
         let result = match app.store.restore(record, false, limits).await? {
-            RestoreOutcome::Restored => "restored",
+            RestoreOutcome::Restored => {
+                // Legitimate after a lost store; a steady stream of them is a forgery signal.
+                ForgeryWatch::note(&app.forgery.restored_unknown);
+                tracing::warn!(act_id, activity = %activity_id, order_no = %restored_order,
+                    "forgery watch: restored a token neither the store nor the ledger had");
+                "restored"
+            }
             RestoreOutcome::AlreadyPresent => "already_present",
         };
         items.push(RestoreItem { order_no, result, code: None, message: None });

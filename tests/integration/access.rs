@@ -419,3 +419,54 @@ fn a_signed_request_is_accepted_once_across_the_fleet() {
         401
     );
 }
+
+fn security(server: &Server) -> Value {
+    let (status, body) = server.get("/v1/security");
+    assert_eq!(status, 200, "{body}");
+    body["forgery_watch"].clone()
+}
+
+// Proves the forgery watch: failed verifications are counted, a retired key's tokens are refused
+// on restore and verify invalid on a running host, the active key cannot be retired, and an
+// activity with `restore: false` takes no restored tokens.
+#[test]
+fn the_forgery_watch_counts_and_retired_keys_are_refused() {
+    let mut server = Server::start(&[]);
+    let token = server.grant_rain(6801, 1, 0)["token"].as_str().unwrap().to_owned();
+    assert_eq!(server.post("/v1/tokens:verify", &json!({ "token": "not-a-token" })).1["valid"], false);
+    assert_eq!(security(&server)["verify_failed"], 1);
+    let keys = |server: &Server| server.get("/v1/keys").1["keys"].as_array().unwrap().clone();
+    let old_key = keys(&server)[0]["key_id"].as_str().unwrap().to_owned();
+    let hongbao = |args: &[&str], data: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_hongbao")).args(args).arg("--data").arg(data).output().unwrap()
+    };
+    assert!(!hongbao(&["keys", "retire", &old_key], &server.data).status.success(), "the active key is not retired");
+    assert!(hongbao(&["keys", "rotate"], &server.data).status.success());
+    server.kill9();
+    server.launch(&[]);
+    let retired = hongbao(&["keys", "retire", &old_key], &server.data);
+    assert!(retired.status.success(), "{}", String::from_utf8_lossy(&retired.stderr));
+    let verified = wait_for(std::time::Duration::from_secs(30), || {
+        let answer = server.post("/v1/tokens:verify", &json!({ "token": token })).1;
+        (answer["valid"] == false).then_some(answer)
+    });
+    assert_eq!(verified["code"], "retired_key", "{verified}");
+    let restored = server.post("/v1/wallets/6801/tokens:restore", &json!({ "tokens": [token] })).1;
+    assert_eq!(restored["results"][0]["code"], "retired_key", "{restored}");
+    let watch = security(&server);
+    assert_eq!(
+        (watch["verify_retired_key"].as_u64(), watch["restore_retired_key"].as_u64()),
+        (Some(1), Some(1)),
+        "{watch}"
+    );
+    assert!(keys(&server).iter().any(|key| key["key_id"] == old_key.as_str() && key["retired"] == true));
+
+    // Restore switched off for an activity.
+    let campaign = crate::support::TEST_CAMPAIGN
+        .replace("  budget_cents: 100000000\n", "  budget_cents: 100000000\n  restore: false\n");
+    let closed = Server::start_with(&[("test-campaign.yaml", &campaign)], &[]);
+    let token = closed.grant_rain(6802, 1, 0)["token"].as_str().unwrap().to_owned();
+    let refused = closed.post("/v1/wallets/6802/tokens:restore", &json!({ "tokens": [token] })).1;
+    assert_eq!(refused["results"][0]["code"], "restore_disabled", "{refused}");
+    assert_eq!(security(&closed)["restore_disabled"], 1);
+}

@@ -283,7 +283,7 @@ fn default_authorization(method: &str, path: &str, body: Option<&Value>, payload
     if matches!(route, "/healthz" | "/v1/keys" | "/v1/tokens:verify") {
         return None;
     }
-    if route == "/v1/scenes" || route == "/v1/plugins" || route.starts_with("/v1/activities/") {
+    if matches!(route, "/v1/scenes" | "/v1/plugins" | "/v1/security") || route.starts_with("/v1/activities/") {
         return Some(format!("Bearer {TEST_ADMIN_TOKEN}"));
     }
     let named = body.and_then(|body| body.get("app_id").or_else(|| body.pointer("/grants/0/app_id")));

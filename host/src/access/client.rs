@@ -55,7 +55,7 @@ impl ClientCredentials {
         if matches!(path, "/healthz" | "/v1/keys" | "/v1/tokens:verify") {
             return None;
         }
-        if path == "/v1/scenes" || path == "/v1/plugins" || path.starts_with("/v1/activities/") {
+        if matches!(path, "/v1/scenes" | "/v1/plugins" | "/v1/security") || path.starts_with("/v1/activities/") {
             return self.admin.as_ref().map(|token| format!("Bearer {token}"));
         }
         let (app_id, key_id, secret) = self.app.as_ref()?;

@@ -31,8 +31,8 @@ use self::signature::{AuthError, Authorization, TIMESTAMP_SKEW_S};
 use crate::issuer::KeyError;
 use crate::store::{Store, StoreError};
 
-/// How often a host looks whether the credentials file changed: a revoked key stops working
-/// within this long, everywhere.
+/// How often a host looks whether the credentials file (and the retired signing keys) changed:
+/// a revoked key stops working within this long, everywhere.
 pub const APPS_RELOAD_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Who is calling.
@@ -197,19 +197,6 @@ impl Access {
         let expires_at_ms = now_ms + ttl_s * 1000;
         let session = Session { app_id: app.app_id, act_id, scopes, expires_at_ms };
         (self.sessions.mint(&session), expires_at_ms)
-    }
-
-    /// Watches the credentials file until the process ends.
-    pub fn spawn_reloader(self: &Arc<Self>) {
-        let access = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(APPS_RELOAD_INTERVAL);
-            loop {
-                ticks.tick().await;
-                let Some(access) = access.upgrade() else { return };
-                tokio::task::spawn_blocking(move || access.reload_if_changed()).await.ok();
-            }
-        });
     }
 }
 

@@ -15,7 +15,9 @@ use crate::access::signature::AuthError;
 use crate::access::{self, AccessError, Caller, Need};
 use crate::app::App;
 use crate::capability::reconciliation;
+use crate::issuer::TokenError;
 use crate::issuer::pb::RedPacketToken;
+use crate::issuer::watch::ForgeryWatch;
 use crate::{grant, wallet};
 
 type Answer = Result<Response<Full<Bytes>>, ApiError>;
@@ -73,6 +75,7 @@ enum Endpoint<'p> {
     Restore(i64),
     Scenes,
     Plugins,
+    Security,
     Reconciliation(&'p str),
     Repair(&'p str),
 }
@@ -95,6 +98,7 @@ impl<'p> Endpoint<'p> {
             (&Method::POST, ["v1", "wallets", act_id, "tokens:restore"]) => Endpoint::Restore(parse_act_id(act_id)?),
             (&Method::GET, ["v1", "scenes"]) => Endpoint::Scenes,
             (&Method::GET, ["v1", "plugins"]) => Endpoint::Plugins,
+            (&Method::GET, ["v1", "security"]) => Endpoint::Security,
             (&Method::GET, ["v1", "activities", activity_id, "reconciliation"]) => {
                 Endpoint::Reconciliation(activity_id)
             }
@@ -104,7 +108,11 @@ impl<'p> Endpoint<'p> {
             (
                 _,
                 ["healthz"]
-                | ["v1", "scenes" | "keys" | "tokens:verify" | "grants" | "grants:batch" | "sessions" | "plugins"]
+                | [
+                    "v1",
+                    "scenes" | "keys" | "tokens:verify" | "grants" | "grants:batch" | "sessions" | "plugins"
+                    | "security",
+                ]
                 | ["v1", "wallets", _, ..]
                 | ["v1", "activities", _, _],
             ) => return Err(ApiError::method_not_allowed(method, path)),
@@ -121,7 +129,11 @@ impl<'p> Endpoint<'p> {
             Endpoint::Wallet(act_id) | Endpoint::Flow(act_id) => Need::User { act_id, scope: Scope::WalletRead },
             Endpoint::Withdraw(act_id) => Need::User { act_id, scope: Scope::WalletWithdraw },
             Endpoint::Restore(act_id) => Need::User { act_id, scope: Scope::TokensRestore },
-            Endpoint::Scenes | Endpoint::Plugins | Endpoint::Reconciliation(_) | Endpoint::Repair(_) => Need::Admin,
+            Endpoint::Scenes
+            | Endpoint::Plugins
+            | Endpoint::Security
+            | Endpoint::Reconciliation(_)
+            | Endpoint::Repair(_) => Need::Admin,
         }
     }
 
@@ -235,6 +247,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
         Endpoint::Restore(act_id) => ok(&json!({ "results": wallet::restore(app, act_id, admitted.json()?).await? })),
         Endpoint::Scenes => ok(&scenes(app)),
         Endpoint::Plugins => ok(&plugins(app)),
+        Endpoint::Security => ok(&json!({ "forgery_watch": app.forgery.to_json(), "keys": app.issuer.public_keys() })),
         Endpoint::Reconciliation(activity_id) => {
             answer_report(reconciliation::check(&reconciliation_sources(app), activity_id).await?)
         }
@@ -368,14 +381,28 @@ pub fn token_json(token: &RedPacketToken) -> Value {
 async fn verify(app: &App, text: &str) -> Answer {
     match app.issuer.verify(text) {
         Ok(verified) => {
-            let live = app
-                .store
-                .lookup(&verified.token.activity_id, &verified.token.order_no)
-                .await?
-                .map(|record| record.status());
-            ok(&json!({ "valid": true, "token": token_json(&verified.token), "live_status": live }))
+            let token = &verified.token;
+            let live = app.store.lookup(&token.activity_id, &token.order_no).await?.map(|record| record.status());
+            if live.is_none() {
+                let flow_id = crate::store::red_packet_flow_id(&token.activity_id, &token.order_no);
+                // A ledger that cannot answer leaves this one uncounted; the answer does not need it.
+                if let Ok(None) = app.ledger.entry(&flow_id).await {
+                    ForgeryWatch::note(&app.forgery.verify_never_issued);
+                    tracing::warn!(order_no = %token.order_no, key_id = %token.key_id,
+                        "forgery watch: a validly signed token neither the store nor the ledger knows");
+                }
+            }
+            ok(&json!({ "valid": true, "token": token_json(token), "live_status": live }))
         }
-        Err(error) => ok(&json!({ "valid": false, "code": "invalid_token", "message": error.to_string() })),
+        Err(error) => {
+            let (counter, code) = match error {
+                TokenError::RetiredKey(_) => (&app.forgery.verify_retired_key, "retired_key"),
+                _ => (&app.forgery.verify_failed, "invalid_token"),
+            };
+            ForgeryWatch::note(counter);
+            tracing::warn!(%error, "forgery watch: a token failed verification");
+            ok(&json!({ "valid": false, "code": code, "message": error.to_string() }))
+        }
     }
 }
 

@@ -21,6 +21,9 @@ pub struct Activity {
     pub name: String,
     /// Total spend the activity may ever make, in cents.
     pub budget_cents: i64,
+    /// Whether clients may hand back tokens the server lost (`restore: false` switches it off,
+    /// as the seed asks of a token scheme that might be broken: degrade, do not pay forgeries).
+    pub restore_enabled: bool,
     /// The award types, in file order.
     pub award_types: Vec<AwardType>,
     /// Every scene of the activity, by scene id, for the lookup done on each grant request.

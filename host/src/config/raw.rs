@@ -31,6 +31,7 @@ pub(super) struct RawActivity {
     pub id: Option<Spanned<String>>,
     pub name: Option<Spanned<String>>,
     pub budget_cents: Option<Spanned<i64>>,
+    pub restore: Option<Spanned<bool>>,
     pub award_types: Option<Spanned<Vec<Spanned<RawAwardType>>>>,
 }
 

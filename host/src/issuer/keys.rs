@@ -13,6 +13,8 @@ use sha2::{Digest as _, Sha256};
 
 const KEY_FILE_SUFFIX: &str = ".ed25519";
 const ACTIVE_FILE: &str = "ACTIVE";
+/// Key ids whose tokens are refused, one per line.
+const RETIRED_FILE: &str = "RETIRED";
 
 /// Why the keys could not be loaded or written.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,34 @@ pub fn rotate_key(data_dir: &Path) -> Result<String, KeyError> {
     let dir = data_dir.join("keys");
     fs::create_dir_all(&dir).map_err(|source| KeyError::Io { path: dir.clone(), source })?;
     write_new_key(&dir)
+}
+
+/// Retires `key_id`: tokens it signed stop verifying, on restore and `tokens:verify`, on every
+/// host within a second. The active key cannot be retired; rotate first.
+pub fn retire_key(data_dir: &Path, key_id: &str) -> Result<(), KeyError> {
+    let dir = data_dir.join("keys");
+    let ring = load_or_create(&dir)?;
+    let invalid = |message: String| KeyError::Invalid { path: dir.join(RETIRED_FILE), message };
+    if !ring.signing_keys.contains_key(key_id) {
+        return Err(invalid(format!("no key `{key_id}` in this data directory")));
+    }
+    if ring.active_key_id == key_id {
+        return Err(invalid(format!("`{key_id}` signs new tokens: run `hongbao keys rotate` first")));
+    }
+    let mut retired = load_retired(&dir)?;
+    retired.insert(key_id.to_owned());
+    let text: String = retired.iter().map(|id| format!("{id}\n")).collect();
+    write_owner_only(&dir.join(RETIRED_FILE), text.as_bytes())
+}
+
+/// The retired key ids; none when the file is missing.
+pub(super) fn load_retired(dir: &Path) -> Result<std::collections::BTreeSet<String>, KeyError> {
+    let path = dir.join(RETIRED_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().map(str::trim).filter(|line| !line.is_empty()).map(str::to_owned).collect()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(source) => Err(KeyError::Io { path, source }),
+    }
 }
 
 fn load_key(dir: &Path, key_id: &str) -> Result<SigningKey, KeyError> {

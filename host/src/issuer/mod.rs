@@ -6,6 +6,7 @@
 //! `base64url(SignedToken)` without padding; the `.proto` lives in `sdk/proto/`.
 
 mod keys;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,7 +17,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use prost::Message as _;
 
 pub(crate) use keys::write_owner_only;
-pub use keys::{KeyError, rotate_key};
+pub use keys::{KeyError, retire_key, rotate_key};
 
 /// Generated from `sdk/proto/hongbao/token/v1/token.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -45,6 +46,10 @@ pub enum TokenError {
     /// The signature does not match the token bytes: forged or altered.
     #[error("token signature does not verify")]
     BadSignature,
+    /// The token is signed by a key the operators retired (`hongbao keys retire`): its tokens
+    /// are not trusted any more.
+    #[error("token is signed with retired key `{0}`")]
+    RetiredKey(String),
 }
 
 /// A token whose signature has been checked.
@@ -67,6 +72,8 @@ pub struct PublicKey {
     pub public_key: String,
     /// Whether new tokens are signed with this key.
     pub active: bool,
+    /// Whether operators retired the key: its tokens no longer verify.
+    pub retired: bool,
 }
 
 /// Signs new tokens with the active key and verifies tokens signed by any known key.
@@ -74,6 +81,8 @@ pub struct Issuer {
     active_key_id: String,
     signing_key: SigningKey,
     verifying_keys: BTreeMap<String, VerifyingKey>,
+    /// Keys whose tokens are refused (`DATA/keys/RETIRED`), read again when the file changes.
+    retired: arc_swap::ArcSwap<std::collections::BTreeSet<String>>,
 }
 
 impl Issuer {
@@ -81,14 +90,26 @@ impl Issuer {
     /// start.
     pub fn open(data_dir: &Path) -> Result<Issuer, KeyError> {
         let ring = keys::load_or_create(&data_dir.join("keys"))?;
-        Ok(Issuer::from_keys(ring.active_key_id, ring.signing_keys))
+        let issuer = Issuer::from_keys(ring.active_key_id, ring.signing_keys);
+        issuer.reload_retired(data_dir)?;
+        Ok(issuer)
+    }
+
+    /// Reads `DATA/keys/RETIRED` again.
+    pub fn reload_retired(&self, data_dir: &Path) -> Result<(), KeyError> {
+        let retired = keys::load_retired(&data_dir.join("keys"))?;
+        if **self.retired.load() != retired {
+            tracing::warn!(retired = ?retired, "retired signing keys: their tokens are refused");
+            self.retired.store(std::sync::Arc::new(retired));
+        }
+        Ok(())
     }
 
     /// Builds an issuer from keys in memory (used by tests and benchmarks).
     pub fn from_keys(active_key_id: String, signing_keys: BTreeMap<String, SigningKey>) -> Issuer {
         let signing_key = signing_keys[&active_key_id].clone();
         let verifying_keys = signing_keys.iter().map(|(id, key)| (id.clone(), key.verifying_key())).collect();
-        Issuer { active_key_id, signing_key, verifying_keys }
+        Issuer { active_key_id, signing_key, verifying_keys, retired: Default::default() }
     }
 
     /// An issuer with one fresh random key, for tests and benchmarks.
@@ -139,6 +160,9 @@ impl Issuer {
         if token.key_id != envelope.key_id {
             return Err(TokenError::BadSignature);
         }
+        if self.retired.load().contains(&token.key_id) {
+            return Err(TokenError::RetiredKey(truncate(&token.key_id)));
+        }
         Ok(VerifiedToken { token, text: text.to_owned() })
     }
 
@@ -151,6 +175,7 @@ impl Issuer {
                 algorithm: "ed25519",
                 public_key: URL_SAFE_NO_PAD.encode(key.to_bytes()),
                 active: *key_id == self.active_key_id,
+                retired: self.retired.load().contains(key_id),
             })
             .collect()
     }
