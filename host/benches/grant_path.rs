@@ -3,6 +3,8 @@
 //!
 //! - token encode + sign (ed25519), and decode + verify: the floor of every grant and restore;
 //! - the order number `${actID}_${scene_id}_${rain_id}_${award_type}_${stage}`;
+//! - a signed request: parsing its `Authorization` header and checking the HMAC-SHA256 over a
+//!   grant body (what the access layer adds to every app request, besides the nonce's write);
 //! - one writer batch: 512 credits into the embedded ledger in one transaction (fsync included).
 
 use std::hint::black_box;
@@ -54,6 +56,36 @@ fn tokens(c: &mut Criterion) {
     });
 }
 
+fn request_signatures(c: &mut Criterion) {
+    use hongbao::access::signature::{Authorization, authorization_header};
+    let body = br#"{"app_id":1128,"act_id":10001,"activity_id":"spring-festival-2027","scene_id":"eve-rain","award_type":"cash","rain_id":1,"stage":0}"#;
+    let secret = b"hbsk_bench_secret_0123456789abcdefghijklmnop";
+    let header =
+        authorization_header(1128, "k1", secret, "POST", "/v1/grants", 1_767_225_600, "n0nce-0123456789abcdef", body);
+    c.bench_function("request signature: sign (client)", |b| {
+        b.iter(|| {
+            black_box(authorization_header(
+                1128,
+                "k1",
+                secret,
+                "POST",
+                "/v1/grants",
+                1_767_225_600,
+                "n0nce-0123456789abcdef",
+                black_box(body),
+            ))
+        })
+    });
+    c.bench_function("request signature: parse + verify (host)", |b| {
+        b.iter(|| {
+            let Ok(Authorization::Signed(signed)) = Authorization::parse(black_box(&header)) else {
+                panic!("not signed")
+            };
+            signed.verify(secret, "POST", "/v1/grants", black_box(body)).unwrap();
+        })
+    });
+}
+
 fn writer_batch(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -88,5 +120,5 @@ fn writer_batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tokens, writer_batch);
+criterion_group!(benches, tokens, request_signatures, writer_batch);
 criterion_main!(benches);
