@@ -10,13 +10,17 @@
 //!
 //! Each module owns one concern; the arrows of `use crate::` between them form no cycle.
 //!
+//! - [`access`]: who may call what, in front of every handler — app credentials (`apps`),
+//!   signed requests (`signature`), user sessions (`session`), the admin credential (`admin`),
+//!   and the signing side for `hongbao call` and the benchmarks (`client`).
 //! - [`config`]: scene YAML → validated tree (`raw` → `validate` → `model`; `limits`, the
 //!   bounds a file is held to; `bill_template`; `load`, files and directories; `attach`, the
 //!   scenes' plugins; `error`) and the `registry` that hot-reloads it.
 //! - [`stock`]: the stock types (bounds, use, the source plugins read), a leaf every part uses.
 //! - [`capability`]: the five capabilities' native built-ins; `reconciliation` also decides
 //!   which grants a repair selects.
-//! - [`issuer`]: the protobuf token, ed25519 keys, mint and verify.
+//! - [`issuer`]: the protobuf token, ed25519 keys (rotated, retired), mint and verify; `watch`,
+//!   the forgery watch's counts.
 //! - [`store`]: the token store — grants, statuses, user lists, the crediting queue, stock —
 //!   behind one enum over `embedded` (memory + journal) and `redis` (`keys`, `grant`,
 //!   `reserve`, `queue`, `reads`, `cap`, and `scripts/*.lua` with one argument struct each).
@@ -30,13 +34,15 @@
 //!   durable.
 //! - [`grant`]: the grant path, in steps (resolve the scene, run the hooks, mint, commit), with
 //!   `grant::replay` finding earlier answers; [`wallet`]: balance, flow, withdrawals, restore.
-//! - [`api`]: HTTP (`routes`; `error`, every error's status and code); [`cli`]: the `hongbao`
-//!   command; [`app`]: wiring, in dependency order; [`clock`]: time.
+//! - [`api`]: HTTP (`routes`, each route with the caller it needs; `body`, strict JSON input;
+//!   `error`, every error's status and code); [`cli`]: the `hongbao` command; [`app`]:
+//!   wiring, in dependency order; [`clock`]: time.
 //! - [`bench`]: the rain load generator, its yardsticks and the benchmark suite.
 //!
 //! # Data flow
 //!
 //! ```text
+//! request ─► access: signature + nonce (apps), session (users), admin credential; scope
 //! POST /v1/grants ─► rate limit ─► amount ─► order number ─► token (sign) ─► store (group commit)
 //!                                                                            │ queue (status 1)
 //!               ledger writer: claim (1→2) ─► ledger batch ─► complete (2→8) ◄┘
