@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::deployment::Deployment;
+use crate::deployment::{Deployment, conformance};
 use crate::support::{
     Auth, SCOPED_APP, Server, TEST_ADMIN_TOKEN, grant_body, raw_request, request_as, signed_header, signed_header_at,
     test_secret, wait_for,
@@ -38,9 +38,9 @@ fn code(answer: &(u16, Value)) -> (u16, Option<&str>) {
 
 // Proves every non-public route refuses an unsigned request with 401, and the public ones need
 // nothing.
-#[test]
-fn unsigned_requests_are_refused_on_every_guarded_route() {
-    let server = Server::start(&[]);
+conformance!(unsigned_requests_are_refused_on_every_guarded_route);
+fn unsigned_requests_are_refused_on_every_guarded_route(deployment: Deployment) {
+    let server = Server::start_on(&deployment.backends(), &[]);
     for (method, path, body) in guarded_routes() {
         let answer = request_as(&server.addr, &Auth::None, method, &path, &text(&body), "application/json");
         assert_eq!(code(&answer), (401, Some("unauthenticated")), "{method} {path}: {}", answer.1);
@@ -69,9 +69,9 @@ fn unsigned_requests_are_refused_on_every_guarded_route() {
 // Proves a signature holds only for the exact request: another secret, an altered body, an
 // altered path, a stale timestamp, a reused nonce, an unknown app or key and a malformed
 // header are all 401, and say which.
-#[test]
-fn altered_or_replayed_signatures_are_refused() {
-    let server = Server::start(&[]);
+conformance!(altered_or_replayed_signatures_are_refused);
+fn altered_or_replayed_signatures_are_refused(deployment: Deployment) {
+    let server = Server::start_on(&deployment.backends(), &[]);
     let body = grant_body(6101, "rain", 1, 0).to_string();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let secret = test_secret(1128);
@@ -185,9 +185,9 @@ fn mint_session(server: &Server, act_id: i64, scopes: &[&str], ttl_s: u64) -> St
 
 // Proves a session acts only for its user and with its scopes, and an altered, expired or
 // foreign-keyed one is refused.
-#[test]
-fn sessions_act_for_one_user_with_their_scopes() {
-    let server = Server::start(&[]);
+conformance!(sessions_act_for_one_user_with_their_scopes);
+fn sessions_act_for_one_user_with_their_scopes(deployment: Deployment) {
+    let server = Server::start_on(&deployment.backends(), &[]);
     server.grant_rain(6301, 1, 0);
     server.wait_credited(6301);
     let read = mint_session(&server, 6301, &["wallet:read"], 600);
