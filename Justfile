@@ -27,6 +27,32 @@ lint: _toolchain
     cargo clippy --workspace --all-targets -- -D warnings
     cargo fmt --all --check
 
+# Needs the nightly toolchain. A crash's input lands in tests/fuzz/artifacts/TARGET/; new inputs
+# go to a scratch directory, so tests/fuzz/corpus/ keeps only the committed seeds.
+# Fuzz every decoder of outside bytes (tests/fuzz/fuzz_targets) for SECONDS each; fails on a crash.
+fuzz SECONDS="60": _fuzz_tools
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo +nightly fuzz build --fuzz-dir tests/fuzz
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$scratch"' EXIT
+    failed=()
+    for target in $(cargo +nightly fuzz list --fuzz-dir tests/fuzz); do
+        echo "fuzz: $target for {{SECONDS}} s"
+        mkdir -p "$scratch/$target"
+        cargo +nightly fuzz run --fuzz-dir tests/fuzz "$target" "$scratch/$target" "tests/fuzz/corpus/$target" \
+            -- -max_total_time={{SECONDS}} -print_final_stats=1 || failed+=("$target")
+    done
+    if [ ${#failed[@]} -gt 0 ]; then
+        echo "fuzz: crashed: ${failed[*]} (inputs in tests/fuzz/artifacts/)"
+        exit 1
+    fi
+    echo "fuzz: every target ran {{SECONDS}} s without a crash"
+
+_fuzz_tools: _toolchain
+    @rustup toolchain list | grep -q '^nightly' || { echo "cargo fuzz needs the nightly toolchain: rustup toolchain install nightly"; exit 1; }
+    @command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
 # Benchmarks: micro-benchmarks of the hot paths, then the rain suite (`hongbao bench suite`:
 # hosts of its own, yardsticks, the synchronous design), which writes its figures into
 # BENCHMARKS.md. The Redis + PostgreSQL runs use REDIS_URL and DATABASE_URL when set.

@@ -141,7 +141,7 @@ enum AppsCommand {
 /// ([`ServeOptions::app_config`]): flags win, then the environment, then the file.
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ServeOptions {
+pub struct ServeOptions {
     /// A YAML file of `serve` settings (`store: redis://…`, `credits_per_second: 300000`,
     /// …: the flag names with `_`); the command line and the environment take precedence.
     #[arg(long, env = "HONGBAO_CONFIG")]
@@ -225,10 +225,21 @@ impl ServeOptions {
     fn from_file(path: &Path) -> anyhow::Result<ServeOptions> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading config file `{}`", path.display()))?;
+        ServeOptions::from_config_text(path, &text)
+    }
+
+    /// The settings in `text`, the contents of the config file `path` (which only names it in
+    /// errors): what `from_file` reads, and what the `config_file` fuzz target
+    /// feeds arbitrary bytes.
+    ///
+    /// # Errors
+    ///
+    /// An unknown key or a value of the wrong type, with the file, line and key.
+    pub fn from_config_text(path: &Path, text: &str) -> anyhow::Result<ServeOptions> {
         if text.trim().is_empty() {
             return Ok(ServeOptions::default());
         }
-        serde_saphyr::from_str(&text).map_err(|error| config_file_error(path, &text, &error))
+        serde_saphyr::from_str(text).map_err(|error| config_file_error(path, text, &error))
     }
 
     /// The host's configuration and its address, with every default filled in: those of the

@@ -152,6 +152,26 @@ impl<'p> Endpoint<'p> {
     }
 }
 
+/// `POST /v1/tokens:verify`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    /// The token as the client holds it.
+    pub token: String,
+}
+
+/// `POST /v1/sessions`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionBody {
+    /// The user the session acts for.
+    pub act_id: i64,
+    /// What the session may do.
+    pub scopes: Vec<Scope>,
+    /// Seconds until it expires, at most [`SESSION_TTL_S_MAX`].
+    pub ttl_s: u64,
+}
+
 /// A request that passed the access layer: its caller and its body.
 struct Admitted {
     caller: Caller,
@@ -208,11 +228,6 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
         Endpoint::Health => health(app).await,
         Endpoint::Keys => ok(&json!({ "keys": app.issuer.public_keys() })),
         Endpoint::Verify => {
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct VerifyBody {
-                token: String,
-            }
             let body: VerifyBody = admitted.json()?;
             verify(app, &body.token).await
         }
@@ -260,13 +275,6 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
 
 /// `POST /v1/sessions`: a session for one of the signing app's users.
 fn sessions(app: &App, admitted: &Admitted) -> Answer {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct SessionBody {
-        act_id: i64,
-        scopes: Vec<Scope>,
-        ttl_s: u64,
-    }
     let body: SessionBody = admitted.json()?;
     if body.act_id <= 0 || body.act_id == i64::MAX {
         return Err(ApiError::bad_request(format!("act_id `{}` must be positive and below 2^63-1", body.act_id)));
