@@ -160,7 +160,8 @@ impl Access {
                     return Err(AuthError::StaleTimestamp { timestamp: signed.timestamp, now: now_s }.into());
                 }
                 signed.verify(secret, method, path_and_query, body)?;
-                let ttl_ms = 2 * TIMESTAMP_SKEW_S * 1000;
+                // Remembered while the timestamp is acceptable: until it is the window old.
+                let ttl_ms = ((signed.timestamp + TIMESTAMP_SKEW_S + 1) * 1000).saturating_sub(now_ms);
                 if !store.first_use_of_nonce(signed.app_id, &signed.nonce, now_ms, ttl_ms).await? {
                     return Err(AuthError::ReusedNonce.into());
                 }
