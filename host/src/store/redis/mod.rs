@@ -22,6 +22,7 @@
 //! | `P:{N}:rl:ACTIVITY/SCENE/ACTID/WINDOW` | string | the user's grants in a rate window, expiring with it |
 //! | `P:{N}:ok:ACTIVITY`             | string | present: this shard vouches for the activity (the grant path skips its ledger lookup; see `LedgerCheck`) |
 //! | `P:{cap}:w`                     | zset   | the fleet's credits in the last second (the writer's cap) |
+//! | `P:n:{APP/NONCE}`               | string | a signed request's nonce, kept while its timestamp is acceptable (see `nonces.rs`) |
 //! | `P:{meta}`                      | hash   | the deployment's shard count                       |
 //!
 //! ## Stock in buckets
@@ -52,7 +53,8 @@
 //!   scripts, each opening with its KEYS/ARGV table, and one argument struct per script.
 //! - `grant.rs`: grants and restores; `reserve.rs`: stock taken across buckets;
 //!   `queue.rs`: the crediting queues; `reads.rs`: lookups, user lists, stock figures;
-//!   `cap.rs`: the fleet's credit window; `reply.rs`: decoding script replies.
+//!   `cap.rs`: the fleet's credit window; `nonces.rs`: signed requests' nonces; `reply.rs`:
+//!   decoding script replies.
 
 mod cap;
 mod grant;
