@@ -321,6 +321,7 @@ fn failing_plugins_get_their_scene_policy_while_others_serve() {
         assert_eq!((status, body["bill_copy"].as_str()), (200, Some("builtin 1.00")), "{body}");
         let (status, body) = grant(&server, "plug", "invalid", user(3), 1, 1, None);
         assert_eq!((status, body["code"].as_str()), (503, Some("plugin_failed")), "{body}");
+        assert!(!body["message"].as_str().unwrap().contains('/'), "an app's answer names no file: {body}");
         let (status, body) = grant(&server, "plug", "wrong", user(4), 1, 1, None);
         assert_eq!((status, body["bill_copy"].as_str()), (200, Some("builtin 1.00")), "{body}");
         let (status, body) = grant(&server, "plug", "garbage", user(5), 1, 1, None);

@@ -100,7 +100,15 @@ impl From<GrantError> for ApiError {
             GrantError::PluginFailed { .. } => (503, "plugin_failed"),
             GrantError::Store(_) | GrantError::Ledger(_) => (503, "unavailable"),
         };
-        ApiError::new(status, code, error.to_string())
+        // A plugin's failure can name files on the host (a plugin that did not load); apps see
+        // which plugin failed and how, operators the whole story in the log and `/v1/plugins`.
+        let message = match &error {
+            GrantError::PluginFailed { capability, failure } => {
+                format!("the scene's {} plugin failed ({}); nothing was granted", capability.kind(), failure.code())
+            }
+            _ => error.to_string(),
+        };
+        ApiError::new(status, code, message)
     }
 }
 
@@ -160,5 +168,21 @@ mod tests {
             let answer = ApiError::from(error);
             assert_eq!((answer.status, answer.code), (status, code), "{}", answer.message);
         }
+    }
+
+    // Proves a failed plugin's answer to an app names the plugin and how it failed, but no file
+    // on the host (a plugin that did not load is named by its path in the load error).
+    #[test]
+    fn plugin_failures_show_apps_no_paths() {
+        let failure = crate::plugin::PluginFailure::NotLoaded("`/srv/hongbao/plugins/copy.wasm` is not wasm".into());
+        let error = GrantError::PluginFailed { capability: crate::plugin::Capability::BillCopy, failure };
+        let answer = ApiError::from(error);
+        assert_eq!((answer.status, answer.code), (503, "plugin_failed"));
+        assert!(
+            answer.message.contains("bill-copy") && answer.message.contains("plugin_not_loaded"),
+            "{}",
+            answer.message
+        );
+        assert!(!answer.message.contains("/srv"), "{}", answer.message);
     }
 }
