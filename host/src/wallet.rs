@@ -159,11 +159,12 @@ pub struct FlowPage {
 }
 
 /// Encodes a flow position as an opaque cursor.
-fn encode_cursor(position: &FlowPosition) -> String {
+pub fn encode_cursor(position: &FlowPosition) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{}", position.time_ms, position.flow_id))
 }
 
-fn decode_cursor(cursor: &str) -> Result<FlowPosition, WalletError> {
+/// The flow position a client's `cursor` names: 400 unless it is one [`encode_cursor`] made.
+pub fn decode_cursor(cursor: &str) -> Result<FlowPosition, WalletError> {
     let bad = || WalletError::BadRequest("cursor is not one this server issued".into());
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
