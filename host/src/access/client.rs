@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::Need;
 use super::admin::ADMIN_TOKEN_FILE;
 use super::apps::{Apps, AppsError};
 use super::signature::authorization_header;
@@ -48,15 +49,17 @@ impl ClientCredentials {
         Ok(ClientCredentials { app, admin })
     }
 
-    /// The `Authorization` header for a request: none on the public routes, the admin credential
-    /// on the admin routes, a signature of the app's otherwise (none if there is no app).
+    /// The `Authorization` header for a request, by what the route needs (the server's own
+    /// table, [`crate::api::need_of`]): none on the public routes, the admin credential on the
+    /// admin routes, a signature of the app's otherwise (none if there is no app).
     pub fn authorization(&self, method: &str, path_and_query: &str, body: &[u8], now_s: u64) -> Option<String> {
         let path = path_and_query.split('?').next().unwrap_or(path_and_query);
-        if matches!(path, "/healthz" | "/v1/keys" | "/v1/tokens:verify") {
-            return None;
-        }
-        if matches!(path, "/v1/scenes" | "/v1/plugins" | "/v1/security") || path.starts_with("/v1/activities/") {
-            return self.admin.as_ref().map(|token| format!("Bearer {token}"));
+        let need =
+            hyper::Method::from_bytes(method.as_bytes()).ok().and_then(|method| crate::api::need_of(&method, path));
+        match need {
+            Some(Need::Public) => return None,
+            Some(Need::Admin) => return self.admin.as_ref().map(|token| format!("Bearer {token}")),
+            Some(Need::App | Need::User { .. }) | None => {}
         }
         let (app_id, key_id, secret) = self.app.as_ref()?;
         let nonce = nonce();

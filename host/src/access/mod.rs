@@ -41,11 +41,26 @@ pub enum Caller {
     /// Nobody said (public routes only).
     Anonymous,
     /// An app, by a signed request.
-    App(AppEntry),
+    App(SignedApp),
     /// A user, by a session an app minted.
     User(Session),
     /// An operator, by the admin credential.
     Admin,
+}
+
+/// The app that signed a request: the credentials it was checked against (shared, not copied:
+/// the grant path takes no allocation for it) and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedApp {
+    apps: Arc<Apps>,
+    app_id: i64,
+}
+
+impl SignedApp {
+    /// The app's entry; it is in `apps` by construction.
+    pub fn entry(&self) -> &AppEntry {
+        &self.apps.apps[&self.app_id]
+    }
 }
 
 /// What a route needs of its caller.
@@ -147,7 +162,7 @@ impl Access {
         match Authorization::parse(header)? {
             Authorization::Bearer(credential) => self.bearer(&credential, now_ms),
             Authorization::Signed(signed) => {
-                let apps = self.apps.load();
+                let apps = self.apps.load_full();
                 let unknown = || AuthError::UnknownKey { app_id: signed.app_id, key_id: signed.key_id.clone() };
                 let app = apps.apps.get(&signed.app_id).ok_or_else(unknown)?;
                 let secret = app.secret(&signed.key_id).ok_or_else(unknown)?;
@@ -165,7 +180,7 @@ impl Access {
                 if !store.first_use_of_nonce(signed.app_id, &signed.nonce, now_ms, ttl_ms).await? {
                     return Err(AuthError::ReusedNonce.into());
                 }
-                Ok(Caller::App(app.clone()))
+                Ok(Caller::App(SignedApp { apps: apps.clone(), app_id: signed.app_id }))
             }
         }
     }
@@ -268,6 +283,11 @@ mod tests {
         }
     }
 
+    fn signed(entry: AppEntry) -> Caller {
+        let app_id = entry.app_id;
+        Caller::App(SignedApp { apps: Arc::new(Apps { apps: [(app_id, entry)].into() }), app_id })
+    }
+
     // Proves each route kind lets through only its callers, and a session only its own user with
     // its scopes.
     #[test]
@@ -279,12 +299,12 @@ mod tests {
         assert!(authorize(&Caller::Anonymous, Need::Public).is_ok());
         assert!(matches!(authorize(&Caller::Anonymous, Need::App), Err(AccessError::Unauthenticated(_))));
         assert!(matches!(authorize(&Caller::Anonymous, read), Err(AccessError::Unauthenticated(_))));
-        assert!(authorize(&Caller::App(app(1, &["*"])), read).is_ok());
+        assert!(authorize(&signed(app(1, &["*"])), read).is_ok());
         assert!(authorize(&user(7, &[Scope::WalletRead]), read).is_ok());
         assert!(matches!(authorize(&user(8, &[Scope::WalletRead]), read), Err(AccessError::Forbidden(_))));
         assert!(matches!(authorize(&user(7, &[Scope::TokensRestore]), read), Err(AccessError::Forbidden(_))));
         assert!(matches!(authorize(&user(7, &[Scope::WalletRead]), Need::App), Err(AccessError::Forbidden(_))));
-        for caller in [Caller::App(app(1, &["*"])), user(7, &[Scope::WalletRead])] {
+        for caller in [signed(app(1, &["*"])), user(7, &[Scope::WalletRead])] {
             assert!(matches!(authorize(&caller, Need::Admin), Err(AccessError::Forbidden(_))), "{caller:?}");
         }
         assert!(authorize(&Caller::Admin, Need::Admin).is_ok());

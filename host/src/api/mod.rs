@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use error::ApiError;
-pub use routes::{SessionBody, VerifyBody, token_json};
+pub use routes::{SessionBody, VerifyBody, need_of, token_json};
 
 use crate::app::App;
 

@@ -172,6 +172,12 @@ pub struct SessionBody {
     pub ttl_s: u64,
 }
 
+/// What a request to `method` and `path` needs of its caller (`None`: no such route), for
+/// clients that pick their credential by route (`hongbao call`, the benchmarks).
+pub fn need_of(method: &Method, path: &str) -> Option<Need> {
+    Endpoint::resolve(method, path).ok().map(Endpoint::need)
+}
+
 /// A request that passed the access layer: its caller and its body.
 struct Admitted {
     caller: Caller,
@@ -187,7 +193,7 @@ impl Admitted {
 
     fn app(&self) -> Result<&AppEntry, ApiError> {
         match &self.caller {
-            Caller::App(app) => Ok(app),
+            Caller::App(app) => Ok(app.entry()),
             _ => Err(AccessError::Forbidden("this route needs a signed app request".into()).into()),
         }
     }
