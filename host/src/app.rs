@@ -148,7 +148,8 @@ impl App {
         Ok(())
     }
 
-    /// Starts the background work: the ledger writer and the scene reloader. Both stop when
+    /// Starts the background work: the ledger writer, the packet refund sweep and the scene
+    /// reloader. All stop when
     /// `shutdown` turns true.
     pub fn spawn_background(self: &Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
         if self.writer_enabled {
@@ -162,6 +163,7 @@ impl App {
             }
         }
         self.spawn_credentials_watch();
+        tokio::spawn(crate::packet::refund::run(self.clone(), shutdown.clone()));
         let app = self.clone();
         let mut shutdown = shutdown;
         tokio::spawn(async move {

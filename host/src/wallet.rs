@@ -127,11 +127,12 @@ pub async fn summary(app: &App, act_id: i64) -> Result<WalletSummary, WalletErro
 /// One line of the wallet flow.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FlowItem {
-    /// Stable id: `rp/{activity}/{order_no}` or `wd/{act_id}/{request_id}`.
+    /// Stable id: `rp/{activity}/{order_no}`, `wd/{act_id}/{request_id}`, `ps/{packet_id}` or
+    /// `pr/{packet_id}`.
     pub id: String,
-    /// `red_packet` or `withdrawal`.
+    /// `red_packet`, `withdrawal`, `packet_sent`, `packet_grabbed` or `packet_refund`.
     pub kind: &'static str,
-    /// `pending`, `processing` or `credited` for red packets; `done` for withdrawals.
+    /// `pending`, `processing` or `credited` for red packets and grabs; `done` for the rest.
     pub status: &'static str,
     /// Positive for money in, negative for money out.
     pub amount_cents: i64,
@@ -172,12 +173,23 @@ pub fn decode_cursor(cursor: &str) -> Result<FlowPosition, WalletError> {
     Ok(FlowPosition { time_ms: time.parse().map_err(|_| bad())?, flow_id: flow_id.to_owned() })
 }
 
+/// The flow's name for a red packet: campaign grants are `red_packet`, a group red packet's
+/// grabs (activity `pk.{packet_id}`) `packet_grabbed`.
+fn red_packet_kind(activity_id: &str) -> &'static str {
+    if activity_id.starts_with(crate::ledger::PACKET_ACTIVITY_PREFIX) { "packet_grabbed" } else { "red_packet" }
+}
+
 fn entry_item(entry: LedgerEntry) -> FlowItem {
-    let withdrawal = entry.kind() == EntryKind::Withdrawal;
+    let (kind, status, sign) = match entry.kind() {
+        EntryKind::Withdrawal => ("withdrawal", "done", -1),
+        EntryKind::PacketSent => ("packet_sent", "done", -1),
+        EntryKind::PacketRefund => ("packet_refund", "done", 1),
+        EntryKind::RedPacket | EntryKind::Funding => (red_packet_kind(&entry.activity_id), "credited", 1),
+    };
     FlowItem {
-        kind: if withdrawal { "withdrawal" } else { "red_packet" },
-        status: if withdrawal { "done" } else { "credited" },
-        amount_cents: if withdrawal { -entry.amount_cents } else { entry.amount_cents },
+        kind,
+        status,
+        amount_cents: sign * entry.amount_cents,
         time_ms: entry.time_ms,
         bill_copy: entry.memo,
         reference: entry.reference,
@@ -190,7 +202,7 @@ fn entry_item(entry: LedgerEntry) -> FlowItem {
 fn token_item(record: GrantRecord) -> FlowItem {
     FlowItem {
         id: record.flow_id(),
-        kind: "red_packet",
+        kind: red_packet_kind(&record.activity_id),
         status: if record.status() == TokenStatus::Processing { "processing" } else { "pending" },
         amount_cents: record.amount_cents,
         time_ms: record.open_time_ms,

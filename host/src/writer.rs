@@ -289,6 +289,21 @@ impl LedgerWriter {
         self.credit_claimed(claimed).await
     }
 
+    /// Credits every pending token of the user now, in passes of `USER_UNSETTLED_READ_MAX` for a
+    /// user who holds more than one read returns (at most `passes_max` of them): what a withdrawal
+    /// or a group red packet's send does before it debits the wallet.
+    pub async fn credit_user_fully_now(&self, act_id: i64, passes_max: usize) -> Result<(), WriterError> {
+        for _ in 0..passes_max {
+            match self.credit_user_now(act_id).await {
+                Err(WriterError::Store(crate::store::StoreError::TooManyUnsettled { .. })) => {
+                    self.credit_user_prefix_now(act_id).await?;
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+        Ok(())
+    }
+
     /// Credits the first `USER_UNSETTLED_READ_MAX` of a user's pending tokens, for users who
     /// have more than one read returns.
     pub async fn credit_user_prefix_now(&self, act_id: i64) -> Result<usize, WriterError> {

@@ -11,6 +11,7 @@ mod deployment;
 mod fleet;
 mod grants;
 mod money_properties;
+mod packets;
 mod plugins;
 mod readme;
 mod reload;

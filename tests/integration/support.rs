@@ -84,6 +84,11 @@ impl Server {
 
     /// Starts the process again on the same directories (after [`Server::kill9`]).
     pub fn launch(&mut self, extra_args: &[&str]) {
+        self.launch_with_env(extra_args, &[]);
+    }
+
+    /// [`Server::launch`] with extra environment variables (such as `HONGBAO_FAILPOINTS`).
+    pub fn launch_with_env(&mut self, extra_args: &[&str], env: &[(&str, &str)]) {
         install_test_credentials(&self.data);
         let mut child = Command::new(env!("CARGO_BIN_EXE_hongbao"))
             .args(["serve", "--listen", "127.0.0.1:0", "--scenes"])
@@ -93,6 +98,7 @@ impl Server {
             .args(&self.backend_args)
             .args(extra_args)
             .env("HONGBAO_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -109,6 +115,13 @@ impl Server {
         let line = receiver.recv_timeout(START_TIMEOUT).expect("hongbao did not say where it listens");
         self.addr = line.rsplit("http://").next().unwrap().trim().to_owned();
         self.child = Some(child);
+    }
+
+    /// Waits until the process has exited on its own (a failpoint aborted it).
+    pub fn wait_exited(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.wait().unwrap();
+        }
     }
 
     /// Kills the process with SIGKILL: no shutdown code runs.
@@ -283,7 +296,11 @@ fn default_authorization(method: &str, path: &str, body: Option<&Value>, payload
     if matches!(route, "/healthz" | "/v1/keys" | "/v1/tokens:verify") {
         return None;
     }
-    if matches!(route, "/v1/scenes" | "/v1/plugins" | "/v1/security") || route.starts_with("/v1/activities/") {
+    let packet_refund = route.starts_with("/v1/packets/") && route.ends_with("/refund");
+    if matches!(route, "/v1/scenes" | "/v1/plugins" | "/v1/security")
+        || route.starts_with("/v1/activities/")
+        || packet_refund
+    {
         return Some(format!("Bearer {TEST_ADMIN_TOKEN}"));
     }
     let named = body.and_then(|body| body.get("app_id").or_else(|| body.pointer("/grants/0/app_id")));

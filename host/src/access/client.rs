@@ -59,7 +59,7 @@ impl ClientCredentials {
         match need {
             Some(Need::Public) => return None,
             Some(Need::Admin) => return self.admin.as_ref().map(|token| format!("Bearer {token}")),
-            Some(Need::App | Need::User { .. }) | None => {}
+            Some(Need::App | Need::User { .. } | Need::AppOrSession { .. }) | None => {}
         }
         let (app_id, key_id, secret) = self.app.as_ref()?;
         let nonce = nonce();

@@ -78,6 +78,13 @@ pub enum Need {
         /// What the route does with it.
         scope: Scope,
     },
+    /// A signed app request, or a session with this scope; the user the route acts for is in
+    /// the request's body, so the handler checks it ([`authorize`] with [`Need::User`]) once the
+    /// body is read.
+    AppOrSession {
+        /// What the route does.
+        scope: Scope,
+    },
     /// The admin credential.
     Admin,
 }
@@ -247,7 +254,16 @@ pub fn authorize(caller: &Caller, need: Need) -> Result<(), AccessError> {
             }
             Ok(())
         }
-        (Need::User { .. }, Caller::Admin) => forbidden("the admin credential does not act for users"),
+        (Need::User { .. } | Need::AppOrSession { .. }, Caller::Admin) => {
+            forbidden("the admin credential does not act for users")
+        }
+        (Need::AppOrSession { .. }, Caller::App(_)) => Ok(()),
+        (Need::AppOrSession { scope }, Caller::User(session)) => {
+            if !session.scopes.contains(&scope) {
+                return Err(AccessError::Forbidden(format!("the session lacks the `{}` scope", scope.name())));
+            }
+            Ok(())
+        }
     }
 }
 

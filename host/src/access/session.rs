@@ -37,6 +37,9 @@ pub enum Scope {
     /// Give back tokens the client kept.
     #[serde(rename = "tokens:restore")]
     TokensRestore,
+    /// Grab group red packets.
+    #[serde(rename = "packets:grab")]
+    PacketsGrab,
 }
 
 impl Scope {
@@ -46,6 +49,7 @@ impl Scope {
             Scope::WalletRead => "wallet:read",
             Scope::WalletWithdraw => "wallet:withdraw",
             Scope::TokensRestore => "tokens:restore",
+            Scope::PacketsGrab => "packets:grab",
         }
     }
 }

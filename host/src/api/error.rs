@@ -125,6 +125,24 @@ impl From<WalletError> for ApiError {
     }
 }
 
+impl From<crate::packet::PacketError> for ApiError {
+    fn from(error: crate::packet::PacketError) -> Self {
+        use crate::packet::PacketError;
+        let (status, code) = match &error {
+            PacketError::BadRequest(_) => (400, "bad_request"),
+            PacketError::NotFound(_) => (404, "packet_not_found"),
+            PacketError::NotAllowed { .. } => (403, "grab_not_allowed"),
+            PacketError::InsufficientBalance { .. } => (409, "insufficient_balance"),
+            PacketError::RequestConflict(_) => (409, "request_id_conflict"),
+            PacketError::Empty(_) => (409, "packet_empty"),
+            PacketError::Expired(_) => (409, "packet_expired"),
+            PacketError::Unavailable(_) => (503, "unavailable"),
+            PacketError::TooManyPending(_) => (503, "too_many_pending"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
 impl From<ReconcileError> for ApiError {
     fn from(error: ReconcileError) -> Self {
         let (status, code) = match &error {

@@ -18,7 +18,7 @@ use crate::capability::reconciliation;
 use crate::issuer::TokenError;
 use crate::issuer::pb::RedPacketToken;
 use crate::issuer::watch::ForgeryWatch;
-use crate::{grant, wallet};
+use crate::{grant, packet, wallet};
 
 type Answer = Result<Response<Full<Bytes>>, ApiError>;
 
@@ -78,6 +78,10 @@ enum Endpoint<'p> {
     Security,
     Reconciliation(&'p str),
     Repair(&'p str),
+    PacketSend,
+    Packet(&'p str),
+    PacketGrab(&'p str),
+    PacketRefund(&'p str),
 }
 
 impl<'p> Endpoint<'p> {
@@ -96,6 +100,10 @@ impl<'p> Endpoint<'p> {
             (&Method::GET, ["v1", "wallets", act_id, "flow"]) => Endpoint::Flow(parse_act_id(act_id)?),
             (&Method::POST, ["v1", "wallets", act_id, "withdrawals"]) => Endpoint::Withdraw(parse_act_id(act_id)?),
             (&Method::POST, ["v1", "wallets", act_id, "tokens:restore"]) => Endpoint::Restore(parse_act_id(act_id)?),
+            (&Method::POST, ["v1", "packets"]) => Endpoint::PacketSend,
+            (&Method::GET, ["v1", "packets", id]) if packet::is_packet_id(id) => Endpoint::Packet(id),
+            (&Method::POST, ["v1", "packets", id, "grabs"]) if packet::is_packet_id(id) => Endpoint::PacketGrab(id),
+            (&Method::POST, ["v1", "packets", id, "refund"]) if packet::is_packet_id(id) => Endpoint::PacketRefund(id),
             (&Method::GET, ["v1", "scenes"]) => Endpoint::Scenes,
             (&Method::GET, ["v1", "plugins"]) => Endpoint::Plugins,
             (&Method::GET, ["v1", "security"]) => Endpoint::Security,
@@ -114,6 +122,7 @@ impl<'p> Endpoint<'p> {
                     | "security",
                 ]
                 | ["v1", "wallets", _, ..]
+                | ["v1", "packets"]
                 | ["v1", "activities", _, _],
             ) => return Err(ApiError::method_not_allowed(method, path)),
             _ => return Err(ApiError::not_found(path)),
@@ -129,10 +138,14 @@ impl<'p> Endpoint<'p> {
             Endpoint::Wallet(act_id) | Endpoint::Flow(act_id) => Need::User { act_id, scope: Scope::WalletRead },
             Endpoint::Withdraw(act_id) => Need::User { act_id, scope: Scope::WalletWithdraw },
             Endpoint::Restore(act_id) => Need::User { act_id, scope: Scope::TokensRestore },
+            Endpoint::PacketSend => Need::AppOrSession { scope: Scope::WalletWithdraw },
+            Endpoint::Packet(_) => Need::AppOrSession { scope: Scope::WalletRead },
+            Endpoint::PacketGrab(_) => Need::AppOrSession { scope: Scope::PacketsGrab },
             Endpoint::Scenes
             | Endpoint::Plugins
             | Endpoint::Security
             | Endpoint::Reconciliation(_)
+            | Endpoint::PacketRefund(_)
             | Endpoint::Repair(_) => Need::Admin,
         }
     }
@@ -146,6 +159,8 @@ impl<'p> Endpoint<'p> {
             | Endpoint::GrantBatch
             | Endpoint::Sessions
             | Endpoint::Withdraw(_)
+            | Endpoint::PacketSend
+            | Endpoint::PacketGrab(_)
             | Endpoint::Repair(_) => Some(REQUEST_BODY_BYTES_MAX),
             _ => None,
         }
@@ -189,6 +204,20 @@ struct Admitted {
 impl Admitted {
     fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         body::decode(self.content_type.as_deref(), &self.body)
+    }
+
+    /// The app a request acts through: the signing app, or the app that minted the session.
+    fn app_id(&self) -> Result<i64, ApiError> {
+        match &self.caller {
+            Caller::App(app) => Ok(app.entry().app_id),
+            Caller::User(session) => Ok(session.app_id),
+            _ => Err(AccessError::Forbidden("this route needs a signed app request or a session".into()).into()),
+        }
+    }
+
+    /// Checks that a route whose user is named in the body may act for `act_id` with `scope`.
+    fn acting_for(&self, act_id: i64, scope: Scope) -> Result<(), ApiError> {
+        access::authorize(&self.caller, Need::User { act_id, scope }).map_err(ApiError::from)
     }
 
     fn app(&self) -> Result<&AppEntry, ApiError> {
@@ -266,6 +295,21 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
         }
         Endpoint::Withdraw(act_id) => ok(&wallet::withdraw(app, act_id, admitted.json()?).await?),
         Endpoint::Restore(act_id) => ok(&json!({ "results": wallet::restore(app, act_id, admitted.json()?).await? })),
+        Endpoint::PacketSend => {
+            let body: packet::SendBody = admitted.json()?;
+            admitted.acting_for(body.sender_act_id, Scope::WalletWithdraw)?;
+            ok(&packet::send(app, admitted.app_id()?, body).await?)
+        }
+        Endpoint::Packet(id) => ok(&packet::show(app, id).await?),
+        Endpoint::PacketGrab(id) => {
+            let body: packet::GrabBody = admitted.json()?;
+            admitted.acting_for(body.act_id, Scope::PacketsGrab)?;
+            ok(&packet::grab(app, admitted.app_id()?, id, body).await?)
+        }
+        Endpoint::PacketRefund(id) => {
+            packet::refund::refund_now(app, id).await?;
+            ok(&packet::show(app, id).await?)
+        }
         Endpoint::Scenes => ok(&scenes(app)),
         Endpoint::Plugins => ok(&plugins(app)),
         Endpoint::Security => ok(&json!({ "forgery_watch": app.forgery.to_json(), "keys": app.issuer.public_keys() })),

@@ -108,7 +108,7 @@ impl Books {
                 *income = income.saturating_add(amount);
                 self.user_entries.entry(entry.act_id).or_default().insert((entry.time_ms, entry.id.clone()));
             }
-            EntryKind::Withdrawal => {
+            EntryKind::Withdrawal | EntryKind::PacketSent | EntryKind::PacketRefund => {
                 self.user_entries.entry(entry.act_id).or_default().insert((entry.time_ms, entry.id.clone()));
             }
             EntryKind::Funding => {
@@ -258,17 +258,23 @@ impl EmbeddedLedger {
 
     /// Debits a wallet, once per request id, never below zero.
     pub async fn withdraw(&self, request: WithdrawalRequest) -> Result<Withdrawal, LedgerError> {
-        self.blocking(move |ledger| ledger.withdraw_now(&request)).await
+        self.transfer(LedgerEntry::withdrawal(&request)).await
     }
 
-    fn withdraw_now(&self, request: &WithdrawalRequest) -> Result<Withdrawal, LedgerError> {
-        rules::check_amount(request.amount_cents)?;
-        let wallet = wallet_account(request.act_id);
-        let entry = LedgerEntry::withdrawal(request);
+    /// Writes one entry out of an account that may not go below zero, once per id (see
+    /// [`crate::ledger::Ledger::transfer`]).
+    pub async fn transfer(&self, entry: LedgerEntry) -> Result<Withdrawal, LedgerError> {
+        self.blocking(move |ledger| ledger.transfer_now(&entry)).await
+    }
+
+    fn transfer_now(&self, entry: &LedgerEntry) -> Result<Withdrawal, LedgerError> {
+        rules::check_amount(entry.amount_cents)?;
+        let wallet = entry.debit_account.clone();
+        let entry = entry.clone();
         self.write(|books| {
             let existing = books.entries.get(&entry.id);
             let balance_cents = books.balance(&wallet);
-            if rules::decide_withdrawal(request, existing.map(|entry| entry.amount_cents), balance_cents)?
+            if rules::decide_withdrawal(&entry, existing.map(|entry| entry.amount_cents), balance_cents)?
                 == WithdrawalStep::Replay
             {
                 let replayed = existing.expect("a replay has its entry").clone();
@@ -423,7 +429,7 @@ mod tests {
             ]
         );
         let request = WithdrawalRequest { act_id: 2, request_id: "w1".into(), amount_cents: 20, time_ms: 9 };
-        ledger.withdraw_now(&request).unwrap();
+        ledger.transfer_now(&LedgerEntry::withdrawal(&request)).unwrap();
         let books = |ledger: &EmbeddedLedger| (ledger.all_entries().unwrap(), ledger.all_balances().unwrap());
         let before = books(&ledger);
         assert_eq!(ledger.wallet(2, &[]).unwrap().income_cents, 50);

@@ -60,7 +60,15 @@ impl Ledger {
 
     /// Debits a wallet, once per request id, never below zero.
     pub async fn withdraw(&self, request: WithdrawalRequest) -> Result<Withdrawal, LedgerError> {
-        dispatch!(self, l => l.withdraw(request))
+        self.transfer(LedgerEntry::withdrawal(&request)).await
+    }
+
+    /// Writes one entry that moves money out of an account that may not go below zero (a
+    /// withdrawal, a group red packet's send or refund): once per entry id (the same id with the
+    /// same amount answers the entry written first, another amount is a conflict), never
+    /// overdrawing its debit account. The answer's balance is the debit account's.
+    pub async fn transfer(&self, entry: LedgerEntry) -> Result<Withdrawal, LedgerError> {
+        dispatch!(self, l => l.transfer(entry))
     }
 
     /// The user's balance and income, and which of `flow_ids` are credited, in one snapshot.
@@ -125,6 +133,10 @@ pub enum EntryKind {
     Withdrawal = 2,
     /// Money put into an activity's budget.
     Funding = 3,
+    /// A group red packet sent: the sender's wallet into the packet's account.
+    PacketSent = 4,
+    /// A group red packet's unclaimed shares back from its account to the sender.
+    PacketRefund = 5,
 }
 
 /// One ledger entry as stored.
@@ -165,7 +177,9 @@ pub struct LedgerEntry {
     #[prost(string, tag = "11")]
     pub reference: String,
     /// For red packets, the signed token as the client holds it: a retried grant whose token the
-    /// store has lost still gets the original token back, never a new amount.
+    /// store has lost still gets the original token back, never a new amount. For a group red
+    /// packet's send, the packet's definition (`crate::packet::PacketDef`, base64 protobuf), so
+    /// that a retried send gets the same shares back and the books say how the total was split.
     #[prost(string, tag = "12")]
     pub token: String,
 }
@@ -225,6 +239,8 @@ impl LedgerEntry {
         match self.kind {
             2 => EntryKind::Withdrawal,
             3 => EntryKind::Funding,
+            4 => EntryKind::PacketSent,
+            5 => EntryKind::PacketRefund,
             _ => EntryKind::RedPacket,
         }
     }
@@ -279,14 +295,14 @@ pub struct WithdrawalRequest {
     pub time_ms: u64,
 }
 
-/// A withdrawal done.
+/// A withdrawal (or another [`Ledger::transfer`]) done.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Withdrawal {
     /// The entry written (or found, for a replay).
     pub entry: LedgerEntry,
-    /// The wallet's credited balance after it (now, for a replay).
+    /// The debited account's balance after it (now, for a replay).
     pub balance_cents: i64,
-    /// Whether this request id had been done before.
+    /// Whether this entry id had been written before.
     pub replayed: bool,
 }
 
@@ -327,9 +343,27 @@ pub fn wallet_account(act_id: i64) -> String {
     format!("wallet/{act_id}")
 }
 
-/// The account an activity pays red packets from.
+/// The account an activity pays red packets from. A group red packet's grabs are red packets of
+/// its own activity `pk.{packet_id}` ([`packet_activity`]), paid from the packet's account.
 pub fn budget_account(activity_id: &str) -> String {
-    format!("budget/{activity_id}")
+    match activity_id.strip_prefix(PACKET_ACTIVITY_PREFIX) {
+        Some(packet_id) => packet_account(packet_id),
+        None => format!("budget/{activity_id}"),
+    }
+}
+
+/// What a group red packet's activity id starts with; configured activity ids cannot contain `.`
+/// ([`crate::config::is_valid_id`]), so no campaign can take one.
+pub const PACKET_ACTIVITY_PREFIX: &str = "pk.";
+
+/// The activity a group red packet's grabs are granted in: `pk.{packet_id}`.
+pub fn packet_activity(packet_id: &str) -> String {
+    format!("{PACKET_ACTIVITY_PREFIX}{packet_id}")
+}
+
+/// The account that holds a group red packet's money between its send and its grabs or refund.
+pub fn packet_account(packet_id: &str) -> String {
+    format!("packet/{packet_id}")
 }
 
 /// Withdrawn money leaves through this account.

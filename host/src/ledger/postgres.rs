@@ -68,8 +68,8 @@ use tokio_postgres::{NoTls, Row, Statement};
 
 use super::rules::{self, Existing, ReadBack, WithdrawalStep};
 use super::{
-    Credit, CreditResult, LedgerEntry, LedgerError, LedgerWallet, PAYOUTS_ACCOUNT, Withdrawal, WithdrawalRequest,
-    budget_account, wallet_account,
+    Credit, CreditResult, LedgerEntry, LedgerError, LedgerWallet, Withdrawal, WithdrawalRequest, budget_account,
+    wallet_account,
 };
 use crate::store::{FlowPosition, red_packet_flow_id};
 
@@ -105,6 +105,7 @@ struct Migration {
 const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "ledger", sql: include_str!("../../migrations/0001_ledger.sql") },
     Migration { version: 2, name: "credited_at", sql: include_str!("../../migrations/0002_credited_at.sql") },
+    Migration { version: 3, name: "packets", sql: include_str!("../../migrations/0003_packets.sql") },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS hongbao_schema_migrations (
@@ -340,13 +341,19 @@ impl PostgresLedger {
 
     /// Debits a wallet, once per request id, never below zero.
     pub async fn withdraw(&self, request: WithdrawalRequest) -> Result<Withdrawal, LedgerError> {
-        rules::check_amount(request.amount_cents)?;
-        stored_time(request.time_ms)?;
+        self.transfer(LedgerEntry::withdrawal(&request)).await
+    }
+
+    /// Writes one entry out of an account that may not go below zero, once per id (see
+    /// [`crate::ledger::Ledger::transfer`]).
+    pub async fn transfer(&self, entry: LedgerEntry) -> Result<Withdrawal, LedgerError> {
+        rules::check_amount(entry.amount_cents)?;
+        stored_time(entry.time_ms)?;
         within(OPERATION_TIMEOUT, async {
             let mut session = self.session().await?;
             let outcome = async {
                 let statements = session.prepare([LOCK_ACCOUNTS, ENTRY, APPLY]).await?;
-                in_transaction!(session, withdraw_attempt(&mut session, &statements, &request))
+                in_transaction!(session, withdraw_attempt(&mut session, &statements, &entry))
             }
             .await;
             session.finish(outcome)
@@ -545,15 +552,15 @@ async fn credit_attempt(
     Ok(results)
 }
 
-/// One try at a withdrawal: lock the wallet, look for the request, check, write.
+/// One try at a transfer: lock the debited account, look for the entry's id, check, write.
 async fn withdraw_attempt(
     session: &mut Session,
     [lock, entry, apply]: &[Statement; 3],
-    request: &WithdrawalRequest,
+    request: &LedgerEntry,
 ) -> Result<Withdrawal, Failure> {
-    let wallet = wallet_account(request.act_id);
+    let wallet = request.debit_account.clone();
     let wallets = [wallet.as_str()];
-    let id = format!("wd/{}/{}", request.act_id, request.request_id);
+    let id = request.id.clone();
     let (locked, found) = {
         let client = session.begin();
         let (begun, locked, found) =
@@ -572,10 +579,10 @@ async fn withdraw_attempt(
         let entry = existing.expect("a replay has its entry");
         return Ok(Withdrawal { entry, balance_cents, replayed: true });
     }
-    let entry = LedgerEntry { id, ..LedgerEntry::withdrawal(request) };
+    let entry = LedgerEntry { id, ..request.clone() };
     let mut postings = Postings::default();
     postings.debits.insert(wallet, request.amount_cents);
-    postings.add(PAYOUTS_ACCOUNT, request.amount_cents)?;
+    postings.add(&request.credit_account, request.amount_cents)?;
     postings.entries.push(entry.clone());
     session.apply_and_commit(apply, &postings).await?;
     Ok(Withdrawal { entry, balance_cents: balance_cents - request.amount_cents, replayed: false })

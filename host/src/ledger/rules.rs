@@ -11,7 +11,7 @@
 //! Input is refused with an error ([`check_amount`]); the assertions only check what the rules
 //! themselves produced, so one firing means a bug in the ledger, never a bad request.
 
-use super::{Credit, CreditResult, ENTRY_CENTS_MAX, EntryKind, LedgerEntry, LedgerError, WithdrawalRequest};
+use super::{Credit, CreditResult, ENTRY_CENTS_MAX, EntryKind, LedgerEntry, LedgerError};
 
 /// Refuses an amount that is not positive or is larger than one entry may carry.
 pub(super) fn check_amount(amount_cents: i64) -> Result<(), LedgerError> {
@@ -77,17 +77,20 @@ pub(super) enum WithdrawalStep {
     Write,
 }
 
-/// Decides a withdrawal from the amount of the entry its request id already has, if any, and
-/// the wallet's balance: once per request id, never below zero.
+/// Decides a transfer (a withdrawal, a group red packet's send or refund) from the amount of the
+/// entry already under its id, if any, and its debit account's balance: once per id, never below
+/// zero. A conflict names the entry's reference (the client's request id).
 pub(super) fn decide_withdrawal(
-    request: &WithdrawalRequest,
+    entry: &LedgerEntry,
     existing_amount_cents: Option<i64>,
     balance_cents: i64,
 ) -> Result<WithdrawalStep, LedgerError> {
     match existing_amount_cents {
-        Some(amount_cents) if amount_cents == request.amount_cents => Ok(WithdrawalStep::Replay),
-        Some(_) => Err(LedgerError::RequestConflict(request.request_id.clone())),
-        None if balance_cents < request.amount_cents => Err(LedgerError::InsufficientBalance { balance_cents }),
+        Some(amount_cents) if amount_cents == entry.amount_cents => Ok(WithdrawalStep::Replay),
+        Some(_) => Err(LedgerError::RequestConflict(entry.reference.clone())),
+        None if balance_cents < entry.amount_cents && !may_go_negative(&entry.debit_account) => {
+            Err(LedgerError::InsufficientBalance { balance_cents })
+        }
         None => Ok(WithdrawalStep::Write),
     }
 }
@@ -129,6 +132,8 @@ pub(super) fn assert_before_write(entries: &[LedgerEntry]) {
             EntryKind::RedPacket => "rp/",
             EntryKind::Withdrawal => "wd/",
             EntryKind::Funding => "fund/",
+            EntryKind::PacketSent => "ps/",
+            EntryKind::PacketRefund => "pr/",
         };
         assert!(entry.id.starts_with(prefix), "entry `{}` is not named as a {:?}", entry.id, entry.kind());
         assert!(ids.insert(entry.id.as_str()), "entry `{}` is written twice in one batch", entry.id);
@@ -228,7 +233,12 @@ mod tests {
     // takes a wallet below zero.
     #[test]
     fn withdrawal_decisions() {
-        let request = WithdrawalRequest { act_id: 5, request_id: "r1".into(), amount_cents: 30, time_ms: 0 };
+        let request = LedgerEntry::withdrawal(&super::super::WithdrawalRequest {
+            act_id: 5,
+            request_id: "r1".into(),
+            amount_cents: 30,
+            time_ms: 0,
+        });
         assert_eq!(decide_withdrawal(&request, Some(30), 0).unwrap(), WithdrawalStep::Replay);
         assert!(
             matches!(decide_withdrawal(&request, Some(31), 100), Err(LedgerError::RequestConflict(r)) if r == "r1")

@@ -81,6 +81,8 @@ enum WriteOp {
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     committer: Arc<Committer>,
+    /// Group red packets, in their own journal (`DATA/packets.log`).
+    packets: super::packets::PacketBook,
 }
 
 /// What the committer and the readers share.
@@ -377,7 +379,13 @@ impl EmbeddedStore {
             .spawn(move || run_committer(&committer_shared, file, receiver))
             .map_err(unavailable)?;
         let committer = Arc::new(Committer { ops: Some(sender), thread: Some(thread) });
-        Ok(EmbeddedStore { shared, committer })
+        let packets = super::packets::PacketBook::open(data_dir)?;
+        Ok(EmbeddedStore { shared, committer, packets })
+    }
+
+    /// The group red packets this store holds.
+    pub(super) fn packets(&self) -> &super::packets::PacketBook {
+        &self.packets
     }
 
     /// Groups written since open: under concurrent load far fewer than operations, because each

@@ -10,7 +10,10 @@
 
 mod embedded;
 pub mod nonces;
+mod packets;
 mod redis;
+
+pub use packets::{Claim, PACKETS_DUE_READ_MAX, PacketBook, PacketDef, PacketState};
 
 pub use embedded::{EmbeddedStore, GROUP_COMMIT_OPS_MAX};
 pub use redis::{CapTake, RedisStore, RedisStoreConfig, STOCK_SHARDS_DEFAULT, STOCK_SHARDS_MAX, cluster_nodes};

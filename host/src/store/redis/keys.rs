@@ -88,3 +88,40 @@ pub(super) fn meta(prefix: &str) -> String {
 pub(super) fn cap_window(prefix: &str) -> String {
     format!("{prefix}:{{cap}}:w")
 }
+
+/// The keys of one group red packet, all starting with its hash tag `P:{pk.ID}`, so that a
+/// claim and a close are one script on one slot.
+pub(super) struct PacketKeys {
+    tag: String,
+}
+
+impl PacketKeys {
+    pub fn new(prefix: &str, packet_id: &str) -> PacketKeys {
+        PacketKeys { tag: format!("{prefix}:{{pk.{packet_id}}}") }
+    }
+
+    /// `P:{pk.ID}:d`, the packet's definition (protobuf), written once.
+    pub fn def(&self) -> String {
+        format!("{}:d", self.tag)
+    }
+
+    /// `P:{pk.ID}:s`, the packet's state: `closed`, `refund` (cents, once refunded).
+    pub fn state(&self) -> String {
+        format!("{}:s", self.tag)
+    }
+
+    /// `P:{pk.ID}:c`, the claims: actID → share index.
+    pub fn claims(&self) -> String {
+        format!("{}:c", self.tag)
+    }
+
+    /// `P:{pk.ID}:l`, the lease of the host refunding it.
+    pub fn lease(&self) -> String {
+        format!("{}:l", self.tag)
+    }
+}
+
+/// `P:{pko}:open`, packets not yet refunded, scored by expiry: what refund sweeps read.
+pub(super) fn packets_open(prefix: &str) -> String {
+    format!("{prefix}:{{pko}}:open")
+}

@@ -60,6 +60,7 @@ mod cap;
 mod grant;
 mod keys;
 mod nonces;
+mod packets;
 mod queue;
 mod reads;
 mod reply;

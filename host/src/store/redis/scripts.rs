@@ -49,6 +49,48 @@ scripts! {
     CAP_TAKE = "cap_take.lua";
     /// Settles a ticket of the fleet's window.
     CAP_SETTLE = "cap_settle.lua";
+    /// Claims a share of a group red packet.
+    PACKET_CLAIM = "packet_claim.lua";
+    /// Closes a group red packet for its refund.
+    PACKET_CLOSE = "packet_close.lua";
+}
+
+/// `scripts/packet_claim.lua`.
+pub(super) struct PacketClaimArgs {
+    pub state: String,
+    pub claims: String,
+    pub act_id: i64,
+    pub now_ms: u64,
+    pub expires_at_ms: u64,
+    pub shares: usize,
+}
+
+impl PacketClaimArgs {
+    pub fn invocation(&self) -> ScriptInvocation<'static> {
+        let mut invocation = PACKET_CLAIM.prepare_invoke();
+        invocation
+            .key(&self.state)
+            .key(&self.claims)
+            .arg(self.act_id)
+            .arg(self.now_ms)
+            .arg(self.expires_at_ms)
+            .arg(self.shares);
+        invocation
+    }
+}
+
+/// `scripts/packet_close.lua`.
+pub(super) struct PacketCloseArgs {
+    pub state: String,
+    pub claims: String,
+}
+
+impl PacketCloseArgs {
+    pub fn invocation(&self) -> ScriptInvocation<'static> {
+        let mut invocation = PACKET_CLOSE.prepare_invoke();
+        invocation.key(&self.state).key(&self.claims);
+        invocation
+    }
 }
 
 /// `scripts/grant.lua`.

@@ -1,0 +1,503 @@
+//! Group red packets between people (seed 000): a user sends a packet into a group, others grab
+//! it, each grabber is told the amount at once, and the crediting queue moves the money after.
+//!
+//! - **Send** (`POST /v1/packets`): the sender's pending tokens are credited first (as for a
+//!   withdrawal), then one ledger entry `ps/{packet_id}` moves the total from the sender's wallet
+//!   into the packet's account `packet/{packet_id}`, never overdrawing it. The split is decided
+//!   now ([`split`]) and stored with the entry, so a retried send answers the same packet.
+//! - **Grab** (`POST /v1/packets/{id}/grabs`): claims a share (one per user) and grants it as a
+//!   red packet of the packet's activity `pk.{packet_id}` through the token store: the grabber
+//!   gets a signed token at once, the wallet shows it pending, the writer credits it from the
+//!   packet's account exactly once (see `store/packets.rs`).
+//! - **Refund** ([`refund`]): after expiry one host closes the packet and moves what nobody
+//!   claimed back to the sender, once (`pr/{packet_id}`).
+
+pub mod refund;
+pub mod split;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::app::App;
+use crate::issuer::pb::RedPacketToken;
+use crate::ledger::{EntryKind, LedgerEntry, LedgerError, packet_account, packet_activity, wallet_account};
+use crate::store::{
+    Claim, GrantCommit, GrantRecord, LedgerCheck, PacketDef, PacketState, StockLimits, StoreError, TokenStatus,
+};
+use crate::writer::WriterError;
+
+pub use self::split::Split;
+
+/// The most shares one packet has.
+pub const PACKET_SHARES_MAX: u32 = 1000;
+
+/// The largest packet, in cents (200,000.00).
+pub const PACKET_TOTAL_CENTS_MAX: i64 = 20_000_000;
+
+/// How long a packet may be grabbed unless the sender says otherwise: a day.
+pub const PACKET_EXPIRES_IN_S_DEFAULT: u64 = 86_400;
+
+/// The longest a packet may stay open: a week.
+pub const PACKET_EXPIRES_IN_S_MAX: u64 = 7 * 86_400;
+
+/// The most users a packet's grab list may name (the app vouches for the group).
+pub const PACKET_GRABBERS_MAX: usize = 2000;
+
+/// The longest greeting, in characters.
+pub const GREETING_CHARS_MAX: usize = 100;
+
+/// Passes of forced crediting a send makes for a sender with many pending tokens.
+const SEND_CREDIT_PASSES_MAX: usize = 64;
+
+/// The scene id of every grab's token.
+pub const GRAB_SCENE_ID: &str = "grab";
+
+/// Why a packet operation failed; each maps to a stable code in `api/error.rs`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PacketError {
+    /// A field is out of its domain.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such packet.
+    #[error("no packet `{0}`")]
+    NotFound(String),
+    /// The sender does not hold the total, even after crediting everything pending.
+    #[error("insufficient balance: {balance_cents} cents available")]
+    InsufficientBalance {
+        /// What the sender holds.
+        balance_cents: i64,
+    },
+    /// The request id was used for another packet.
+    #[error("request id `{0}` was already used for a different packet")]
+    RequestConflict(String),
+    /// Every share is taken.
+    #[error("every share of packet `{0}` is taken")]
+    Empty(String),
+    /// The packet expired.
+    #[error("packet `{0}` has expired")]
+    Expired(String),
+    /// The user is not in the packet's group.
+    #[error("act_id `{act_id}` may not grab packet `{packet_id}`")]
+    NotAllowed {
+        /// The packet.
+        packet_id: String,
+        /// The user.
+        act_id: i64,
+    },
+    /// A backend failed; nothing changed that a retry would not finish; retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The sender holds more pending tokens than a send credits in one go.
+    #[error("{0}")]
+    TooManyPending(String),
+}
+
+impl From<StoreError> for PacketError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::TooManyUnsettled { .. } => PacketError::TooManyPending(error.to_string()),
+            other => PacketError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<LedgerError> for PacketError {
+    fn from(error: LedgerError) -> Self {
+        match error {
+            LedgerError::InsufficientBalance { balance_cents } => PacketError::InsufficientBalance { balance_cents },
+            LedgerError::RequestConflict(id) => PacketError::RequestConflict(id),
+            LedgerError::AmountOutOfRange(_) => PacketError::BadRequest(error.to_string()),
+            other => PacketError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<WriterError> for PacketError {
+    fn from(error: WriterError) -> Self {
+        match error {
+            WriterError::Store(error) => error.into(),
+            WriterError::Ledger(error) => error.into(),
+        }
+    }
+}
+
+/// `POST /v1/packets`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    /// The sender's idempotency key: `[A-Za-z0-9._:-]{1,128}`.
+    pub request_id: String,
+    /// Who pays.
+    pub sender_act_id: i64,
+    /// The whole amount, in cents.
+    pub total_cents: i64,
+    /// How many shares, 1 to [`PACKET_SHARES_MAX`], at most one per cent.
+    pub shares: u32,
+    /// `random` or `equal`.
+    pub split: Split,
+    /// Seconds until it expires (default [`PACKET_EXPIRES_IN_S_DEFAULT`]).
+    #[serde(default)]
+    pub expires_in_s: Option<u64>,
+    /// Shown on the grabbers' bills.
+    #[serde(default)]
+    pub greeting: Option<String>,
+    /// Who may grab (the app vouches for the group); absent: anyone.
+    #[serde(default)]
+    pub grabbers: Option<Vec<i64>>,
+}
+
+/// `POST /v1/packets/{id}/grabs`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrabBody {
+    /// The grabber.
+    pub act_id: i64,
+}
+
+/// The answer to a send.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SendAnswer {
+    /// Grab it at `/v1/packets/{packet_id}/grabs`.
+    pub packet_id: String,
+    /// The sender.
+    pub sender_act_id: i64,
+    /// The whole amount.
+    pub total_cents: i64,
+    /// How many shares.
+    pub shares: usize,
+    /// The rule.
+    pub split: String,
+    /// When it expires.
+    pub expires_at_ms: u64,
+    /// The sender's balance (credited + pending) after it.
+    pub balance_cents: i64,
+    /// Whether this request id had been sent before (the original packet is answered).
+    pub replayed: bool,
+}
+
+/// The answer to a grab: the amount and the token at once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GrabAnswer {
+    /// The packet.
+    pub packet_id: String,
+    /// The grabber.
+    pub act_id: i64,
+    /// The grabbed share.
+    pub amount_cents: i64,
+    /// The grant's order number (in activity `pk.{packet_id}`).
+    pub order_no: String,
+    /// `base64url(SignedToken)`, for the client to keep.
+    pub token: String,
+    /// The token's crediting status now.
+    pub status: TokenStatus,
+    /// Whether this user had grabbed this packet before (the same share is answered).
+    pub replayed: bool,
+}
+
+/// One grab as `GET /v1/packets/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GrabView {
+    /// Who.
+    pub act_id: i64,
+    /// How much.
+    pub amount_cents: i64,
+}
+
+/// `GET /v1/packets/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PacketView {
+    /// The packet.
+    pub packet_id: String,
+    /// Who sent it.
+    pub sender_act_id: i64,
+    /// The whole amount.
+    pub total_cents: i64,
+    /// How many shares.
+    pub shares: usize,
+    /// Shares nobody has claimed.
+    pub shares_left: usize,
+    /// Cents nobody has claimed.
+    pub cents_left: i64,
+    /// The rule.
+    pub split: String,
+    /// The sender's words.
+    pub greeting: String,
+    /// When it was sent.
+    pub created_ms: u64,
+    /// When it expires.
+    pub expires_at_ms: u64,
+    /// `open`, `empty` (every share claimed), `expired` (refund pending) or `refunded`.
+    pub status: &'static str,
+    /// Who grabbed what, in grab order.
+    pub grabs: Vec<GrabView>,
+    /// Cents given back to the sender, once refunded.
+    pub refunded_cents: Option<i64>,
+    /// Whether the packet names who may grab.
+    pub restricted: bool,
+}
+
+/// The packet id of a send: the same app, sender and request id always name the same packet.
+pub fn packet_id(app_id: i64, sender_act_id: i64, request_id: &str) -> String {
+    let digest = Sha256::digest(format!("{app_id}/{sender_act_id}/{request_id}"));
+    digest[..10].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `text` can be a packet id (`[0-9a-f]{20}`).
+pub fn is_packet_id(text: &str) -> bool {
+    text.len() == 20 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The ledger entry of a send, carrying the packet's definition.
+fn send_entry(def: &PacketDef) -> LedgerEntry {
+    LedgerEntry {
+        id: format!("ps/{}", def.packet_id),
+        kind: EntryKind::PacketSent as u32,
+        debit_account: wallet_account(def.sender_act_id),
+        credit_account: packet_account(&def.packet_id),
+        amount_cents: def.total_cents,
+        time_ms: def.created_ms,
+        act_id: def.sender_act_id,
+        memo: def.greeting.clone(),
+        reference: def.request_id.clone(),
+        token: STANDARD.encode(def.encode_to_vec()),
+        ..LedgerEntry::default()
+    }
+}
+
+/// The packet definition a send entry carries.
+pub fn def_of_entry(entry: &LedgerEntry) -> Result<PacketDef, PacketError> {
+    let bytes = STANDARD.decode(&entry.token).map_err(|error| PacketError::Unavailable(error.to_string()))?;
+    PacketDef::decode(bytes.as_slice()).map_err(|error| PacketError::Unavailable(error.to_string()))
+}
+
+fn check_send(body: &SendBody) -> Result<(), PacketError> {
+    let bad = |message: String| Err(PacketError::BadRequest(message));
+    let id_ok = !body.request_id.is_empty()
+        && body.request_id.len() <= 128
+        && body.request_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if !id_ok {
+        return bad("request_id must match [A-Za-z0-9._:-]{1,128}".into());
+    }
+    if body.sender_act_id <= 0 || body.sender_act_id == i64::MAX {
+        return bad(format!("sender_act_id `{}` must be positive and below 2^63-1", body.sender_act_id));
+    }
+    if body.shares == 0 || body.shares > PACKET_SHARES_MAX {
+        return bad(format!("shares `{}` must be 1 to {PACKET_SHARES_MAX}", body.shares));
+    }
+    if body.total_cents < i64::from(body.shares) || body.total_cents > PACKET_TOTAL_CENTS_MAX {
+        return bad(format!(
+            "total_cents `{}` must be at least one cent per share ({}) and at most {PACKET_TOTAL_CENTS_MAX}",
+            body.total_cents, body.shares
+        ));
+    }
+    if let Some(seconds) = body.expires_in_s
+        && (seconds == 0 || seconds > PACKET_EXPIRES_IN_S_MAX)
+    {
+        return bad(format!("expires_in_s `{seconds}` must be 1 to {PACKET_EXPIRES_IN_S_MAX}"));
+    }
+    if body.greeting.as_ref().is_some_and(|greeting| greeting.chars().count() > GREETING_CHARS_MAX) {
+        return bad(format!("greeting must be at most {GREETING_CHARS_MAX} characters"));
+    }
+    if let Some(grabbers) = &body.grabbers {
+        if grabbers.is_empty() || grabbers.len() > PACKET_GRABBERS_MAX {
+            return bad(format!("grabbers must name 1 to {PACKET_GRABBERS_MAX} users when given"));
+        }
+        if let Some(bad_id) = grabbers.iter().find(|&&id| id <= 0 || id == i64::MAX) {
+            return bad(format!("grabbers: act_id `{bad_id}` must be positive and below 2^63-1"));
+        }
+    }
+    Ok(())
+}
+
+/// Sends a packet for `app_id` (see the module docs). The caller checked who may send.
+pub async fn send(app: &App, app_id: i64, body: SendBody) -> Result<SendAnswer, PacketError> {
+    check_send(&body)?;
+    let now_ms = app.clock.now_ms();
+    let packet_id = packet_id(app_id, body.sender_act_id, &body.request_id);
+    let expires_at_ms = now_ms + body.expires_in_s.unwrap_or(PACKET_EXPIRES_IN_S_DEFAULT) * 1000;
+    let mut grabbers = body.grabbers.clone().unwrap_or_default();
+    grabbers.sort_unstable();
+    grabbers.dedup();
+    let shares = split::split(body.total_cents, body.shares as usize, body.split, &mut fastrand::Rng::new());
+    let def = PacketDef {
+        packet_id: packet_id.clone(),
+        sender_act_id: body.sender_act_id,
+        app_id,
+        total_cents: body.total_cents,
+        shares,
+        split: body.split.name().into(),
+        created_ms: now_ms,
+        expires_at_ms,
+        greeting: body.greeting.clone().unwrap_or_default(),
+        grabbers,
+        request_id: body.request_id.clone(),
+    };
+    // Named to the refund sweep before money moves: a host dying after the debit below still
+    // leaves the packet to be created (from the ledger's entry) and refunded at expiry.
+    app.store.packet_expect(&packet_id, expires_at_ms).await?;
+    app.writer.credit_user_fully_now(body.sender_act_id, SEND_CREDIT_PASSES_MAX).await?;
+    let sent = app.ledger.transfer(send_entry(&def)).await?;
+    let def = if sent.replayed { def_of_entry(&sent.entry)? } else { def };
+    if sent.replayed && (def.shares.len() != body.shares as usize || def.split != body.split.name()) {
+        return Err(PacketError::RequestConflict(body.request_id));
+    }
+    let def = app.store.packet_create(def).await?;
+    let balance =
+        crate::wallet::summary(app, body.sender_act_id).await.map_err(|e| PacketError::Unavailable(e.to_string()))?;
+    Ok(SendAnswer {
+        packet_id,
+        sender_act_id: def.sender_act_id,
+        total_cents: def.total_cents,
+        shares: def.shares.len(),
+        split: def.split,
+        expires_at_ms: def.expires_at_ms,
+        balance_cents: balance.balance_cents,
+        replayed: sent.replayed,
+    })
+}
+
+/// The packet, or 404.
+async fn stored(app: &App, packet_id: &str) -> Result<PacketState, PacketError> {
+    app.store.packet(packet_id).await?.ok_or_else(|| PacketError::NotFound(packet_id.to_owned()))
+}
+
+/// The order number of a user's grab: one per user per packet, so the ledger can credit it
+/// only once whatever happens to the store.
+pub fn grab_order_no(act_id: i64) -> String {
+    format!("{act_id}_grab")
+}
+
+/// The grant record of `act_id`'s claim of share `index`, with a freshly signed token.
+pub fn grab_record(app: &App, def: &PacketDef, act_id: i64, index: u32, app_id: i64, now_ms: u64) -> GrantRecord {
+    let activity_id = packet_activity(&def.packet_id);
+    let amount_cents = def.shares[index as usize];
+    let order_no = grab_order_no(act_id);
+    let mut token = RedPacketToken {
+        app_id,
+        act_id,
+        activity_id: activity_id.clone(),
+        scene_id: GRAB_SCENE_ID.into(),
+        amount_cents,
+        order_no: order_no.clone(),
+        open_time_ms: now_ms as i64,
+        rain_id: 0,
+        status: i64::from(TokenStatus::Pending.code()),
+        key_id: String::new(),
+        award_type: "packet".into(),
+        stage: index,
+    };
+    let token = app.issuer.mint(&mut token);
+    let bill_copy = if def.greeting.is_empty() {
+        format!("Red packet from {}", def.sender_act_id)
+    } else {
+        format!("Red packet from {}: {}", def.sender_act_id, def.greeting)
+    };
+    GrantRecord {
+        activity_id,
+        order_no,
+        scene_id: GRAB_SCENE_ID.into(),
+        act_id,
+        amount_cents,
+        open_time_ms: now_ms,
+        status: TokenStatus::Pending.code(),
+        seq: 0,
+        token,
+        bill_copy,
+        app_id,
+        queue_id: String::new(),
+    }
+}
+
+/// Stock bounds for a grab's grant: none (the claim already decided the share, and the ledger's
+/// packet account cannot pay more than the packet holds).
+fn grab_limits() -> StockLimits {
+    StockLimits {
+        activity_budget_cents: crate::config::BUDGET_CENTS_MAX,
+        scene_count_max: None,
+        scene_budget_cents: None,
+    }
+}
+
+/// Grants a claimed share unless its token is stored already; answers the stored record.
+pub async fn grant_claim(
+    app: &App,
+    def: &PacketDef,
+    act_id: i64,
+    index: u32,
+    app_id: i64,
+) -> Result<(GrantRecord, bool), PacketError> {
+    let record = grab_record(app, def, act_id, index, app_id, app.clock.now_ms());
+    let check = LedgerCheck::Done { activity_clean: false };
+    match app.store.commit_grant_checked(record, grab_limits(), None, check).await? {
+        GrantCommit::Granted(record) => Ok((record, false)),
+        GrantCommit::Replayed(record) => Ok((record, true)),
+        other => Err(PacketError::Unavailable(format!("the store refused a claimed share: {other:?}"))),
+    }
+}
+
+/// Grabs a share of a packet for `act_id` through `app_id` (see the module docs).
+pub async fn grab(app: &App, app_id: i64, packet_id: &str, body: GrabBody) -> Result<GrabAnswer, PacketError> {
+    if body.act_id <= 0 || body.act_id == i64::MAX {
+        return Err(PacketError::BadRequest(format!("act_id `{}` must be positive and below 2^63-1", body.act_id)));
+    }
+    let state = stored(app, packet_id).await?;
+    let def = &state.def;
+    if !def.grabbers.is_empty() && def.grabbers.binary_search(&body.act_id).is_err() {
+        return Err(PacketError::NotAllowed { packet_id: packet_id.to_owned(), act_id: body.act_id });
+    }
+    let (index, again) = match app.store.packet_claim(def, body.act_id, app.clock.now_ms()).await? {
+        Claim::New(index) => (index, false),
+        Claim::Again(index) => (index, true),
+        Claim::Empty => return Err(PacketError::Empty(packet_id.to_owned())),
+        Claim::Expired => return Err(PacketError::Expired(packet_id.to_owned())),
+        Claim::Unknown => return Err(PacketError::NotFound(packet_id.to_owned())),
+    };
+    crate::failpoint::hit("packet.grab.after_claim");
+    let (record, replayed) = grant_claim(app, def, body.act_id, index, app_id).await?;
+    Ok(GrabAnswer {
+        packet_id: packet_id.to_owned(),
+        act_id: body.act_id,
+        amount_cents: record.amount_cents,
+        status: record.status(),
+        order_no: record.order_no,
+        token: record.token,
+        replayed: replayed || again,
+    })
+}
+
+/// `GET /v1/packets/{id}`.
+pub async fn show(app: &App, packet_id: &str) -> Result<PacketView, PacketError> {
+    let state = stored(app, packet_id).await?;
+    let def = state.def;
+    let grabs: Vec<GrabView> = state
+        .claims
+        .iter()
+        .map(|&(act_id, index)| GrabView { act_id, amount_cents: def.shares[index as usize] })
+        .collect();
+    let claimed: i64 = grabs.iter().map(|grab| grab.amount_cents).sum();
+    let status = match state.refunded_cents {
+        Some(_) => "refunded",
+        None if state.closed || app.clock.now_ms() >= def.expires_at_ms => "expired",
+        None if grabs.len() >= def.shares.len() => "empty",
+        None => "open",
+    };
+    Ok(PacketView {
+        packet_id: def.packet_id,
+        sender_act_id: def.sender_act_id,
+        total_cents: def.total_cents,
+        shares: def.shares.len(),
+        shares_left: def.shares.len() - grabs.len(),
+        cents_left: def.total_cents - claimed,
+        split: def.split,
+        greeting: def.greeting,
+        created_ms: def.created_ms,
+        expires_at_ms: def.expires_at_ms,
+        status,
+        grabs,
+        refunded_cents: state.refunded_cents,
+        restricted: !def.grabbers.is_empty(),
+    })
+}

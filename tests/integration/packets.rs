@@ -1,0 +1,288 @@
+//! Group red packets between people: send, grab, refund, with exact books, on every deployment.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::deployment::{Deployment, conformance};
+use crate::support::{Server, wait_for};
+
+/// Gives `act_id` `grants × 88` cents of campaign money (pending until the writer credits it).
+fn fund(server: &Server, act_id: i64, grants: u32) {
+    for stage in 0..grants {
+        server.grant_rain(act_id, 7, stage);
+    }
+}
+
+fn send(server: &Server, body: &Value) -> (u16, Value) {
+    server.post("/v1/packets", body)
+}
+
+fn grab(server: &Server, packet_id: &str, act_id: i64) -> (u16, Value) {
+    server.post(&format!("/v1/packets/{packet_id}/grabs"), &json!({ "act_id": act_id }))
+}
+
+fn packet(server: &Server, packet_id: &str) -> Value {
+    let (status, body) = server.get(&format!("/v1/packets/{packet_id}"));
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn flow_kinds(server: &Server, act_id: i64) -> Vec<(String, i64)> {
+    let (status, flow) = server.get(&format!("/v1/wallets/{act_id}/flow?limit=100"));
+    assert_eq!(status, 200, "{flow}");
+    flow["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| (item["kind"].as_str().unwrap().to_owned(), item["amount_cents"].as_i64().unwrap()))
+        .collect()
+}
+
+// Proves the whole life of a packet keeps the books exact: the send debits the sender once
+// (pending tokens credited first; a retry answers the same packet; another total under the same
+// request id is a conflict; more than the balance is refused), each grab is told its amount at
+// once, a retried grab answers the same share, the refund returns exactly what nobody claimed,
+// and every cent ends with a grabber or back with the sender, shown in the wallets' flows.
+conformance!(send_grab_refund_keeps_every_cent);
+fn send_grab_refund_keeps_every_cent(deployment: Deployment) {
+    let server = Server::start_on(&deployment.backends(), &[]);
+    let sender = 6001;
+    fund(&server, sender, 5);
+    let body = json!({
+        "request_id": "p-1", "sender_act_id": sender, "total_cents": 400, "shares": 4,
+        "split": "random", "greeting": "新年快乐",
+    });
+    let (status, sent) = send(&server, &body);
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!((sent["balance_cents"].as_i64(), sent["replayed"].as_bool()), (Some(40), Some(false)), "{sent}");
+    let packet_id = sent["packet_id"].as_str().unwrap().to_owned();
+
+    let (status, again) = send(&server, &body);
+    assert_eq!(
+        (status, again["packet_id"].as_str(), again["replayed"].as_bool()),
+        (200, Some(&*packet_id), Some(true))
+    );
+    let mut other = body.clone();
+    other["total_cents"] = json!(300);
+    let (status, conflict) = send(&server, &other);
+    assert_eq!((status, conflict["code"].as_str()), (409, Some("request_id_conflict")), "{conflict}");
+    let too_much =
+        json!({ "request_id": "p-2", "sender_act_id": sender, "total_cents": 41, "shares": 1, "split": "equal" });
+    let (status, refused) = send(&server, &too_much);
+    assert_eq!((status, refused["code"].as_str()), (409, Some("insufficient_balance")), "{refused}");
+    assert_eq!(server.wallet(sender)["balance_cents"], 40);
+
+    let mut grabbed = Vec::new();
+    for grabber in [6101, 6102, 6103] {
+        let (status, answer) = grab(&server, &packet_id, grabber);
+        assert_eq!(status, 200, "{answer}");
+        let amount = answer["amount_cents"].as_i64().unwrap();
+        assert!(amount >= 1 && !answer["token"].as_str().unwrap().is_empty(), "{answer}");
+        assert_eq!(answer["replayed"], false);
+        grabbed.push((grabber, amount));
+    }
+    let (status, retried) = grab(&server, &packet_id, 6101);
+    assert_eq!(
+        (status, retried["amount_cents"].as_i64(), retried["replayed"].as_bool()),
+        (200, Some(grabbed[0].1), Some(true))
+    );
+    let view = packet(&server, &packet_id);
+    assert_eq!((view["shares_left"].as_i64(), view["status"].as_str()), (Some(1), Some("open")), "{view}");
+    let claimed: i64 = grabbed.iter().map(|(_, amount)| amount).sum();
+    assert_eq!(view["cents_left"].as_i64(), Some(400 - claimed));
+
+    let (status, refunded) = server.post(&format!("/v1/packets/{packet_id}/refund"), &json!({}));
+    assert_eq!(status, 200, "{refunded}");
+    assert_eq!(
+        (refunded["status"].as_str(), refunded["refunded_cents"].as_i64()),
+        (Some("refunded"), Some(400 - claimed))
+    );
+    let (status, late) = grab(&server, &packet_id, 6104);
+    assert_eq!((status, late["code"].as_str()), (409, Some("packet_expired")), "{late}");
+
+    for (grabber, amount) in &grabbed {
+        let wallet = server.wait_credited(*grabber);
+        assert_eq!(wallet["balance_cents"].as_i64(), Some(*amount), "{wallet}");
+        assert_eq!(flow_kinds(&server, *grabber), [("packet_grabbed".to_owned(), *amount)]);
+    }
+    let wallet = server.wait_credited(sender);
+    assert_eq!(wallet["balance_cents"].as_i64(), Some(40 + 400 - claimed), "{wallet}");
+    let kinds = flow_kinds(&server, sender);
+    assert!(kinds.contains(&("packet_sent".to_owned(), -400)), "{kinds:?}");
+    assert!(kinds.contains(&("packet_refund".to_owned(), 400 - claimed)), "{kinds:?}");
+    // Every cent: with a grabber or back with the sender.
+    let total: i64 =
+        grabbed.iter().map(|(grabber, _)| server.wallet(*grabber)["balance_cents"].as_i64().unwrap()).sum();
+    assert_eq!(total + server.wallet(sender)["balance_cents"].as_i64().unwrap(), 440);
+}
+
+// Proves an equal split differs by at most a cent and sums exactly, the grab list is enforced
+// (403 for a user outside the group), and a packet whose shares are all taken answers
+// `packet_empty`.
+conformance!(equal_split_grab_list_and_empty);
+fn equal_split_grab_list_and_empty(deployment: Deployment) {
+    let server = Server::start_on(&deployment.backends(), &[]);
+    let sender = 6201;
+    fund(&server, sender, 2);
+    let body = json!({
+        "request_id": "eq", "sender_act_id": sender, "total_cents": 100, "shares": 3, "split": "equal",
+        "grabbers": [6301, 6302, 6303, 6304],
+    });
+    let (status, sent) = send(&server, &body);
+    assert_eq!(status, 200, "{sent}");
+    let packet_id = sent["packet_id"].as_str().unwrap().to_owned();
+    let (status, outsider) = grab(&server, &packet_id, 6305);
+    assert_eq!((status, outsider["code"].as_str()), (403, Some("grab_not_allowed")), "{outsider}");
+    let mut amounts: Vec<i64> =
+        (6301..=6303).map(|grabber| grab(&server, &packet_id, grabber).1["amount_cents"].as_i64().unwrap()).collect();
+    amounts.sort_unstable();
+    assert_eq!(amounts, [33, 33, 34]);
+    let (status, empty) = grab(&server, &packet_id, 6304);
+    assert_eq!((status, empty["code"].as_str()), (409, Some("packet_empty")), "{empty}");
+    assert_eq!(packet(&server, &packet_id)["status"], "empty");
+    for (bad, why) in [
+        (
+            json!({ "request_id": "b", "sender_act_id": sender, "total_cents": 2, "shares": 3, "split": "equal" }),
+            "a cent per share",
+        ),
+        (
+            json!({ "request_id": "b", "sender_act_id": sender, "total_cents": 9, "shares": 0, "split": "equal" }),
+            "no shares",
+        ),
+        (
+            json!({ "request_id": "b", "sender_act_id": sender, "total_cents": 9, "shares": 1, "split": "fair" }),
+            "unknown split",
+        ),
+        (
+            json!({ "request_id": "b", "sender_act_id": sender, "total_cents": 9, "shares": 1, "split": "equal", "expires_in_s": 0 }),
+            "expiry",
+        ),
+    ] {
+        let (status, answer) = send(&server, &bad);
+        assert_eq!((status, answer["code"].as_str()), (400, Some("bad_request")), "{why}: {answer}");
+    }
+    let (status, unknown) = grab(&server, "00000000000000000000", 6301);
+    assert_eq!((status, unknown["code"].as_str()), (404, Some("packet_not_found")), "{unknown}");
+}
+
+// Proves a packet nobody grabs goes back to its sender on its own at expiry, exactly once.
+conformance!(expiry_refunds_the_sender);
+fn expiry_refunds_the_sender(deployment: Deployment) {
+    let server = Server::start_on(&deployment.backends(), &[]);
+    let sender = 6401;
+    fund(&server, sender, 1);
+    let body = json!({ "request_id": "x", "sender_act_id": sender, "total_cents": 80, "shares": 8, "split": "random", "expires_in_s": 1 });
+    let (status, sent) = send(&server, &body);
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["balance_cents"], 8);
+    let packet_id = sent["packet_id"].as_str().unwrap().to_owned();
+    let view = wait_for(Duration::from_secs(60), || {
+        let view = packet(&server, &packet_id);
+        (view["status"] == "refunded").then_some(view)
+    });
+    assert_eq!(view["refunded_cents"], 80);
+    assert_eq!(server.wait_credited(sender)["balance_cents"], 88);
+    let (status, late) = grab(&server, &packet_id, 6402);
+    assert_eq!((status, late["code"].as_str()), (409, Some("packet_expired")));
+}
+
+// Proves a host killed between claiming a share and granting it loses and doubles nothing: the
+// retried grab after the restart answers the same share, credited once, and the refund counts
+// it as claimed.
+conformance!(kill9_mid_grab_pays_the_share_once);
+fn kill9_mid_grab_pays_the_share_once(deployment: Deployment) {
+    let mut server = Server::start_on(&deployment.backends(), &[]);
+    let sender = 6501;
+    fund(&server, sender, 1);
+    let body = json!({ "request_id": "k", "sender_act_id": sender, "total_cents": 60, "shares": 3, "split": "random" });
+    let (status, sent) = send(&server, &body);
+    assert_eq!(status, 200, "{sent}");
+    let packet_id = sent["packet_id"].as_str().unwrap().to_owned();
+    server.kill9();
+    server.launch_with_env(&[], &[("HONGBAO_FAILPOINTS", "packet.grab.after_claim")]);
+    let path = format!("/v1/packets/{packet_id}/grabs");
+    assert!(crate::support::try_request(&server.addr, "POST", &path, Some(&json!({ "act_id": 6601 }))).is_err());
+    server.wait_exited();
+    server.launch(&[]);
+    let view = packet(&server, &packet_id);
+    assert_eq!(view["grabs"].as_array().unwrap().len(), 1, "the claim survived the crash: {view}");
+    let claimed = view["grabs"][0]["amount_cents"].as_i64().unwrap();
+    let (status, retried) = grab(&server, &packet_id, 6601);
+    assert_eq!((status, retried["amount_cents"].as_i64()), (200, Some(claimed)), "{retried}");
+    let (status, refunded) = server.post(&format!("/v1/packets/{packet_id}/refund"), &json!({}));
+    assert_eq!((status, refunded["refunded_cents"].as_i64()), (200, Some(60 - claimed)), "{refunded}");
+    assert_eq!(server.wait_credited(6601)["balance_cents"].as_i64(), Some(claimed));
+    assert_eq!(server.wait_credited(sender)["balance_cents"].as_i64(), Some(88 - claimed));
+}
+
+// Proves a host killed after the ledger wrote a refund but before the store knew refunds
+// nothing twice: after the restart the sweep finishes it and the sender has the money once.
+conformance!(kill9_mid_refund_refunds_once);
+fn kill9_mid_refund_refunds_once(deployment: Deployment) {
+    let mut server = Server::start_on(&deployment.backends(), &[]);
+    let sender = 6701;
+    fund(&server, sender, 1);
+    server.kill9();
+    server.launch_with_env(&[], &[("HONGBAO_FAILPOINTS", "packet.refund.after_ledger")]);
+    let body = json!({ "request_id": "r", "sender_act_id": sender, "total_cents": 50, "shares": 2, "split": "equal", "expires_in_s": 1 });
+    let (status, sent) = send(&server, &body);
+    assert_eq!(status, 200, "{sent}");
+    let packet_id = sent["packet_id"].as_str().unwrap().to_owned();
+    // The sweep reaches the failpoint at expiry and the process aborts.
+    server.wait_exited();
+    server.launch(&[]);
+    let view = wait_for(Duration::from_secs(60), || {
+        let view = packet(&server, &packet_id);
+        (view["status"] == "refunded").then_some(view)
+    });
+    assert_eq!(view["refunded_cents"], 50);
+    assert_eq!(server.wait_credited(sender)["balance_cents"], 88);
+    let kinds = flow_kinds(&server, sender);
+    assert_eq!(kinds.iter().filter(|(kind, _)| kind == "packet_refund").count(), 1, "{kinds:?}");
+}
+
+// Proves 2,000 users grabbing one 100-share packet at once on a Redis Cluster give exactly 100
+// distinct winners whose shares sum to the total, and everyone else `packet_empty`.
+#[test]
+fn two_thousand_grabbers_on_a_cluster_give_exactly_the_shares() {
+    let server = Server::start_on(&Deployment::Cluster.backends(), &[]);
+    let sender = 6801;
+    fund(&server, sender, 12);
+    let body =
+        json!({ "request_id": "hot", "sender_act_id": sender, "total_cents": 1000, "shares": 100, "split": "random" });
+    let (status, sent) = send(&server, &body);
+    assert_eq!(status, 200, "{sent}");
+    let packet_id = sent["packet_id"].as_str().unwrap().to_owned();
+    let addr = server.addr.clone();
+    let threads: Vec<_> = (0..50)
+        .map(|thread| {
+            let (addr, packet_id) = (addr.clone(), packet_id.clone());
+            std::thread::spawn(move || {
+                let mut outcomes = Vec::new();
+                for n in 0..40 {
+                    let act_id = 70_000 + thread * 40 + n;
+                    let path = format!("/v1/packets/{packet_id}/grabs");
+                    let (status, answer) =
+                        crate::support::request(&addr, "POST", &path, Some(&json!({ "act_id": act_id })));
+                    outcomes.push((act_id, status, answer));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let outcomes: Vec<(i64, u16, Value)> = threads.into_iter().flat_map(|thread| thread.join().unwrap()).collect();
+    let winners: Vec<&(i64, u16, Value)> = outcomes.iter().filter(|(_, status, _)| *status == 200).collect();
+    assert_eq!(winners.len(), 100);
+    assert_eq!(winners.iter().map(|(act_id, _, _)| act_id).collect::<HashSet<_>>().len(), 100);
+    assert_eq!(winners.iter().map(|(_, _, answer)| answer["amount_cents"].as_i64().unwrap()).sum::<i64>(), 1000);
+    assert!(
+        outcomes
+            .iter()
+            .filter(|(_, status, _)| *status != 200)
+            .all(|(_, status, answer)| *status == 409 && answer["code"] == "packet_empty")
+    );
+    let view = packet(&server, &packet_id);
+    assert_eq!((view["shares_left"].as_i64(), view["cents_left"].as_i64()), (Some(0), Some(0)));
+}
