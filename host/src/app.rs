@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::access::Access;
+use crate::breaker::{Breaker, LEDGER_RETRY_AFTER_MS, STORE_RETRY_AFTER_MS};
 use crate::capability::rate_limit::RateLimiter;
 use crate::clock::Clock;
 use crate::config::SceneRegistry;
@@ -15,6 +16,7 @@ use crate::issuer::watch::ForgeryWatch;
 use crate::ledger::{EmbeddedLedger, Ledger, PostgresLedger};
 use crate::plugin::PluginRuntime;
 use crate::store::{EmbeddedStore, RedisStore, RedisStoreConfig, Store};
+use crate::wallet::FiguresCache;
 use crate::writer::{LedgerWriter, WriterConfig};
 
 /// How often the scene directory is checked for changes; edits take effect within this long
@@ -73,9 +75,14 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Runs the scenes' WebAssembly plugins.
     pub plugins: Arc<PluginRuntime>,
-    /// Until when (monotonic ms) the grant path skips its ledger lookup after the ledger
-    /// failed, so that a ledger outage costs grants one failed lookup a second, not one each.
-    pub ledger_down_until_ms: std::sync::atomic::AtomicU64,
+    /// Skips the ledger for a while after it failed: the grant path's replay lookup and the
+    /// wallet's reads, so that a ledger outage costs one failed try a second, not one each.
+    pub ledger_breaker: Breaker,
+    /// Skips the token store for a while after it failed, for the wallet's reads.
+    pub store_breaker: Breaker,
+    /// The last ledger figures this host read for each user, for wallet reads during a ledger
+    /// outage.
+    pub wallet_figures: FiguresCache,
     /// Whether grants are credited before they are answered (see [`AppConfig::sync_credit`]).
     pub sync_credit: bool,
 }
@@ -127,7 +134,9 @@ impl App {
             rate: RateLimiter::default(),
             clock,
             plugins,
-            ledger_down_until_ms: std::sync::atomic::AtomicU64::new(0),
+            ledger_breaker: Breaker::new(LEDGER_RETRY_AFTER_MS),
+            store_breaker: Breaker::new(STORE_RETRY_AFTER_MS),
+            wallet_figures: FiguresCache::new(),
             sync_credit: config.sync_credit,
         });
         app.fund_activities().await.context("funding the activities' budget accounts")?;

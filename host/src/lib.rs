@@ -33,10 +33,12 @@
 //! - [`journal`]: the append-only files that make the embedded store's and ledger's memory
 //!   durable.
 //! - [`grant`]: the grant path, in steps (resolve the scene, run the hooks, mint, commit), with
-//!   `grant::replay` finding earlier answers; [`wallet`]: balance, flow, withdrawals, restore.
+//!   `grant::replay` finding earlier answers; [`wallet`]: balance, flow, withdrawals, restore, and
+//!   `wallet::degraded`, the reads that answer from one backend when the other is down.
 //! - [`api`]: HTTP (`routes`, each route with the caller it needs; `body`, strict JSON input;
 //!   `error`, every error's status and code); [`cli`]: the `hongbao` command; [`app`]:
-//!   wiring, in dependency order; [`clock`]: time.
+//!   wiring, in dependency order; [`clock`]: time; [`breaker`]: skipping a failed backend for a
+//!   while (the grant path's ledger lookup, the wallet's degraded reads).
 //! - [`bench`]: the rain load generator, its yardsticks and the benchmark suite.
 //!
 //! # Data flow
@@ -53,6 +55,7 @@ pub mod access;
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod breaker;
 pub mod capability;
 pub mod cli;
 pub mod clock;

@@ -4,6 +4,11 @@
 //! store is read first and the ledger second, and a token counts as pending only if that ledger
 //! snapshot does not have it; so a token the writer credits in between is counted once (by the
 //! ledger), never twice and never zero times.
+//!
+//! The HTTP reads go through [`degraded`]: with one backend down they answer from the other,
+//! marked degraded; withdrawals never do.
+
+pub mod degraded;
 
 use crate::issuer::TokenError;
 use crate::issuer::watch::ForgeryWatch;
@@ -11,9 +16,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::app::App;
-use crate::ledger::{EntryKind, LedgerEntry, LedgerError, WithdrawalRequest};
+use crate::ledger::{EntryKind, LedgerEntry, LedgerError, LedgerWallet, WithdrawalRequest};
 use crate::store::{FlowPosition, GrantRecord, RestoreOutcome, StockLimits, StoreError, TokenStatus};
 use crate::writer::WriterError;
+pub use degraded::{FiguresCache, FlowView, LedgerFigures, SummaryView, flow_view, summary_view};
 
 /// The most flow items one page returns.
 pub const FLOW_PAGE_ITEMS_MAX: usize = 100;
@@ -101,27 +107,43 @@ pub struct WalletSummary {
     pub total_income_cents: i64,
 }
 
-/// Reads the user's balance as described in the module docs.
+/// Reads the user's balance as described in the module docs, and remembers the ledger's
+/// figures for reads during a ledger outage. Either backend down is an error.
 pub async fn summary(app: &App, act_id: i64) -> Result<WalletSummary, WalletError> {
     let unsettled = app.store.unsettled_for_user(act_id).await?;
     let flow_ids: Vec<String> = unsettled.iter().map(GrantRecord::flow_id).collect();
+    let read_at_ms = app.clock.now_ms();
     let ledger = app.ledger.wallet(act_id, &flow_ids).await?;
+    Ok(whole_summary(app, act_id, &unsettled, &flow_ids, &ledger, read_at_ms))
+}
+
+/// The summary from a store read (`unsettled`, with their `flow_ids`) and the ledger snapshot
+/// taken after it (asked at `read_at_ms`), whose figures it remembers.
+fn whole_summary(
+    app: &App,
+    act_id: i64,
+    unsettled: &[GrantRecord],
+    flow_ids: &[String],
+    ledger: &LedgerWallet,
+    read_at_ms: u64,
+) -> WalletSummary {
+    app.wallet_figures.record(act_id, LedgerFigures::read(ledger, unsettled.iter().zip(flow_ids), read_at_ms));
     let mut pending_cents = 0i64;
     let mut pending_count = 0;
-    for (record, flow_id) in unsettled.iter().zip(&flow_ids) {
+    for (record, flow_id) in unsettled.iter().zip(flow_ids) {
         if !ledger.credited_flow_ids.contains(flow_id) {
             pending_cents = pending_cents.saturating_add(record.amount_cents);
             pending_count += 1;
         }
     }
-    Ok(WalletSummary {
+    WalletSummary {
         act_id,
         balance_cents: ledger.balance_cents.saturating_add(pending_cents),
         credited_cents: ledger.balance_cents,
         pending_cents,
         pending_count,
         total_income_cents: ledger.income_cents.saturating_add(pending_cents),
-    })
+    }
 }
 
 /// One line of the wallet flow.
@@ -215,18 +237,35 @@ fn token_item(record: GrantRecord) -> FlowItem {
 
 /// A page of the user's flow: credited red packets and withdrawals from the ledger merged with
 /// pending tokens from the store, newest first. Each source gives at most `limit` items older
-/// than the cursor, so the newest `limit` of their union is exactly the page.
+/// than the cursor, so the newest `limit` of their union is exactly the page. Either backend
+/// down is an error ([`flow_view`] degrades instead).
 pub async fn flow(app: &App, act_id: i64, limit: Option<usize>, cursor: Option<&str>) -> Result<FlowPage, WalletError> {
-    let limit = limit.unwrap_or(FLOW_PAGE_ITEMS_DEFAULT);
-    if limit == 0 || limit > FLOW_PAGE_ITEMS_MAX {
-        return Err(WalletError::BadRequest(format!("limit `{limit}` must be 1..={FLOW_PAGE_ITEMS_MAX}")));
-    }
-    let before = cursor.map(decode_cursor).transpose()?;
+    let (limit, before) = flow_bounds(limit, cursor)?;
     let tokens = app.store.user_tokens(act_id, before.as_ref(), limit).await?;
     let unsettled: Vec<String> =
         tokens.iter().filter(|r| r.status() != TokenStatus::Credited).map(GrantRecord::flow_id).collect();
     let credited = app.ledger.wallet(act_id, &unsettled).await?.credited_flow_ids;
     let entries = app.ledger.user_entries(act_id, before.as_ref(), limit).await?;
+    Ok(merged_page(entries, tokens, &credited, limit))
+}
+
+/// The page size and the position a flow request names.
+fn flow_bounds(limit: Option<usize>, cursor: Option<&str>) -> Result<(usize, Option<FlowPosition>), WalletError> {
+    let limit = limit.unwrap_or(FLOW_PAGE_ITEMS_DEFAULT);
+    if limit == 0 || limit > FLOW_PAGE_ITEMS_MAX {
+        return Err(WalletError::BadRequest(format!("limit `{limit}` must be 1..={FLOW_PAGE_ITEMS_MAX}")));
+    }
+    Ok((limit, cursor.map(decode_cursor).transpose()?))
+}
+
+/// The ledger's entries and the store's tokens it has not credited (`credited`: which of the
+/// page's unsettled tokens it has), as one page.
+fn merged_page(
+    entries: Vec<LedgerEntry>,
+    tokens: Vec<GrantRecord>,
+    credited: &std::collections::HashSet<String>,
+    limit: usize,
+) -> FlowPage {
     let mut items: Vec<FlowItem> = entries.into_iter().map(entry_item).collect();
     items.extend(
         tokens
@@ -234,6 +273,12 @@ pub async fn flow(app: &App, act_id: i64, limit: Option<usize>, cursor: Option<&
             .filter(|record| record.status() != TokenStatus::Credited && !credited.contains(&record.flow_id()))
             .map(token_item),
     );
+    page_of(items, limit)
+}
+
+/// The newest `limit` of `items` (each source gave at most `limit` older than the cursor), with
+/// the cursor to the next page.
+fn page_of(mut items: Vec<FlowItem>, limit: usize) -> FlowPage {
     items.sort_by(|a, b| (b.time_ms, &b.id).cmp(&(a.time_ms, &a.id)));
     items.dedup_by(|a, b| a.id == b.id);
     let more = items.len() > limit;
@@ -242,7 +287,7 @@ pub async fn flow(app: &App, act_id: i64, limit: Option<usize>, cursor: Option<&
         (true, Some(last)) => Some(encode_cursor(&FlowPosition { time_ms: last.time_ms, flow_id: last.id.clone() })),
         _ => None,
     };
-    Ok(FlowPage { items, next_cursor })
+    FlowPage { items, next_cursor }
 }
 
 /// `POST /v1/wallets/{act_id}/withdrawals`.

@@ -282,7 +282,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
             ok(&json!({ "results": results }))
         }
         Endpoint::Sessions => sessions(app, &admitted),
-        Endpoint::Wallet(act_id) => ok(&wallet::summary(app, act_id).await?),
+        Endpoint::Wallet(act_id) => ok(&wallet::summary_view(app, act_id).await?),
         Endpoint::Flow(act_id) => {
             let query = admitted.query.as_deref();
             let limit = query_param(query, "limit")
@@ -291,7 +291,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
                 })
                 .transpose()?;
             let cursor = query_param(query, "cursor").filter(|cursor| !cursor.is_empty());
-            ok(&wallet::flow(app, act_id, limit, cursor).await?)
+            ok(&wallet::flow_view(app, act_id, limit, cursor).await?)
         }
         Endpoint::Withdraw(act_id) => ok(&wallet::withdraw(app, act_id, admitted.json()?).await?),
         Endpoint::Restore(act_id) => ok(&json!({ "results": wallet::restore(app, act_id, admitted.json()?).await? })),

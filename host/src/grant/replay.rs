@@ -21,9 +21,6 @@ use crate::store::{
     GrantCommit, GrantRecord, LedgerCheck, StockLimits, StoreError, TokenStatus, UserRate, red_packet_flow_id,
 };
 
-/// How long the grant path goes without its ledger lookup after the ledger failed.
-const LEDGER_RETRY_AFTER_MS: u64 = 1_000;
-
 /// The original answer, when the store is in this process's memory and has the order.
 pub(super) async fn answered_locally(
     app: &App,
@@ -94,18 +91,19 @@ async fn ask_ledger(app: &App, activity_id: &str, order_no: &str) -> Result<Ledg
 }
 
 /// The ledger's entry for an order, unless the ledger failed less than
-/// `LEDGER_RETRY_AFTER_MS` ago (then `Err` at once: a down ledger does not slow every grant by
-/// its deadline).
+/// [`crate::breaker::LEDGER_RETRY_AFTER_MS`] ago (then `Err` at once: a down ledger does not
+/// slow every grant by its deadline; one lookup a second tries it again).
 async fn ledger_entry(app: &App, activity_id: &str, order_no: &str) -> Result<Option<LedgerEntry>, LedgerError> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let now = app.clock.monotonic_ms();
-    if now < app.ledger_down_until_ms.load(Relaxed) {
+    if !app.ledger_breaker.allows(app.clock.monotonic_ms()) {
         return Err(LedgerError::Unavailable("failed less than a second ago".into()));
     }
     let found = app.ledger.entry(&red_packet_flow_id(activity_id, order_no)).await;
-    if let Err(error) = &found {
-        app.ledger_down_until_ms.store(now + LEDGER_RETRY_AFTER_MS, Relaxed);
-        tracing::warn!(%error, "ledger unavailable; granting on the token store's replay check alone");
+    match &found {
+        Err(error) => {
+            app.ledger_breaker.failed(app.clock.monotonic_ms());
+            tracing::warn!(%error, "ledger unavailable; granting on the token store's replay check alone");
+        }
+        Ok(_) => app.ledger_breaker.succeeded(),
     }
     found
 }
