@@ -90,6 +90,9 @@ fn send_grab_refund_keeps_every_cent(deployment: Deployment) {
     );
     let view = packet(&server, &packet_id);
     assert_eq!((view["shares_left"].as_i64(), view["status"].as_str()), (Some(1), Some("open")), "{view}");
+    // While it is open the books balance too: what is not credited is still in the account.
+    let (_, open_books) = server.get(&format!("/v1/packets/{packet_id}/reconciliation"));
+    assert_eq!(open_books["balanced"], true, "{open_books}");
     let claimed: i64 = grabbed.iter().map(|(_, amount)| amount).sum();
     assert_eq!(view["cents_left"].as_i64(), Some(400 - claimed));
 
@@ -112,6 +115,13 @@ fn send_grab_refund_keeps_every_cent(deployment: Deployment) {
     let kinds = flow_kinds(&server, sender);
     assert!(kinds.contains(&("packet_sent".to_owned(), -400)), "{kinds:?}");
     assert!(kinds.contains(&("packet_refund".to_owned(), 400 - claimed)), "{kinds:?}");
+    let (status, books) = server.get(&format!("/v1/packets/{packet_id}/reconciliation"));
+    assert_eq!(status, 200, "{books}");
+    assert_eq!((books["balanced"].as_bool(), books["account_cents"].as_i64()), (Some(true), Some(0)), "{books}");
+    assert_eq!(
+        (books["credited_cents"].as_i64(), books["refunded_cents"].as_i64()),
+        (Some(claimed), Some(400 - claimed))
+    );
     // Every cent: with a grabber or back with the sender.
     let total: i64 =
         grabbed.iter().map(|(grabber, _)| server.wallet(*grabber)["balance_cents"].as_i64().unwrap()).sum();
@@ -163,8 +173,12 @@ fn equal_split_grab_list_and_empty(deployment: Deployment) {
         let (status, answer) = send(&server, &bad);
         assert_eq!((status, answer["code"].as_str()), (400, Some("bad_request")), "{why}: {answer}");
     }
-    let (status, unknown) = grab(&server, "00000000000000000000", 6301);
-    assert_eq!((status, unknown["code"].as_str()), (404, Some("packet_not_found")), "{unknown}");
+    for unknown_id in ["00000000000000000000", "not-a-packet"] {
+        let (status, unknown) = grab(&server, unknown_id, 6301);
+        assert_eq!((status, unknown["code"].as_str()), (404, Some("packet_not_found")), "{unknown}");
+    }
+    let (status, wrong_method) = server.get(&format!("/v1/packets/{packet_id}/grabs"));
+    assert_eq!(status, 405, "{wrong_method}");
 }
 
 // Proves a packet nobody grabs goes back to its sender on its own at expiry, exactly once.

@@ -296,7 +296,8 @@ fn default_authorization(method: &str, path: &str, body: Option<&Value>, payload
     if matches!(route, "/healthz" | "/v1/keys" | "/v1/tokens:verify") {
         return None;
     }
-    let packet_refund = route.starts_with("/v1/packets/") && route.ends_with("/refund");
+    let packet_refund =
+        route.starts_with("/v1/packets/") && (route.ends_with("/refund") || route.ends_with("/reconciliation"));
     if matches!(route, "/v1/scenes" | "/v1/plugins" | "/v1/security")
         || route.starts_with("/v1/activities/")
         || packet_refund

@@ -82,6 +82,7 @@ enum Endpoint<'p> {
     Packet(&'p str),
     PacketGrab(&'p str),
     PacketRefund(&'p str),
+    PacketBooks(&'p str),
 }
 
 impl<'p> Endpoint<'p> {
@@ -101,9 +102,10 @@ impl<'p> Endpoint<'p> {
             (&Method::POST, ["v1", "wallets", act_id, "withdrawals"]) => Endpoint::Withdraw(parse_act_id(act_id)?),
             (&Method::POST, ["v1", "wallets", act_id, "tokens:restore"]) => Endpoint::Restore(parse_act_id(act_id)?),
             (&Method::POST, ["v1", "packets"]) => Endpoint::PacketSend,
-            (&Method::GET, ["v1", "packets", id]) if packet::is_packet_id(id) => Endpoint::Packet(id),
-            (&Method::POST, ["v1", "packets", id, "grabs"]) if packet::is_packet_id(id) => Endpoint::PacketGrab(id),
-            (&Method::POST, ["v1", "packets", id, "refund"]) if packet::is_packet_id(id) => Endpoint::PacketRefund(id),
+            (&Method::GET, ["v1", "packets", id]) => Endpoint::Packet(id),
+            (&Method::POST, ["v1", "packets", id, "grabs"]) => Endpoint::PacketGrab(id),
+            (&Method::POST, ["v1", "packets", id, "refund"]) => Endpoint::PacketRefund(id),
+            (&Method::GET, ["v1", "packets", id, "reconciliation"]) => Endpoint::PacketBooks(id),
             (&Method::GET, ["v1", "scenes"]) => Endpoint::Scenes,
             (&Method::GET, ["v1", "plugins"]) => Endpoint::Plugins,
             (&Method::GET, ["v1", "security"]) => Endpoint::Security,
@@ -123,6 +125,8 @@ impl<'p> Endpoint<'p> {
                 ]
                 | ["v1", "wallets", _, ..]
                 | ["v1", "packets"]
+                | ["v1", "packets", _]
+                | ["v1", "packets", _, "grabs" | "refund" | "reconciliation"]
                 | ["v1", "activities", _, _],
             ) => return Err(ApiError::method_not_allowed(method, path)),
             _ => return Err(ApiError::not_found(path)),
@@ -146,6 +150,7 @@ impl<'p> Endpoint<'p> {
             | Endpoint::Security
             | Endpoint::Reconciliation(_)
             | Endpoint::PacketRefund(_)
+            | Endpoint::PacketBooks(_)
             | Endpoint::Repair(_) => Need::Admin,
         }
     }
@@ -306,6 +311,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
             admitted.acting_for(body.act_id, Scope::PacketsGrab)?;
             ok(&packet::grab(app, admitted.app_id()?, id, body).await?)
         }
+        Endpoint::PacketBooks(id) => ok(&packet::reconcile(app, id).await?),
         Endpoint::PacketRefund(id) => {
             packet::refund::refund_now(app, id).await?;
             ok(&packet::show(app, id).await?)

@@ -185,13 +185,13 @@ struct Tally {
 }
 
 /// One keep-alive HTTP/1.1 connection.
-struct Connection {
+pub(super) struct Connection {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     credentials: ClientCredentials,
 }
 
 impl Connection {
-    async fn open(target: &str, credentials: &ClientCredentials) -> anyhow::Result<Connection> {
+    pub(super) async fn open(target: &str, credentials: &ClientCredentials) -> anyhow::Result<Connection> {
         let stream = tokio::net::TcpStream::connect(target).await.with_context(|| format!("connecting to {target}"))?;
         stream.set_nodelay(true)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -201,7 +201,7 @@ impl Connection {
         Ok(Connection { sender, credentials: credentials.clone() })
     }
 
-    async fn send(&mut self, method: &str, path: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+    pub(super) async fn send(&mut self, method: &str, path: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
         self.sender.ready().await?;
         let mut request = hyper::Request::builder()
             .method(method)

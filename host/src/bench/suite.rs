@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
+use super::grabs::{self, GrabConfig, GrabReport};
 use super::rain::{self, RainConfig, RainReport};
 use super::yardstick;
 use crate::access::apps::{ALL_ACTIVITIES, Apps};
@@ -182,6 +183,43 @@ fn rain_config(host: &Host, activity: &str, config: &SuiteConfig, first_user: i6
     }
 }
 
+/// A grab rain on `host`: packets of the most shares one packet may have, one after the other,
+/// grabbed by the suite's connections; senders (and their grabbers) numbered from `sender`.
+fn grab_config(host: &Host, activity: &str, config: &SuiteConfig, sender: i64) -> GrabConfig {
+    GrabConfig {
+        target: host.addr.clone(),
+        credentials: host.credentials.clone(),
+        app_id: BENCH_APP,
+        funding: (activity.into(), "rain".into(), "cash".into()),
+        packets: SUITE_GRAB_PACKETS,
+        shares: crate::packet::PACKET_SHARES_MAX,
+        connections: config.connections,
+        sender,
+    }
+}
+
+/// Hot packets per grab rain.
+const SUITE_GRAB_PACKETS: u32 = 10;
+
+fn grab_row(md: &mut String, what: &str, report: &GrabReport) {
+    let _ = writeln!(
+        md,
+        "| {what} | {} packets × {} shares, {} clients | **{:.0} grabs/s** | p50 {:.2} ms, p99 {:.2} ms | {} losers answered `packet_empty`; books {} |",
+        report.packets,
+        report.grabs / u64::from(report.packets.max(1)),
+        report.connections,
+        report.grabs_per_s,
+        report.p50_ms,
+        report.p99_ms,
+        report.empty,
+        if report.exact { "exact" } else { "**WRONG**" }
+    );
+}
+
+/// The table the grab rains are reported in.
+const GRAB_TABLE_HEADER: &str =
+    "| grab rain on one hot packet | shape | rate | latency | check |\n|---|---|---|---|---|\n";
+
 /// Grants per request in the suite's batch runs: what an app backend that aggregates might send.
 const SUITE_BATCH: usize = 16;
 
@@ -272,6 +310,7 @@ async fn embedded_runs(
         ..rain_config(&embedded, "bench-embedded", config, 600_000_000)
     })
     .await?;
+    let grab_rain = grabs::run(&grab_config(&embedded, "bench-embedded", config, 900_000_000)).await?;
     // The hello-world rain is shaped like the others (its target and its books check aside).
     let hello_shape = rain_config(&embedded, "hello", config, 1);
     drop(embedded);
@@ -315,6 +354,10 @@ async fn embedded_runs(
     figures.insert("embedded".into(), json!(fastest));
     figures.insert("embedded_paced_20k".into(), json!(paced));
     figures.insert("embedded_batched".into(), json!(batched));
+    figures.insert("embedded_grabs".into(), json!(grab_rain));
+    md.push_str(GRAB_TABLE_HEADER);
+    grab_row(md, "embedded", &grab_rain);
+    md.push('\n');
     figures.insert("embedded_bytes_per_token".into(), json!(embedded_bytes_per_token));
     figures.insert("hello_world".into(), json!(hello));
     figures.insert("signing".into(), json!(signing));
@@ -385,6 +428,7 @@ impl<'a> Production<'a> {
             ..rain_config(&host, &token_activity, config, 700_000_000)
         })
         .await?;
+        let grab_rain = grabs::run(&grab_config(&host, &token_activity, config, 910_000_000)).await?;
         drop(host);
         eprintln!("Redis + PostgreSQL: synchronous crediting");
         let sync_activity = self.activity("sync");
@@ -402,6 +446,10 @@ impl<'a> Production<'a> {
             &token_batched,
         );
         table_row(md, "synchronous design (`--sync-credit`: credit, then answer)", &sync);
+        md.push('\n');
+        md.push_str(GRAB_TABLE_HEADER);
+        grab_row(md, "Redis + PostgreSQL", &grab_rain);
+        figures.insert("redis_grabs".into(), json!(grab_rain));
         let _ = writeln!(
             md,
             "\nThe token design takes **{:.1} ×** the grants per second of the synchronous design.",

@@ -361,6 +361,9 @@ pub async fn send(app: &App, app_id: i64, body: SendBody) -> Result<SendAnswer, 
 
 /// The packet, or 404.
 async fn stored(app: &App, packet_id: &str) -> Result<PacketState, PacketError> {
+    if !is_packet_id(packet_id) {
+        return Err(PacketError::NotFound(packet_id.chars().take(32).collect()));
+    }
     app.store.packet(packet_id).await?.ok_or_else(|| PacketError::NotFound(packet_id.to_owned()))
 }
 
@@ -499,5 +502,79 @@ pub async fn show(app: &App, packet_id: &str) -> Result<PacketView, PacketError>
         grabs,
         refunded_cents: state.refunded_cents,
         restricted: !def.grabbers.is_empty(),
+    })
+}
+
+/// A packet's books (`GET /v1/packets/{id}/reconciliation`, admin): every cent of the packet is
+/// with a grabber (credited, or claimed and on its way), back with the sender, or in the packet
+/// account while it is open.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PacketBooks {
+    /// The packet.
+    pub packet_id: String,
+    /// What the send entry moved into the packet account.
+    pub sent_cents: i64,
+    /// The shares claimed, by the store.
+    pub claimed_cents: i64,
+    /// Grabs the ledger has credited.
+    pub credited_cents: i64,
+    /// Grabs claimed and not credited yet (the writer's backlog for this packet).
+    pub pending_cents: i64,
+    /// The refund entry's amount, when written.
+    pub refunded_cents: i64,
+    /// The packet account's balance.
+    pub account_cents: i64,
+    /// Every check below holds.
+    pub balanced: bool,
+    /// What does not add up, for people.
+    pub problems: Vec<String>,
+}
+
+/// Reads and checks a packet's books (see [`PacketBooks`]).
+pub async fn reconcile(app: &App, packet_id: &str) -> Result<PacketBooks, PacketError> {
+    let state = stored(app, packet_id).await?;
+    let def = &state.def;
+    let sent_cents = app.ledger.entry(&format!("ps/{packet_id}")).await?.map_or(0, |entry| entry.amount_cents);
+    let refunded_cents = app.ledger.entry(&format!("pr/{packet_id}")).await?.map_or(0, |entry| entry.amount_cents);
+    let credited: Vec<LedgerEntry> = app.ledger.red_packets_of(&packet_activity(packet_id)).await?;
+    let credited_cents: i64 = credited.iter().map(|entry| entry.amount_cents).sum();
+    let account_cents = app.ledger.balance(&packet_account(packet_id)).await?;
+    let claimed_cents: i64 = state.claims.iter().map(|&(_, index)| def.shares[index as usize]).sum();
+    let mut problems = Vec::new();
+    if sent_cents != def.total_cents {
+        problems.push(format!("the send entry moved {sent_cents} cents of a {} cent packet", def.total_cents));
+    }
+    if account_cents != sent_cents - credited_cents - refunded_cents {
+        problems.push(format!(
+            "the packet account holds {account_cents} cents, not sent − credited − refunded = {}",
+            sent_cents - credited_cents - refunded_cents
+        ));
+    }
+    if credited_cents > claimed_cents {
+        problems.push(format!("{credited_cents} cents credited but only {claimed_cents} claimed"));
+    }
+    for entry in &credited {
+        let claim = state.claims.iter().find(|&&(act_id, _)| grab_order_no(act_id) == entry.reference);
+        match claim {
+            Some(&(_, index)) if def.shares[index as usize] == entry.amount_cents => {}
+            _ => problems.push(format!("credited grab `{}` matches no claimed share", entry.id)),
+        }
+    }
+    if state.refunded_cents.is_some() && claimed_cents + refunded_cents != def.total_cents {
+        problems.push(format!(
+            "refunded: {claimed_cents} claimed + {refunded_cents} refunded is not the {} cent total",
+            def.total_cents
+        ));
+    }
+    Ok(PacketBooks {
+        packet_id: packet_id.to_owned(),
+        sent_cents,
+        claimed_cents,
+        credited_cents,
+        pending_cents: claimed_cents - credited_cents,
+        refunded_cents,
+        account_cents,
+        balanced: problems.is_empty(),
+        problems,
     })
 }

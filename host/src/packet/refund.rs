@@ -91,8 +91,8 @@ pub async fn run(app: std::sync::Arc<App>, mut shutdown: tokio::sync::watch::Rec
 /// `POST /v1/packets/{id}/refund`: a packet sent by mistake or under a fraud hold). The same
 /// steps as at expiry, so it is safe beside a sweep.
 pub async fn refund_now(app: &App, packet_id: &str) -> Result<(), PacketError> {
-    if app.store.packet(packet_id).await?.is_none() {
-        return Err(PacketError::NotFound(packet_id.to_owned()));
+    if !super::is_packet_id(packet_id) || app.store.packet(packet_id).await?.is_none() {
+        return Err(PacketError::NotFound(packet_id.chars().take(32).collect()));
     }
     refund(app, packet_id).await.map(|_| ())
 }
