@@ -10,6 +10,7 @@ use crate::access::Access;
 use crate::capability::rate_limit::RateLimiter;
 use crate::clock::Clock;
 use crate::config::SceneRegistry;
+use crate::identity::Identities;
 use crate::issuer::Issuer;
 use crate::issuer::watch::ForgeryWatch;
 use crate::ledger::{EmbeddedLedger, Ledger, PostgresLedger};
@@ -65,6 +66,8 @@ pub struct App {
     pub store: Store,
     /// Where money moves.
     pub ledger: Ledger,
+    /// (app, app_user_id) → act_id, beside the ledger.
+    pub identities: Identities,
     /// Credits the queue to the ledger.
     pub writer: Arc<LedgerWriter>,
     /// Per-scene and per-user rate state.
@@ -110,6 +113,7 @@ impl App {
                 Ledger::Postgres(PostgresLedger::connect(url).await.context("connecting to the PostgreSQL ledger")?)
             }
         };
+        let identities = Identities::open(&config.data_dir, &ledger).await.context("opening the identity storage")?;
         let writer = Arc::new(
             LedgerWriter::new(store.clone(), ledger.clone(), clock.clone(), config.writer)
                 .with_scenes(registry.clone()),
@@ -123,6 +127,7 @@ impl App {
             data_dir: config.data_dir.clone(),
             store,
             ledger,
+            identities,
             writer,
             rate: RateLimiter::default(),
             clock,

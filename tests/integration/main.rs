@@ -10,6 +10,7 @@ mod crash;
 mod deployment;
 mod fleet;
 mod grants;
+mod identities;
 mod money_properties;
 mod plugins;
 mod readme;

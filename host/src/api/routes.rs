@@ -8,7 +8,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{ApiError, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX, body};
+use super::{ApiError, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX, body, named_user};
 use crate::access::apps::AppEntry;
 use crate::access::session::{SESSION_TTL_S_MAX, Scope};
 use crate::access::signature::AuthError;
@@ -68,6 +68,7 @@ enum Endpoint<'p> {
     Verify,
     Grant,
     GrantBatch,
+    Identities,
     Sessions,
     Wallet(i64),
     Flow(i64),
@@ -92,6 +93,7 @@ impl<'p> Endpoint<'p> {
             (&Method::POST, ["v1", "grants"]) => Endpoint::Grant,
             (&Method::POST, ["v1", "grants:batch"]) => Endpoint::GrantBatch,
             (&Method::POST, ["v1", "sessions"]) => Endpoint::Sessions,
+            (&Method::POST, ["v1", "identities"]) => Endpoint::Identities,
             (&Method::GET, ["v1", "wallets", act_id]) => Endpoint::Wallet(parse_act_id(act_id)?),
             (&Method::GET, ["v1", "wallets", act_id, "flow"]) => Endpoint::Flow(parse_act_id(act_id)?),
             (&Method::POST, ["v1", "wallets", act_id, "withdrawals"]) => Endpoint::Withdraw(parse_act_id(act_id)?),
@@ -110,8 +112,8 @@ impl<'p> Endpoint<'p> {
                 ["healthz"]
                 | [
                     "v1",
-                    "scenes" | "keys" | "tokens:verify" | "grants" | "grants:batch" | "sessions" | "plugins"
-                    | "security",
+                    "scenes" | "keys" | "tokens:verify" | "grants" | "grants:batch" | "sessions" | "identities"
+                    | "plugins" | "security",
                 ]
                 | ["v1", "wallets", _, ..]
                 | ["v1", "activities", _, _],
@@ -125,7 +127,7 @@ impl<'p> Endpoint<'p> {
     fn need(self) -> Need {
         match self {
             Endpoint::Health | Endpoint::Keys | Endpoint::Verify => Need::Public,
-            Endpoint::Grant | Endpoint::GrantBatch | Endpoint::Sessions => Need::App,
+            Endpoint::Grant | Endpoint::GrantBatch | Endpoint::Sessions | Endpoint::Identities => Need::App,
             Endpoint::Wallet(act_id) | Endpoint::Flow(act_id) => Need::User { act_id, scope: Scope::WalletRead },
             Endpoint::Withdraw(act_id) => Need::User { act_id, scope: Scope::WalletWithdraw },
             Endpoint::Restore(act_id) => Need::User { act_id, scope: Scope::TokensRestore },
@@ -145,6 +147,7 @@ impl<'p> Endpoint<'p> {
             | Endpoint::Grant
             | Endpoint::GrantBatch
             | Endpoint::Sessions
+            | Endpoint::Identities
             | Endpoint::Withdraw(_)
             | Endpoint::Repair(_) => Some(REQUEST_BODY_BYTES_MAX),
             _ => None,
@@ -237,21 +240,14 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
             let body: VerifyBody = admitted.json()?;
             verify(app, &body.token).await
         }
-        Endpoint::Grant => {
-            let body: grant::GrantRequest = admitted.json()?;
-            access::authorize_grant(admitted.app()?, body.app_id, &body.activity_id)?;
-            ok(&grant::grant(app, body).await?)
-        }
+        // A grant names its user by `act_id` or by `app_user_id` (see `named_user`).
+        Endpoint::Grant => ok(&named_user::grant(app, admitted.app()?, admitted.json()?).await?),
         Endpoint::GrantBatch => {
-            let body: grant::GrantBatchRequest = admitted.json()?;
-            let signer = admitted.app()?;
-            for request in &body.grants {
-                access::authorize_grant(signer, request.app_id, &request.activity_id)?;
-            }
-            let results: Vec<GrantBatchItem> =
-                grant::grant_batch(app, body).await?.into_iter().map(GrantBatchItem::from).collect();
+            let answers = named_user::grant_batch(app, admitted.app()?, admitted.json()?).await?;
+            let results: Vec<GrantBatchItem> = answers.into_iter().map(GrantBatchItem::from).collect();
             ok(&json!({ "results": results }))
         }
+        Endpoint::Identities => ok(&named_user::bind(app, admitted.app()?, admitted.json()?).await?),
         Endpoint::Sessions => sessions(app, &admitted),
         Endpoint::Wallet(act_id) => ok(&wallet::summary(app, act_id).await?),
         Endpoint::Flow(act_id) => {
@@ -480,14 +476,11 @@ enum GrantBatchItem {
     },
 }
 
-impl From<Result<grant::GrantResponse, grant::GrantError>> for GrantBatchItem {
-    fn from(answer: Result<grant::GrantResponse, grant::GrantError>) -> Self {
+impl From<Result<grant::GrantResponse, ApiError>> for GrantBatchItem {
+    fn from(answer: Result<grant::GrantResponse, ApiError>) -> Self {
         match answer {
             Ok(grant) => GrantBatchItem::Granted { status: 200, grant },
-            Err(error) => {
-                let ApiError { status, code, message } = error.into();
-                GrantBatchItem::Refused { status, code, message }
-            }
+            Err(ApiError { status, code, message }) => GrantBatchItem::Refused { status, code, message },
         }
     }
 }
