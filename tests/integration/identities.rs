@@ -255,3 +255,43 @@ fn identity_refusals(deployment: Deployment) {
     // Nothing above bound `r-1`.
     assert_eq!(bound(&server, 1128, "r-1", None)["created"].as_bool(), Some(true));
 }
+
+// Proves a signed app reads its user's wallet and flow by name (`app_user:{app_user_id}`),
+// resolved for the signing app only (another app's same name is another user), and that a
+// session, which is for one act_id, cannot use the name.
+conformance!(apps_read_wallets_by_app_user_id);
+fn apps_read_wallets_by_app_user_id(deployment: Deployment) {
+    let backends = deployment.backends();
+    let server = Server::start_on(&backends, &[]);
+    let act_id = bound(&server, 1128, "w-1", Some(PHONE))["act_id"].as_i64().unwrap();
+    let (status, grant) = grant_to_user(&server, 1128, "w-1", 0);
+    assert_eq!(status, 200, "{grant}");
+    server.wait_credited(act_id);
+
+    let (status, wallet) = server.get("/v1/wallets/app_user:w-1");
+    assert_eq!(status, 200, "{wallet}");
+    assert_eq!((wallet["act_id"].as_i64(), wallet["balance_cents"].as_i64()), (Some(act_id), Some(88)), "{wallet}");
+    let (status, flow) = server.get("/v1/wallets/app_user:w-1/flow?limit=5");
+    assert_eq!(status, 200, "{flow}");
+    assert_eq!(flow["items"].as_array().map(Vec::len), Some(1), "{flow}");
+
+    let read_as =
+        |app_id: i64, path: &str| request_as(&server.addr, &Auth::App(app_id), "GET", path, "", "application/json");
+    let (status, other) = read_as(2329, "/v1/wallets/app_user:w-1");
+    assert_eq!(status, 200, "{other}");
+    assert_ne!(other["act_id"].as_i64(), Some(act_id), "app 2329's `w-1` is another user");
+    assert_eq!(other["balance_cents"].as_i64(), Some(0));
+    let (status, bad) = server.get("/v1/wallets/app_user:a%2Fb");
+    assert_eq!((status, bad["code"].as_str()), (400, Some("bad_request")), "{bad}");
+
+    let (status, session) =
+        server.post("/v1/sessions", &json!({ "act_id": act_id, "scopes": ["wallet:read"], "ttl_s": 60 }));
+    assert_eq!(status, 200, "{session}");
+    let bearer = Auth::Header(format!("Bearer {}", session["session"].as_str().unwrap()));
+    let (status, own) =
+        request_as(&server.addr, &bearer, "GET", &format!("/v1/wallets/{act_id}"), "", "application/json");
+    assert_eq!(status, 200, "{own}");
+    let (status, refused) =
+        request_as(&server.addr, &bearer, "GET", "/v1/wallets/app_user:w-1", "", "application/json");
+    assert_eq!((status, refused["code"].as_str()), (403, Some("forbidden")), "{refused}");
+}

@@ -1,6 +1,7 @@
-//! Requests that name their user by the app's own id: `POST /v1/identities`, and grant bodies
+//! Requests that name their user by the app's own id: `POST /v1/identities`, grant bodies
 //! (`POST /v1/grants` and each item of `grants:batch`) that carry `"app_user_id"` instead of
-//! `"act_id"`, resolved for the signing app ([`identity::resolve_act_id`]).
+//! `"act_id"`, and wallet reads of `app_user:{app_user_id}`, resolved for the signing app
+//! ([`identity::resolve_act_id`]).
 //!
 //! A grant body is decoded as [`GrantRequest`] (the same strict fields) with the user taken out
 //! first, and the request is authorized before anything is bound, so a refused request binds
@@ -29,6 +30,12 @@ pub struct IdentityBody {
 /// `POST /v1/identities` for the signing app.
 pub async fn bind(app: &App, signer: &AppEntry, body: IdentityBody) -> Result<Binding, ApiError> {
     Ok(identity::bind(app, signer.app_id, &body.app_user_id, body.phone.as_deref()).await?)
+}
+
+/// The act_id of the signing app's user named in a wallet path (`app_user:{app_user_id}`),
+/// resolved as a grant's: an unknown user is bound (and has an empty wallet).
+pub async fn act_id_of(app: &App, signer: &AppEntry, app_user_id: &str) -> Result<i64, ApiError> {
+    Ok(identity::resolve_act_id(app, signer.app_id, None, Some(app_user_id)).await?)
 }
 
 /// `POST /v1/grants:batch` as its body comes: each grant as a JSON object.

@@ -53,6 +53,19 @@ fn parse_act_id(text: &str) -> Result<i64, ApiError> {
     }
 }
 
+/// A wallet path segment that names the signing app's user instead of an act_id.
+const APP_USER_PREFIX: &str = "app_user:";
+
+/// `GET /v1/wallets/{…}/flow?limit=&cursor=`.
+async fn flow(app: &App, act_id: i64, admitted: &Admitted) -> Answer {
+    let query = admitted.query.as_deref();
+    let limit = query_param(query, "limit")
+        .map(|text| text.parse::<usize>().map_err(|_| ApiError::bad_request(format!("limit `{text}` is not a number"))))
+        .transpose()?;
+    let cursor = query_param(query, "cursor").filter(|cursor| !cursor.is_empty());
+    ok(&wallet::flow(app, act_id, limit, cursor).await?)
+}
+
 fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
     query?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -72,6 +85,10 @@ enum Endpoint<'p> {
     Sessions,
     Wallet(i64),
     Flow(i64),
+    /// `GET /v1/wallets/app_user:{app_user_id}`: the signing app's user.
+    WalletOf(&'p str),
+    /// `GET /v1/wallets/app_user:{app_user_id}/flow`.
+    FlowOf(&'p str),
     Withdraw(i64),
     Restore(i64),
     Scenes,
@@ -94,6 +111,12 @@ impl<'p> Endpoint<'p> {
             (&Method::POST, ["v1", "grants:batch"]) => Endpoint::GrantBatch,
             (&Method::POST, ["v1", "sessions"]) => Endpoint::Sessions,
             (&Method::POST, ["v1", "identities"]) => Endpoint::Identities,
+            (&Method::GET, ["v1", "wallets", user]) if user.starts_with(APP_USER_PREFIX) => {
+                Endpoint::WalletOf(&user[APP_USER_PREFIX.len()..])
+            }
+            (&Method::GET, ["v1", "wallets", user, "flow"]) if user.starts_with(APP_USER_PREFIX) => {
+                Endpoint::FlowOf(&user[APP_USER_PREFIX.len()..])
+            }
             (&Method::GET, ["v1", "wallets", act_id]) => Endpoint::Wallet(parse_act_id(act_id)?),
             (&Method::GET, ["v1", "wallets", act_id, "flow"]) => Endpoint::Flow(parse_act_id(act_id)?),
             (&Method::POST, ["v1", "wallets", act_id, "withdrawals"]) => Endpoint::Withdraw(parse_act_id(act_id)?),
@@ -128,6 +151,8 @@ impl<'p> Endpoint<'p> {
         match self {
             Endpoint::Health | Endpoint::Keys | Endpoint::Verify => Need::Public,
             Endpoint::Grant | Endpoint::GrantBatch | Endpoint::Sessions | Endpoint::Identities => Need::App,
+            // Only an app knows its own users' names; a session is for one act_id.
+            Endpoint::WalletOf(_) | Endpoint::FlowOf(_) => Need::App,
             Endpoint::Wallet(act_id) | Endpoint::Flow(act_id) => Need::User { act_id, scope: Scope::WalletRead },
             Endpoint::Withdraw(act_id) => Need::User { act_id, scope: Scope::WalletWithdraw },
             Endpoint::Restore(act_id) => Need::User { act_id, scope: Scope::TokensRestore },
@@ -250,16 +275,12 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
         Endpoint::Identities => ok(&named_user::bind(app, admitted.app()?, admitted.json()?).await?),
         Endpoint::Sessions => sessions(app, &admitted),
         Endpoint::Wallet(act_id) => ok(&wallet::summary(app, act_id).await?),
-        Endpoint::Flow(act_id) => {
-            let query = admitted.query.as_deref();
-            let limit = query_param(query, "limit")
-                .map(|text| {
-                    text.parse::<usize>().map_err(|_| ApiError::bad_request(format!("limit `{text}` is not a number")))
-                })
-                .transpose()?;
-            let cursor = query_param(query, "cursor").filter(|cursor| !cursor.is_empty());
-            ok(&wallet::flow(app, act_id, limit, cursor).await?)
+        Endpoint::Flow(act_id) => flow(app, act_id, &admitted).await,
+        Endpoint::WalletOf(user) => {
+            let act_id = named_user::act_id_of(app, admitted.app()?, user).await?;
+            ok(&wallet::summary(app, act_id).await?)
         }
+        Endpoint::FlowOf(user) => flow(app, named_user::act_id_of(app, admitted.app()?, user).await?, &admitted).await,
         Endpoint::Withdraw(act_id) => ok(&wallet::withdraw(app, act_id, admitted.json()?).await?),
         Endpoint::Restore(act_id) => ok(&json!({ "results": wallet::restore(app, act_id, admitted.json()?).await? })),
         Endpoint::Scenes => ok(&scenes(app)),
