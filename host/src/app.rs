@@ -11,6 +11,7 @@ use crate::breaker::{Breaker, LEDGER_RETRY_AFTER_MS, STORE_RETRY_AFTER_MS};
 use crate::capability::rate_limit::RateLimiter;
 use crate::clock::Clock;
 use crate::config::SceneRegistry;
+use crate::identity::Identities;
 use crate::issuer::Issuer;
 use crate::issuer::watch::ForgeryWatch;
 use crate::ledger::{EmbeddedLedger, Ledger, PostgresLedger};
@@ -67,6 +68,8 @@ pub struct App {
     pub store: Store,
     /// Where money moves.
     pub ledger: Ledger,
+    /// (app, app_user_id) → act_id, beside the ledger.
+    pub identities: Identities,
     /// Credits the queue to the ledger.
     pub writer: Arc<LedgerWriter>,
     /// Per-scene and per-user rate state.
@@ -117,6 +120,7 @@ impl App {
                 Ledger::Postgres(PostgresLedger::connect(url).await.context("connecting to the PostgreSQL ledger")?)
             }
         };
+        let identities = Identities::open(&config.data_dir, &ledger).await.context("opening the identity storage")?;
         let writer = Arc::new(
             LedgerWriter::new(store.clone(), ledger.clone(), clock.clone(), config.writer)
                 .with_scenes(registry.clone()),
@@ -130,6 +134,7 @@ impl App {
             data_dir: config.data_dir.clone(),
             store,
             ledger,
+            identities,
             writer,
             rate: RateLimiter::default(),
             clock,

@@ -32,6 +32,8 @@
 //! - [`writer`]: the throttled ledger writer (status 1 → 2 → 8).
 //! - [`journal`]: the append-only files that make the embedded store's and ledger's memory
 //!   durable.
+//! - [`identity`]: (app, app_user_id) → act_id, the phone number winning across apps, kept
+//!   beside the ledger (`embedded` journal or `postgres` tables).
 //! - [`grant`]: the grant path, in steps (resolve the scene, run the hooks, mint, commit), with
 //!   `grant::replay` finding earlier answers; [`wallet`]: balance, flow, withdrawals, restore, and
 //!   `wallet::degraded`, the reads that answer from one backend when the other is down.
@@ -62,6 +64,7 @@ pub mod clock;
 pub mod config;
 pub mod failpoint;
 pub mod grant;
+pub mod identity;
 pub mod issuer;
 pub mod journal;
 pub mod ledger;

@@ -364,7 +364,7 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 
 /// Runs a query over the simple-query protocol on a fresh connection; returns the rows as text.
 /// It runs on a thread of its own, so callers may be inside a tokio runtime or not.
-fn pg_query(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+pub fn pg_query(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
     let (url, sql) = (url.to_owned(), sql.to_owned());
     let query = async move {
         let mut config: tokio_postgres::Config = url.parse()?;

@@ -11,6 +11,7 @@ mod degraded;
 mod deployment;
 mod fleet;
 mod grants;
+mod identities;
 mod money_properties;
 mod packets;
 mod plugins;

@@ -7,6 +7,7 @@ use crate::capability::inventory::AmountError;
 use crate::capability::rate_limit::RateRejection;
 use crate::capability::reconciliation::ReconcileError;
 use crate::grant::GrantError;
+use crate::identity::IdentityError;
 use crate::store::{StockOut, StoreError};
 use crate::wallet::WalletError;
 
@@ -138,6 +139,17 @@ impl From<crate::packet::PacketError> for ApiError {
             PacketError::Expired(_) => (409, "packet_expired"),
             PacketError::Unavailable(_) => (503, "unavailable"),
             PacketError::TooManyPending(_) => (503, "too_many_pending"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(error: IdentityError) -> Self {
+        let (status, code) = match &error {
+            IdentityError::BadRequest(_) => (400, "bad_request"),
+            IdentityError::Conflict { .. } => (409, "identity_conflict"),
+            IdentityError::Unavailable(_) => (503, "unavailable"),
         };
         ApiError::new(status, code, error.to_string())
     }

@@ -4,6 +4,7 @@
 
 pub mod body;
 mod error;
+pub mod named_user;
 mod routes;
 
 use std::net::SocketAddr;

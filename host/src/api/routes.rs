@@ -8,7 +8,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{ApiError, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX, body};
+use super::{ApiError, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX, body, named_user};
 use crate::access::apps::AppEntry;
 use crate::access::session::{SESSION_TTL_S_MAX, Scope};
 use crate::access::signature::AuthError;
@@ -53,6 +53,19 @@ fn parse_act_id(text: &str) -> Result<i64, ApiError> {
     }
 }
 
+/// A wallet path segment that names the signing app's user instead of an act_id.
+const APP_USER_PREFIX: &str = "app_user:";
+
+/// `GET /v1/wallets/{…}/flow?limit=&cursor=`.
+async fn flow(app: &App, act_id: i64, admitted: &Admitted) -> Answer {
+    let query = admitted.query.as_deref();
+    let limit = query_param(query, "limit")
+        .map(|text| text.parse::<usize>().map_err(|_| ApiError::bad_request(format!("limit `{text}` is not a number"))))
+        .transpose()?;
+    let cursor = query_param(query, "cursor").filter(|cursor| !cursor.is_empty());
+    ok(&wallet::flow_view(app, act_id, limit, cursor).await?)
+}
+
 fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
     query?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -68,9 +81,14 @@ enum Endpoint<'p> {
     Verify,
     Grant,
     GrantBatch,
+    Identities,
     Sessions,
     Wallet(i64),
     Flow(i64),
+    /// `GET /v1/wallets/app_user:{app_user_id}`: the signing app's user.
+    WalletOf(&'p str),
+    /// `GET /v1/wallets/app_user:{app_user_id}/flow`.
+    FlowOf(&'p str),
     Withdraw(i64),
     Restore(i64),
     Scenes,
@@ -97,6 +115,13 @@ impl<'p> Endpoint<'p> {
             (&Method::POST, ["v1", "grants"]) => Endpoint::Grant,
             (&Method::POST, ["v1", "grants:batch"]) => Endpoint::GrantBatch,
             (&Method::POST, ["v1", "sessions"]) => Endpoint::Sessions,
+            (&Method::POST, ["v1", "identities"]) => Endpoint::Identities,
+            (&Method::GET, ["v1", "wallets", user]) if user.starts_with(APP_USER_PREFIX) => {
+                Endpoint::WalletOf(&user[APP_USER_PREFIX.len()..])
+            }
+            (&Method::GET, ["v1", "wallets", user, "flow"]) if user.starts_with(APP_USER_PREFIX) => {
+                Endpoint::FlowOf(&user[APP_USER_PREFIX.len()..])
+            }
             (&Method::GET, ["v1", "wallets", act_id]) => Endpoint::Wallet(parse_act_id(act_id)?),
             (&Method::GET, ["v1", "wallets", act_id, "flow"]) => Endpoint::Flow(parse_act_id(act_id)?),
             (&Method::POST, ["v1", "wallets", act_id, "withdrawals"]) => Endpoint::Withdraw(parse_act_id(act_id)?),
@@ -120,8 +145,8 @@ impl<'p> Endpoint<'p> {
                 ["healthz"]
                 | [
                     "v1",
-                    "scenes" | "keys" | "tokens:verify" | "grants" | "grants:batch" | "sessions" | "plugins"
-                    | "security",
+                    "scenes" | "keys" | "tokens:verify" | "grants" | "grants:batch" | "sessions" | "identities"
+                    | "plugins" | "security",
                 ]
                 | ["v1", "wallets", _, ..]
                 | ["v1", "packets"]
@@ -138,7 +163,9 @@ impl<'p> Endpoint<'p> {
     fn need(self) -> Need {
         match self {
             Endpoint::Health | Endpoint::Keys | Endpoint::Verify => Need::Public,
-            Endpoint::Grant | Endpoint::GrantBatch | Endpoint::Sessions => Need::App,
+            Endpoint::Grant | Endpoint::GrantBatch | Endpoint::Sessions | Endpoint::Identities => Need::App,
+            // Only an app knows its own users' names; a session is for one act_id.
+            Endpoint::WalletOf(_) | Endpoint::FlowOf(_) => Need::App,
             Endpoint::Wallet(act_id) | Endpoint::Flow(act_id) => Need::User { act_id, scope: Scope::WalletRead },
             Endpoint::Withdraw(act_id) => Need::User { act_id, scope: Scope::WalletWithdraw },
             Endpoint::Restore(act_id) => Need::User { act_id, scope: Scope::TokensRestore },
@@ -163,6 +190,7 @@ impl<'p> Endpoint<'p> {
             | Endpoint::Grant
             | Endpoint::GrantBatch
             | Endpoint::Sessions
+            | Endpoint::Identities
             | Endpoint::Withdraw(_)
             | Endpoint::PacketSend
             | Endpoint::PacketGrab(_)
@@ -271,33 +299,22 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
             let body: VerifyBody = admitted.json()?;
             verify(app, &body.token).await
         }
-        Endpoint::Grant => {
-            let body: grant::GrantRequest = admitted.json()?;
-            access::authorize_grant(admitted.app()?, body.app_id, &body.activity_id)?;
-            ok(&grant::grant(app, body).await?)
-        }
+        // A grant names its user by `act_id` or by `app_user_id` (see `named_user`).
+        Endpoint::Grant => ok(&named_user::grant(app, admitted.app()?, admitted.json()?).await?),
         Endpoint::GrantBatch => {
-            let body: grant::GrantBatchRequest = admitted.json()?;
-            let signer = admitted.app()?;
-            for request in &body.grants {
-                access::authorize_grant(signer, request.app_id, &request.activity_id)?;
-            }
-            let results: Vec<GrantBatchItem> =
-                grant::grant_batch(app, body).await?.into_iter().map(GrantBatchItem::from).collect();
+            let answers = named_user::grant_batch(app, admitted.app()?, admitted.json()?).await?;
+            let results: Vec<GrantBatchItem> = answers.into_iter().map(GrantBatchItem::from).collect();
             ok(&json!({ "results": results }))
         }
+        Endpoint::Identities => ok(&named_user::bind(app, admitted.app()?, admitted.json()?).await?),
         Endpoint::Sessions => sessions(app, &admitted),
         Endpoint::Wallet(act_id) => ok(&wallet::summary_view(app, act_id).await?),
-        Endpoint::Flow(act_id) => {
-            let query = admitted.query.as_deref();
-            let limit = query_param(query, "limit")
-                .map(|text| {
-                    text.parse::<usize>().map_err(|_| ApiError::bad_request(format!("limit `{text}` is not a number")))
-                })
-                .transpose()?;
-            let cursor = query_param(query, "cursor").filter(|cursor| !cursor.is_empty());
-            ok(&wallet::flow_view(app, act_id, limit, cursor).await?)
+        Endpoint::Flow(act_id) => flow(app, act_id, &admitted).await,
+        Endpoint::WalletOf(user) => {
+            let act_id = named_user::act_id_of(app, admitted.app()?, user).await?;
+            ok(&wallet::summary_view(app, act_id).await?)
         }
+        Endpoint::FlowOf(user) => flow(app, named_user::act_id_of(app, admitted.app()?, user).await?, &admitted).await,
         Endpoint::Withdraw(act_id) => ok(&wallet::withdraw(app, act_id, admitted.json()?).await?),
         Endpoint::Restore(act_id) => ok(&json!({ "results": wallet::restore(app, act_id, admitted.json()?).await? })),
         Endpoint::PacketSend => {
@@ -530,14 +547,11 @@ enum GrantBatchItem {
     },
 }
 
-impl From<Result<grant::GrantResponse, grant::GrantError>> for GrantBatchItem {
-    fn from(answer: Result<grant::GrantResponse, grant::GrantError>) -> Self {
+impl From<Result<grant::GrantResponse, ApiError>> for GrantBatchItem {
+    fn from(answer: Result<grant::GrantResponse, ApiError>) -> Self {
         match answer {
             Ok(grant) => GrantBatchItem::Granted { status: 200, grant },
-            Err(error) => {
-                let ApiError { status, code, message } = error.into();
-                GrantBatchItem::Refused { status, code, message }
-            }
+            Err(ApiError { status, code, message }) => GrantBatchItem::Refused { status, code, message },
         }
     }
 }

@@ -447,6 +447,12 @@ impl PostgresLedger {
             .map_err(Failure::into_ledger_error)
     }
 
+    /// The connection pool, for the identity tables that live in the ledger's database
+    /// ([`crate::identity::postgres`]): one URL, one set of connections and timeouts.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// A pooled connection for one operation.
     async fn session(&self) -> Result<Session, LedgerError> {
         let object = self
