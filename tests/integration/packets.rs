@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::deployment::{Deployment, conformance};
-use crate::support::{Server, wait_for};
+use crate::support::{Auth, Server, TEST_ADMIN_TOKEN, request_as, wait_for};
 
 /// Gives `act_id` `grants × 88` cents of campaign money (pending until the writer credits it).
 fn fund(server: &Server, act_id: i64, grants: u32) {
@@ -299,4 +299,66 @@ fn two_thousand_grabbers_on_a_cluster_give_exactly_the_shares() {
     );
     let view = packet(&server, &packet_id);
     assert_eq!((view["shares_left"].as_i64(), view["cents_left"].as_i64()), (Some(0), Some(0)));
+}
+
+fn session(server: &Server, act_id: i64, scopes: &[&str]) -> Auth {
+    let (status, answer) = server.post("/v1/sessions", &json!({ "act_id": act_id, "scopes": scopes, "ttl_s": 600 }));
+    assert_eq!(status, 200, "{answer}");
+    Auth::Header(format!("Bearer {}", answer["session"].as_str().unwrap()))
+}
+
+// Proves users' sessions act only for themselves and only with the right scope: a
+// `wallet:withdraw` session sends for its own user (403 for another sender or without the scope),
+// a `packets:grab` session grabs for its own user (403 for another), and an unsigned request is
+// 401.
+#[test]
+fn sessions_send_and_grab_only_for_their_user() {
+    let server = Server::start(&[]);
+    let sender = 6901;
+    fund(&server, sender, 2);
+    let body = json!({ "request_id": "s", "sender_act_id": sender, "total_cents": 100, "shares": 2, "split": "equal" });
+    let payload = body.to_string();
+    let send_as = |auth: &Auth| request_as(&server.addr, auth, "POST", "/v1/packets", &payload, "application/json");
+    assert_eq!(send_as(&Auth::None).0, 401);
+    assert_eq!(send_as(&session(&server, sender, &["wallet:read"])).0, 403);
+    assert_eq!(send_as(&session(&server, sender + 1, &["wallet:withdraw"])).0, 403);
+    let (status, sent) = send_as(&session(&server, sender, &["wallet:withdraw"]));
+    assert_eq!(status, 200, "{sent}");
+    let path = format!("/v1/packets/{}/grabs", sent["packet_id"].as_str().unwrap());
+    let grab = json!({ "act_id": 6902 }).to_string();
+    let grab_as = |auth: &Auth| request_as(&server.addr, auth, "POST", &path, &grab, "application/json");
+    assert_eq!(grab_as(&session(&server, 6903, &["packets:grab"])).0, 403);
+    assert_eq!(grab_as(&session(&server, 6902, &["wallet:read"])).0, 403);
+    let (status, grabbed) = grab_as(&session(&server, 6902, &["packets:grab"]));
+    assert_eq!((status, grabbed["amount_cents"].as_i64()), (200, Some(50)), "{grabbed}");
+    // The admin credential does not act for users; the operator's refund is not an app's.
+    let admin = Auth::Header(format!("Bearer {TEST_ADMIN_TOKEN}"));
+    assert_eq!(grab_as(&admin).0, 403);
+    let refund = format!("/v1/packets/{}/refund", sent["packet_id"].as_str().unwrap());
+    let by_app = request_as(&server.addr, &Auth::App(1128), "POST", &refund, "{}", "application/json");
+    assert_eq!(by_app.0, 403, "{}", by_app.1);
+}
+
+// Proves packets name users by the app's own user ids: the sender and a grabber bound through
+// `POST /v1/identities` send and grab by `app_user_id`, and the money lands in their act_ids.
+conformance!(packets_name_users_by_app_user_id);
+fn packets_name_users_by_app_user_id(deployment: Deployment) {
+    let server = Server::start_on(&deployment.backends(), &[]);
+    let bind = |user: &str| {
+        let (status, answer) = server.post("/v1/identities", &json!({ "app_user_id": user }));
+        assert_eq!(status, 200, "{answer}");
+        answer["act_id"].as_i64().unwrap()
+    };
+    let (sender, grabber) = (bind("alice"), bind("bob"));
+    fund(&server, sender, 1);
+    let body =
+        json!({ "request_id": "n", "sender_app_user_id": "alice", "total_cents": 30, "shares": 1, "split": "equal" });
+    let (status, sent) = send(&server, &body);
+    assert_eq!((status, sent["sender_act_id"].as_i64()), (200, Some(sender)), "{sent}");
+    let path = format!("/v1/packets/{}/grabs", sent["packet_id"].as_str().unwrap());
+    let (status, grabbed) = server.post(&path, &json!({ "app_user_id": "bob" }));
+    assert_eq!((status, grabbed["act_id"].as_i64(), grabbed["amount_cents"].as_i64()), (200, Some(grabber), Some(30)));
+    assert_eq!(server.wait_credited(grabber)["balance_cents"], 30);
+    let (status, both) = server.post(&path, &json!({ "act_id": grabber, "app_user_id": "bob" }));
+    assert_eq!((status, both["code"].as_str()), (400, Some("bad_request")), "{both}");
 }

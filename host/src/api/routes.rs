@@ -18,7 +18,7 @@ use crate::capability::reconciliation;
 use crate::issuer::TokenError;
 use crate::issuer::pb::RedPacketToken;
 use crate::issuer::watch::ForgeryWatch;
-use crate::{grant, packet, wallet};
+use crate::{grant, identity, packet, wallet};
 
 type Answer = Result<Response<Full<Bytes>>, ApiError>;
 
@@ -194,6 +194,7 @@ impl<'p> Endpoint<'p> {
             | Endpoint::Withdraw(_)
             | Endpoint::PacketSend
             | Endpoint::PacketGrab(_)
+            | Endpoint::PacketRefund(_)
             | Endpoint::Repair(_) => Some(REQUEST_BODY_BYTES_MAX),
             _ => None,
         }
@@ -319,14 +320,22 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
         Endpoint::Restore(act_id) => ok(&json!({ "results": wallet::restore(app, act_id, admitted.json()?).await? })),
         Endpoint::PacketSend => {
             let body: packet::SendBody = admitted.json()?;
-            admitted.acting_for(body.sender_act_id, Scope::WalletWithdraw)?;
-            ok(&packet::send(app, admitted.app_id()?, body).await?)
+            let app_id = admitted.app_id()?;
+            let sender = identity::resolve_act_id(app, app_id, body.sender_act_id, body.sender_app_user_id.as_deref())
+                .await
+                .map_err(packet::PacketError::from)?;
+            admitted.acting_for(sender, Scope::WalletWithdraw)?;
+            ok(&packet::send(app, app_id, sender, body).await?)
         }
         Endpoint::Packet(id) => ok(&packet::show(app, id).await?),
         Endpoint::PacketGrab(id) => {
             let body: packet::GrabBody = admitted.json()?;
-            admitted.acting_for(body.act_id, Scope::PacketsGrab)?;
-            ok(&packet::grab(app, admitted.app_id()?, id, body).await?)
+            let app_id = admitted.app_id()?;
+            let grabber = identity::resolve_act_id(app, app_id, body.act_id, body.app_user_id.as_deref())
+                .await
+                .map_err(packet::PacketError::from)?;
+            admitted.acting_for(grabber, Scope::PacketsGrab)?;
+            ok(&packet::grab(app, app_id, id, grabber).await?)
         }
         Endpoint::PacketBooks(id) => ok(&packet::reconcile(app, id).await?),
         Endpoint::PacketRefund(id) => {

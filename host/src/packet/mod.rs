@@ -115,6 +115,15 @@ impl From<LedgerError> for PacketError {
     }
 }
 
+impl From<crate::identity::IdentityError> for PacketError {
+    fn from(error: crate::identity::IdentityError) -> Self {
+        match error {
+            crate::identity::IdentityError::Unavailable(message) => PacketError::Unavailable(message),
+            other => PacketError::BadRequest(other.to_string()),
+        }
+    }
+}
+
 impl From<WriterError> for PacketError {
     fn from(error: WriterError) -> Self {
         match error {
@@ -130,8 +139,12 @@ impl From<WriterError> for PacketError {
 pub struct SendBody {
     /// The sender's idempotency key: `[A-Za-z0-9._:-]{1,128}`.
     pub request_id: String,
-    /// Who pays.
-    pub sender_act_id: i64,
+    /// Who pays (or `sender_app_user_id`: exactly one of the two).
+    #[serde(default)]
+    pub sender_act_id: Option<i64>,
+    /// Who pays, by the app's own user id (see `identity`).
+    #[serde(default)]
+    pub sender_app_user_id: Option<String>,
     /// The whole amount, in cents.
     pub total_cents: i64,
     /// How many shares, 1 to [`PACKET_SHARES_MAX`], at most one per cent.
@@ -153,8 +166,12 @@ pub struct SendBody {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrabBody {
-    /// The grabber.
-    pub act_id: i64,
+    /// The grabber (or `app_user_id`: exactly one of the two).
+    #[serde(default)]
+    pub act_id: Option<i64>,
+    /// The grabber, by the app's own user id (see `identity`).
+    #[serde(default)]
+    pub app_user_id: Option<String>,
 }
 
 /// The answer to a send.
@@ -273,7 +290,7 @@ pub fn def_of_entry(entry: &LedgerEntry) -> Result<PacketDef, PacketError> {
     PacketDef::decode(bytes.as_slice()).map_err(|error| PacketError::Unavailable(error.to_string()))
 }
 
-fn check_send(body: &SendBody) -> Result<(), PacketError> {
+fn check_send(sender_act_id: i64, body: &SendBody) -> Result<(), PacketError> {
     let bad = |message: String| Err(PacketError::BadRequest(message));
     let id_ok = !body.request_id.is_empty()
         && body.request_id.len() <= 128
@@ -281,8 +298,8 @@ fn check_send(body: &SendBody) -> Result<(), PacketError> {
     if !id_ok {
         return bad("request_id must match [A-Za-z0-9._:-]{1,128}".into());
     }
-    if body.sender_act_id <= 0 || body.sender_act_id == i64::MAX {
-        return bad(format!("sender_act_id `{}` must be positive and below 2^63-1", body.sender_act_id));
+    if sender_act_id <= 0 || sender_act_id == i64::MAX {
+        return bad(format!("sender_act_id `{sender_act_id}` must be positive and below 2^63-1"));
     }
     if body.shares == 0 || body.shares > PACKET_SHARES_MAX {
         return bad(format!("shares `{}` must be 1 to {PACKET_SHARES_MAX}", body.shares));
@@ -312,11 +329,12 @@ fn check_send(body: &SendBody) -> Result<(), PacketError> {
     Ok(())
 }
 
-/// Sends a packet for `app_id` (see the module docs). The caller checked who may send.
-pub async fn send(app: &App, app_id: i64, body: SendBody) -> Result<SendAnswer, PacketError> {
-    check_send(&body)?;
+/// Sends `sender_act_id`'s packet through `app_id` (see the module docs). The caller resolved
+/// the sender named in `body` and checked who may send.
+pub async fn send(app: &App, app_id: i64, sender_act_id: i64, body: SendBody) -> Result<SendAnswer, PacketError> {
+    check_send(sender_act_id, &body)?;
     let now_ms = app.clock.now_ms();
-    let packet_id = packet_id(app_id, body.sender_act_id, &body.request_id);
+    let packet_id = packet_id(app_id, sender_act_id, &body.request_id);
     let expires_at_ms = now_ms + body.expires_in_s.unwrap_or(PACKET_EXPIRES_IN_S_DEFAULT) * 1000;
     let mut grabbers = body.grabbers.clone().unwrap_or_default();
     grabbers.sort_unstable();
@@ -324,7 +342,7 @@ pub async fn send(app: &App, app_id: i64, body: SendBody) -> Result<SendAnswer, 
     let shares = split::split(body.total_cents, body.shares as usize, body.split, &mut fastrand::Rng::new());
     let def = PacketDef {
         packet_id: packet_id.clone(),
-        sender_act_id: body.sender_act_id,
+        sender_act_id,
         app_id,
         total_cents: body.total_cents,
         shares,
@@ -338,7 +356,7 @@ pub async fn send(app: &App, app_id: i64, body: SendBody) -> Result<SendAnswer, 
     // Named to the refund sweep before money moves: a host dying after the debit below still
     // leaves the packet to be created (from the ledger's entry) and refunded at expiry.
     app.store.packet_expect(&packet_id, expires_at_ms).await?;
-    app.writer.credit_user_fully_now(body.sender_act_id, SEND_CREDIT_PASSES_MAX).await?;
+    app.writer.credit_user_fully_now(sender_act_id, SEND_CREDIT_PASSES_MAX).await?;
     let sent = app.ledger.transfer(send_entry(&def)).await?;
     let def = if sent.replayed { def_of_entry(&sent.entry)? } else { def };
     if sent.replayed && (def.shares.len() != body.shares as usize || def.split != body.split.name()) {
@@ -346,7 +364,7 @@ pub async fn send(app: &App, app_id: i64, body: SendBody) -> Result<SendAnswer, 
     }
     let def = app.store.packet_create(def).await?;
     let balance =
-        crate::wallet::summary(app, body.sender_act_id).await.map_err(|e| PacketError::Unavailable(e.to_string()))?;
+        crate::wallet::summary(app, sender_act_id).await.map_err(|e| PacketError::Unavailable(e.to_string()))?;
     Ok(SendAnswer {
         packet_id,
         sender_act_id: def.sender_act_id,
@@ -441,17 +459,18 @@ pub async fn grant_claim(
     }
 }
 
-/// Grabs a share of a packet for `act_id` through `app_id` (see the module docs).
-pub async fn grab(app: &App, app_id: i64, packet_id: &str, body: GrabBody) -> Result<GrabAnswer, PacketError> {
-    if body.act_id <= 0 || body.act_id == i64::MAX {
-        return Err(PacketError::BadRequest(format!("act_id `{}` must be positive and below 2^63-1", body.act_id)));
+/// Grabs a share of a packet for `act_id` through `app_id` (see the module docs); the caller
+/// resolved the grabber named in the request.
+pub async fn grab(app: &App, app_id: i64, packet_id: &str, act_id: i64) -> Result<GrabAnswer, PacketError> {
+    if act_id <= 0 || act_id == i64::MAX {
+        return Err(PacketError::BadRequest(format!("act_id `{act_id}` must be positive and below 2^63-1")));
     }
     let state = stored(app, packet_id).await?;
     let def = &state.def;
-    if !def.grabbers.is_empty() && def.grabbers.binary_search(&body.act_id).is_err() {
-        return Err(PacketError::NotAllowed { packet_id: packet_id.to_owned(), act_id: body.act_id });
+    if !def.grabbers.is_empty() && def.grabbers.binary_search(&act_id).is_err() {
+        return Err(PacketError::NotAllowed { packet_id: packet_id.to_owned(), act_id });
     }
-    let (index, again) = match app.store.packet_claim(def, body.act_id, app.clock.now_ms()).await? {
+    let (index, again) = match app.store.packet_claim(def, act_id, app.clock.now_ms()).await? {
         Claim::New(index) => (index, false),
         Claim::Again(index) => (index, true),
         Claim::Empty => return Err(PacketError::Empty(packet_id.to_owned())),
@@ -459,10 +478,10 @@ pub async fn grab(app: &App, app_id: i64, packet_id: &str, body: GrabBody) -> Re
         Claim::Unknown => return Err(PacketError::NotFound(packet_id.to_owned())),
     };
     crate::failpoint::hit("packet.grab.after_claim");
-    let (record, replayed) = grant_claim(app, def, body.act_id, index, app_id).await?;
+    let (record, replayed) = grant_claim(app, def, act_id, index, app_id).await?;
     Ok(GrabAnswer {
         packet_id: packet_id.to_owned(),
-        act_id: body.act_id,
+        act_id,
         amount_cents: record.amount_cents,
         status: record.status(),
         order_no: record.order_no,
