@@ -381,6 +381,53 @@ fn rejected(order_no: Option<String>, code: &'static str, message: String) -> Re
     RestoreItem { order_no, result: "rejected", code: Some(code), message: Some(message) }
 }
 
+/// A restore's refusal: its code and message.
+type Refusal = (&'static str, String);
+
+/// What a verified token is restored with (its bill copy and the stock bounds it is spread
+/// over), or why it is refused: a campaign token needs its activity served with restores on; a
+/// group red packet's grab needs the packet in the store with this very share claimed by the
+/// token's user (so no restore can claim a share nobody grabbed).
+async fn restore_terms(
+    app: &App,
+    snapshot: &crate::config::Snapshot,
+    token: &crate::issuer::pb::RedPacketToken,
+) -> Result<Result<(String, StockLimits), Refusal>, WalletError> {
+    if let Some(packet_id) = token.activity_id.strip_prefix(crate::ledger::PACKET_ACTIVITY_PREFIX) {
+        let state = if crate::packet::is_packet_id(packet_id) { app.store.packet(packet_id).await? } else { None };
+        let Some(state) = state else {
+            return Ok(Err(("unknown_activity", format!("packet `{packet_id}` is not held"))));
+        };
+        let claimed = state.claims.iter().any(|&(act_id, index)| {
+            act_id == token.act_id && state.def.shares.get(index as usize) == Some(&token.amount_cents)
+        });
+        if !claimed || token.order_no != crate::packet::grab_order_no(token.act_id) {
+            return Ok(Err(("ledger_conflict", "the packet holds no such share for this user".into())));
+        }
+        let bill_copy = crate::packet::grab_bill_copy(&state.def);
+        return Ok(Ok((bill_copy, crate::packet::grab_limits())));
+    }
+    let Some(activity) = snapshot.activity(&token.activity_id) else {
+        return Ok(Err(("unknown_activity", format!("activity `{}` is not served", token.activity_id))));
+    };
+    if !activity.restore_enabled {
+        ForgeryWatch::note(&app.forgery.restore_disabled);
+        let message = format!("activity `{}` takes no restored tokens (`restore: false`)", token.activity_id);
+        return Ok(Err(("restore_disabled", message)));
+    }
+    let scene = snapshot.scene(&token.activity_id, &token.scene_id);
+    let bill_copy = scene
+        .map(|scene| crate::capability::bill_copy::render(scene, None, token.amount_cents, token.rain_id, token.stage))
+        .unwrap_or_default();
+    // Restored stock is spread over the scene's current bounds (it is never refused).
+    let budget = activity.budget_cents;
+    let limits = match scene {
+        Some(scene) => scene.stock_limits(budget),
+        None => StockLimits { activity_budget_cents: budget, ..StockLimits::default() },
+    };
+    Ok(Ok((bill_copy, limits)))
+}
+
 /// Verifies each token and registers again those the server no longer has. Restoring twice
 /// changes nothing; forged or altered tokens, and tokens of another user, are rejected.
 pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<RestoreItem>, WalletError> {
@@ -413,30 +460,16 @@ pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<Re
             items.push(rejected(order_no, "invalid_token", "token amount or time is out of range".into()));
             continue;
         }
-        let Some(activity) = snapshot.activity(&token.activity_id) else {
-            items.push(rejected(
-                order_no,
-                "unknown_activity",
-                format!("activity `{}` is not served", token.activity_id),
-            ));
-            continue;
+        let terms = match restore_terms(app, &snapshot, &token).await? {
+            Ok(terms) => terms,
+            Err((code, message)) => {
+                items.push(rejected(order_no, code, message));
+                continue;
+            }
         };
-        if !activity.restore_enabled {
-            ForgeryWatch::note(&app.forgery.restore_disabled);
-            items.push(rejected(
-                order_no,
-                "restore_disabled",
-                format!("activity `{}` takes no restored tokens (`restore: false`)", token.activity_id),
-            ));
-            continue;
-        }
+        let (bill_copy, limits) = terms;
         let record = GrantRecord {
-            bill_copy: snapshot
-                .scene(&token.activity_id, &token.scene_id)
-                .map(|scene| {
-                    crate::capability::bill_copy::render(scene, None, token.amount_cents, token.rain_id, token.stage)
-                })
-                .unwrap_or_default(),
+            bill_copy,
             activity_id: token.activity_id,
             order_no: token.order_no,
             scene_id: token.scene_id,
@@ -448,12 +481,6 @@ pub async fn restore(app: &App, act_id: i64, body: RestoreBody) -> Result<Vec<Re
             token: verified.text,
             app_id: token.app_id,
             queue_id: String::new(),
-        };
-        // Restored stock is spread over the scene's current bounds (it is never refused).
-        let budget = snapshot.activity(&record.activity_id).map_or(0, |activity| activity.budget_cents);
-        let limits = match snapshot.scene(&record.activity_id, &record.scene_id) {
-            Some(scene) => scene.stock_limits(budget),
-            None => StockLimits { activity_budget_cents: budget, ..StockLimits::default() },
         };
         // The store may have lost the token after the ledger credited it: then it is paid, and
         // it goes back into the store as credited so that its stock counts again.

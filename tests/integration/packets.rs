@@ -362,3 +362,43 @@ fn packets_name_users_by_app_user_id(deployment: Deployment) {
     let (status, both) = server.post(&path, &json!({ "act_id": grabber, "app_user_id": "bob" }));
     assert_eq!((status, both["code"].as_str()), (400, Some("bad_request")), "{both}");
 }
+
+// Proves a grab's token can be restored after the token log is lost (the packet's claims are in
+// their own journal): the grabber's share comes back once and is credited once, and a token
+// whose share nobody claimed is refused.
+#[test]
+fn grab_tokens_restore_after_the_token_log_is_lost() {
+    let backends = Deployment::Embedded.backends();
+    let mut server = Server::start_on(&backends, &[]);
+    let sender = 7001;
+    fund(&server, sender, 1);
+    server.wait_credited(sender);
+    server.kill9();
+    server.launch(&["--no-writer"]);
+    let body =
+        json!({ "request_id": "lost", "sender_act_id": sender, "total_cents": 40, "shares": 2, "split": "equal" });
+    let (status, sent) = send(&server, &body);
+    assert_eq!(status, 200, "{sent}");
+    let packet_id = sent["packet_id"].as_str().unwrap().to_owned();
+    let (status, grabbed) = grab(&server, &packet_id, 7101);
+    assert_eq!(status, 200, "{grabbed}");
+    server.kill9();
+    backends.lose_token_store(&server.data);
+    server.launch(&[]);
+    assert_eq!(server.wallet(7101)["balance_cents"], 0, "the pending grab is lost with the token log");
+    let restore = |act_id: i64| {
+        let (status, answer) = server.post(
+            &format!("/v1/wallets/{act_id}/tokens:restore"),
+            &json!({ "tokens": [grabbed["token"].as_str().unwrap()] }),
+        );
+        assert_eq!(status, 200, "{answer}");
+        answer["results"][0].clone()
+    };
+    assert_eq!(restore(7101)["result"], "restored");
+    assert_eq!(restore(7101)["result"], "already_present");
+    assert_eq!(server.wait_credited(7101)["balance_cents"], 20);
+    let (status, refunded) = server.post(&format!("/v1/packets/{packet_id}/refund"), &json!({}));
+    assert_eq!((status, refunded["refunded_cents"].as_i64()), (200, Some(20)), "{refunded}");
+    let (_, books) = server.get(&format!("/v1/packets/{packet_id}/reconciliation"));
+    assert_eq!((books["balanced"].as_bool(), books["account_cents"].as_i64()), (Some(true), Some(0)), "{books}");
+}

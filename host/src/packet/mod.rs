@@ -411,11 +411,7 @@ pub fn grab_record(app: &App, def: &PacketDef, act_id: i64, index: u32, app_id: 
         stage: index,
     };
     let token = app.issuer.mint(&mut token);
-    let bill_copy = if def.greeting.is_empty() {
-        format!("Red packet from {}", def.sender_act_id)
-    } else {
-        format!("Red packet from {}: {}", def.sender_act_id, def.greeting)
-    };
+    let bill_copy = grab_bill_copy(def);
     GrantRecord {
         activity_id,
         order_no,
@@ -432,9 +428,18 @@ pub fn grab_record(app: &App, def: &PacketDef, act_id: i64, index: u32, app_id: 
     }
 }
 
+/// The text on a grabber's bill.
+pub fn grab_bill_copy(def: &PacketDef) -> String {
+    if def.greeting.is_empty() {
+        format!("Red packet from {}", def.sender_act_id)
+    } else {
+        format!("Red packet from {}: {}", def.sender_act_id, def.greeting)
+    }
+}
+
 /// Stock bounds for a grab's grant: none (the claim already decided the share, and the ledger's
 /// packet account cannot pay more than the packet holds).
-fn grab_limits() -> StockLimits {
+pub fn grab_limits() -> StockLimits {
     StockLimits {
         activity_budget_cents: crate::config::BUDGET_CENTS_MAX,
         scene_count_max: None,
