@@ -148,10 +148,12 @@ pub(crate) use conformance;
 
 impl Backends {
     /// Loses every key of the token store, as a Redis restart without persistence or a deleted
-    /// `tokens.log` would; the ledger keeps its books.
+    /// `tokens.log` (and `packets.log`, the group red packets' part of it) would; the ledger
+    /// keeps its books.
     pub fn lose_token_store(&self, data_dir: &Path) {
         let Some(url) = &self.store_url else {
             std::fs::remove_file(data_dir.join("tokens.log")).unwrap();
+            let _ = std::fs::remove_file(data_dir.join("packets.log"));
             return;
         };
         let nodes = hongbao::store::cluster_nodes(url).unwrap_or_else(|| vec![url.clone()]);

@@ -368,8 +368,7 @@ fn packets_name_users_by_app_user_id(deployment: Deployment) {
 // whose share nobody claimed is refused.
 #[test]
 fn grab_tokens_restore_after_the_token_log_is_lost() {
-    let backends = Deployment::Embedded.backends();
-    let mut server = Server::start_on(&backends, &[]);
+    let mut server = Server::start_on(&Deployment::Embedded.backends(), &[]);
     let sender = 7001;
     fund(&server, sender, 1);
     server.wait_credited(sender);
@@ -383,7 +382,8 @@ fn grab_tokens_restore_after_the_token_log_is_lost() {
     let (status, grabbed) = grab(&server, &packet_id, 7101);
     assert_eq!(status, 200, "{grabbed}");
     server.kill9();
-    backends.lose_token_store(&server.data);
+    // Only the token log: the packets' own journal keeps the claims.
+    std::fs::remove_file(server.data.join("tokens.log")).unwrap();
     server.launch(&[]);
     assert_eq!(server.wallet(7101)["balance_cents"], 0, "the pending grab is lost with the token log");
     let restore = |act_id: i64| {
@@ -399,6 +399,50 @@ fn grab_tokens_restore_after_the_token_log_is_lost() {
     assert_eq!(server.wait_credited(7101)["balance_cents"], 20);
     let (status, refunded) = server.post(&format!("/v1/packets/{packet_id}/refund"), &json!({}));
     assert_eq!((status, refunded["refunded_cents"].as_i64()), (200, Some(20)), "{refunded}");
+    let (_, books) = server.get(&format!("/v1/packets/{packet_id}/reconciliation"));
+    assert_eq!((books["balanced"].as_bool(), books["account_cents"].as_i64()), (Some(true), Some(0)), "{books}");
+}
+
+// Proves a packet whose token store lost its data is rebuilt from the ledger: the send's entry
+// gives the shares, the grabs the ledger credited stay claimed (a retry answers the same share
+// and is paid once), the lost pending claim's share goes back to the pool, and the refund and
+// the books come out exact.
+conformance!(a_packet_the_store_lost_is_rebuilt_from_the_ledger);
+fn a_packet_the_store_lost_is_rebuilt_from_the_ledger(deployment: Deployment) {
+    let backends = deployment.backends();
+    let mut server = Server::start_on(&backends, &[]);
+    let sender = 7201;
+    fund(&server, sender, 2);
+    let body =
+        json!({ "request_id": "lost", "sender_act_id": sender, "total_cents": 90, "shares": 3, "split": "equal" });
+    let (status, sent) = send(&server, &body);
+    assert_eq!(status, 200, "{sent}");
+    let packet_id = sent["packet_id"].as_str().unwrap().to_owned();
+    assert_eq!(grab(&server, &packet_id, 7301).1["amount_cents"], 30);
+    server.wait_credited(7301);
+    server.kill9();
+    server.launch(&["--no-writer"]);
+    assert_eq!(grab(&server, &packet_id, 7302).1["amount_cents"], 30);
+    server.kill9();
+    backends.lose_token_store(&server.data);
+    server.launch(&[]);
+
+    let view = packet(&server, &packet_id);
+    let grabs: Vec<i64> = view["grabs"].as_array().unwrap().iter().map(|g| g["act_id"].as_i64().unwrap()).collect();
+    assert_eq!((grabs, view["shares_left"].as_i64()), (vec![7301], Some(2)), "{view}");
+    let (status, again) = grab(&server, &packet_id, 7301);
+    assert_eq!(
+        (status, again["amount_cents"].as_i64(), again["replayed"].as_bool()),
+        (200, Some(30), Some(true)),
+        "{again}"
+    );
+    let (status, regrab) = grab(&server, &packet_id, 7302);
+    assert_eq!((status, regrab["amount_cents"].as_i64()), (200, Some(30)), "{regrab}");
+    let (status, refunded) = server.post(&format!("/v1/packets/{packet_id}/refund"), &json!({}));
+    assert_eq!((status, refunded["refunded_cents"].as_i64()), (200, Some(30)), "{refunded}");
+    assert_eq!(server.wait_credited(7301)["balance_cents"], 30);
+    assert_eq!(server.wait_credited(7302)["balance_cents"], 30);
+    assert_eq!(server.wait_credited(sender)["balance_cents"], 176 - 90 + 30);
     let (_, books) = server.get(&format!("/v1/packets/{packet_id}/reconciliation"));
     assert_eq!((books["balanced"].as_bool(), books["account_cents"].as_i64()), (Some(true), Some(0)), "{books}");
 }

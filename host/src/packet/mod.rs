@@ -362,7 +362,15 @@ pub async fn send(app: &App, app_id: i64, sender_act_id: i64, body: SendBody) ->
     if sent.replayed && (def.shares.len() != body.shares as usize || def.split != body.split.name()) {
         return Err(PacketError::RequestConflict(body.request_id));
     }
-    let def = app.store.packet_create(def).await?;
+    let def = match app.store.packet(&packet_id).await? {
+        Some(state) => state.def,
+        // A replay whose packet the store lost is rebuilt with the grabs the ledger credited.
+        None if sent.replayed => {
+            rebuild(app, &packet_id).await?;
+            stored(app, &packet_id).await?.def
+        }
+        None => app.store.packet_create(def, Vec::new()).await?,
+    };
     let balance =
         crate::wallet::summary(app, sender_act_id).await.map_err(|e| PacketError::Unavailable(e.to_string()))?;
     Ok(SendAnswer {
@@ -377,12 +385,55 @@ pub async fn send(app: &App, app_id: i64, sender_act_id: i64, body: SendBody) ->
     })
 }
 
-/// The packet, or 404.
+/// The packet, or 404. A packet the store lost (its data gone) but the ledger sent is rebuilt
+/// first ([`rebuild`]).
 async fn stored(app: &App, packet_id: &str) -> Result<PacketState, PacketError> {
     if !is_packet_id(packet_id) {
         return Err(PacketError::NotFound(packet_id.chars().take(32).collect()));
     }
-    app.store.packet(packet_id).await?.ok_or_else(|| PacketError::NotFound(packet_id.to_owned()))
+    if let Some(state) = app.store.packet(packet_id).await? {
+        return Ok(state);
+    }
+    if rebuild(app, packet_id).await?
+        && let Some(state) = app.store.packet(packet_id).await?
+    {
+        return Ok(state);
+    }
+    Err(PacketError::NotFound(packet_id.to_owned()))
+}
+
+/// Stores again a packet the ledger sent but the store does not hold (it lost its data, or the
+/// sending host died before storing it); `false` when the ledger has no such send.
+///
+/// The definition comes from the send's entry. The grabs the ledger has credited are claimed
+/// first: their shares move to the front of the hand-out order (any share of the same amount
+/// is the same money), so the claims stay the contiguous prefix the store hands out from. Grabs
+/// that were claimed but not credited when the store lost them are not known any more: their
+/// shares go back to the pool (their holders' tokens stay valid in the ledger's eyes only once
+/// credited, and a later claimer of the same user gets a share again under the same order
+/// number, which the ledger credits at most once). A refund the ledger holds is recorded too.
+pub async fn rebuild(app: &App, packet_id: &str) -> Result<bool, PacketError> {
+    let Some(sent) = app.ledger.entry(&format!("ps/{packet_id}")).await? else { return Ok(false) };
+    let mut def = def_of_entry(&sent)?;
+    let mut credited = app.ledger.red_packets_of(&packet_activity(packet_id)).await?;
+    credited.sort_by(|a, b| (a.time_ms, &a.id).cmp(&(b.time_ms, &b.id)));
+    let mut rest = def.shares.clone();
+    let (mut shares, mut claimers) = (Vec::with_capacity(rest.len()), Vec::new());
+    for entry in &credited {
+        if let Some(position) = rest.iter().position(|&cents| cents == entry.amount_cents) {
+            shares.push(rest.remove(position));
+            claimers.push(entry.act_id);
+        }
+    }
+    shares.extend(rest);
+    def.shares = shares;
+    app.store.packet_create(def, claimers).await?;
+    if let Some(refund) = app.ledger.entry(&format!("pr/{packet_id}")).await? {
+        app.store.packet_close(packet_id).await?;
+        app.store.packet_refunded(packet_id, refund.amount_cents).await?;
+    }
+    tracing::warn!(packet = %packet_id, credited = credited.len(), "packet rebuilt from the ledger");
+    Ok(true)
 }
 
 /// The order number of a user's grab: one per user per packet, so the ledger can credit it

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use super::{PacketError, def_of_entry, grab_order_no, grant_claim};
+use super::{PacketError, grab_order_no, grant_claim};
 use crate::app::App;
 use crate::ledger::{EntryKind, LedgerEntry, packet_account, packet_activity, wallet_account};
 
@@ -118,10 +118,16 @@ pub async fn refund(app: &App, packet_id: &str) -> Result<bool, PacketError> {
             grant_claim(app, &def, act_id, index, def.app_id).await?;
         }
     }
+    let refund_id = format!("pr/{packet_id}");
+    if let Some(written) = app.ledger.entry(&refund_id).await? {
+        // Written before (by a host that died before marking it): that is the refund.
+        app.store.packet_refunded(packet_id, written.amount_cents).await?;
+        return Ok(true);
+    }
     let refund_cents = def.total_cents - claimed_cents;
     if refund_cents > 0 {
         let entry = LedgerEntry {
-            id: format!("pr/{packet_id}"),
+            id: refund_id,
             kind: EntryKind::PacketRefund as u32,
             debit_account: packet_account(packet_id),
             credit_account: wallet_account(def.sender_act_id),
@@ -144,12 +150,9 @@ pub async fn refund(app: &App, packet_id: &str) -> Result<bool, PacketError> {
 /// A packet the store expects but does not hold: stored from the ledger's send entry if the
 /// send's debit happened, forgotten once it plainly did not.
 async fn settle_expected(app: &App, packet_id: &str) -> Result<(), PacketError> {
-    match app.ledger.entry(&format!("ps/{packet_id}")).await? {
-        Some(entry) => {
-            let def = def_of_entry(&entry)?;
-            app.store.packet_create(def).await?;
-        }
-        None => {
+    match super::rebuild(app, packet_id).await? {
+        true => {}
+        false => {
             let due = app.store.packets_due(app.clock.now_ms().saturating_sub(EXPECTED_GRACE_MS)).await?;
             if due.iter().any(|id| id == packet_id) {
                 app.store.packet_forget(packet_id).await?;

@@ -106,10 +106,13 @@ impl Store {
     }
 
     /// Stores a packet; if one with its id is stored already, that one is answered and kept.
-    pub async fn packet_create(&self, def: PacketDef) -> Result<PacketDef, StoreError> {
+    /// `claims` (share indexes `0..claims.len()`, in order) are stored with it, atomically: a
+    /// packet rebuilt from the ledger after the store lost it starts with the grabs the ledger
+    /// has credited.
+    pub async fn packet_create(&self, def: PacketDef, claims: Vec<i64>) -> Result<PacketDef, StoreError> {
         match self {
-            Store::Embedded(s) => s.packets().create(def).await,
-            Store::Redis(s) => s.packet_create(def).await,
+            Store::Embedded(s) => s.packets().create(def, claims).await,
+            Store::Redis(s) => s.packet_create(def, claims).await,
         }
     }
 
@@ -314,13 +317,29 @@ impl PacketBook {
         .await
     }
 
-    async fn create(&self, def: PacketDef) -> Result<PacketDef, StoreError> {
+    async fn create(&self, def: PacketDef, claims: Vec<i64>) -> Result<PacketDef, StoreError> {
         self.blocking(move |book| {
             if let Some(state) = book.packets.get(&def.packet_id) {
                 return Ok(state.def.clone());
             }
             let packet_id = def.packet_id.clone();
-            book.write(Change { kind: CREATE, packet_id, def: Some(def.clone()), ..Change::default() })?;
+            book.write(Change {
+                kind: CREATE,
+                packet_id: packet_id.clone(),
+                def: Some(def.clone()),
+                ..Change::default()
+            })?;
+            // Under the same lock: nobody claims in between.
+            for (index, act_id) in claims.into_iter().enumerate() {
+                let change = Change {
+                    kind: CLAIM,
+                    packet_id: packet_id.clone(),
+                    act_id,
+                    index: index as u32,
+                    ..Change::default()
+                };
+                book.write(change)?;
+            }
             Ok(def)
         })
         .await
@@ -425,15 +444,19 @@ mod tests {
             let book = PacketBook::open(dir.path()).unwrap();
             book.expect("p", 100).await.unwrap();
             assert_eq!(book.due(100), ["p"]);
-            book.create(def("p", &[3, 4], 100)).await.unwrap();
+            book.create(def("p", &[3, 4], 100), Vec::new()).await.unwrap();
             // A second create keeps the first definition.
-            assert_eq!(book.create(def("p", &[7], 100)).await.unwrap().shares, [3, 4]);
+            assert_eq!(book.create(def("p", &[7], 100), vec![9]).await.unwrap().shares, [3, 4]);
             assert_eq!(book.claim("p", 1, 10).await.unwrap(), Claim::New(0));
             assert_eq!(book.claim("p", 1, 10).await.unwrap(), Claim::Again(0));
             assert_eq!(book.claim("p", 2, 10).await.unwrap(), Claim::New(1));
             assert_eq!(book.claim("p", 3, 10).await.unwrap(), Claim::Empty);
             assert_eq!(book.claim("q", 3, 10).await.unwrap(), Claim::Unknown);
-            book.create(def("r", &[5], 50)).await.unwrap();
+            book.create(def("r", &[5], 50), Vec::new()).await.unwrap();
+            // A rebuilt packet starts with its known claims; the next claim takes the next share.
+            book.create(def("s", &[1, 2, 3], 100), vec![8, 9]).await.unwrap();
+            assert_eq!(book.claim("s", 8, 10).await.unwrap(), Claim::Again(0));
+            assert_eq!(book.claim("s", 7, 10).await.unwrap(), Claim::New(2));
             assert_eq!(book.claim("r", 1, 50).await.unwrap(), Claim::Expired);
             assert_eq!(book.due(99), ["r"]);
             assert_eq!(book.close("r").await.unwrap(), []);

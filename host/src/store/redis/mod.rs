@@ -23,6 +23,9 @@
 //! | `P:{N}:ok:ACTIVITY`             | string | present: this shard vouches for the activity (the grant path skips its ledger lookup; see `LedgerCheck`) |
 //! | `P:{cap}:w`                     | zset   | the fleet's credits in the last second (the writer's cap) |
 //! | `P:n:{APP/NONCE}`               | string | a signed request's nonce, kept while its timestamp is acceptable (see `nonces.rs`) |
+//! | `P:{pk.ID}:d` / `:s` / `:c`     | string / hash / hash | a group red packet: definition, state (`closed`, `refund`), claims actID → share (see `packets.rs`) |
+//! | `P:{pk.ID}:l`                   | string | the lease of the host refunding the packet        |
+//! | `P:{pko}:open`                  | zset   | packets not yet refunded, scored by expiry        |
 //! | `P:{meta}`                      | hash   | the deployment's shard count                       |
 //!
 //! ## Stock in buckets
@@ -53,7 +56,8 @@
 //!   scripts, each opening with its KEYS/ARGV table, and one argument struct per script.
 //! - `grant.rs`: grants and restores; `reserve.rs`: stock taken across buckets;
 //!   `queue.rs`: the crediting queues; `reads.rs`: lookups, user lists, stock figures;
-//!   `cap.rs`: the fleet's credit window; `nonces.rs`: signed requests' nonces; `reply.rs`:
+//!   `cap.rs`: the fleet's credit window; `nonces.rs`: signed requests' nonces; `packets.rs`:
+//!   group red packets' claims and refunds; `reply.rs`:
 //!   decoding script replies.
 
 mod cap;

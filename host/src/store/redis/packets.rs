@@ -9,7 +9,7 @@ use redis::Value;
 
 use super::keys::{PacketKeys, packets_open};
 use super::reply::{value_string, value_u64};
-use super::scripts::{PacketClaimArgs, PacketCloseArgs};
+use super::scripts::{PacketClaimArgs, PacketCloseArgs, PacketCreateArgs};
 use super::{RedisStore, unavailable};
 use crate::store::{Claim, PACKETS_DUE_READ_MAX, PacketDef, PacketState, StoreError};
 
@@ -30,22 +30,20 @@ impl RedisStore {
     }
 
     /// See [`crate::store::Store::packet_create`].
-    pub async fn packet_create(&self, def: PacketDef) -> Result<PacketDef, StoreError> {
+    pub async fn packet_create(&self, def: PacketDef, claims: Vec<i64>) -> Result<PacketDef, StoreError> {
         let keys = self.packet_keys(&def.packet_id);
-        let mut conn = self.conn();
+        let args =
+            PacketCreateArgs { def: keys.def(), claims: keys.claims(), bytes: def.encode_to_vec(), claimers: claims };
         let (open, expires_at_ms, packet_id) =
             (packets_open(&self.inner.config.prefix), def.expires_at_ms, def.packet_id.clone());
-        let bytes = def.encode_to_vec();
-        let stored: Vec<u8> = self
-            .timed(async move {
-                let _: Value = redis::cmd("SET").arg(keys.def()).arg(bytes).arg("NX").query_async(&mut conn).await?;
-                let stored: Vec<u8> = redis::cmd("GET").arg(keys.def()).query_async(&mut conn).await?;
-                // The expiry index names it (again, if expected) with its real expiry.
-                let _: i64 =
-                    redis::cmd("ZADD").arg(open).arg(expires_at_ms).arg(&packet_id).query_async(&mut conn).await?;
-                Ok(stored)
-            })
-            .await?;
+        let mut conn = self.conn();
+        let stored: Vec<u8> = self.timed(args.invocation().invoke_async(&mut conn)).await?;
+        // The expiry index names it (again, if expected) with its real expiry.
+        let mut conn = self.conn();
+        self.timed(async move {
+            redis::cmd("ZADD").arg(open).arg(expires_at_ms).arg(&packet_id).query_async::<i64>(&mut conn).await
+        })
+        .await?;
         PacketDef::decode(stored.as_slice()).map_err(unavailable)
     }
 

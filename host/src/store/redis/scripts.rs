@@ -49,10 +49,33 @@ scripts! {
     CAP_TAKE = "cap_take.lua";
     /// Settles a ticket of the fleet's window.
     CAP_SETTLE = "cap_settle.lua";
+    /// Stores a group red packet (with claims known already).
+    PACKET_CREATE = "packet_create.lua";
     /// Claims a share of a group red packet.
     PACKET_CLAIM = "packet_claim.lua";
     /// Closes a group red packet for its refund.
     PACKET_CLOSE = "packet_close.lua";
+}
+
+/// `scripts/packet_create.lua`.
+pub(super) struct PacketCreateArgs {
+    pub def: String,
+    pub claims: String,
+    /// The protobuf definition.
+    pub bytes: Vec<u8>,
+    /// Who holds shares `0..claimers.len()`.
+    pub claimers: Vec<i64>,
+}
+
+impl PacketCreateArgs {
+    pub fn invocation(&self) -> ScriptInvocation<'static> {
+        let mut invocation = PACKET_CREATE.prepare_invoke();
+        invocation.key(&self.def).key(&self.claims).arg(&self.bytes);
+        for act_id in &self.claimers {
+            invocation.arg(*act_id);
+        }
+        invocation
+    }
 }
 
 /// `scripts/packet_claim.lua`.
