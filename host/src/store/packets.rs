@@ -467,6 +467,6 @@ mod tests {
         let p = book.get("p").unwrap();
         assert_eq!(p.claims, [(1, 0), (2, 1)]);
         assert_eq!(book.get("r").unwrap().refunded_cents, Some(5));
-        assert_eq!(book.due(1000), ["p"]);
+        assert_eq!(book.due(1000), ["p", "s"]);
     }
 }
