@@ -446,3 +446,30 @@ fn a_packet_the_store_lost_is_rebuilt_from_the_ledger(deployment: Deployment) {
     let (_, books) = server.get(&format!("/v1/packets/{packet_id}/reconciliation"));
     assert_eq!((books["balanced"].as_bool(), books["account_cents"].as_i64()), (Some(true), Some(0)), "{books}");
 }
+
+// Proves a fleet refunds a packet once: two hosts on one Redis and PostgreSQL both sweep, one
+// takes the packet (or both try and the ledger's entry id makes the second a replay), and the
+// sender gets the unclaimed money back exactly once, seen the same from either host.
+#[test]
+fn a_fleet_refunds_once() {
+    let backends = Deployment::Redis.backends();
+    let files = [("test-campaign.yaml", crate::support::TEST_CAMPAIGN)];
+    let first = Server::start_with_on(&backends, &files, None, &[]);
+    let second = Server::start_with_on(&backends, &files, Some(&first), &[]);
+    let sender = 7401;
+    fund(&first, sender, 1);
+    let body = json!({ "request_id": "fleet", "sender_act_id": sender, "total_cents": 60, "shares": 2, "split": "equal", "expires_in_s": 1 });
+    let (status, sent) = send(&first, &body);
+    assert_eq!(status, 200, "{sent}");
+    let packet_id = sent["packet_id"].as_str().unwrap().to_owned();
+    assert_eq!(grab(&second, &packet_id, 7501).1["amount_cents"], 30);
+    let view = wait_for(Duration::from_secs(60), || {
+        let view = packet(&second, &packet_id);
+        (view["status"] == "refunded").then_some(view)
+    });
+    assert_eq!(view["refunded_cents"], 30);
+    assert_eq!(packet(&first, &packet_id)["refunded_cents"], 30);
+    assert_eq!(first.wait_credited(sender)["balance_cents"], 88 - 60 + 30);
+    let kinds = flow_kinds(&second, sender);
+    assert_eq!(kinds.iter().filter(|(kind, _)| kind == "packet_refund").count(), 1, "{kinds:?}");
+}

@@ -357,7 +357,17 @@ pub async fn send(app: &App, app_id: i64, sender_act_id: i64, body: SendBody) ->
     // leaves the packet to be created (from the ledger's entry) and refunded at expiry.
     app.store.packet_expect(&packet_id, expires_at_ms).await?;
     app.writer.credit_user_fully_now(sender_act_id, SEND_CREDIT_PASSES_MAX).await?;
-    let sent = app.ledger.transfer(send_entry(&def)).await?;
+    let sent = match app.ledger.transfer(send_entry(&def)).await {
+        Ok(sent) => sent,
+        Err(error) => {
+            // Refused: no packet will be stored under this id now, so the sweep need not wait
+            // for one (a store that cannot be told leaves it to the sweep's own check).
+            if matches!(error, LedgerError::InsufficientBalance { .. }) {
+                let _ = app.store.packet_forget(&packet_id).await;
+            }
+            return Err(error.into());
+        }
+    };
     let def = if sent.replayed { def_of_entry(&sent.entry)? } else { def };
     if sent.replayed && (def.shares.len() != body.shares as usize || def.split != body.split.name()) {
         return Err(PacketError::RequestConflict(body.request_id));

@@ -164,13 +164,21 @@ impl RedisStore {
         Ok(!matches!(reply, Value::Nil))
     }
 
-    /// See [`crate::store::Store::packet_forget`].
+    /// See [`crate::store::Store::packet_forget`]: a stored packet stays in the sweep.
     pub async fn packet_forget(&self, packet_id: &str) -> Result<(), StoreError> {
         let open = packets_open(&self.inner.config.prefix);
+        let def = self.packet_keys(packet_id).def();
         let packet_id = packet_id.to_owned();
         let mut conn = self.conn();
-        self.timed(async move { redis::cmd("ZREM").arg(open).arg(packet_id).query_async::<i64>(&mut conn).await })
-            .await
-            .map(|_| ())
+        self.timed(async move {
+            // Two slots, so not one script: a packet stored between the check and the removal is
+            // named to the sweep again by its own `packet_create`, which writes the index last.
+            if redis::cmd("EXISTS").arg(def).query_async::<i64>(&mut conn).await? == 1 {
+                return Ok(0);
+            }
+            redis::cmd("ZREM").arg(open).arg(packet_id).query_async::<i64>(&mut conn).await
+        })
+        .await
+        .map(|_| ())
     }
 }
