@@ -98,6 +98,11 @@ fn ledger_down_the_wallet_answers_from_the_tokens_and_the_last_figures() {
 
     let (status, refused) = withdraw(&server, act_id, "d-2", 1);
     assert_eq!((status, refused["code"].as_str()), (503, Some("unavailable")), "{refused}");
+    // A group red packet's send never guesses either.
+    let packet =
+        json!({ "request_id": "d-p", "sender_act_id": act_id, "total_cents": 10, "shares": 1, "split": "equal" });
+    let (status, send) = server.post("/v1/packets", &packet);
+    assert_eq!((status, send["code"].as_str()), (503, Some("unavailable")), "{send}");
 
     postgres.start_again();
     let back = wait_for(WAIT_LIMIT, || {
@@ -164,8 +169,16 @@ fn tokens_down_the_wallet_answers_from_the_ledger() {
     assert_eq!(red_packets_with_status(&flow, "credited"), 3, "{flow}");
     let (status, refused) = as_user("POST", &withdrawal_path, r#"{"request_id":"t-1","amount_cents":1}"#);
     assert_eq!((status, refused["code"].as_str()), (503, Some("unavailable")), "{refused}");
+    // An app's signed read goes through without its nonce check (a read moves nothing); a
+    // signed write does not.
     let (status, signed) = server.get(&wallet_path);
-    assert_eq!((status, signed["code"].as_str()), (503, Some("unavailable")), "no nonce check without Redis");
+    assert_eq!((status, &signed["degraded"]), (200, &json!(["tokens"])), "{signed}");
+    let packet =
+        json!({ "request_id": "t-p", "sender_act_id": act_id, "total_cents": 10, "shares": 1, "split": "equal" });
+    let (status, send) = server.post("/v1/packets", &packet);
+    assert_eq!((status, send["code"].as_str()), (503, Some("unavailable")), "{send}");
+    let (status, send) = as_user("POST", "/v1/packets", &packet.to_string());
+    assert_eq!((status, send["code"].as_str()), (503, Some("unavailable")), "a session's send: {send}");
 
     postgres.stop();
     let down = wait_for(WAIT_LIMIT, || {
