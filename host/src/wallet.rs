@@ -394,9 +394,13 @@ async fn restore_terms(
     token: &crate::issuer::pb::RedPacketToken,
 ) -> Result<Result<(String, StockLimits), Refusal>, WalletError> {
     if let Some(packet_id) = token.activity_id.strip_prefix(crate::ledger::PACKET_ACTIVITY_PREFIX) {
-        let state = if crate::packet::is_packet_id(packet_id) { app.store.packet(packet_id).await? } else { None };
-        let Some(state) = state else {
-            return Ok(Err(("unknown_activity", format!("packet `{packet_id}` is not held"))));
+        // Rebuilt from the ledger if the store lost it.
+        let state = match crate::packet::stored(app, packet_id).await {
+            Ok(state) => state,
+            Err(crate::packet::PacketError::NotFound(_)) => {
+                return Ok(Err(("unknown_activity", format!("packet `{packet_id}` is not held"))));
+            }
+            Err(error) => return Err(WalletError::Unavailable(error.to_string())),
         };
         let claimed = state.claims.iter().any(|&(act_id, index)| {
             act_id == token.act_id && state.def.shares.get(index as usize) == Some(&token.amount_cents)

@@ -299,6 +299,12 @@ fn two_thousand_grabbers_on_a_cluster_give_exactly_the_shares() {
     );
     let view = packet(&server, &packet_id);
     assert_eq!((view["shares_left"].as_i64(), view["cents_left"].as_i64()), (Some(0), Some(0)));
+    for (act_id, _, answer) in &winners {
+        let wallet = server.wait_credited(*act_id);
+        assert_eq!(wallet["balance_cents"], answer["amount_cents"], "{act_id}");
+    }
+    let (_, books) = server.get(&format!("/v1/packets/{packet_id}/reconciliation"));
+    assert_eq!((books["balanced"].as_bool(), books["credited_cents"].as_i64()), (Some(true), Some(1000)), "{books}");
 }
 
 fn session(server: &Server, act_id: i64, scopes: &[&str]) -> Auth {
@@ -334,6 +340,21 @@ fn sessions_send_and_grab_only_for_their_user() {
     // The admin credential does not act for users; the operator's refund is not an app's.
     let admin = Auth::Header(format!("Bearer {TEST_ADMIN_TOKEN}"));
     assert_eq!(grab_as(&admin).0, 403);
+    // A session names its user by act_id only (resolving a name would bind it).
+    let named = json!({ "app_user_id": "someone" }).to_string();
+    let by_name =
+        request_as(&server.addr, &session(&server, 6902, &["packets:grab"]), "POST", &path, &named, "application/json");
+    assert_eq!(by_name.0, 403, "{}", by_name.1);
+    // A restricted packet shows to its sender and its group, not to another user's session.
+    let group = json!({ "request_id": "g", "sender_act_id": sender, "total_cents": 10, "shares": 1, "split": "equal", "grabbers": [6910] });
+    let (status, restricted) = send(&server, &group);
+    assert_eq!(status, 200, "{restricted}");
+    let view_path = format!("/v1/packets/{}", restricted["packet_id"].as_str().unwrap());
+    let read_as = |act_id: i64| {
+        request_as(&server.addr, &session(&server, act_id, &["wallet:read"]), "GET", &view_path, "", "application/json")
+            .0
+    };
+    assert_eq!((read_as(sender), read_as(6910), read_as(6911)), (200, 200, 403));
     let refund = format!("/v1/packets/{}/refund", sent["packet_id"].as_str().unwrap());
     let by_app = request_as(&server.addr, &Auth::App(1128), "POST", &refund, "{}", "application/json");
     assert_eq!(by_app.0, 403, "{}", by_app.1);
@@ -414,37 +435,96 @@ fn a_packet_the_store_lost_is_rebuilt_from_the_ledger(deployment: Deployment) {
     let sender = 7201;
     fund(&server, sender, 2);
     let body =
-        json!({ "request_id": "lost", "sender_act_id": sender, "total_cents": 90, "shares": 3, "split": "equal" });
+        json!({ "request_id": "lost", "sender_act_id": sender, "total_cents": 90, "shares": 3, "split": "random" });
     let (status, sent) = send(&server, &body);
     assert_eq!(status, 200, "{sent}");
     let packet_id = sent["packet_id"].as_str().unwrap().to_owned();
-    assert_eq!(grab(&server, &packet_id, 7301).1["amount_cents"], 30);
+    let first = grab(&server, &packet_id, 7301).1["amount_cents"].as_i64().unwrap();
     server.wait_credited(7301);
     server.kill9();
     server.launch(&["--no-writer"]);
-    assert_eq!(grab(&server, &packet_id, 7302).1["amount_cents"], 30);
+    assert_eq!(grab(&server, &packet_id, 7302).0, 200);
     server.kill9();
     backends.lose_token_store(&server.data);
     server.launch(&[]);
 
     let view = packet(&server, &packet_id);
-    let grabs: Vec<i64> = view["grabs"].as_array().unwrap().iter().map(|g| g["act_id"].as_i64().unwrap()).collect();
-    assert_eq!((grabs, view["shares_left"].as_i64()), (vec![7301], Some(2)), "{view}");
+    let grabs: Vec<(i64, i64)> = view["grabs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["act_id"].as_i64().unwrap(), g["amount_cents"].as_i64().unwrap()))
+        .collect();
+    // The credited grab is claimed again with its own amount (a random split: the rebuild matched
+    // it among the shares); the pending one was lost with the store.
+    assert_eq!((grabs, view["shares_left"].as_i64()), (vec![(7301, first)], Some(2)), "{view}");
     let (status, again) = grab(&server, &packet_id, 7301);
     assert_eq!(
         (status, again["amount_cents"].as_i64(), again["replayed"].as_bool()),
-        (200, Some(30), Some(true)),
+        (200, Some(first), Some(true)),
         "{again}"
     );
     let (status, regrab) = grab(&server, &packet_id, 7302);
-    assert_eq!((status, regrab["amount_cents"].as_i64()), (200, Some(30)), "{regrab}");
+    assert_eq!(status, 200, "{regrab}");
+    let second = regrab["amount_cents"].as_i64().unwrap();
     let (status, refunded) = server.post(&format!("/v1/packets/{packet_id}/refund"), &json!({}));
-    assert_eq!((status, refunded["refunded_cents"].as_i64()), (200, Some(30)), "{refunded}");
-    assert_eq!(server.wait_credited(7301)["balance_cents"], 30);
-    assert_eq!(server.wait_credited(7302)["balance_cents"], 30);
-    assert_eq!(server.wait_credited(sender)["balance_cents"], 176 - 90 + 30);
+    assert_eq!((status, refunded["refunded_cents"].as_i64()), (200, Some(90 - first - second)), "{refunded}");
+    assert_eq!(server.wait_credited(7301)["balance_cents"], first);
+    assert_eq!(server.wait_credited(7302)["balance_cents"], second);
+    assert_eq!(server.wait_credited(sender)["balance_cents"], 176 - first - second);
     let (_, books) = server.get(&format!("/v1/packets/{packet_id}/reconciliation"));
     assert_eq!((books["balanced"].as_bool(), books["account_cents"].as_i64()), (Some(true), Some(0)), "{books}");
+}
+
+// Proves a host killed between the send's debit and storing the packet loses nothing: the
+// packet is rebuilt from the ledger's send entry (on a read, and by the refund sweep at expiry)
+// and the sender gets the whole amount back once.
+conformance!(kill9_after_the_send_debit_rebuilds_the_packet);
+fn kill9_after_the_send_debit_rebuilds_the_packet(deployment: Deployment) {
+    let mut server = Server::start_on(&deployment.backends(), &[]);
+    let sender = 7601;
+    fund(&server, sender, 1);
+    server.kill9();
+    server.launch_with_env(&[], &[("HONGBAO_FAILPOINTS", "packet.send.after_debit")]);
+    let body = json!({ "request_id": "d", "sender_act_id": sender, "total_cents": 70, "shares": 7, "split": "random", "expires_in_s": 1 });
+    assert!(crate::support::try_request(&server.addr, "POST", "/v1/packets", Some(&body)).is_err());
+    server.wait_exited();
+    server.launch(&[]);
+    // The sweep finds the expected packet at expiry, rebuilds it from the ledger and refunds it.
+    assert_eq!(
+        wait_for(Duration::from_secs(60), || {
+            let wallet = server.wallet(sender);
+            (wallet["balance_cents"] == 88).then_some(wallet)
+        })["credited_cents"],
+        88
+    );
+    // The retried send answers the same packet, refunded.
+    let (status, again) = send(&server, &body);
+    assert_eq!((status, again["replayed"].as_bool()), (200, Some(true)), "{again}");
+    let view = packet(&server, again["packet_id"].as_str().unwrap());
+    assert_eq!((view["status"].as_str(), view["refunded_cents"].as_i64()), (Some("refunded"), Some(70)), "{view}");
+    let kinds = flow_kinds(&server, sender);
+    assert_eq!(kinds.iter().filter(|(kind, _)| kind == "packet_refund").count(), 1, "{kinds:?}");
+}
+
+// Proves a sweep is not held up by how many packets are due: 80 packets (more than one sweep
+// takes) expiring together are all refunded.
+#[test]
+fn more_packets_due_than_one_sweep_takes_all_refund() {
+    let server = Server::start(&[]);
+    let sender = 7701;
+    fund(&server, sender, 1);
+    let mut ids = Vec::new();
+    for n in 0..80 {
+        let body = json!({ "request_id": format!("many-{n}"), "sender_act_id": sender, "total_cents": 1, "shares": 1, "split": "equal", "expires_in_s": 1 });
+        let (status, sent) = send(&server, &body);
+        assert_eq!(status, 200, "{sent}");
+        ids.push(sent["packet_id"].as_str().unwrap().to_owned());
+    }
+    wait_for(Duration::from_secs(120), || {
+        ids.iter().all(|id| packet(&server, id)["status"] == "refunded").then_some(())
+    });
+    assert_eq!(server.wait_credited(sender)["balance_cents"], 88);
 }
 
 // Proves a fleet refunds a packet once: two hosts on one Redis and PostgreSQL both sweep, one

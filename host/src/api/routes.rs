@@ -249,6 +249,23 @@ impl Admitted {
         }
     }
 
+    /// The user a session acts for; `None` for other callers.
+    fn session_user(&self) -> Option<i64> {
+        match &self.caller {
+            Caller::User(session) => Some(session.act_id),
+            _ => None,
+        }
+    }
+
+    /// Refuses a session that names a user by `app_user_id`: resolving a name binds it, and a
+    /// session may act only for the act_id it was minted for.
+    fn names_users_by_act_id(&self, app_user_id: Option<&str>) -> Result<(), ApiError> {
+        if app_user_id.is_some() && matches!(self.caller, Caller::User(_)) {
+            return Err(AccessError::Forbidden("a session names its user by act_id, not app_user_id".into()).into());
+        }
+        Ok(())
+    }
+
     /// Checks that a route whose user is named in the body may act for `act_id` with `scope`.
     fn acting_for(&self, act_id: i64, scope: Scope) -> Result<(), ApiError> {
         access::authorize(&self.caller, Need::User { act_id, scope }).map_err(ApiError::from)
@@ -321,16 +338,18 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
         Endpoint::PacketSend => {
             let body: packet::SendBody = admitted.json()?;
             let app_id = admitted.app_id()?;
+            admitted.names_users_by_act_id(body.sender_app_user_id.as_deref())?;
             let sender = identity::resolve_act_id(app, app_id, body.sender_act_id, body.sender_app_user_id.as_deref())
                 .await
                 .map_err(packet::PacketError::from)?;
             admitted.acting_for(sender, Scope::WalletWithdraw)?;
             ok(&packet::send(app, app_id, sender, body).await?)
         }
-        Endpoint::Packet(id) => ok(&packet::show(app, id).await?),
+        Endpoint::Packet(id) => ok(&packet::show(app, id, admitted.session_user()).await?),
         Endpoint::PacketGrab(id) => {
             let body: packet::GrabBody = admitted.json()?;
             let app_id = admitted.app_id()?;
+            admitted.names_users_by_act_id(body.app_user_id.as_deref())?;
             let grabber = identity::resolve_act_id(app, app_id, body.act_id, body.app_user_id.as_deref())
                 .await
                 .map_err(packet::PacketError::from)?;
@@ -340,7 +359,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
         Endpoint::PacketBooks(id) => ok(&packet::reconcile(app, id).await?),
         Endpoint::PacketRefund(id) => {
             packet::refund::refund_now(app, id).await?;
-            ok(&packet::show(app, id).await?)
+            ok(&packet::show(app, id, None).await?)
         }
         Endpoint::Scenes => ok(&scenes(app)),
         Endpoint::Plugins => ok(&plugins(app)),

@@ -209,6 +209,12 @@ impl Identities {
         Ok(Identities { key, storage })
     }
 
+    /// A keyed hash (HMAC-SHA256 under this host's identity key, shared by the fleet) of `text`
+    /// in `domain`, for ids nobody without the key can work out (group red packets' ids).
+    pub fn keyed_hash(&self, domain: &str, text: &str) -> [u8; 32] {
+        phone_hash(&self.key, &format!("{domain}\0{text}"))
+    }
+
     /// The keyed hash of a normalized phone number.
     pub fn hash_phone(&self, normalized: &str) -> PhoneHash {
         PhoneHash(phone_hash(&self.key, normalized))

@@ -18,7 +18,6 @@ pub mod split;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use prost::Message as _;
-use sha2::{Digest as _, Sha256};
 
 use crate::app::App;
 use crate::issuer::pb::RedPacketToken;
@@ -256,9 +255,11 @@ pub struct PacketView {
     pub restricted: bool,
 }
 
-/// The packet id of a send: the same app, sender and request id always name the same packet.
-pub fn packet_id(app_id: i64, sender_act_id: i64, request_id: &str) -> String {
-    let digest = Sha256::digest(format!("{app_id}/{sender_act_id}/{request_id}"));
+/// The packet id of a send: the same app, sender and request id always name the same packet,
+/// and nobody without the host's key can work one out (so holding a packet's id is what lets a
+/// user in the group reach it; restricted packets also check the user).
+pub fn packet_id(app: &App, app_id: i64, sender_act_id: i64, request_id: &str) -> String {
+    let digest = app.identities.keyed_hash("packet-id", &format!("{app_id}/{sender_act_id}/{request_id}"));
     digest[..10].iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -334,7 +335,7 @@ fn check_send(sender_act_id: i64, body: &SendBody) -> Result<(), PacketError> {
 pub async fn send(app: &App, app_id: i64, sender_act_id: i64, body: SendBody) -> Result<SendAnswer, PacketError> {
     check_send(sender_act_id, &body)?;
     let now_ms = app.clock.now_ms();
-    let packet_id = packet_id(app_id, sender_act_id, &body.request_id);
+    let packet_id = packet_id(app, app_id, sender_act_id, &body.request_id);
     let expires_at_ms = now_ms + body.expires_in_s.unwrap_or(PACKET_EXPIRES_IN_S_DEFAULT) * 1000;
     let mut grabbers = body.grabbers.clone().unwrap_or_default();
     grabbers.sort_unstable();
@@ -357,19 +358,21 @@ pub async fn send(app: &App, app_id: i64, sender_act_id: i64, body: SendBody) ->
     // leaves the packet to be created (from the ledger's entry) and refunded at expiry.
     app.store.packet_expect(&packet_id, expires_at_ms).await?;
     app.writer.credit_user_fully_now(sender_act_id, SEND_CREDIT_PASSES_MAX).await?;
-    let sent = match app.ledger.transfer(send_entry(&def)).await {
-        Ok(sent) => sent,
-        Err(error) => {
-            // Refused: no packet will be stored under this id now, so the sweep need not wait
-            // for one (a store that cannot be told leaves it to the sweep's own check).
-            if matches!(error, LedgerError::InsufficientBalance { .. }) {
-                let _ = app.store.packet_forget(&packet_id).await;
-            }
-            return Err(error.into());
-        }
-    };
+    let sent = app.ledger.transfer(send_entry(&def)).await?;
+    crate::failpoint::hit("packet.send.after_debit");
     let def = if sent.replayed { def_of_entry(&sent.entry)? } else { def };
-    if sent.replayed && (def.shares.len() != body.shares as usize || def.split != body.split.name()) {
+    let asked_grabbers = {
+        let mut grabbers = body.grabbers.clone().unwrap_or_default();
+        grabbers.sort_unstable();
+        grabbers.dedup();
+        grabbers
+    };
+    let same_request = def.shares.len() == body.shares as usize
+        && def.split == body.split.name()
+        && def.greeting == body.greeting.clone().unwrap_or_default()
+        && def.grabbers == asked_grabbers
+        && def.expires_at_ms - def.created_ms == body.expires_in_s.unwrap_or(PACKET_EXPIRES_IN_S_DEFAULT) * 1000;
+    if sent.replayed && !same_request {
         return Err(PacketError::RequestConflict(body.request_id));
     }
     let def = match app.store.packet(&packet_id).await? {
@@ -397,7 +400,7 @@ pub async fn send(app: &App, app_id: i64, sender_act_id: i64, body: SendBody) ->
 
 /// The packet, or 404. A packet the store lost (its data gone) but the ledger sent is rebuilt
 /// first ([`rebuild`]).
-async fn stored(app: &App, packet_id: &str) -> Result<PacketState, PacketError> {
+pub(crate) async fn stored(app: &App, packet_id: &str) -> Result<PacketState, PacketError> {
     if !is_packet_id(packet_id) {
         return Err(PacketError::NotFound(packet_id.chars().take(32).collect()));
     }
@@ -425,16 +428,36 @@ async fn stored(app: &App, packet_id: &str) -> Result<PacketState, PacketError> 
 pub async fn rebuild(app: &App, packet_id: &str) -> Result<bool, PacketError> {
     let Some(sent) = app.ledger.entry(&format!("ps/{packet_id}")).await? else { return Ok(false) };
     let mut def = def_of_entry(&sent)?;
-    let mut credited = app.ledger.red_packets_of(&packet_activity(packet_id)).await?;
-    credited.sort_by(|a, b| (a.time_ms, &a.id).cmp(&(b.time_ms, &b.id)));
+    let activity_id = packet_activity(packet_id);
+    // Who is known to hold a share: the grabs the ledger credited, and the tokens the store
+    // still holds (a store that lost only the packet's keys keeps its grabbers' tokens).
+    let mut held: Vec<(u64, i64, i64)> = app
+        .ledger
+        .red_packets_of(&activity_id)
+        .await?
+        .iter()
+        .map(|entry| (entry.time_ms, entry.act_id, entry.amount_cents))
+        .collect();
+    held.extend(
+        app.store
+            .grants_of(&activity_id)
+            .await?
+            .iter()
+            .map(|(record, _)| (record.open_time_ms, record.act_id, record.amount_cents)),
+    );
+    held.sort_unstable();
     let mut rest = def.shares.clone();
-    let (mut shares, mut claimers) = (Vec::with_capacity(rest.len()), Vec::new());
-    for entry in &credited {
-        if let Some(position) = rest.iter().position(|&cents| cents == entry.amount_cents) {
+    let (mut shares, mut claimers) = (Vec::with_capacity(rest.len()), Vec::<i64>::new());
+    for (_, act_id, amount_cents) in held {
+        if claimers.contains(&act_id) {
+            continue;
+        }
+        if let Some(position) = rest.iter().position(|&cents| cents == amount_cents) {
             shares.push(rest.remove(position));
-            claimers.push(entry.act_id);
+            claimers.push(act_id);
         }
     }
+    let credited = claimers.len();
     shares.extend(rest);
     def.shares = shares;
     app.store.packet_create(def, claimers).await?;
@@ -442,7 +465,7 @@ pub async fn rebuild(app: &App, packet_id: &str) -> Result<bool, PacketError> {
         app.store.packet_close(packet_id).await?;
         app.store.packet_refunded(packet_id, refund.amount_cents).await?;
     }
-    tracing::warn!(packet = %packet_id, credited = credited.len(), "packet rebuilt from the ledger");
+    tracing::warn!(packet = %packet_id, claims = credited, "packet rebuilt from the ledger");
     Ok(true)
 }
 
@@ -520,7 +543,13 @@ pub async fn grant_claim(
     let check = LedgerCheck::Done { activity_clean: false };
     match app.store.commit_grant_checked(record, grab_limits(), None, check).await? {
         GrantCommit::Granted(record) => Ok((record, false)),
-        GrantCommit::Replayed(record) => Ok((record, true)),
+        GrantCommit::Replayed(record) => {
+            if record.amount_cents != def.shares[index as usize] {
+                tracing::error!(packet = %def.packet_id, act_id, token_cents = record.amount_cents,
+                    share_cents = def.shares[index as usize], "a grab's stored token and its claimed share differ");
+            }
+            Ok((record, true))
+        }
         other => Err(PacketError::Unavailable(format!("the store refused a claimed share: {other:?}"))),
     }
 }
@@ -531,8 +560,12 @@ pub async fn grab(app: &App, app_id: i64, packet_id: &str, act_id: i64) -> Resul
     if act_id <= 0 || act_id == i64::MAX {
         return Err(PacketError::BadRequest(format!("act_id `{act_id}` must be positive and below 2^63-1")));
     }
-    let state = stored(app, packet_id).await?;
-    let def = &state.def;
+    // The definition only (a host keeps those it read): a grab reads no other packet state.
+    let def = match app.store.packet_def(packet_id).await? {
+        Some(def) if is_packet_id(packet_id) => def,
+        _ => std::sync::Arc::new(stored(app, packet_id).await?.def),
+    };
+    let def = &*def;
     if !def.grabbers.is_empty() && def.grabbers.binary_search(&act_id).is_err() {
         return Err(PacketError::NotAllowed { packet_id: packet_id.to_owned(), act_id });
     }
@@ -556,10 +589,18 @@ pub async fn grab(app: &App, app_id: i64, packet_id: &str, act_id: i64) -> Resul
     })
 }
 
-/// `GET /v1/packets/{id}`.
-pub async fn show(app: &App, packet_id: &str) -> Result<PacketView, PacketError> {
+/// `GET /v1/packets/{id}`. `viewer` is the user a session reads for (`None` for an app, which
+/// vouches for its users): a restricted packet shows only to its sender and its grab list.
+pub async fn show(app: &App, packet_id: &str, viewer: Option<i64>) -> Result<PacketView, PacketError> {
     let state = stored(app, packet_id).await?;
     let def = state.def;
+    if let Some(act_id) = viewer
+        && !def.grabbers.is_empty()
+        && act_id != def.sender_act_id
+        && def.grabbers.binary_search(&act_id).is_err()
+    {
+        return Err(PacketError::NotAllowed { packet_id: packet_id.to_owned(), act_id });
+    }
     let grabs: Vec<GrabView> = state
         .claims
         .iter()

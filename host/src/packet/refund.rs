@@ -1,30 +1,41 @@
-//! Refunds at expiry: what nobody claimed goes back to the sender, exactly once.
+//! Refunds at expiry: what no token will take goes back to the sender, exactly once.
 //!
-//! Every host sweeps every [`REFUND_SWEEP_INTERVAL`]; a packet due is taken by one host under a
-//! lease, and its steps are each idempotent, so a host that dies anywhere in them leaves the
-//! rest to the next sweep (its own after a restart, or another host's once the lease lapses):
+//! Every host sweeps every [`REFUND_SWEEP_INTERVAL`]. A sweep *takes* the packets due (the store
+//! puts each back [`REFUND_LEASE_MS`] later, so the hosts of a fleet take disjoint packets and
+//! one whose refund fails steps aside instead of holding up the rest), and refunds each. Every
+//! step is idempotent, so a host that dies anywhere in them leaves the rest to the next sweep (its
+//! own after a restart, or another host's once the lease lapses):
 //!
 //! 1. **close** the packet in the store: from then on no claim succeeds, so the claims read back
 //!    are final, whatever any host's clock says;
 //! 2. **grant** every claim that has no token yet (a grabber whose host died between claiming and
 //!    granting): the share is theirs;
-//! 3. write the refund entry `pr/{packet_id}` (total − claimed) in the ledger: a second write of
-//!    the same id is a replay, never a second refund;
-//! 4. mark the packet refunded in the store, which takes it off the sweep.
+//! 3. **credit** every grab token the store holds now, ahead of the queue, so the packet account
+//!    holds only what no token will take (plus what tokens the ledger refused still owe);
+//! 4. write the refund entry `pr/{packet_id}`: the packet account's balance less what stored
+//!    tokens still owe. A second write of the same id is a replay, and a refund entry written
+//!    before is used as it is, never computed again;
+//! 5. mark the packet refunded in the store, which takes it off the sweep.
+//!
+//! The refund is decided from the ledger and the tokens, not from the claims, so it stays exact
+//! even if the store lost claims: money a stored token will take stays in the packet account.
 //!
 //! A packet the store only *expects* (its send named it, then the host died before storing it)
-//! is created from the ledger's send entry if the debit happened, and forgotten otherwise.
+//! is rebuilt from the ledger's send entry if the debit happened, and forgotten a while after its
+//! expiry otherwise.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{PacketError, grab_order_no, grant_claim};
+use super::{PacketError, grab_order_no, grant_claim, rebuild};
 use crate::app::App;
 use crate::ledger::{EntryKind, LedgerEntry, packet_account, packet_activity, wallet_account};
+use crate::store::TokenStatus;
 
 /// How often each host looks for packets due.
 pub const REFUND_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
-/// How long a host holds a packet it refunds before another may take it over.
+/// How long a packet taken by one host's sweep is left to it before the sweep offers it again.
 pub const REFUND_LEASE_MS: u64 = 10_000;
 
 /// How long after its expiry an expected packet with no send in the ledger is kept before it is
@@ -36,14 +47,14 @@ pub const EXPECTED_GRACE_MS: u64 = 60_000;
 pub struct SweepReport {
     /// Packets refunded now.
     pub refunded: usize,
-    /// Packets whose steps failed; the next sweep tries again.
+    /// Packets whose steps failed; a later sweep tries again.
     pub failed: usize,
 }
 
 /// One sweep over the packets due.
 pub async fn sweep(app: &App) -> SweepReport {
     let mut report = SweepReport::default();
-    let due = match app.store.packets_due(app.clock.now_ms()).await {
+    let due = match app.store.packets_take_due(app.clock.now_ms(), REFUND_LEASE_MS).await {
         Ok(due) => due,
         Err(error) => {
             tracing::warn!(%error, "packet refund sweep could not read the packets due");
@@ -52,20 +63,11 @@ pub async fn sweep(app: &App) -> SweepReport {
         }
     };
     for packet_id in due {
-        match app.store.packet_lease(&packet_id, REFUND_LEASE_MS).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(error) => {
-                tracing::warn!(%error, packet = %packet_id, "packet refund lease failed");
-                report.failed += 1;
-                continue;
-            }
-        }
-        match refund(app, &packet_id).await {
+        match refund(app, &packet_id, false).await {
             Ok(true) => report.refunded += 1,
             Ok(false) => {}
             Err(error) => {
-                tracing::warn!(%error, packet = %packet_id, "packet refund failed; the next sweep tries again");
+                tracing::warn!(%error, packet = %packet_id, "packet refund failed; a later sweep tries again");
                 report.failed += 1;
             }
         }
@@ -87,18 +89,17 @@ pub async fn run(app: std::sync::Arc<App>, mut shutdown: tokio::sync::watch::Rec
     }
 }
 
-/// Closes a packet now, before its expiry, and refunds what nobody claimed (an operator's
+/// Closes a packet now, before its expiry, and refunds what no token will take (an operator's
 /// `POST /v1/packets/{id}/refund`: a packet sent by mistake or under a fraud hold). The same
 /// steps as at expiry, so it is safe beside a sweep.
 pub async fn refund_now(app: &App, packet_id: &str) -> Result<(), PacketError> {
-    if !super::is_packet_id(packet_id) || app.store.packet(packet_id).await?.is_none() {
-        return Err(PacketError::NotFound(packet_id.chars().take(32).collect()));
-    }
-    refund(app, packet_id).await.map(|_| ())
+    super::stored(app, packet_id).await?;
+    refund(app, packet_id, true).await.map(|_| ())
 }
 
-/// Refunds one packet due (the steps of the module docs); `true` when it is refunded now.
-pub async fn refund(app: &App, packet_id: &str) -> Result<bool, PacketError> {
+/// Refunds one packet (the steps of the module docs); `true` when it is refunded now. Unless
+/// `early`, a packet this host's clock does not see expired yet is left for a later sweep.
+pub async fn refund(app: &App, packet_id: &str, early: bool) -> Result<bool, PacketError> {
     let state = match app.store.packet(packet_id).await? {
         Some(state) => state,
         None => return settle_expected(app, packet_id).await.map(|_| false),
@@ -108,23 +109,32 @@ pub async fn refund(app: &App, packet_id: &str) -> Result<bool, PacketError> {
         return Ok(false);
     }
     let def = state.def;
+    let now_ms = app.clock.now_ms();
+    if !early && now_ms < def.expires_at_ms {
+        return Ok(false);
+    }
     let claims = app.store.packet_close(packet_id).await?;
     crate::failpoint::hit("packet.refund.after_close");
     let activity_id = packet_activity(packet_id);
-    let mut claimed_cents = 0i64;
     for &(act_id, index) in &claims {
-        claimed_cents += def.shares[index as usize];
         if app.store.lookup(&activity_id, &grab_order_no(act_id)).await?.is_none() {
             grant_claim(app, &def, act_id, index, def.app_id).await?;
         }
     }
+    let owed_cents = credit_grabs_now(app, &activity_id).await?;
     let refund_id = format!("pr/{packet_id}");
     if let Some(written) = app.ledger.entry(&refund_id).await? {
         // Written before (by a host that died before marking it): that is the refund.
         app.store.packet_refunded(packet_id, written.amount_cents).await?;
         return Ok(true);
     }
-    let refund_cents = def.total_cents - claimed_cents;
+    let balance_cents = app.ledger.balance(&packet_account(packet_id)).await?;
+    let refund_cents = balance_cents - owed_cents;
+    if refund_cents < 0 {
+        return Err(PacketError::Unavailable(format!(
+            "packet `{packet_id}`: its account holds {balance_cents} cents but its tokens still owe {owed_cents}"
+        )));
+    }
     if refund_cents > 0 {
         let entry = LedgerEntry {
             id: refund_id,
@@ -132,8 +142,9 @@ pub async fn refund(app: &App, packet_id: &str) -> Result<bool, PacketError> {
             debit_account: packet_account(packet_id),
             credit_account: wallet_account(def.sender_act_id),
             amount_cents: refund_cents,
-            // The expiry, not the refunder's clock: every host writes the same entry.
-            time_ms: def.expires_at_ms,
+            // The expiry (or now, for an early refund), not a refunder's clock at expiry: every
+            // host writes the same entry.
+            time_ms: def.expires_at_ms.min(if early { now_ms } else { def.expires_at_ms }),
             act_id: def.sender_act_id,
             memo: def.greeting.clone(),
             reference: def.request_id.clone(),
@@ -147,17 +158,36 @@ pub async fn refund(app: &App, packet_id: &str) -> Result<bool, PacketError> {
     Ok(true)
 }
 
-/// A packet the store expects but does not hold: stored from the ledger's send entry if the
+/// Credits every grab token of the packet's activity the store holds and the ledger lacks, now;
+/// answers the cents those the ledger still refuses owe (they stay parked and owed).
+async fn credit_grabs_now(app: &App, activity_id: &str) -> Result<i64, PacketError> {
+    let uncredited = |records: &[(crate::store::GrantRecord, bool)], credited: &HashSet<String>| {
+        records
+            .iter()
+            .filter(|(record, _)| record.status() != TokenStatus::Credited && !credited.contains(&record.flow_id()))
+            .map(|(record, _)| record.clone())
+            .collect::<Vec<_>>()
+    };
+    let credited_ids = |entries: Vec<LedgerEntry>| entries.into_iter().map(|entry| entry.id).collect::<HashSet<_>>();
+    let records = app.store.grants_of(activity_id).await?;
+    let credited = credited_ids(app.ledger.red_packets_of(activity_id).await?);
+    let owed = uncredited(&records, &credited);
+    if !owed.is_empty() {
+        app.writer.credit_keys_now(owed.iter().map(crate::store::GrantRecord::key).collect()).await?;
+    }
+    let credited = credited_ids(app.ledger.red_packets_of(activity_id).await?);
+    Ok(uncredited(&records, &credited).iter().map(|record| record.amount_cents).sum())
+}
+
+/// A packet the store expects but does not hold: rebuilt from the ledger's send entry if the
 /// send's debit happened, forgotten once it plainly did not.
 async fn settle_expected(app: &App, packet_id: &str) -> Result<(), PacketError> {
-    match super::rebuild(app, packet_id).await? {
-        true => {}
-        false => {
-            let due = app.store.packets_due(app.clock.now_ms().saturating_sub(EXPECTED_GRACE_MS)).await?;
-            if due.iter().any(|id| id == packet_id) {
-                app.store.packet_forget(packet_id).await?;
-            }
-        }
+    if rebuild(app, packet_id).await? {
+        return Ok(());
+    }
+    let expiry = app.store.packet_expected_expiry(packet_id).await?;
+    if expiry.is_none_or(|expires_at_ms| app.clock.now_ms() >= expires_at_ms + EXPECTED_GRACE_MS) {
+        app.store.packet_forget(packet_id).await?;
     }
     Ok(())
 }

@@ -91,7 +91,7 @@ pub enum Claim {
     Unknown,
 }
 
-/// Which packets a sweeper should look at: expired and not yet refunded.
+/// The most packets one sweep takes at once.
 pub const PACKETS_DUE_READ_MAX: usize = 64;
 
 impl Store {
@@ -125,10 +125,11 @@ impl Store {
     }
 
     /// Claims a share of `def` for `act_id` at `now_ms` (see [`Claim`]).
+    /// `now_ms` is the embedded host's clock; Redis judges expiry by its own.
     pub async fn packet_claim(&self, def: &PacketDef, act_id: i64, now_ms: u64) -> Result<Claim, StoreError> {
         match self {
             Store::Embedded(s) => s.packets().claim(&def.packet_id, act_id, now_ms).await,
-            Store::Redis(s) => s.packet_claim(def, act_id, now_ms).await,
+            Store::Redis(s) => s.packet_claim(def, act_id).await,
         }
     }
 
@@ -148,21 +149,33 @@ impl Store {
         }
     }
 
-    /// Up to [`PACKETS_DUE_READ_MAX`] ids of packets expired by `now_ms` and not yet refunded
-    /// (also those only expected: see [`Store::packet_expect`]).
-    pub async fn packets_due(&self, now_ms: u64) -> Result<Vec<String>, StoreError> {
+    /// Takes up to [`PACKETS_DUE_READ_MAX`] ids of packets expired and not yet refunded (also
+    /// those only expected: see [`Store::packet_expect`]) for this host's refund sweep, and puts
+    /// each back in the sweep `lease_ms` later: hosts of a fleet take disjoint packets, and a
+    /// packet whose refund fails steps aside for a while instead of holding the front of the
+    /// sweep. On Redis "expired" is judged by Redis's clock, one clock for the whole fleet;
+    /// `now_ms` is the embedded host's.
+    pub async fn packets_take_due(&self, now_ms: u64, lease_ms: u64) -> Result<Vec<String>, StoreError> {
         match self {
-            Store::Embedded(s) => Ok(s.packets().due(now_ms)),
-            Store::Redis(s) => s.packets_due(now_ms).await,
+            Store::Embedded(s) => Ok(s.packets().take_due(now_ms, lease_ms)),
+            Store::Redis(s) => s.packets_take_due(lease_ms).await,
         }
     }
 
-    /// Takes this host's turn at refunding a packet: `false` when another host holds it (on a
-    /// fleet one host refunds; the steps are idempotent, so the lease only saves work).
-    pub async fn packet_lease(&self, packet_id: &str, lease_ms: u64) -> Result<bool, StoreError> {
+    /// The definition of a stored packet, which never changes (Redis hosts keep the ones they
+    /// read: a grab reads no packet state but its claim).
+    pub async fn packet_def(&self, packet_id: &str) -> Result<Option<std::sync::Arc<PacketDef>>, StoreError> {
         match self {
-            Store::Embedded(_) => Ok(true),
-            Store::Redis(s) => s.packet_lease(packet_id, lease_ms).await,
+            Store::Embedded(s) => Ok(s.packets().get(packet_id).map(|state| std::sync::Arc::new(state.def))),
+            Store::Redis(s) => s.packet_def(packet_id).await,
+        }
+    }
+
+    /// The expiry an expected (not stored) packet was named with, if the store knows it.
+    pub async fn packet_expected_expiry(&self, packet_id: &str) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Embedded(s) => Ok(s.packets().expected_expiry(packet_id)),
+            Store::Redis(s) => s.packet_expected_expiry(packet_id).await,
         }
     }
 
@@ -201,8 +214,11 @@ struct Book {
     packets: HashMap<String, PacketState>,
     /// Expected but not created: id → expiry.
     expected: HashMap<String, u64>,
-    /// Not refunded yet, by expiry: what the sweeper reads.
+    /// Not refunded yet, by when the sweep should look (the expiry, later once taken): what
+    /// the sweeper reads.
     open: BTreeSet<(u64, String)>,
+    /// Each open packet's place in `open`.
+    open_at: HashMap<String, u64>,
     file: File,
     /// Frames appended since open.
     written: u64,
@@ -237,22 +253,32 @@ const REFUNDED: u32 = 5;
 const FORGET: u32 = 6;
 
 impl Book {
+    fn open_insert(&mut self, id: &str, at_ms: u64) {
+        self.open_remove(id);
+        self.open.insert((at_ms, id.to_owned()));
+        self.open_at.insert(id.to_owned(), at_ms);
+    }
+
+    fn open_remove(&mut self, id: &str) {
+        if let Some(at_ms) = self.open_at.remove(id) {
+            self.open.remove(&(at_ms, id.to_owned()));
+        }
+    }
+
     fn apply(&mut self, change: Change) {
         let id = change.packet_id;
         match change.kind {
             EXPECT => {
                 let expires_at_ms = change.cents_or_ms as u64;
                 if !self.packets.contains_key(&id) {
-                    self.open.insert((expires_at_ms, id.clone()));
+                    self.open_insert(&id, expires_at_ms);
                     self.expected.insert(id, expires_at_ms);
                 }
             }
             CREATE => {
                 let Some(def) = change.def else { return };
-                if let Some(expires_at_ms) = self.expected.remove(&id) {
-                    self.open.remove(&(expires_at_ms, id.clone()));
-                }
-                self.open.insert((def.expires_at_ms, id.clone()));
+                self.expected.remove(&id);
+                self.open_insert(&id, def.expires_at_ms);
                 self.packets.insert(id, PacketState { def, claims: Vec::new(), closed: false, refunded_cents: None });
             }
             CLAIM => {
@@ -269,14 +295,10 @@ impl Book {
                 if let Some(state) = self.packets.get_mut(&id) {
                     state.closed = true;
                     state.refunded_cents = Some(change.cents_or_ms);
-                    self.open.remove(&(state.def.expires_at_ms, id));
+                    self.open_remove(&id);
                 }
             }
-            FORGET => {
-                if let Some(expires_at_ms) = self.expected.remove(&id) {
-                    self.open.remove(&(expires_at_ms, id));
-                }
-            }
+            FORGET if self.expected.remove(&id).is_some() => self.open_remove(&id),
             _ => {}
         }
     }
@@ -335,6 +357,7 @@ impl PacketBook {
             packets: HashMap::new(),
             expected: HashMap::new(),
             open: BTreeSet::new(),
+            open_at: HashMap::new(),
             file,
             written: 0,
             failed: false,
@@ -469,14 +492,32 @@ impl PacketBook {
         .await
     }
 
+    /// Ids due by `now_ms` (without taking them).
     fn due(&self, now_ms: u64) -> Vec<String> {
         let book = self.inner.book.lock();
         book.open
             .iter()
-            .take_while(|(expires_at_ms, _)| *expires_at_ms <= now_ms)
+            .take_while(|(at_ms, _)| *at_ms <= now_ms)
             .take(PACKETS_DUE_READ_MAX)
             .map(|(_, id)| id.clone())
             .collect()
+    }
+
+    /// See [`Store::packets_take_due`]; the later places live in memory only (after a restart
+    /// every open packet is due at its expiry again, which is safe: the steps are idempotent).
+    fn take_due(&self, now_ms: u64, lease_ms: u64) -> Vec<String> {
+        let due = self.due(now_ms);
+        let mut book = self.inner.book.lock();
+        for id in &due {
+            if book.open_at.contains_key(id) {
+                book.open_insert(id, now_ms + lease_ms);
+            }
+        }
+        due
+    }
+
+    fn expected_expiry(&self, packet_id: &str) -> Option<u64> {
+        self.inner.book.lock().expected.get(packet_id).copied()
     }
 }
 
@@ -563,6 +604,10 @@ mod tests {
             assert_eq!(book.close("r").await.unwrap(), []);
             book.refunded("r", 5).await.unwrap();
             assert!(book.due(1000).contains(&"p".to_owned()) && !book.due(1000).contains(&"r".to_owned()));
+            // Taking a due packet puts it back later: the next sweep sees the others first.
+            assert_eq!(book.take_due(1000, 500), ["p", "s"]);
+            assert!(book.due(1000).is_empty());
+            assert_eq!(book.due(1500), ["p", "s"]);
         });
         let book = PacketBook::open(dir.path()).unwrap();
         let p = book.get("p").unwrap();

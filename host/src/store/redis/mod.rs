@@ -190,6 +190,8 @@ struct Inner {
     next_ticket: AtomicU64,
     /// Stock figures handed to plugins, by (activity, scene), with when they were read.
     stock_seen: parking_lot::Mutex<StockSeen>,
+    /// Group red packets' definitions this host read (they never change).
+    packet_defs: parking_lot::Mutex<std::collections::HashMap<String, Arc<crate::store::PacketDef>>>,
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
@@ -257,6 +259,7 @@ impl RedisStore {
                 next_shard: AtomicU64::new(0),
                 next_ticket: AtomicU64::new(fastrand::u64(..) >> 16),
                 stock_seen: parking_lot::Mutex::new(StockSeen::new()),
+                packet_defs: parking_lot::Mutex::new(std::collections::HashMap::new()),
             }),
         };
         store.check_shards().await?;

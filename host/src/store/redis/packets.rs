@@ -3,15 +3,23 @@
 //! packets awaiting their refund are one sorted set, `P:{pko}:open`, scored by expiry.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use prost::Message as _;
 use redis::Value;
 
 use super::keys::{PacketKeys, packets_open};
 use super::reply::{value_string, value_u64};
-use super::scripts::{PacketClaimArgs, PacketCloseArgs, PacketCreateArgs};
+use super::scripts::{PacketClaimArgs, PacketCloseArgs, PacketCreateArgs, PacketTakeDueArgs};
 use super::{RedisStore, unavailable};
 use crate::store::{Claim, PACKETS_DUE_READ_MAX, PacketDef, PacketState, StoreError};
+
+/// How many packet definitions a host keeps in memory.
+pub const PACKET_DEFS_KEPT_MAX: usize = 65_536;
+
+/// How long a refunded packet's keys stay in Redis (for reads of it; after that a read rebuilds
+/// it from the ledger): a day.
+pub const PACKET_KEPT_AFTER_REFUND_MS: u64 = 86_400_000;
 
 /// A packet's three keys as read: definition, state, claims.
 type PacketRead = (Option<Vec<u8>>, HashMap<String, String>, HashMap<i64, u32>);
@@ -25,8 +33,42 @@ impl RedisStore {
     pub async fn packet_expect(&self, packet_id: &str, expires_at_ms: u64) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let open = packets_open(&self.inner.config.prefix);
-        let command = redis::cmd("ZADD").arg(open).arg("NX").arg(expires_at_ms).arg(packet_id).clone();
-        self.timed(async move { command.query_async::<i64>(&mut conn).await }).await.map(|_| ())
+        let state = self.packet_keys(packet_id).state();
+        let packet_id = packet_id.to_owned();
+        self.timed(async move {
+            let _: i64 =
+                redis::cmd("HSETNX").arg(state).arg("expect").arg(expires_at_ms).query_async(&mut conn).await?;
+            redis::cmd("ZADD").arg(open).arg("NX").arg(expires_at_ms).arg(packet_id).query_async::<i64>(&mut conn).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// See [`crate::store::Store::packet_expected_expiry`].
+    pub async fn packet_expected_expiry(&self, packet_id: &str) -> Result<Option<u64>, StoreError> {
+        let state = self.packet_keys(packet_id).state();
+        let mut conn = self.conn();
+        self.timed(async move { redis::cmd("HGET").arg(state).arg("expect").query_async(&mut conn).await }).await
+    }
+
+    /// See [`crate::store::Store::packet_def`]; definitions never change, so each host keeps
+    /// up to [`PACKET_DEFS_KEPT_MAX`] of those it read (dropping all at once when full).
+    pub async fn packet_def(&self, packet_id: &str) -> Result<Option<Arc<PacketDef>>, StoreError> {
+        if let Some(def) = self.inner.packet_defs.lock().get(packet_id) {
+            return Ok(Some(def.clone()));
+        }
+        let key = self.packet_keys(packet_id).def();
+        let mut conn = self.conn();
+        let bytes: Option<Vec<u8>> =
+            self.timed(async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }).await?;
+        let Some(bytes) = bytes else { return Ok(None) };
+        let def = Arc::new(PacketDef::decode(bytes.as_slice()).map_err(unavailable)?);
+        let mut kept = self.inner.packet_defs.lock();
+        if kept.len() >= PACKET_DEFS_KEPT_MAX {
+            kept.clear();
+        }
+        kept.insert(packet_id.to_owned(), def.clone());
+        Ok(Some(def))
     }
 
     /// See [`crate::store::Store::packet_create`].
@@ -78,13 +120,12 @@ impl RedisStore {
     }
 
     /// See [`crate::store::Store::packet_claim`].
-    pub async fn packet_claim(&self, def: &PacketDef, act_id: i64, now_ms: u64) -> Result<Claim, StoreError> {
+    pub async fn packet_claim(&self, def: &PacketDef, act_id: i64) -> Result<Claim, StoreError> {
         let keys = self.packet_keys(&def.packet_id);
         let args = PacketClaimArgs {
             state: keys.state(),
             claims: keys.claims(),
             act_id,
-            now_ms,
             expires_at_ms: def.expires_at_ms,
             shares: def.shares.len(),
         };
@@ -127,47 +168,30 @@ impl RedisStore {
                 .arg(refund_cents)
                 .query_async(&mut conn)
                 .await?;
+            // Done: kept a while for reads, then gone (a later read rebuilds it from the ledger).
+            let mut expire = redis::pipe();
+            for key in [keys.def(), keys.state(), keys.claims(), keys.lease()] {
+                expire.cmd("PEXPIRE").arg(key).arg(PACKET_KEPT_AFTER_REFUND_MS).ignore();
+            }
+            let _: () = expire.query_async(&mut conn).await?;
             redis::cmd("ZREM").arg(open).arg(packet_id).query_async::<i64>(&mut conn).await
         })
         .await
         .map(|_| ())
     }
 
-    /// See [`crate::store::Store::packets_due`].
-    pub async fn packets_due(&self, now_ms: u64) -> Result<Vec<String>, StoreError> {
-        let open = packets_open(&self.inner.config.prefix);
+    /// See [`crate::store::Store::packets_take_due`].
+    pub async fn packets_take_due(&self, lease_ms: u64) -> Result<Vec<String>, StoreError> {
+        let args =
+            PacketTakeDueArgs { open: packets_open(&self.inner.config.prefix), max: PACKETS_DUE_READ_MAX, lease_ms };
         let mut conn = self.conn();
-        self.timed(async move {
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(open)
-                .arg("-inf")
-                .arg(now_ms)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(PACKETS_DUE_READ_MAX)
-                .query_async(&mut conn)
-                .await
-        })
-        .await
-    }
-
-    /// See [`crate::store::Store::packet_lease`].
-    pub async fn packet_lease(&self, packet_id: &str, lease_ms: u64) -> Result<bool, StoreError> {
-        let key = self.packet_keys(packet_id).lease();
-        let holder = self.inner.consumer.clone();
-        let mut conn = self.conn();
-        let reply: Value = self
-            .timed(async move {
-                redis::cmd("SET").arg(key).arg(holder).arg("NX").arg("PX").arg(lease_ms).query_async(&mut conn).await
-            })
-            .await?;
-        Ok(!matches!(reply, Value::Nil))
+        self.timed(args.invocation().invoke_async(&mut conn)).await
     }
 
     /// See [`crate::store::Store::packet_forget`]: a stored packet stays in the sweep.
     pub async fn packet_forget(&self, packet_id: &str) -> Result<(), StoreError> {
         let open = packets_open(&self.inner.config.prefix);
-        let def = self.packet_keys(packet_id).def();
+        let (def, state) = (self.packet_keys(packet_id).def(), self.packet_keys(packet_id).state());
         let packet_id = packet_id.to_owned();
         let mut conn = self.conn();
         self.timed(async move {
@@ -176,6 +200,7 @@ impl RedisStore {
             if redis::cmd("EXISTS").arg(def).query_async::<i64>(&mut conn).await? == 1 {
                 return Ok(0);
             }
+            let _: i64 = redis::cmd("DEL").arg(state).query_async(&mut conn).await?;
             redis::cmd("ZREM").arg(open).arg(packet_id).query_async::<i64>(&mut conn).await
         })
         .await

@@ -55,6 +55,8 @@ scripts! {
     PACKET_CLAIM = "packet_claim.lua";
     /// Closes a group red packet for its refund.
     PACKET_CLOSE = "packet_close.lua";
+    /// Takes the packets due for a refund sweep.
+    PACKET_TAKE_DUE = "packet_take_due.lua";
 }
 
 /// `scripts/packet_create.lua`.
@@ -83,7 +85,6 @@ pub(super) struct PacketClaimArgs {
     pub state: String,
     pub claims: String,
     pub act_id: i64,
-    pub now_ms: u64,
     pub expires_at_ms: u64,
     pub shares: usize,
 }
@@ -91,13 +92,22 @@ pub(super) struct PacketClaimArgs {
 impl PacketClaimArgs {
     pub fn invocation(&self) -> ScriptInvocation<'static> {
         let mut invocation = PACKET_CLAIM.prepare_invoke();
+        invocation.key(&self.state).key(&self.claims).arg(self.act_id).arg(self.expires_at_ms).arg(self.shares);
         invocation
-            .key(&self.state)
-            .key(&self.claims)
-            .arg(self.act_id)
-            .arg(self.now_ms)
-            .arg(self.expires_at_ms)
-            .arg(self.shares);
+    }
+}
+
+/// `scripts/packet_take_due.lua`.
+pub(super) struct PacketTakeDueArgs {
+    pub open: String,
+    pub max: usize,
+    pub lease_ms: u64,
+}
+
+impl PacketTakeDueArgs {
+    pub fn invocation(&self) -> ScriptInvocation<'static> {
+        let mut invocation = PACKET_TAKE_DUE.prepare_invoke();
+        invocation.key(&self.open).arg(self.max).arg(self.lease_ms);
         invocation
     }
 }
