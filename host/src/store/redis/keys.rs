@@ -105,7 +105,8 @@ impl PacketKeys {
         format!("{}:d", self.tag)
     }
 
-    /// `P:{pk.ID}:s`, the packet's state: `closed`, `refund` (cents, once refunded).
+    /// `P:{pk.ID}:s`, the packet's state: `expect` (the expiry a send named it with), `closed`,
+    /// `refund` (cents, once refunded).
     pub fn state(&self) -> String {
         format!("{}:s", self.tag)
     }
@@ -114,14 +115,10 @@ impl PacketKeys {
     pub fn claims(&self) -> String {
         format!("{}:c", self.tag)
     }
-
-    /// `P:{pk.ID}:l`, the lease of the host refunding it.
-    pub fn lease(&self) -> String {
-        format!("{}:l", self.tag)
-    }
 }
 
-/// `P:{pko}:open`, packets not yet refunded, scored by expiry: what refund sweeps read.
+/// `P:{pko}:open`, packets not yet refunded, scored by when a refund sweep should look (the
+/// expiry; a lease later once a sweep took one).
 pub(super) fn packets_open(prefix: &str) -> String {
     format!("{prefix}:{{pko}}:open")
 }

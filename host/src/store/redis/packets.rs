@@ -170,7 +170,7 @@ impl RedisStore {
                 .await?;
             // Done: kept a while for reads, then gone (a later read rebuilds it from the ledger).
             let mut expire = redis::pipe();
-            for key in [keys.def(), keys.state(), keys.claims(), keys.lease()] {
+            for key in [keys.def(), keys.state(), keys.claims()] {
                 expire.cmd("PEXPIRE").arg(key).arg(PACKET_KEPT_AFTER_REFUND_MS).ignore();
             }
             let _: () = expire.query_async(&mut conn).await?;
