@@ -156,11 +156,11 @@ impl Server {
         body
     }
 
-    /// Waits until the user's wallet has nothing pending.
+    /// Waits until the user's wallet has nothing pending, in a whole (not degraded) answer.
     pub fn wait_credited(&self, act_id: i64) -> Value {
         wait_for(Duration::from_secs(30), || {
             let wallet = self.wallet(act_id);
-            (wallet["pending_cents"] == 0).then_some(wallet)
+            (wallet["pending_cents"] == 0 && wallet.get("degraded").is_none()).then_some(wallet)
         })
     }
 }
