@@ -325,17 +325,7 @@ pub async fn withdraw(app: &App, act_id: i64, body: WithdrawalBody) -> Result<Wi
         return Err(WalletError::BadRequest(format!("amount_cents `{}` must be positive", body.amount_cents)));
     }
     // Credit everything pending first. A user past the per-read bound is credited in passes.
-    for _ in 0..WITHDRAW_CREDIT_PASSES_MAX {
-        match app.writer.credit_user_now(act_id).await {
-            Err(WriterError::Store(StoreError::TooManyUnsettled { .. })) => {
-                app.writer.credit_user_prefix_now(act_id).await?;
-            }
-            other => {
-                other?;
-                break;
-            }
-        }
-    }
+    app.writer.credit_user_fully_now(act_id, WITHDRAW_CREDIT_PASSES_MAX).await?;
     let withdrawal = app
         .ledger
         .withdraw(WithdrawalRequest {
