@@ -313,12 +313,17 @@ pub struct WithdrawalAnswer {
     pub replayed: bool,
 }
 
+/// Whether `request_id` is a client idempotency key this API takes: `[A-Za-z0-9._:-]{1,128}`
+/// (withdrawals and group red packet sends).
+pub fn is_valid_request_id(request_id: &str) -> bool {
+    !request_id.is_empty()
+        && request_id.len() <= 128
+        && request_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
 /// Credits the user's pending tokens ahead of the queue, then debits the wallet.
 pub async fn withdraw(app: &App, act_id: i64, body: WithdrawalBody) -> Result<WithdrawalAnswer, WalletError> {
-    let id_ok = !body.request_id.is_empty()
-        && body.request_id.len() <= 128
-        && body.request_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-    if !id_ok {
+    if !is_valid_request_id(&body.request_id) {
         return Err(WalletError::BadRequest("request_id must match [A-Za-z0-9._:-]{1,128}".into()));
     }
     if body.amount_cents <= 0 {

@@ -293,10 +293,7 @@ pub fn def_of_entry(entry: &LedgerEntry) -> Result<PacketDef, PacketError> {
 
 fn check_send(sender_act_id: i64, body: &SendBody) -> Result<(), PacketError> {
     let bad = |message: String| Err(PacketError::BadRequest(message));
-    let id_ok = !body.request_id.is_empty()
-        && body.request_id.len() <= 128
-        && body.request_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-    if !id_ok {
+    if !crate::wallet::is_valid_request_id(&body.request_id) {
         return bad("request_id must match [A-Za-z0-9._:-]{1,128}".into());
     }
     if sender_act_id <= 0 || sender_act_id == i64::MAX {
@@ -360,29 +357,15 @@ pub async fn send(app: &App, app_id: i64, sender_act_id: i64, body: SendBody) ->
     app.writer.credit_user_fully_now(sender_act_id, SEND_CREDIT_PASSES_MAX).await?;
     let sent = app.ledger.transfer(send_entry(&def)).await?;
     crate::failpoint::hit("packet.send.after_debit");
-    let def = if sent.replayed { def_of_entry(&sent.entry)? } else { def };
-    let asked_grabbers = {
-        let mut grabbers = body.grabbers.clone().unwrap_or_default();
-        grabbers.sort_unstable();
-        grabbers.dedup();
-        grabbers
-    };
-    let same_request = def.shares.len() == body.shares as usize
-        && def.split == body.split.name()
-        && def.greeting == body.greeting.clone().unwrap_or_default()
-        && def.grabbers == asked_grabbers
-        && def.expires_at_ms - def.created_ms == body.expires_in_s.unwrap_or(PACKET_EXPIRES_IN_S_DEFAULT) * 1000;
-    if sent.replayed && !same_request {
-        return Err(PacketError::RequestConflict(body.request_id));
-    }
-    let def = match app.store.packet(&packet_id).await? {
-        Some(state) => state.def,
-        // A replay whose packet the store lost is rebuilt with the grabs the ledger credited.
-        None if sent.replayed => {
-            rebuild(app, &packet_id).await?;
-            stored(app, &packet_id).await?.def
+    let def = if sent.replayed {
+        // The first send's definition, from its ledger entry; the request must ask the same.
+        if !same_request(&def_of_entry(&sent.entry)?, &def) {
+            return Err(PacketError::RequestConflict(body.request_id));
         }
-        None => app.store.packet_create(def, Vec::new()).await?,
+        // The stored packet (rebuilt from the ledger if the store lost it).
+        stored(app, &packet_id).await?.def
+    } else {
+        app.store.packet_create(def, Vec::new()).await?
     };
     let balance =
         crate::wallet::summary(app, sender_act_id).await.map_err(|e| PacketError::Unavailable(e.to_string()))?;
@@ -396,6 +379,16 @@ pub async fn send(app: &App, app_id: i64, sender_act_id: i64, body: SendBody) ->
         balance_cents: balance.balance_cents,
         replayed: sent.replayed,
     })
+}
+
+/// Whether a retried send (`asked`, built from its body) asks for the packet `sent` was sent as:
+/// the same shares, split, greeting, grab list and time open (the total the ledger compared).
+fn same_request(sent: &PacketDef, asked: &PacketDef) -> bool {
+    sent.shares.len() == asked.shares.len()
+        && sent.split == asked.split
+        && sent.greeting == asked.greeting
+        && sent.grabbers == asked.grabbers
+        && sent.expires_at_ms - sent.created_ms == asked.expires_at_ms - asked.created_ms
 }
 
 /// The packet, or 404. A packet the store lost (its data gone) but the ledger sent is rebuilt
@@ -562,8 +555,8 @@ pub async fn grab(app: &App, app_id: i64, packet_id: &str, act_id: i64) -> Resul
     }
     // The definition only (a host keeps those it read): a grab reads no other packet state.
     let def = match app.store.packet_def(packet_id).await? {
-        Some(def) if is_packet_id(packet_id) => def,
-        _ => std::sync::Arc::new(stored(app, packet_id).await?.def),
+        Some(def) => def,
+        None => std::sync::Arc::new(stored(app, packet_id).await?.def),
     };
     let def = &*def;
     if !def.grabbers.is_empty() && def.grabbers.binary_search(&act_id).is_err() {

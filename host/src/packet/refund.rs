@@ -27,10 +27,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{PacketError, grab_order_no, grant_claim, rebuild};
+use super::{PacketError, grant_claim, rebuild};
 use crate::app::App;
 use crate::ledger::{EntryKind, LedgerEntry, packet_account, packet_activity, wallet_account};
-use crate::store::TokenStatus;
+use crate::store::{GrantRecord, TokenStatus};
 
 /// How often each host looks for packets due.
 pub const REFUND_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
@@ -116,12 +116,16 @@ pub async fn refund(app: &App, packet_id: &str, early: bool) -> Result<bool, Pac
     let claims = app.store.packet_close(packet_id).await?;
     crate::failpoint::hit("packet.refund.after_close");
     let activity_id = packet_activity(packet_id);
+    // One read of the packet's tokens: a claim with none gets its token now (a user's one
+    // token per packet is the order `{act_id}_grab`).
+    let mut records: Vec<GrantRecord> = app.store.grants_of(&activity_id).await?.into_iter().map(|(r, _)| r).collect();
+    let holders: HashSet<i64> = records.iter().map(|record| record.act_id).collect();
     for &(act_id, index) in &claims {
-        if app.store.lookup(&activity_id, &grab_order_no(act_id)).await?.is_none() {
-            grant_claim(app, &def, act_id, index, def.app_id).await?;
+        if !holders.contains(&act_id) {
+            records.push(grant_claim(app, &def, act_id, index, def.app_id).await?.0);
         }
     }
-    let owed_cents = credit_grabs_now(app, &activity_id).await?;
+    let owed_cents = credit_grabs_now(app, &activity_id, &records).await?;
     let refund_id = format!("pr/{packet_id}");
     if let Some(written) = app.ledger.entry(&refund_id).await? {
         // Written before (by a host that died before marking it): that is the refund.
@@ -158,25 +162,22 @@ pub async fn refund(app: &App, packet_id: &str, early: bool) -> Result<bool, Pac
     Ok(true)
 }
 
-/// Credits every grab token of the packet's activity the store holds and the ledger lacks, now;
-/// answers the cents those the ledger still refuses owe (they stay parked and owed).
-async fn credit_grabs_now(app: &App, activity_id: &str) -> Result<i64, PacketError> {
-    let uncredited = |records: &[(crate::store::GrantRecord, bool)], credited: &HashSet<String>| {
+/// Credits those of the packet's grab tokens `records` the ledger lacks, now; answers the cents
+/// those the ledger still refuses owe (they stay parked and owed).
+async fn credit_grabs_now(app: &App, activity_id: &str, records: &[GrantRecord]) -> Result<i64, PacketError> {
+    let uncredited = |credited: &HashSet<String>| {
         records
             .iter()
-            .filter(|(record, _)| record.status() != TokenStatus::Credited && !credited.contains(&record.flow_id()))
-            .map(|(record, _)| record.clone())
+            .filter(|record| record.status() != TokenStatus::Credited && !credited.contains(&record.flow_id()))
             .collect::<Vec<_>>()
     };
     let credited_ids = |entries: Vec<LedgerEntry>| entries.into_iter().map(|entry| entry.id).collect::<HashSet<_>>();
-    let records = app.store.grants_of(activity_id).await?;
-    let credited = credited_ids(app.ledger.red_packets_of(activity_id).await?);
-    let owed = uncredited(&records, &credited);
+    let owed = uncredited(&credited_ids(app.ledger.red_packets_of(activity_id).await?));
     if !owed.is_empty() {
-        app.writer.credit_keys_now(owed.iter().map(crate::store::GrantRecord::key).collect()).await?;
+        app.writer.credit_keys_now(owed.iter().map(|record| record.key()).collect()).await?;
     }
     let credited = credited_ids(app.ledger.red_packets_of(activity_id).await?);
-    Ok(uncredited(&records, &credited).iter().map(|record| record.amount_cents).sum())
+    Ok(uncredited(&credited).iter().map(|record| record.amount_cents).sum())
 }
 
 /// A packet the store expects but does not hold: rebuilt from the ledger's send entry if the

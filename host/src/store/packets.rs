@@ -166,7 +166,7 @@ impl Store {
     /// read: a grab reads no packet state but its claim).
     pub async fn packet_def(&self, packet_id: &str) -> Result<Option<std::sync::Arc<PacketDef>>, StoreError> {
         match self {
-            Store::Embedded(s) => Ok(s.packets().get(packet_id).map(|state| std::sync::Arc::new(state.def))),
+            Store::Embedded(s) => Ok(s.packets().def(packet_id).map(std::sync::Arc::new)),
             Store::Redis(s) => s.packet_def(packet_id).await,
         }
     }
@@ -434,6 +434,11 @@ impl PacketBook {
 
     fn get(&self, packet_id: &str) -> Option<PacketState> {
         self.inner.book.lock().packets.get(packet_id).cloned()
+    }
+
+    /// The definition alone (a grab needs no claims).
+    fn def(&self, packet_id: &str) -> Option<PacketDef> {
+        self.inner.book.lock().packets.get(packet_id).map(|state| state.def.clone())
     }
 
     async fn claim(&self, packet_id: &str, act_id: i64, now_ms: u64) -> Result<Claim, StoreError> {
