@@ -697,3 +697,80 @@ pub async fn reconcile(app: &App, packet_id: &str) -> Result<PacketBooks, Packet
         problems,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> SendBody {
+        SendBody {
+            request_id: "r".into(),
+            sender_act_id: Some(7),
+            sender_app_user_id: None,
+            total_cents: 100,
+            shares: 1,
+            split: Split::Random,
+            expires_in_s: None,
+            greeting: None,
+            grabbers: None,
+        }
+    }
+
+    fn refused(edit: impl FnOnce(&mut SendBody)) -> bool {
+        let mut body = body();
+        edit(&mut body);
+        matches!(check_send(7, &body), Err(PacketError::BadRequest(_)))
+    }
+
+    // Proves every bound of a send holds at its exact value and refuses one past it: shares,
+    // the total (and a cent per share), the time open, the greeting, the grab list and the
+    // request id.
+    #[test]
+    fn sends_are_bounded_exactly() {
+        assert!(check_send(7, &body()).is_ok());
+        let shares_max = PACKET_SHARES_MAX;
+        assert!(!refused(|b| (b.shares, b.total_cents) = (shares_max, i64::from(shares_max))));
+        assert!(refused(|b| (b.shares, b.total_cents) = (shares_max + 1, i64::from(shares_max) + 1)));
+        assert!(refused(|b| b.shares = 0));
+        assert!(refused(|b| (b.shares, b.total_cents) = (3, 2)));
+        assert!(!refused(|b| b.total_cents = PACKET_TOTAL_CENTS_MAX));
+        assert!(refused(|b| b.total_cents = PACKET_TOTAL_CENTS_MAX + 1));
+        assert!(!refused(|b| b.expires_in_s = Some(PACKET_EXPIRES_IN_S_MAX)));
+        assert!(refused(|b| b.expires_in_s = Some(PACKET_EXPIRES_IN_S_MAX + 1)));
+        assert!(refused(|b| b.expires_in_s = Some(0)));
+        assert!(!refused(|b| b.greeting = Some("红".repeat(GREETING_CHARS_MAX))));
+        assert!(refused(|b| b.greeting = Some("红".repeat(GREETING_CHARS_MAX + 1))));
+        let list = |n: usize| Some((1..=n as i64).collect::<Vec<_>>());
+        assert!(!refused(|b| b.grabbers = list(PACKET_GRABBERS_MAX)));
+        assert!(refused(|b| b.grabbers = list(PACKET_GRABBERS_MAX + 1)));
+        assert!(refused(|b| b.grabbers = Some(Vec::new())));
+        assert!(refused(|b| b.grabbers = Some(vec![0])));
+        assert!(!refused(|b| b.request_id = "r".repeat(128)));
+        assert!(refused(|b| b.request_id = "r".repeat(129)));
+        assert!(refused(|b| b.request_id = "a/b".into()));
+        assert!(matches!(check_send(0, &body()), Err(PacketError::BadRequest(_))));
+    }
+
+    // Proves a replayed send conflicts when it asks for another packet than the one sent: each
+    // field the ledger does not compare (the total it does) is checked.
+    #[test]
+    fn a_replay_must_ask_for_the_same_packet() {
+        let def = PacketDef {
+            shares: vec![1, 2],
+            split: "random".into(),
+            created_ms: 10,
+            expires_at_ms: 1010,
+            grabbers: vec![3],
+            ..PacketDef::default()
+        };
+        assert!(same_request(
+            &def,
+            &PacketDef { shares: vec![2, 1], created_ms: 50, expires_at_ms: 1050, ..def.clone() }
+        ));
+        assert!(!same_request(&def, &PacketDef { shares: vec![3], ..def.clone() }));
+        assert!(!same_request(&def, &PacketDef { split: "equal".into(), ..def.clone() }));
+        assert!(!same_request(&def, &PacketDef { greeting: "hi".into(), ..def.clone() }));
+        assert!(!same_request(&def, &PacketDef { grabbers: vec![4], ..def.clone() }));
+        assert!(!same_request(&def, &PacketDef { expires_at_ms: 2010, ..def.clone() }));
+    }
+}
