@@ -48,6 +48,9 @@ pub struct AppConfig {
     /// Credit each grant to the ledger before answering it (the "traditional" design, for
     /// comparison benchmarks).
     pub sync_credit: bool,
+    /// How long a credited record stays in the token store before it is retired (see
+    /// [`crate::retention`]).
+    pub retain_credited_ms: u64,
 }
 
 /// Every part of the host.
@@ -88,6 +91,8 @@ pub struct App {
     pub wallet_figures: FiguresCache,
     /// Whether grants are credited before they are answered (see [`AppConfig::sync_credit`]).
     pub sync_credit: bool,
+    /// How long a credited record stays in the token store (see [`crate::retention`]).
+    pub retain_credited_ms: u64,
 }
 
 impl App {
@@ -143,6 +148,7 @@ impl App {
             store_breaker: Breaker::new(STORE_RETRY_AFTER_MS),
             wallet_figures: FiguresCache::new(),
             sync_credit: config.sync_credit,
+            retain_credited_ms: config.retain_credited_ms,
         });
         app.fund_activities().await.context("funding the activities' budget accounts")?;
         Ok(app)
@@ -178,6 +184,7 @@ impl App {
         }
         self.spawn_credentials_watch();
         tokio::spawn(crate::packet::refund::run(self.clone(), shutdown.clone()));
+        tokio::spawn(crate::retention::run(self.clone(), shutdown.clone()));
         let app = self.clone();
         let mut shutdown = shutdown;
         tokio::spawn(async move {

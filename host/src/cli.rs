@@ -17,7 +17,7 @@ use crate::access::client::ClientCredentials;
 use crate::app::{App, AppConfig};
 use crate::clock::SystemClock;
 use crate::issuer::{self, Issuer};
-use crate::store::RedisStoreConfig;
+use crate::store::{RETAIN_CREDITED_S_DEFAULT, RETAIN_CREDITED_S_MAX, RedisStoreConfig};
 use crate::writer::WriterConfig;
 
 /// hongbao: red packets at Spring Festival scale.
@@ -187,6 +187,10 @@ pub struct ServeOptions {
     /// host's writer takes it over (Redis store) [default: 5000]
     #[arg(long, env = "HONGBAO_RECLAIM_AFTER_MS")]
     reclaim_after_ms: Option<u64>,
+    /// Seconds a credited token's record stays in the token store before it leaves (the ledger
+    /// keeps it; replays are answered from there), 1 to 604800 [default: 600]
+    #[arg(long, env = "HONGBAO_RETAIN_CREDITED_S")]
+    retain_credited_s: Option<u64>,
     /// Credit every grant to the ledger before answering it: the traditional design, for
     /// comparing against the token design in benchmarks. Much slower; not for production.
     #[arg(long, env = "HONGBAO_SYNC_CREDIT")]
@@ -216,6 +220,7 @@ impl ServeOptions {
             store_prefix: self.store_prefix.or(file.store_prefix),
             store_shards: self.store_shards.or(file.store_shards),
             reclaim_after_ms: self.reclaim_after_ms.or(file.reclaim_after_ms),
+            retain_credited_s: self.retain_credited_s.or(file.retain_credited_s),
             sync_credit: self.sync_credit,
         }
     }
@@ -264,6 +269,10 @@ impl ServeOptions {
             anyhow::bail!("--ledger `{url}` is not a PostgreSQL URL: use postgres://USER@HOST:PORT/DB");
         }
         let credits_per_second = self.credits_per_second.unwrap_or(0);
+        let retain_credited_s = self.retain_credited_s.unwrap_or(RETAIN_CREDITED_S_DEFAULT);
+        if !(1..=RETAIN_CREDITED_S_MAX).contains(&retain_credited_s) {
+            anyhow::bail!("--retain-credited-s `{retain_credited_s}` must be 1..={RETAIN_CREDITED_S_MAX} seconds");
+        }
         let config = AppConfig {
             store,
             sync_credit: self.sync_credit,
@@ -275,6 +284,7 @@ impl ServeOptions {
                 batch_entries_max: self.credit_batch.unwrap_or(WriterConfig::default().batch_entries_max),
             },
             writer_enabled: !self.no_writer,
+            retain_credited_ms: retain_credited_s * 1000,
         };
         Ok((config, self.listen.unwrap_or(LISTEN_DEFAULT)))
     }
@@ -823,7 +833,7 @@ mod tests {
     fn bad_config_files_name_the_file_line_and_key() {
         let error = serve_with_file("store: redis://127.0.0.1:6379\ncredits_per_secnd: 5\n", &[]).err().unwrap();
         let known = "listen, scenes, data, credits_per_second, credit_batch, no_writer, store, ledger, store_prefix, \
-                     store_shards, reclaim_after_ms";
+                     store_shards, reclaim_after_ms, retain_credited_s";
         assert_eq!(
             format!("{error:#}").split_once("hongbao.yaml").unwrap().1,
             format!(":2: unknown setting `credits_per_secnd` (known: {known})")
@@ -850,6 +860,7 @@ mod tests {
             redis.prefix,
             redis.shards.to_string(),
             redis.reclaim_after_ms.to_string(),
+            RETAIN_CREDITED_S_DEFAULT.to_string(),
         ] {
             assert!(help.contains(&format!("[default: {default}]")), "`{default}` missing from\n{help}");
         }

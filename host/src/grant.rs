@@ -383,7 +383,7 @@ async fn commit(
         GrantCommit::Replayed(record) => Ok(answer(record, true)),
         GrantCommit::OutOfStock(out) => Err(GrantError::OutOfStock(out)),
         GrantCommit::UserRateLimited => Err(GrantError::RateLimited(RateRejection::User)),
-        GrantCommit::CheckLedger => {
+        GrantCommit::CheckLedger | GrantCommit::CheckRetired => {
             Err(GrantError::Store(StoreError::Unavailable("the store asked for a ledger check twice".into())))
         }
     }

@@ -70,6 +70,7 @@ pub mod journal;
 pub mod ledger;
 pub mod packet;
 pub mod plugin;
+pub mod retention;
 pub mod stock;
 pub mod store;
 pub mod wallet;

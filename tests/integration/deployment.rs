@@ -105,6 +105,7 @@ impl Backends {
             store: self.redis_config(),
             ledger_url: self.ledger_url.clone(),
             sync_credit: false,
+            retain_credited_ms: hongbao::store::RETAIN_CREDITED_S_DEFAULT * 1000,
         };
         App::open(&config, clock).await.unwrap()
     }

@@ -17,6 +17,7 @@ mod packets;
 mod plugins;
 mod readme;
 mod reload;
+mod retention;
 mod stock;
 mod support;
 mod wallet;

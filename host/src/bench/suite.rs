@@ -436,6 +436,8 @@ impl<'a> Production<'a> {
         let sync = rain::run(&rain_config(&host, &sync_activity, config, 300_000_000)).await?;
         drop(host);
         let writer = self.writer_runs().await?;
+        let retention_redis = self.retention_run(Gauge::Redis(self.redis_url)).await?;
+        let retention_embedded = self.retention_run(Gauge::Resident).await?;
 
         let _ = writeln!(md, "### Redis + PostgreSQL (same database for both designs)\n");
         md.push_str(TABLE_HEADER);
@@ -471,6 +473,27 @@ impl<'a> Production<'a> {
                 writer.backlog
             );
         }
+        let _ = writeln!(
+            md,
+            "\nRetention (`--retain-credited-s {SUITE_RETAIN_S}`; a rain of new users, drained, then the retention waited out):\n\n\
+             | memory | before the rain | at its end | after drain + retention | grants | left per grant |\n|---|---|---|---|---|---|"
+        );
+        for (what, run) in [
+            ("Redis `used_memory` (Redis store + PostgreSQL)", &retention_redis),
+            ("host resident memory (embedded store + PostgreSQL)", &retention_embedded),
+        ] {
+            let _ = writeln!(
+                md,
+                "| {what} | {:.1} MB | {:.1} MB | {:.1} MB | {} | {:.0} bytes |",
+                run.before as f64 / 1e6,
+                run.peak as f64 / 1e6,
+                run.after as f64 / 1e6,
+                run.grants,
+                run.after.saturating_sub(run.before) as f64 / run.grants.max(1) as f64
+            );
+        }
+        figures.insert("retention_redis".into(), json!(retention_redis));
+        figures.insert("retention_embedded_store".into(), json!(retention_embedded));
         figures.insert("redis_pg_token".into(), json!(token));
         figures.insert("redis_pg_token_batched".into(), json!(token_batched));
         figures.insert("redis_pg_sync".into(), json!(sync));
@@ -511,6 +534,105 @@ impl<'a> Production<'a> {
         let capped_args = self.args(&["--credits-per-second", &cap.to_string()]);
         let capped = drain(config, &capped_activity, &capped_args, true).await?;
         Ok(WriterFigures { backlog: filled.granted, redis_bytes_per_token, uncapped, cap, capped })
+    }
+}
+
+/// Seconds a credited record stays in the hot store in the suite's retention runs: short, so a
+/// run sees the store return to its bound within the suite.
+const SUITE_RETAIN_S: u64 = 2;
+
+/// How long a retention run waits at most for memory to settle after the backlog drained.
+const RETENTION_SETTLE_MAX: Duration = Duration::from_secs(90);
+
+/// What a retention run measured, in bytes of the gauge.
+#[derive(Debug, serde::Serialize)]
+struct RetentionFigures {
+    /// New grants in the rain (each to a new user).
+    grants: u64,
+    /// Before the rain (after the host started).
+    before: u64,
+    /// When the rain ended.
+    peak: u64,
+    /// Once the backlog drained, the retention passed and the memory stopped falling.
+    after: u64,
+}
+
+/// What a retention run watches.
+enum Gauge<'a> {
+    /// Redis's `used_memory`; the host runs on that Redis.
+    Redis(&'a str),
+    /// The host's resident memory; the host runs on the embedded store.
+    Resident,
+}
+
+impl Gauge<'_> {
+    async fn read(&self, host: &Host) -> anyhow::Result<u64> {
+        match self {
+            Gauge::Redis(url) => redis_used_memory(url).await,
+            Gauge::Resident => host.resident_bytes().context("no /proc: resident memory not measured"),
+        }
+    }
+}
+
+impl Production<'_> {
+    /// A rain on a host that retires credited records after [`SUITE_RETAIN_S`], its backlog
+    /// drained and the retention waited out, with `gauge` read before, at the end and after.
+    async fn retention_run(&self, gauge: Gauge<'_>) -> anyhow::Result<RetentionFigures> {
+        let config = self.config;
+        let retain = SUITE_RETAIN_S.to_string();
+        let (kind, args) = match gauge {
+            Gauge::Redis(_) => ("retain-redis", self.args(&["--retain-credited-s", &retain])),
+            Gauge::Resident => (
+                "retain-embedded",
+                vec!["--ledger".to_owned(), self.database_url.to_owned(), "--retain-credited-s".into(), retain],
+            ),
+        };
+        eprintln!("retention: {kind}");
+        let activity = self.activity(kind);
+        let host = start_host(&activity, &config.plugins_dir, &args)?;
+        let first_user = if matches!(gauge, Gauge::Redis(_)) { 1_000_000_000 } else { 1_100_000_000 };
+        // A short warm-up rain first, so that "before" holds the host's warm pools, not its start.
+        let mut warm = rain_config(&host, &activity, config, first_user - 100_000);
+        warm.count = Some(2_000);
+        warm.check_books = false;
+        warm.progress = false;
+        rain::run(&warm).await?;
+        wait_drained(&host).await?;
+        tokio::time::sleep(Duration::from_secs(SUITE_RETAIN_S + 1)).await;
+        let before = gauge.read(&host).await?;
+        let mut rain_config = rain_config(&host, &activity, config, first_user);
+        rain_config.check_books = false;
+        let rained = rain::run(&rain_config).await?;
+        let peak = gauge.read(&host).await?;
+        wait_drained(&host).await?;
+        tokio::time::sleep(Duration::from_secs(SUITE_RETAIN_S)).await;
+        // Then until it stops falling: three readings a second apart none below the lowest yet.
+        let started = Instant::now();
+        let (mut lowest, mut steady) = (gauge.read(&host).await?, 0);
+        while steady < 3 && started.elapsed() < RETENTION_SETTLE_MAX {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = gauge.read(&host).await?;
+            if now + now / 100 < lowest {
+                (lowest, steady) = (now, 0);
+            } else {
+                steady += 1;
+                lowest = lowest.min(now);
+            }
+        }
+        Ok(RetentionFigures { grants: rained.granted, before, peak, after: lowest })
+    }
+}
+
+/// Waits until the host's crediting backlog is empty.
+async fn wait_drained(host: &Host) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let health = rain::get_json(&host.addr, &host.credentials, "/healthz").await?;
+        if health["crediting_backlog"].as_u64() == Some(0) {
+            return Ok(());
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the backlog did not drain in 10 minutes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

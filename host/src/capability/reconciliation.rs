@@ -5,7 +5,7 @@
 //! on the grant path, one at a time per host. `POST …/reconciliation:repair` also applies the
 //! repairs the findings propose ([`plan_repairs`] decides which grants each one selects).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -89,10 +89,15 @@ pub struct PlannedRepair {
 pub struct SceneBooks {
     /// The scene.
     pub scene_id: String,
-    /// Grants the store holds.
+    /// Grants issued: those the store holds and those it retired.
     pub issued_count: u64,
     /// Their cents.
     pub issued_cents: i64,
+    /// Of the issued grants, those credited and retired from the store after their retention
+    /// (the ledger holds them; see [`crate::retention`]).
+    pub retired_count: u64,
+    /// Their cents.
+    pub retired_cents: i64,
     /// Red packet entries in the ledger.
     pub credited_count: u64,
     /// Their cents.
@@ -158,13 +163,23 @@ pub fn reconcile(
     grants: &[(GrantRecord, bool)],
     entries: &[LedgerEntry],
     stock: impl Fn(&str) -> StockUsed,
+    retired: impl Fn(&str) -> StockUsed,
 ) -> Vec<SceneBooks> {
     let mut books: BTreeMap<&str, SceneBooks> = BTreeMap::new();
     for (scene_id, scene) in &activity.scenes {
         if scene.reconciliation.is_some() || scene.plugins.reconciliation.is_some() {
+            let retired = retired(scene_id);
             books.insert(
                 scene_id,
-                SceneBooks { scene_id: scene_id.to_string(), stock_used: stock(scene_id), ..SceneBooks::default() },
+                SceneBooks {
+                    scene_id: scene_id.to_string(),
+                    stock_used: stock(scene_id),
+                    issued_count: retired.count,
+                    issued_cents: retired.cents,
+                    retired_count: retired.count,
+                    retired_cents: retired.cents,
+                    ..SceneBooks::default()
+                },
             );
         }
     }
@@ -399,7 +414,7 @@ async fn judge(sources: &Sources<'_>, activity_id: &str) -> Result<Judged, Recon
     let running = RUNNING.try_acquire().map_err(|_| ReconcileError::Busy)?;
     let now_ms = sources.clock.now_ms();
     let unavailable = |error: String| ReconcileError::Unavailable(error);
-    let grants = sources.store.grants_of(&activity.id).await.map_err(|e| unavailable(e.to_string()))?;
+    let (grants, retired) = held_and_retired(sources.store, &activity.id).await?;
     let entries = sources.ledger.red_packets_of(&activity.id).await.map_err(|e| unavailable(e.to_string()))?;
     let mut used = std::collections::HashMap::new();
     for scene_id in activity.scenes.keys() {
@@ -410,13 +425,42 @@ async fn judge(sources: &Sources<'_>, activity_id: &str) -> Result<Judged, Recon
     // Comparing the books is CPU work over every grant of the activity: off the async workers.
     let (books, grants) = tokio::task::spawn_blocking(move || {
         let mut books =
-            reconcile(&activity, &grants, &entries, |scene_id| used.get(scene_id).copied().unwrap_or_default());
+            reconcile(&activity, &grants, &entries, |scene_id| used.get(scene_id).copied().unwrap_or_default(), |scene_id| {
+                retired.get(scene_id).copied().unwrap_or_default()
+            });
         judge_with_plugins(&activity, &mut books, now_ms);
         (books, grants)
     })
     .await
     .map_err(|error| unavailable(error.to_string()))?;
     Ok(Judged { books, grants, now_ms, _running: running })
+}
+
+/// Reads of the held grants a retirement may interleave with before they are given up.
+const HELD_READ_ATTEMPTS: usize = 8;
+
+/// The activity's grants the store holds and what its retired ones add up to, as of one moment:
+/// a record retired between reading the grants and reading the totals would count twice (or,
+/// read the other way round, not at all), so the totals are read before and after the grants
+/// and the read is taken only when they agree (they only grow, and each record leaves the
+/// grants and joins the totals in one step).
+async fn held_and_retired(
+    store: &Store,
+    activity_id: &str,
+) -> Result<(Vec<(GrantRecord, bool)>, HashMap<String, StockUsed>), ReconcileError> {
+    let unavailable = |error: crate::store::StoreError| ReconcileError::Unavailable(error.to_string());
+    let mut before = store.retired_of(activity_id).await.map_err(unavailable)?;
+    for _ in 0..HELD_READ_ATTEMPTS {
+        let grants = store.grants_of(activity_id).await.map_err(unavailable)?;
+        let after = store.retired_of(activity_id).await.map_err(unavailable)?;
+        if after == before {
+            return Ok((grants, after));
+        }
+        before = after;
+    }
+    Err(ReconcileError::Unavailable(format!(
+        "records kept leaving the token store over {HELD_READ_ATTEMPTS} reads of the activity's grants; retry"
+    )))
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 //!    lookup costs nothing there).
 //! 2. The store's grant commit itself ([`GrantCommit::Replayed`]): with a store across the
 //!    network, the grant script finds replays, so the common new grant costs one round trip.
-//! 3. [`commit_checked`]: the ledger, which outlives a lost token store, when the store cannot
-//!    vouch for the activity ([`GrantCommit::CheckLedger`], see [`LedgerCheck`]).
+//! 3. [`commit_checked`]: the ledger, which outlives a lost token store and keeps every record
+//!    the store retired, when the store cannot vouch for the activity
+//!    ([`GrantCommit::CheckLedger`], see [`LedgerCheck`]) or has retired some of the user's
+//!    records of it ([`GrantCommit::CheckRetired`]).
 //! 4. [`find_answered`]: the store (across the network) and the ledger, before a refusal is
 //!    answered, so that a retry of an answered grant is never refused.
 //!
@@ -41,8 +43,9 @@ pub(super) enum Committed {
     Ledger(GrantResponse),
 }
 
-/// Writes the grant; when the store cannot vouch for the activity, asks the ledger once (see
-/// [`ask_ledger`]) and writes again with what it said.
+/// Writes the grant; when the store cannot vouch for the activity, or retired some of the
+/// user's records of it, asks the ledger once (see [`ask_ledger`], [`ask_ledger_retired`]) and
+/// writes again with what it said.
 pub(super) async fn commit_checked(
     app: &App,
     record: GrantRecord,
@@ -50,14 +53,35 @@ pub(super) async fn commit_checked(
     user_rate: Option<UserRate>,
 ) -> Result<Committed, StoreError> {
     let committed = app.store.commit_grant_checked(record.clone(), limits, user_rate, LedgerCheck::Skipped).await?;
-    if !matches!(committed, GrantCommit::CheckLedger) {
-        return Ok(Committed::Store(committed));
-    }
-    let check = match ask_ledger(app, &record.activity_id, &record.order_no).await {
+    let asked = match committed {
+        GrantCommit::CheckLedger => ask_ledger(app, &record.activity_id, &record.order_no).await,
+        GrantCommit::CheckRetired => ask_ledger_retired(app, &record.activity_id, &record.order_no).await?,
+        committed => return Ok(Committed::Store(committed)),
+    };
+    let check = match asked {
         Ok(check) => check,
         Err(original) => return Ok(Committed::Ledger(original)),
     };
     Ok(Committed::Store(app.store.commit_grant_checked(record, limits, user_rate, check).await?))
+}
+
+/// What the ledger says before a grant of a user whose earlier records of the activity the
+/// store retired: the original answer if it has the order, else the check to write with. Unlike
+/// [`ask_ledger`], a ledger that cannot answer refuses the grant (the store's replay check does
+/// not cover a retired order, so granting now could answer a replay with a second token).
+pub(crate) async fn ask_ledger_retired(
+    app: &App,
+    activity_id: &str,
+    order_no: &str,
+) -> Result<Result<LedgerCheck, GrantResponse>, StoreError> {
+    match ledger_entry(app, activity_id, order_no).await {
+        Ok(Some(entry)) => Ok(Err(answered_from_ledger(order_no.to_owned(), entry))),
+        Ok(None) => Ok(Ok(LedgerCheck::Done { activity_clean: false })),
+        Err(error) => Err(StoreError::Unavailable(format!(
+            "this user's earlier grants of the activity left the token store and the ledger cannot be asked \
+             whether this order is one of them ({error}); retry"
+        ))),
+    }
 }
 
 /// The original answer for an order number about to be refused, from the store (when it is
@@ -109,7 +133,7 @@ async fn ledger_entry(app: &App, activity_id: &str, order_no: &str) -> Result<Op
 }
 
 /// The original answer as the ledger keeps it: credited, since the ledger has it.
-fn answered_from_ledger(order_no: String, entry: LedgerEntry) -> GrantResponse {
+pub(crate) fn answered_from_ledger(order_no: String, entry: LedgerEntry) -> GrantResponse {
     GrantResponse {
         order_no,
         amount_cents: entry.amount_cents,

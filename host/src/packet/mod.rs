@@ -533,8 +533,17 @@ pub async fn grant_claim(
     app_id: i64,
 ) -> Result<(GrantRecord, bool), PacketError> {
     let record = grab_record(app, def, act_id, index, app_id, app.clock.now_ms());
-    let check = LedgerCheck::Done { activity_clean: false };
-    match app.store.commit_grant_checked(record, grab_limits(), None, check).await? {
+    // A share is claimed once, so the ledger can have its token only if the store has it or
+    // retired it; the store says which users have retired tokens of the packet.
+    let mut committed = app.store.commit_grant_checked(record.clone(), grab_limits(), None, LedgerCheck::New).await?;
+    if committed == GrantCommit::CheckRetired {
+        if let Some(entry) = app.ledger.entry(&record.flow_id()).await? {
+            return Ok((retired_record(&record, entry), true));
+        }
+        let checked = LedgerCheck::Done { activity_clean: false };
+        committed = app.store.commit_grant_checked(record, grab_limits(), None, checked).await?;
+    }
+    match committed {
         GrantCommit::Granted(record) => Ok((record, false)),
         GrantCommit::Replayed(record) => {
             if record.amount_cents != def.shares[index as usize] {
@@ -544,6 +553,18 @@ pub async fn grant_claim(
             Ok((record, true))
         }
         other => Err(PacketError::Unavailable(format!("the store refused a claimed share: {other:?}"))),
+    }
+}
+
+/// A retired grab token as the ledger keeps it: credited, with the original token and amount.
+fn retired_record(record: &GrantRecord, entry: LedgerEntry) -> GrantRecord {
+    GrantRecord {
+        amount_cents: entry.amount_cents,
+        open_time_ms: entry.time_ms,
+        status: TokenStatus::Credited.code(),
+        token: entry.token,
+        bill_copy: entry.memo,
+        ..record.clone()
     }
 }
 

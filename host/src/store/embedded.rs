@@ -20,7 +20,7 @@
 //! as one entry per record. If a write or fsync fails, the store refuses everything from then on
 //! (the memory may hold what the disk does not); a restart replays the log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::Path;
@@ -62,6 +62,12 @@ const ENTRY_CREDITED: u8 = 2;
 const ENTRY_PARK: u8 = 3;
 const ENTRY_UNPARK: u8 = 4;
 const ENTRY_VOUCH: u8 = 5;
+const ENTRY_RETIRE: u8 = 6;
+const ENTRY_RETIRED_TOTAL: u8 = 7;
+const ENTRY_RETIRED_USER: u8 = 8;
+
+/// Entries per frame when the retired totals and users are written at a rewrite.
+const REWRITE_FRAME_ENTRIES: usize = 16 * 1024;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -74,6 +80,7 @@ enum WriteOp {
     Park { keys: Vec<GrantKey>, reply: Reply<()> },
     Requeue { reply: Reply<u64> },
     RequeueKeys { keys: Vec<GrantKey>, reply: Reply<u64> },
+    Retire { retain_ms: u64, max: usize, reply: Reply<usize> },
 }
 
 /// A handle on the embedded token store; clones share one state and one committer.
@@ -96,6 +103,9 @@ struct Shared {
     /// Nonces of signed requests; not durable: a restarted host accepts only requests signed
     /// after it started until the window has passed (see `access`).
     nonces: parking_lot::Mutex<super::nonces::NonceMemory>,
+    /// When the store was opened: credit times are milliseconds since then (records credited
+    /// before the open count as credited at it).
+    opened: std::time::Instant,
 }
 
 /// The committer thread and the way to it. Dropping the last handle closes the channel and waits
@@ -150,7 +160,15 @@ struct State {
     /// activity → scene → used; the scene `""` holds the activity's total.
     stock: HashMap<String, HashMap<String, StockUsed>>,
     /// Activities the store vouches for (see [`LedgerCheck`]).
-    vouched: std::collections::HashSet<String>,
+    vouched: HashSet<String>,
+    /// Credited records, oldest credit first, with when (ms since open): the retirement order.
+    /// A seq retired or restored since is skipped when its turn comes.
+    credited_order: VecDeque<(u64, u64)>,
+    /// activity → users with retired records of it (see [`GrantCommit::CheckRetired`]).
+    retired_users: HashMap<String, HashSet<i64>>,
+    /// activity → scene → what its retired records add up to; the scene `""` holds the
+    /// activity's total.
+    retired: HashMap<String, HashMap<String, StockUsed>>,
     next_seq: u64,
     /// Entries in the log, to decide when to rewrite it.
     log_entries: u64,
@@ -188,12 +206,14 @@ impl State {
         self.slots.insert(seq, Slot { record, group });
     }
 
-    fn mark_credited(&mut self, seq: u64) -> bool {
+    /// Marks a record credited at `now_ms` (ms since open), which starts its retention.
+    fn mark_credited(&mut self, seq: u64, now_ms: u64) -> bool {
         let Some(slot) = self.slots.get_mut(&seq) else { return false };
         if slot.record.status() == TokenStatus::Credited {
             return false;
         }
         slot.record.status = TokenStatus::Credited.code();
+        self.credited_order.push_back((now_ms, seq));
         self.queue.remove(&seq);
         self.parked.remove(&seq);
         if let Some(unsettled) = self.user_unsettled.get_mut(&slot.record.act_id) {
@@ -203,6 +223,63 @@ impl State {
             }
         }
         true
+    }
+
+    /// Takes a credited record out of every index; the stock it used stays counted, and it
+    /// joins its activity's retired totals and users.
+    fn retire(&mut self, seq: u64) -> bool {
+        if self.slots.get(&seq).is_none_or(|slot| slot.record.status() != TokenStatus::Credited) {
+            return false;
+        }
+        let Some(Slot { record, .. }) = self.slots.remove(&seq) else { return false };
+        if let Some(orders) = self.by_key.get_mut(&record.activity_id) {
+            orders.remove(&record.order_no);
+        }
+        if let Some(tokens) = self.user_tokens.get_mut(&record.act_id) {
+            tokens.remove(&(record.open_time_ms, record.flow_id()));
+            if tokens.is_empty() {
+                self.user_tokens.remove(&record.act_id);
+            }
+        }
+        self.add_retired(&record.activity_id, &record.scene_id, StockUsed { count: 1, cents: record.amount_cents });
+        self.retired_users.entry(record.activity_id).or_default().insert(record.act_id);
+        true
+    }
+
+    /// Adds to the retired totals of a scene and of its activity.
+    fn add_retired(&mut self, activity_id: &str, scene_id: &str, used: StockUsed) {
+        let scenes = self.retired.entry(activity_id.to_owned()).or_default();
+        for scene in [scene_id, ACTIVITY_TOTAL] {
+            let total = scenes.entry(scene.to_owned()).or_default();
+            total.count += used.count;
+            total.cents = total.cents.saturating_add(used.cents);
+        }
+    }
+
+    /// Whether the user has retired records of the activity.
+    fn has_retired(&self, activity_id: &str, act_id: i64) -> bool {
+        self.retired_users.get(activity_id).is_some_and(|users| users.contains(&act_id))
+    }
+
+    /// Gives back memory the indexes no longer use once most of their entries left: a retired
+    /// night leaves the process as small as its backlog, not as large as its peak.
+    fn shrink(&mut self) {
+        fn shrink_map<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+            if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+                map.shrink_to_fit();
+            }
+        }
+        shrink_map(&mut self.slots);
+        shrink_map(&mut self.by_key);
+        for orders in self.by_key.values_mut() {
+            shrink_map(orders);
+        }
+        self.by_key.retain(|_, orders| !orders.is_empty());
+        shrink_map(&mut self.user_tokens);
+        shrink_map(&mut self.user_unsettled);
+        if self.credited_order.capacity() > 64 && self.credited_order.len() * 4 < self.credited_order.capacity() {
+            self.credited_order.shrink_to_fit();
+        }
     }
 
     fn park(&mut self, seq: u64) -> bool {
@@ -227,11 +304,31 @@ impl State {
         match entry {
             Entry::Put(record) => {
                 if self.find(&record.activity_id, &record.order_no).is_none() && !self.slots.contains_key(&record.seq) {
+                    if record.status() == TokenStatus::Credited {
+                        self.credited_order.push_back((0, record.seq));
+                    }
                     self.insert(record, 0);
                 }
             }
             Entry::Credited(seq) => {
-                self.mark_credited(seq);
+                self.mark_credited(seq, 0);
+            }
+            Entry::Retire(seq) => {
+                self.retire(seq);
+            }
+            Entry::RetiredTotal { activity_id, scene_id, used } => {
+                // Only scenes are written; the activity's total follows from them. The stock
+                // they used is counted as it was before their records left.
+                self.add_retired(&activity_id, &scene_id, used);
+                let scenes = self.stock.entry(activity_id).or_default();
+                for scene in [scene_id.as_str(), ACTIVITY_TOTAL] {
+                    let total = scenes.entry(scene.to_owned()).or_default();
+                    total.count += used.count;
+                    total.cents = total.cents.saturating_add(used.cents);
+                }
+            }
+            Entry::RetiredUser { activity_id, act_id } => {
+                self.retired_users.entry(activity_id).or_default().insert(act_id);
             }
             Entry::Park(seq) => {
                 self.park(seq);
@@ -258,6 +355,12 @@ enum Entry {
     Unpark(u64),
     /// The store vouches for this activity (see [`LedgerCheck`]).
     Vouch(String),
+    /// This seq's credited record left the store (see [`super::Store::retire_credited`]).
+    Retire(u64),
+    /// Written at a rewrite: what a scene's retired records add up to (their records are gone).
+    RetiredTotal { activity_id: String, scene_id: String, used: StockUsed },
+    /// Written at a rewrite: this user has retired records of this activity.
+    RetiredUser { activity_id: String, act_id: i64 },
 }
 
 fn put_entry(log: &mut Vec<u8>, record: &GrantRecord) {
@@ -273,14 +376,60 @@ fn seq_entry(log: &mut Vec<u8>, tag: u8, seq: u64) {
 
 fn vouch_entry(log: &mut Vec<u8>, activity_id: &str) {
     log.push(ENTRY_VOUCH);
-    prost::encoding::encode_varint(activity_id.len() as u64, log);
-    log.extend_from_slice(activity_id.as_bytes());
+    text(log, activity_id);
+}
+
+/// A length-prefixed string.
+fn text(log: &mut Vec<u8>, value: &str) {
+    prost::encoding::encode_varint(value.len() as u64, log);
+    log.extend_from_slice(value.as_bytes());
+}
+
+fn retired_total_entry(log: &mut Vec<u8>, activity_id: &str, scene_id: &str, used: StockUsed) {
+    log.push(ENTRY_RETIRED_TOTAL);
+    text(log, activity_id);
+    text(log, scene_id);
+    prost::encoding::encode_varint(used.count, log);
+    prost::encoding::encode_varint(used.cents as u64, log);
+}
+
+fn retired_user_entry(log: &mut Vec<u8>, activity_id: &str, act_id: i64) {
+    log.push(ENTRY_RETIRED_USER);
+    text(log, activity_id);
+    prost::encoding::encode_varint(act_id as u64, log);
+}
+
+/// Reads a length-prefixed string.
+fn read_text(payload: &mut &[u8]) -> Result<String, String> {
+    let length = prost::encoding::decode_varint(payload).map_err(|error| error.to_string())?;
+    let length = usize::try_from(length).ok().filter(|&n| n <= payload.len()).ok_or("text overruns")?;
+    let (bytes, rest) = payload.split_at(length);
+    *payload = rest;
+    String::from_utf8(bytes.to_vec()).map_err(|error| error.to_string())
 }
 
 fn decode_entries(mut payload: &[u8], mut each: impl FnMut(Entry)) -> Result<(), String> {
+    let varint = |payload: &mut &[u8]| prost::encoding::decode_varint(payload).map_err(|error| error.to_string());
     while let Some((&tag, rest)) = payload.split_first() {
         payload = rest;
-        let number = prost::encoding::decode_varint(&mut payload).map_err(|error| error.to_string())?;
+        match tag {
+            ENTRY_RETIRED_TOTAL => {
+                let activity_id = read_text(&mut payload)?;
+                let scene_id = read_text(&mut payload)?;
+                let count = varint(&mut payload)?;
+                let cents = varint(&mut payload)? as i64;
+                each(Entry::RetiredTotal { activity_id, scene_id, used: StockUsed { count, cents } });
+                continue;
+            }
+            ENTRY_RETIRED_USER => {
+                let activity_id = read_text(&mut payload)?;
+                let act_id = varint(&mut payload)? as i64;
+                each(Entry::RetiredUser { activity_id, act_id });
+                continue;
+            }
+            _ => {}
+        }
+        let number = varint(&mut payload)?;
         let entry = match tag {
             ENTRY_PUT => {
                 let length = usize::try_from(number).ok().filter(|&n| n <= payload.len()).ok_or("record overruns")?;
@@ -297,6 +446,7 @@ fn decode_entries(mut payload: &[u8], mut each: impl FnMut(Entry)) -> Result<(),
             ENTRY_CREDITED => Entry::Credited(number),
             ENTRY_PARK => Entry::Park(number),
             ENTRY_UNPARK => Entry::Unpark(number),
+            ENTRY_RETIRE => Entry::Retire(number),
             other => return Err(format!("unknown entry tag {other}")),
         };
         each(entry);
@@ -312,6 +462,25 @@ fn compact_payloads(state: &State) -> Vec<Vec<u8>> {
     let mut payload = Vec::new();
     for activity_id in &state.vouched {
         vouch_entry(&mut payload, activity_id);
+    }
+    let mut entries = 0;
+    let mut flush = |payload: &mut Vec<u8>, payloads: &mut Vec<Vec<u8>>| {
+        entries += 1;
+        if entries % REWRITE_FRAME_ENTRIES == 0 {
+            payloads.push(std::mem::take(payload));
+        }
+    };
+    for (activity_id, scenes) in &state.retired {
+        for (scene_id, used) in scenes.iter().filter(|(scene_id, _)| scene_id.as_str() != ACTIVITY_TOTAL) {
+            retired_total_entry(&mut payload, activity_id, scene_id, *used);
+            flush(&mut payload, &mut payloads);
+        }
+    }
+    for (activity_id, users) in &state.retired_users {
+        for &act_id in users {
+            retired_user_entry(&mut payload, activity_id, act_id);
+            flush(&mut payload, &mut payloads);
+        }
     }
     let mut seqs: Vec<u64> = state.slots.keys().copied().collect();
     seqs.sort_unstable();
@@ -342,12 +511,17 @@ fn open_log(data_dir: &Path) -> Result<(State, File), StoreError> {
     let mut state = State { next_seq: 1, ..State::default() };
     let mut file = journal::open(&path, LOG_MAGIC, |payload| decode_entries(payload, |entry| state.replay(entry)))
         .map_err(StoreError::Unavailable)?;
+    // Seqs retired later in the log are still in the retirement order: drop them.
+    let State { credited_order, slots, .. } = &mut state;
+    credited_order.retain(|(_, seq)| slots.get(seq).is_some_and(|slot| slot.record.status() == TokenStatus::Credited));
     let records = state.slots.len() as u64;
     if state.log_entries > 2 * records + 1024 {
         let io = |error: std::io::Error| StoreError::Unavailable(format!("`{}`: {error}", path.display()));
         journal::rewrite(&path, LOG_MAGIC, compact_payloads(&state).into_iter()).map_err(io)?;
         tracing::info!(path = %path.display(), entries_before = state.log_entries, records, "token log rewritten");
-        state.log_entries = records + state.parked.len() as u64 + state.vouched.len() as u64;
+        let retired = state.retired.values().map(|scenes| scenes.len() as u64).sum::<u64>()
+            + state.retired_users.values().map(|users| users.len() as u64).sum::<u64>();
+        state.log_entries = records + state.parked.len() as u64 + state.vouched.len() as u64 + retired;
         file = OpenOptions::new().append(true).open(&path).map_err(io)?;
     }
     Ok((state, file))
@@ -371,6 +545,7 @@ impl EmbeddedStore {
             failed: AtomicBool::new(false),
             commits: AtomicU64::new(0),
             nonces: parking_lot::Mutex::new(super::nonces::NonceMemory::default()),
+            opened: std::time::Instant::now(),
         });
         let (sender, receiver) = mpsc::channel(COMMIT_QUEUE_OPS_MAX);
         let committer_shared = shared.clone();
@@ -561,6 +736,27 @@ impl EmbeddedStore {
         Ok(self.shared.state.read().stock(activity_id, scene_id.unwrap_or(ACTIVITY_TOTAL)))
     }
 
+    /// Retires records credited `retain_ms` or more ago (see [`super::Store::retire_credited`]).
+    pub async fn retire_credited(&self, retain_ms: u64, max: usize) -> Result<usize, StoreError> {
+        {
+            let state = self.shared.state.read();
+            let now_ms = self.shared.opened.elapsed().as_millis() as u64;
+            // Nothing due costs a read, not a journal group.
+            if state.credited_order.front().is_none_or(|&(at, _)| now_ms.saturating_sub(at) < retain_ms) {
+                return Ok(0);
+            }
+        }
+        self.submit(|reply| WriteOp::Retire { retain_ms, max, reply }).await
+    }
+
+    /// What one activity's retired records add up to, per scene.
+    pub fn retired_of(&self, activity_id: &str) -> Result<HashMap<String, StockUsed>, StoreError> {
+        self.check()?;
+        let state = self.shared.state.read();
+        let Some(scenes) = state.retired.get(activity_id) else { return Ok(HashMap::new()) };
+        Ok(scenes.iter().filter(|(scene, _)| scene.as_str() != ACTIVITY_TOTAL).map(|(s, u)| (s.clone(), *u)).collect())
+    }
+
     /// Every stored grant of one activity in order-number order, and whether each is parked;
     /// for reconciliation and tests, never on the grant path.
     pub fn grants_of(&self, activity_id: &str) -> Result<Vec<(GrantRecord, bool)>, StoreError> {
@@ -634,9 +830,10 @@ fn run_committer(shared: &Arc<Shared>, file: File, mut receiver: mpsc::Receiver<
         payload.clear();
         let mut outcomes = Vec::with_capacity(group.len());
         {
+            let now_ms = shared.opened.elapsed().as_millis() as u64;
             let mut state = shared.state.write();
             for op in group.drain(..) {
-                outcomes.push(apply(&mut state, op, &mut payload, group_number));
+                outcomes.push(apply(&mut state, op, &mut payload, group_number, now_ms));
             }
         }
         let appended = !payload.is_empty();
@@ -716,6 +913,7 @@ fn refuse(op: WriteOp) {
         WriteOp::Complete { reply, .. } | WriteOp::Park { reply, .. } => drop(reply.send(Err(error()))),
         WriteOp::Restore { reply, .. } => drop(reply.send(Err(error()))),
         WriteOp::Requeue { reply } | WriteOp::RequeueKeys { reply, .. } => drop(reply.send(Err(error()))),
+        WriteOp::Retire { reply, .. } => drop(reply.send(Err(error()))),
     }
 }
 
@@ -726,6 +924,7 @@ enum Outcome {
     Unit(Reply<()>),
     Restore(Reply<RestoreOutcome>, RestoreOutcome),
     Count(Reply<u64>, u64),
+    Retired(Reply<usize>, usize),
 }
 
 impl Outcome {
@@ -742,11 +941,13 @@ impl Outcome {
             Outcome::Unit(reply) => answer(reply, (), failure),
             Outcome::Restore(reply, value) => answer(reply, value, failure),
             Outcome::Count(reply, value) => answer(reply, value, failure),
+            Outcome::Retired(reply, value) => answer(reply, value, failure),
         }
     }
 }
 
-fn apply(state: &mut State, op: WriteOp, log: &mut Vec<u8>, group: u64) -> Outcome {
+/// Applies one operation of the group being committed at `now_ms` (ms since open).
+fn apply(state: &mut State, op: WriteOp, log: &mut Vec<u8>, group: u64, now_ms: u64) -> Outcome {
     match op {
         WriteOp::Grant { record, limits, check, reply } => {
             Outcome::Grant(reply, grant(state, record, limits, check, log, group))
@@ -762,7 +963,7 @@ fn apply(state: &mut State, op: WriteOp, log: &mut Vec<u8>, group: u64) -> Outco
         WriteOp::Complete { keys, reply } => {
             for key in &keys {
                 if let Some(seq) = state.find(&key.activity_id, &key.order_no)
-                    && state.mark_credited(seq)
+                    && state.mark_credited(seq, now_ms)
                 {
                     seq_entry(log, ENTRY_CREDITED, seq);
                     state.log_entries += 1;
@@ -771,7 +972,10 @@ fn apply(state: &mut State, op: WriteOp, log: &mut Vec<u8>, group: u64) -> Outco
             Outcome::Unit(reply)
         }
         WriteOp::Restore { record, credited, reply } => {
-            Outcome::Restore(reply, restore(state, record, credited, log, group))
+            Outcome::Restore(reply, restore(state, record, credited, log, group, now_ms))
+        }
+        WriteOp::Retire { retain_ms, max, reply } => {
+            Outcome::Retired(reply, retire(state, retain_ms, max, log, now_ms))
         }
         WriteOp::Park { keys, reply } => {
             for key in &keys {
@@ -805,6 +1009,9 @@ fn grant(
     }
     match check {
         LedgerCheck::Skipped if !state.vouched.contains(&record.activity_id) => return GrantCommit::CheckLedger,
+        LedgerCheck::Skipped | LedgerCheck::New if state.has_retired(&record.activity_id, record.act_id) => {
+            return GrantCommit::CheckRetired;
+        }
         LedgerCheck::Done { activity_clean: true } if !state.vouched.contains(&record.activity_id) => {
             vouch_entry(log, &record.activity_id);
             state.log_entries += 1;
@@ -840,8 +1047,14 @@ fn restore(
     credited: bool,
     log: &mut Vec<u8>,
     group: u64,
+    now_ms: u64,
 ) -> RestoreOutcome {
-    if state.find(&record.activity_id, &record.order_no).is_some() {
+    // A credited token of a user with retired records of the activity was retired (the store
+    // keeps every token it was given until the ledger has it and the retention passed), so it
+    // is present in the ledger and counted in the stock already.
+    if state.find(&record.activity_id, &record.order_no).is_some()
+        || (credited && state.has_retired(&record.activity_id, record.act_id))
+    {
         return RestoreOutcome::AlreadyPresent;
     }
     record.seq = state.next_seq;
@@ -849,8 +1062,33 @@ fn restore(
     record.queue_id.clear();
     put_entry(log, &record);
     state.log_entries += 1;
+    let seq = record.seq;
     state.insert(record, group);
+    if credited {
+        state.credited_order.push_back((now_ms, seq));
+    }
     RestoreOutcome::Restored
+}
+
+/// Retires up to `max` records credited `retain_ms` or more before `now_ms`, logging each.
+fn retire(state: &mut State, retain_ms: u64, max: usize, log: &mut Vec<u8>, now_ms: u64) -> usize {
+    let mut retired = 0;
+    while retired < max {
+        let Some(&(credited_ms, seq)) = state.credited_order.front() else { break };
+        if now_ms.saturating_sub(credited_ms) < retain_ms {
+            break;
+        }
+        state.credited_order.pop_front();
+        if state.retire(seq) {
+            seq_entry(log, ENTRY_RETIRE, seq);
+            state.log_entries += 1;
+            retired += 1;
+        }
+    }
+    if retired > 0 {
+        state.shrink();
+    }
+    retired
 }
 
 /// Marks the tokens processing (in memory only: after a restart a claimed token is pending
@@ -1010,6 +1248,70 @@ mod tests {
             assert_eq!(store.parked_len().unwrap(), 1);
             assert_eq!(store.queue_len().unwrap(), 4, "three from before, and the seventh grant");
             assert_eq!(store.stock_used("a", None).unwrap(), StockUsed { count: 7, cents: 70 });
+        });
+    }
+
+    // Proves retiring takes only records credited for the retention out of the store (lookup,
+    // user list, activity grants) while their stock stays counted and their totals and users are
+    // kept; that a grant of a retired user the store cannot find asks the ledger, even where the
+    // store vouches (`Skipped`) or the caller does (`New`); that a restored retired token is not
+    // counted again; and that all of it survives a reopen and a log rewrite.
+    #[test]
+    fn retired_records_leave_the_store_but_not_the_stock() {
+        runtime().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let clean = LedgerCheck::Done { activity_clean: true };
+            for n in 1..=3 {
+                store.commit_grant(record(n), budget(1_000), clean).await.unwrap();
+            }
+            let credited = vec![record_key(&store, 1).await, record_key(&store, 2).await];
+            store.complete(credited).await.unwrap();
+            assert_eq!(store.retire_credited(60_000, 10).await.unwrap(), 0, "nothing credited a minute ago");
+            assert_eq!(store.retire_credited(0, 1).await.unwrap(), 1, "at most `max`");
+            assert_eq!(store.retire_credited(0, 10).await.unwrap(), 1);
+            assert_eq!(store.retire_credited(0, 10).await.unwrap(), 0, "the pending record stays");
+            // `held`: records still in the store; `used`: grants counted in the stock.
+            let check = |store: &EmbeddedStore, held: usize, used: u64| {
+                assert!(store.shared.state.read().find("a", &record(1).order_no).is_none());
+                assert!(store.user_tokens(1, None, 10).unwrap().is_empty());
+                assert_eq!(store.grants_of("a").unwrap().len(), held);
+                assert_eq!(store.stock_used("a", Some("s")).unwrap().count, used);
+                assert_eq!(store.retired_of("a").unwrap(), HashMap::from([("s".into(), StockUsed { count: 2, cents: 20 })]));
+            };
+            check(&store, 1, 3);
+            let grant = |n, check| store.commit_grant(record(n), budget(1_000), check);
+            assert_eq!(grant(1, LedgerCheck::Skipped).await.unwrap(), GrantCommit::CheckRetired, "a replay?");
+            assert_eq!(grant(2, LedgerCheck::New).await.unwrap(), GrantCommit::CheckRetired);
+            assert!(matches!(grant(4, LedgerCheck::Skipped).await.unwrap(), GrantCommit::Granted(_)), "user 4 is new");
+            let restored = store.restore(GrantRecord { status: 8, ..record(1) }, true).await.unwrap();
+            assert_eq!(restored, RestoreOutcome::AlreadyPresent, "a retired token is in the ledger and the stock");
+            assert_eq!(store.stock_used("a", None).unwrap().count, 4);
+            drop(store);
+
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            check(&store, 2, 4);
+            assert_eq!(
+                store.commit_grant(record(1), budget(1_000), LedgerCheck::Skipped).await.unwrap(),
+                GrantCommit::CheckRetired,
+                "the retired user is replayed from the log"
+            );
+            let payloads = compact_payloads(&store.shared.state.read());
+            drop(store);
+            journal::rewrite(&dir.path().join(LOG_FILE_NAME), LOG_MAGIC, payloads.into_iter()).unwrap();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            check(&store, 2, 4);
+            assert_eq!(store.stock_used("a", None).unwrap(), StockUsed { count: 4, cents: 40 }, "after a rewrite");
+            assert_eq!(
+                store.commit_grant(record(2), budget(1_000), LedgerCheck::Skipped).await.unwrap(),
+                GrantCommit::CheckRetired,
+                "a rewritten log keeps the retired users"
+            );
+            // The retired records' stock still bounds the activity: 40 of 40 cents used.
+            assert_eq!(
+                store.commit_grant(record(5), budget(40), CHECKED).await.unwrap(),
+                GrantCommit::OutOfStock(StockOut::ActivityBudget)
+            );
         });
     }
 

@@ -8,6 +8,8 @@
 //! Status moves 1 (pending) → 2 (processing, claimed by a writer) → 8 (credited). There is no
 //! failed state: a token that was claimed but not completed is claimed again.
 
+use std::collections::HashMap;
+
 mod embedded;
 pub mod nonces;
 mod packets;
@@ -164,6 +166,12 @@ pub enum GrantCommit {
     /// Nothing stored: the grant was written with [`LedgerCheck::Skipped`] and the store cannot
     /// vouch for the activity; ask the ledger and write again.
     CheckLedger,
+    /// Nothing stored: the store vouches for the activity (or the caller did, with
+    /// [`LedgerCheck::New`]), but some of this user's credited records of it have been retired
+    /// (see [`Store::retire_credited`]), so the store cannot tell a replay of one of them from a
+    /// new order. Ask the ledger for this order only (the activity is known not to be clean),
+    /// and do not grant without its answer: the store's replay check does not hold for it.
+    CheckRetired,
 }
 
 /// What the grant path learned from the ledger before writing a grant.
@@ -180,6 +188,10 @@ pub enum LedgerCheck {
     /// Not asked. The store writes the grant only if it vouches for the activity; otherwise it
     /// answers [`GrantCommit::CheckLedger`] and writes nothing.
     Skipped,
+    /// Not asked, because the caller knows the ledger can have this order only if the store has
+    /// it or retired it (a group red packet's claimed share): written unless the user has
+    /// retired records of the activity, then [`GrantCommit::CheckRetired`].
+    New,
     /// Asked: the ledger has no entry for this order. `activity_clean`: nor for any order of the
     /// activity, so the store vouches for the activity from now on.
     Done {
@@ -425,11 +437,41 @@ impl Store {
     }
 
     /// Every stored grant of one activity, and whether each is parked; for reconciliation and
-    /// tests, never on the grant path.
+    /// tests, never on the grant path. Retired records are not among them: see
+    /// [`Store::retired_of`].
     pub async fn grants_of(&self, activity_id: &str) -> Result<Vec<(GrantRecord, bool)>, StoreError> {
         dispatch!(memory self, s => s.grants_of(activity_id))
     }
+
+    /// Retires up to `max` records credited at least `retain_ms` ago: each leaves the hot store
+    /// (its record and every index of it), while the stock it used stays counted, its count and
+    /// cents are added to the activity's retired totals ([`Store::retired_of`]) and its user is
+    /// marked as having retired records of the activity (so a grant of theirs the store cannot
+    /// find asks the ledger, [`GrantCommit::CheckRetired`]). The ledger keeps every credited
+    /// token, and replays of a retired order are answered from it. Returns how many were
+    /// retired; fewer than `max` means none is due now.
+    pub async fn retire_credited(&self, retain_ms: u64, max: usize) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.retire_credited(retain_ms, max))
+    }
+
+    /// What the retired records of one activity add up to, per scene: reconciliation counts
+    /// them as issued (the ledger holds them; the store no longer does).
+    pub async fn retired_of(&self, activity_id: &str) -> Result<HashMap<String, StockUsed>, StoreError> {
+        dispatch!(memory self, s => s.retired_of(activity_id))
+    }
 }
+
+/// Records a retirement pass takes at most: one pass is one journal group on the embedded store,
+/// one script per shard on Redis, so it must not hold either long.
+pub const RETIRE_BATCH_MAX: usize = 2048;
+
+/// How long a credited record stays in the hot store by default before it is retired
+/// (`--retain-credited-s`): long past any client's retry of the same grant, short enough that
+/// the store holds the night's backlog and not its history.
+pub const RETAIN_CREDITED_S_DEFAULT: u64 = 600;
+
+/// The longest retention `--retain-credited-s` accepts (a week).
+pub const RETAIN_CREDITED_S_MAX: u64 = 7 * 24 * 3600;
 
 /// A fleet's credits-per-second window, kept in the store its hosts share (see
 /// [`Store::fleet_cap`]). A writer takes room before it claims a batch and settles it with the

@@ -33,6 +33,7 @@ impl GrantMode {
     fn ledger_check(self) -> &'static str {
         match self {
             GrantMode::Grant(LedgerCheck::Skipped) => "skipped",
+            GrantMode::Grant(LedgerCheck::New) => "new",
             GrantMode::Grant(LedgerCheck::Done { activity_clean: true }) => "clean",
             _ => "checked",
         }
@@ -48,6 +49,7 @@ enum Written {
     RateLimited,
     Stock(StockOut),
     CheckLedger,
+    CheckRetired,
 }
 
 impl Written {
@@ -71,6 +73,7 @@ impl Written {
             Written::RateLimited => GrantCommit::UserRateLimited,
             Written::Stock(out) => GrantCommit::OutOfStock(out),
             Written::CheckLedger => GrantCommit::CheckLedger,
+            Written::CheckRetired => GrantCommit::CheckRetired,
             // Only a restore answers "present".
             Written::Present => GrantCommit::Replayed(record),
         }
@@ -88,6 +91,7 @@ impl Written {
             "present" => Ok(Written::Present),
             "rate" => Ok(Written::RateLimited),
             "check" => Ok(Written::CheckLedger),
+            "retired" => Ok(Written::CheckRetired),
             "stock" => Ok(Written::Stock(match value_string(reply.get(1))?.as_str() {
                 "scene_count" => StockOut::SceneCount,
                 "scene_budget" => StockOut::SceneBudget,
@@ -163,6 +167,11 @@ impl RedisStore {
         if self.lookup(&record.activity_id, &record.order_no).await?.is_some() {
             return Ok(RestoreOutcome::AlreadyPresent);
         }
+        // A credited token of a user with retired records of the activity was retired: the
+        // ledger has it and the stock counts it (see the embedded store's restore).
+        if credited && self.has_retired(&record.activity_id, record.act_id).await? {
+            return Ok(RestoreOutcome::AlreadyPresent);
+        }
         let reservation = self.reserve_walk(&record, shard, &limits).await?;
         // Every bucket is full: the rest goes over the own bucket's share (never refused).
         let forced = match reservation.missing {
@@ -232,6 +241,8 @@ impl RedisStore {
             activity_grants: keys.activity_grants(&record.activity_id),
             rate,
             vouched: keys.vouched(&record.activity_id),
+            retired_users: keys.retired_users(&record.activity_id, record.act_id, shards),
+            credited: keys.credited(),
             record: stored.encode_to_vec(),
             act_id: record.act_id,
             member: &member,

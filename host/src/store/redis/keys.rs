@@ -73,10 +73,40 @@ impl ShardKeys {
         format!("{}:rl:-", self.tag)
     }
 
+    /// `P:{N}:cr`, credited records waiting out their retention, scored by when they were
+    /// credited (Redis's clock).
+    pub fn credited(&self) -> String {
+        format!("{}:cr", self.tag)
+    }
+
+    /// `P:{N}:rr:ACTIVITY`, what the activity's retired records in this shard add up to:
+    /// `s:SCENE:n`, `s:SCENE:c`.
+    pub fn retired_totals(&self, activity_id: &str) -> String {
+        format!("{}:rr:{activity_id}", self.tag)
+    }
+
+    /// `P:{N}:rx:ACTIVITY:B`, one bucket of the users of this shard with retired records of
+    /// the activity (see [`retired_bucket`]).
+    pub fn retired_users(&self, activity_id: &str, act_id: i64, shards: u32) -> String {
+        format!("{}:rx:{activity_id}:{}", self.tag, retired_bucket(act_id, shards))
+    }
+
     /// `P:{N}:ok:ACTIVITY`, present when this shard vouches for the activity.
     pub fn vouched(&self, activity_id: &str) -> String {
         format!("{}:ok:{activity_id}", self.tag)
     }
+}
+
+/// Buckets of a shard's users with retired records of one activity: small sets stay in Redis's
+/// compact integer encoding (8 bytes a user) up to 512 members, which covers 8M users per
+/// activity on 16 shards.
+pub(super) const RETIRED_USER_BUCKETS: u64 = 1024;
+
+/// The bucket of `act_id` among [`RETIRED_USER_BUCKETS`]: its last six decimal digits over the
+/// shard count (every user of a shard has the same remainder), which `retire.lua` computes the
+/// same way from the id's text (Lua's numbers are doubles; six digits are exact).
+pub(super) fn retired_bucket(act_id: i64, shards: u32) -> u64 {
+    (act_id.unsigned_abs() % 1_000_000) / u64::from(shards.max(1)) % RETIRED_USER_BUCKETS
 }
 
 /// `P:{meta}`, the deployment's shard count.

@@ -68,6 +68,7 @@ mod queue;
 mod reads;
 mod reply;
 mod reserve;
+mod retire;
 mod scripts;
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,8 @@ scripts! {
     PACKET_CLOSE = "packet_close.lua";
     /// Takes the packets due for a refund sweep.
     PACKET_TAKE_DUE = "packet_take_due.lua";
+    /// Retires a shard's records whose retention passed.
+    RETIRE = "retire.lua";
 }
 
 /// `scripts/packet_create.lua`.
@@ -137,6 +139,8 @@ pub(super) struct GrantArgs<'a> {
     pub activity_grants: String,
     pub rate: String,
     pub vouched: String,
+    pub retired_users: String,
+    pub credited: String,
     /// The protobuf record, status pending and seq 0.
     pub record: Vec<u8>,
     pub act_id: i64,
@@ -156,7 +160,7 @@ pub(super) struct GrantArgs<'a> {
     pub rate_window_ms: u64,
     /// `grant`, `restore` or `restore-credited`.
     pub mode: &'static str,
-    /// `skipped`, `clean` or `checked`.
+    /// `skipped`, `new`, `clean` or `checked`.
     pub ledger_check: &'static str,
 }
 
@@ -173,6 +177,8 @@ impl GrantArgs<'_> {
             .key(&self.activity_grants)
             .key(&self.rate)
             .key(&self.vouched)
+            .key(&self.retired_users)
+            .key(&self.credited)
             .arg(&self.record)
             .arg(self.act_id)
             .arg(self.member)
@@ -426,6 +432,30 @@ impl CapSettleArgs<'_> {
     pub fn invocation(&self) -> ScriptInvocation<'static> {
         let mut invocation = CAP_SETTLE.prepare_invoke();
         invocation.key(&self.window).arg(self.ticket).arg(self.credits).arg(self.ttl_ms);
+        invocation
+    }
+}
+
+/// `scripts/retire.lua`.
+pub(super) struct RetireArgs<'a> {
+    pub credited: String,
+    pub tag: &'a str,
+    pub retain_ms: u64,
+    pub max: usize,
+    pub shards: u32,
+    pub buckets: u64,
+}
+
+impl RetireArgs<'_> {
+    pub fn invocation(&self) -> ScriptInvocation<'static> {
+        let mut invocation = RETIRE.prepare_invoke();
+        invocation
+            .key(&self.credited)
+            .arg(self.tag)
+            .arg(self.retain_ms)
+            .arg(self.max)
+            .arg(self.shards)
+            .arg(self.buckets);
         invocation
     }
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use super::reserve::share;
 use super::*;
 use crate::store::{
-    FlowPosition, GrantCommit, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, TokenStatus, UserRate,
+    FlowPosition, GrantCommit, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, StockUsed, TokenStatus,
+    UserRate,
 };
 
 /// A store on a Redis of its own (or on `REDIS_URL` under a fresh prefix).
@@ -373,4 +374,43 @@ async fn cap_scripts_share_the_window() {
         panic!("room left after settling")
     };
     assert_eq!(taken, 5);
+}
+
+// Proves retire.lua: only records credited for the retention leave (record, user list,
+// activity grants), the stock stays counted, the retired totals add up per scene, and the
+// user's next grant the store cannot find asks the ledger (`retired`), even on a shard that
+// vouches and for a caller vouching with `New`; another user is granted at once; a restored
+// retired token is not counted again.
+#[tokio::test]
+async fn retire_script_keeps_stock_and_marks_the_user() {
+    let fixture = fixture(2).await;
+    let store = &fixture.store;
+    let clean = LedgerCheck::Done { activity_clean: true };
+    for (act_id, order) in [(4, 1), (4, 2), (6, 1)] {
+        let granted = store.commit_grant(record(act_id, order, 10), budget(1_000), None, clean).await.unwrap();
+        assert!(matches!(granted, GrantCommit::Granted(_)), "{granted:?}");
+    }
+    let keys = |act_id, order| async move {
+        store.lookup("act", &record(act_id, order, 10).order_no).await.unwrap().unwrap().key()
+    };
+    store.complete(vec![keys(4, 1).await, keys(6, 1).await]).await.unwrap();
+    assert_eq!(store.retire_credited(60_000, 10).await.unwrap(), 0, "nothing credited a minute ago");
+    assert_eq!(store.retire_credited(0, 10).await.unwrap(), 2);
+    assert_eq!(store.retire_credited(0, 10).await.unwrap(), 0, "the pending record stays");
+    assert!(store.lookup("act", &record(4, 1, 10).order_no).await.unwrap().is_none());
+    assert_eq!(store.user_tokens(4, None, 10).await.unwrap().len(), 1, "only the pending token is listed");
+    assert_eq!(store.grants_of("act").await.unwrap().len(), 1);
+    assert_eq!(store.stock_used("act", Some("scene")).await.unwrap(), StockUsed { count: 3, cents: 30 });
+    let retired = store.retired_of("act").await.unwrap();
+    assert_eq!(retired, std::collections::HashMap::from([("scene".into(), StockUsed { count: 2, cents: 20 })]));
+
+    let again = store.commit_grant(record(4, 1, 10), budget(1_000), None, LedgerCheck::Skipped).await.unwrap();
+    assert_eq!(again, GrantCommit::CheckRetired, "a replay of a retired order?");
+    let new = store.commit_grant(record(6, 3, 10), budget(1_000), None, LedgerCheck::New).await.unwrap();
+    assert_eq!(new, GrantCommit::CheckRetired);
+    let other = store.commit_grant(record(8, 1, 10), budget(1_000), None, LedgerCheck::Skipped).await.unwrap();
+    assert!(matches!(other, GrantCommit::Granted(_)), "{other:?}");
+    let credited = GrantRecord { status: TokenStatus::Credited.code(), ..record(4, 1, 10) };
+    assert_eq!(store.restore(credited, true, budget(1_000)).await.unwrap(), RestoreOutcome::AlreadyPresent);
+    assert_eq!(store.stock_used("act", None).await.unwrap().count, 4);
 }

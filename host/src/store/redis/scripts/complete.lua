@@ -1,5 +1,6 @@
 -- Completes credited tokens: status 8, off the user's unsettled set, the parked set and the
--- queue. Arguments are built by `EntriesArgs` (scripts.rs) only.
+-- queue, and into the shard's credited set `TAG:cr` (scored by Redis's clock) to wait out their
+-- retention. Arguments are built by `EntriesArgs` (scripts.rs) only.
 --
 -- KEYS[1] queue    P:{N}:q
 -- KEYS[2] parked   P:{N}:pk
@@ -10,6 +11,8 @@
 local queue, parked = KEYS[1], KEYS[2]
 local group, tag = ARGV[1], ARGV[2]
 local n = 0
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 3, #ARGV, 3 do
   local m, qid = ARGV[i], ARGV[i + 2]
   local g = tag .. ':g:' .. m
@@ -17,6 +20,7 @@ for i = 3, #ARGV, 3 do
   if v[1] and v[1] ~= '8' then
     redis.call('HSET', g, 'st', '8')
     redis.call('ZREM', tag .. ':uu:' .. v[2], m)
+    redis.call('ZADD', tag .. ':cr', now, m)
     n = n + 1
   end
   redis.call('ZREM', parked, m)

@@ -2,7 +2,7 @@
 -- user's rate window, the shard's stock bucket, then the record, the user's indexes, the stock
 -- and the queue entry, atomically. Arguments are built by `GrantArgs` (scripts.rs) only.
 --
--- KEYS[1] record        P:{N}:g:ACTIVITY/ORDER_NO   hash: r, st, sq, u, m
+-- KEYS[1] record        P:{N}:g:ACTIVITY/ORDER_NO   hash: r, st, sq, u, m, s (scene), a (cents)
 -- KEYS[2] user_tokens   P:{N}:ut:ACTID              zset: flow id by open time
 -- KEYS[3] user_unsettled P:{N}:uu:ACTID             zset: member by seq
 -- KEYS[4] queue         P:{N}:q                     stream: the crediting queue
@@ -11,6 +11,8 @@
 -- KEYS[7] activity_grants P:{N}:ag:ACTIVITY         zset: member by seq
 -- KEYS[8] rate          P:{N}:rl:…/WINDOW           string: grants in the user's rate window
 -- KEYS[9] vouched       P:{N}:ok:ACTIVITY           string: this shard vouches for the activity
+-- KEYS[10] retired_users P:{N}:rx:ACTIVITY:B         set: users with retired records of the activity
+-- KEYS[11] credited     P:{N}:cr                    zset: credited records by credit time
 -- ARGV[1]  record bytes (protobuf GrantRecord, status pending, seq 0)
 -- ARGV[2]  actID
 -- ARGV[3]  member (ACTIVITY/ORDER_NO)
@@ -27,11 +29,12 @@
 -- ARGV[14] the user's rate limit per window (0: none)
 -- ARGV[15] the rate window, ms
 -- ARGV[16] mode: 'grant', 'restore' or 'restore-credited'
--- ARGV[17] ledger check: 'skipped', 'clean' or 'checked'
--- Answers {'ok', seq} | {'replay', r, st, sq} | {'present'} | {'rate'} | {'check'}
+-- ARGV[17] ledger check: 'skipped', 'new', 'clean' or 'checked'
+-- Answers {'ok', seq} | {'replay', r, st, sq} | {'present'} | {'rate'} | {'check'} | {'retired'}
 --       | {'stock', 'scene_count' | 'scene_budget' | 'activity_budget'}
 local record_key, user_tokens, user_unsettled, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local seq_key, stock, activity_grants, rate_key, vouched = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local retired_users, credited = KEYS[10], KEYS[11]
 local record, act_id, member, flow_id, open_time_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local amount, amount_text, scene = tonumber(ARGV[6]), ARGV[6], ARGV[7]
 local shards, shard = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -49,6 +52,12 @@ if mode == 'grant' and redis.call('EXISTS', vouched) == 0 then
   if ledger_check == 'skipped' then return {'check'} end
   if ledger_check == 'clean' then redis.call('SET', vouched, '1') end
 end
+-- The user's earlier records of the activity may have been retired: only the ledger can tell a
+-- replay of one of them from a new order.
+if mode == 'grant' and (ledger_check == 'skipped' or ledger_check == 'new')
+    and redis.call('SISMEMBER', retired_users, act_id) == 1 then
+  return {'retired'}
+end
 local scene_count_field, scene_cents_field = 's:' .. scene .. ':n', 's:' .. scene .. ':c'
 if mode == 'grant' then
   if rate_max > 0 and tonumber(redis.call('GET', rate_key) or '0') >= rate_max then
@@ -65,7 +74,11 @@ end
 local seq = redis.call('INCR', seq_key) * shards + shard
 local st = '1'
 if mode == 'restore-credited' then st = '8' end
-redis.call('HSET', record_key, 'r', record, 'st', st, 'sq', seq, 'u', act_id, 'm', member)
+redis.call('HSET', record_key, 'r', record, 'st', st, 'sq', seq, 'u', act_id, 'm', member, 's', scene, 'a', amount_text)
+if st == '8' then
+  local t = redis.call('TIME')
+  redis.call('ZADD', credited, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), member)
+end
 redis.call('ZADD', user_tokens, open_time_ms, flow_id)
 redis.call('ZADD', activity_grants, seq, member)
 if st == '1' then

@@ -1,0 +1,62 @@
+//! Retention: the hot state bounded by the backlog, not by history.
+//!
+//! A credited token's record is needed in the token store only while a client may still retry
+//! its grant soon or the wallet still shows it pending. The ledger keeps a copy of every
+//! credited token (the entry's `token`), so once a record has been credited for the retention
+//! window (`--retain-credited-s`, [`crate::store::RETAIN_CREDITED_S_DEFAULT`]) it leaves the
+//! store ([`crate::store::Store::retire_credited`]). What must stay exact stays in the store:
+//! stock counters count every grant, retired or not; per-user rate windows are their own keys;
+//! unsettled tokens are never retired. A replay of a retired order is answered from the ledger:
+//! the store marks users with retired records per activity, and a grant of theirs that the store
+//! cannot find asks the ledger ([`crate::store::GrantCommit::CheckRetired`]), even where the
+//! store vouches for the activity.
+//!
+//! Every host runs the sweep; on Redis each shard's retirement is one script, so hosts of a
+//! fleet never retire a record twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::store::RETIRE_BATCH_MAX;
+
+/// How often a host looks for records whose retention has passed.
+pub const RETIRE_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Batches one sweep retires at most, so that a long backlog of due records is worked off over
+/// several sweeps without holding the store.
+const SWEEP_BATCHES_MAX: usize = 16;
+
+/// Retires what is due, a batch at a time; how many records left the store.
+pub async fn sweep(app: &App) -> usize {
+    let mut retired = 0;
+    for _ in 0..SWEEP_BATCHES_MAX {
+        match app.store.retire_credited(app.retain_credited_ms, RETIRE_BATCH_MAX).await {
+            Ok(count) => {
+                retired += count;
+                if count < RETIRE_BATCH_MAX {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "retiring credited records failed; the next sweep tries again");
+                break;
+            }
+        }
+    }
+    retired
+}
+
+/// Runs [`sweep`] until `shutdown` turns true.
+pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RETIRE_SWEEP_INTERVAL) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        sweep(&app).await;
+    }
+}
