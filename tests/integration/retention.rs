@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::deployment::{Deployment, conformance};
-use crate::support::{Server, wait_for};
+use crate::backends::{OwnPostgres, shared_redis_url, unique_prefix};
+use crate::deployment::{Backends, Deployment, conformance};
+use crate::support::{Server, grant_body, wait_for};
 
 /// The shortest retention, so that a test sees records retired within seconds.
 const RETAIN: [&str; 2] = ["--retain-credited-s", "1"];
@@ -136,4 +137,39 @@ fn stock_stays_counted_after_retention(deployment: Deployment) {
     assert_eq!(status, 200, "{restored}");
     let books = wait_retired(&server, "few-campaign", "few", 3);
     assert_eq!(books["stock_used"]["count"].as_u64(), Some(3), "a restored retired token counted again: {books}");
+}
+
+// Proves a user whose records were retired is not granted while the ledger cannot be asked
+// (503 `unavailable`, for a replay and a new order alike: the store's replay check no longer
+// covers them), while a user without retired records is; and that once PostgreSQL is back the
+// replay gets its original token.
+#[test]
+fn a_retired_users_grant_waits_for_the_ledger() {
+    let mut postgres = OwnPostgres::start();
+    let backends = Backends {
+        store_url: Some(shared_redis_url()),
+        prefix: unique_prefix(),
+        ledger_url: Some(postgres.url()),
+        reclaim_after_ms: 300,
+    };
+    let server = Server::start_on(&backends, &RETAIN);
+    let (retired, fresh) = (7_301, 7_302);
+    let original = server.grant_rain(retired, 8, 0);
+    server.wait_credited(retired);
+    wait_retired(&server, "test-campaign", "rain", 1);
+
+    postgres.stop();
+    for stage in [0, 1] {
+        let (status, refused) = server.post("/v1/grants", &grant_body(retired, "rain", 8, stage));
+        assert_eq!((status, refused["code"].as_str()), (503, Some("unavailable")), "stage {stage}: {refused}");
+    }
+    let (status, granted) = server.post("/v1/grants", &grant_body(fresh, "rain", 8, 0));
+    assert_eq!((status, granted["replayed"].as_bool()), (200, Some(false)), "{granted}");
+
+    postgres.start_again();
+    let replay = wait_for(Duration::from_secs(60), || {
+        let (status, body) = server.post("/v1/grants", &grant_body(retired, "rain", 8, 0));
+        (status == 200).then_some(body)
+    });
+    assert_eq!((&replay["token"], replay["replayed"].as_bool()), (&original["token"], Some(true)), "{replay}");
 }
