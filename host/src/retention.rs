@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
-use crate::store::RETIRE_BATCH_MAX;
+use crate::store::{RETIRE_BATCH_MAX, StoreError};
 
 /// How often a host looks for records whose retention has passed.
 pub const RETIRE_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
@@ -28,27 +28,26 @@ pub const RETIRE_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 const SWEEP_BATCHES_MAX: usize = 16;
 
 /// Retires what is due, a batch at a time; how many records left the store.
-pub async fn sweep(app: &App) -> usize {
+///
+/// # Errors
+///
+/// The store failed; what was retired before stays retired.
+pub async fn sweep(app: &App) -> Result<usize, StoreError> {
     let mut retired = 0;
     for _ in 0..SWEEP_BATCHES_MAX {
-        match app.store.retire_credited(app.retain_credited_ms, RETIRE_BATCH_MAX).await {
-            Ok(count) => {
-                retired += count;
-                if count < RETIRE_BATCH_MAX {
-                    break;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "retiring credited records failed; the next sweep tries again");
-                break;
-            }
+        let count = app.store.retire_credited(app.retain_credited_ms, RETIRE_BATCH_MAX).await?;
+        retired += count;
+        if count < RETIRE_BATCH_MAX {
+            break;
         }
     }
-    retired
+    Ok(retired)
 }
 
-/// Runs [`sweep`] until `shutdown` turns true.
+/// Runs [`sweep`] until `shutdown` turns true. A failing store is reported once when it starts
+/// failing and once when it recovers, not on every sweep.
 pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(RETIRE_SWEEP_INTERVAL) => {}
@@ -57,6 +56,17 @@ pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>
         if *shutdown.borrow() {
             return;
         }
-        sweep(&app).await;
+        match sweep(&app).await {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("retiring credited records works again");
+            }
+            Ok(_) => {}
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%error, "retiring credited records failed; sweeps go on trying");
+            }
+            Err(_) => {}
+        }
     }
 }

@@ -132,8 +132,7 @@ fn stock_stays_counted_after_retention(deployment: Deployment) {
         assert_eq!(status, 200, "{replay}");
         assert_eq!((&replay["token"], replay["replayed"].as_bool()), (&tokens[1], Some(true)), "{replay}");
     }
-    let (status, restored) =
-        server.post("/v1/wallets/7201/tokens:restore", &json!({ "tokens": [tokens[0]] }));
+    let (status, restored) = server.post("/v1/wallets/7201/tokens:restore", &json!({ "tokens": [tokens[0]] }));
     assert_eq!(status, 200, "{restored}");
     let books = wait_retired(&server, "few-campaign", "few", 3);
     assert_eq!(books["stock_used"]["count"].as_u64(), Some(3), "a restored retired token counted again: {books}");

@@ -424,10 +424,13 @@ async fn judge(sources: &Sources<'_>, activity_id: &str) -> Result<Judged, Recon
     }
     // Comparing the books is CPU work over every grant of the activity: off the async workers.
     let (books, grants) = tokio::task::spawn_blocking(move || {
-        let mut books =
-            reconcile(&activity, &grants, &entries, |scene_id| used.get(scene_id).copied().unwrap_or_default(), |scene_id| {
-                retired.get(scene_id).copied().unwrap_or_default()
-            });
+        let mut books = reconcile(
+            &activity,
+            &grants,
+            &entries,
+            |scene_id| used.get(scene_id).copied().unwrap_or_default(),
+            |scene_id| retired.get(scene_id).copied().unwrap_or_default(),
+        );
         judge_with_plugins(&activity, &mut books, now_ms);
         (books, grants)
     })

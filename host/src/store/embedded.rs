@@ -1277,7 +1277,10 @@ mod tests {
                 assert!(store.user_tokens(1, None, 10).unwrap().is_empty());
                 assert_eq!(store.grants_of("a").unwrap().len(), held);
                 assert_eq!(store.stock_used("a", Some("s")).unwrap().count, used);
-                assert_eq!(store.retired_of("a").unwrap(), HashMap::from([("s".into(), StockUsed { count: 2, cents: 20 })]));
+                assert_eq!(
+                    store.retired_of("a").unwrap(),
+                    HashMap::from([("s".into(), StockUsed { count: 2, cents: 20 })])
+                );
             };
             check(&store, 1, 3);
             let grant = |n, check| store.commit_grant(record(n), budget(1_000), check);

@@ -50,7 +50,9 @@ impl RedisStore {
         let reads = futures_util::future::join_all((0..self.shards()).map(|shard| {
             let key = self.keys(shard).retired_totals(activity_id);
             let mut conn = self.conn();
-            self.timed(async move { redis::cmd("HGETALL").arg(key).query_async::<HashMap<String, i64>>(&mut conn).await })
+            self.timed(
+                async move { redis::cmd("HGETALL").arg(key).query_async::<HashMap<String, i64>>(&mut conn).await },
+            )
         }))
         .await;
         let mut totals: HashMap<String, StockUsed> = HashMap::new();
