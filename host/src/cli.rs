@@ -394,6 +394,10 @@ enum BenchCommand {
         /// The report to write between its markers.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
+        /// Run one part only and print its figures, writing nothing: `retention` (Redis and
+        /// embedded-store memory before a rain, at its end and after drain + retention).
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -771,7 +775,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(if report.books.as_ref().is_some_and(|books| !books.ok) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
-        BenchCommand::Suite { duration, connections, plugins, store, ledger, out } => {
+        BenchCommand::Suite { duration, connections, plugins, store, ledger, out, only } => {
             let config = crate::bench::suite::SuiteConfig {
                 duration_s: duration,
                 connections,
@@ -779,6 +783,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 redis_url: store,
                 database_url: ledger,
                 out,
+                only,
             };
             runtime.block_on(crate::bench::suite::run(&config))?;
             Ok(ExitCode::SUCCESS)

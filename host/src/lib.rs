@@ -68,6 +68,7 @@ pub mod identity;
 pub mod issuer;
 pub mod journal;
 pub mod ledger;
+pub mod memory;
 pub mod packet;
 pub mod plugin;
 pub mod retention;

@@ -44,10 +44,16 @@ pub async fn sweep(app: &App) -> Result<usize, StoreError> {
     Ok(retired)
 }
 
+/// Records retired from an in-process store after which the freed memory is handed back to the
+/// system ([`crate::memory::give_back`]), once the sweep has caught up.
+const GIVE_BACK_AFTER_RETIRED: usize = 4096;
+
 /// Runs [`sweep`] until `shutdown` turns true. A failing store is reported once when it starts
-/// failing and once when it recovers, not on every sweep.
+/// failing and once when it recovers, not on every sweep. With the embedded store, memory freed
+/// by retired records goes back to the system once a sweep has caught up.
 pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut failing = false;
+    let mut freed = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(RETIRE_SWEEP_INTERVAL) => {}
@@ -56,7 +62,17 @@ pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>
         if *shutdown.borrow() {
             return;
         }
-        match sweep(&app).await {
+        let swept = sweep(&app).await;
+        if let Ok(retired) = swept
+            && app.store.lookup_is_local()
+        {
+            freed += retired;
+            if freed >= GIVE_BACK_AFTER_RETIRED && retired < SWEEP_BATCHES_MAX * RETIRE_BATCH_MAX {
+                freed = 0;
+                tokio::task::spawn_blocking(crate::memory::give_back);
+            }
+        }
+        match swept {
             Ok(_) if failing => {
                 failing = false;
                 tracing::info!("retiring credited records works again");

@@ -37,6 +37,8 @@ pub struct SuiteConfig {
     pub database_url: Option<String>,
     /// The file to write (`BENCHMARKS.md`), between its rain markers.
     pub out: PathBuf,
+    /// One part to run alone, printing its figures and writing nothing (`retention`).
+    pub only: Option<String>,
 }
 
 /// A `hongbao serve` of the suite's own.
@@ -263,6 +265,9 @@ fn table_row(md: &mut String, what: &str, report: &RainReport) {
 
 /// Runs the suite and writes the report.
 pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
+    if let Some(part) = &config.only {
+        return run_part(config, part).await;
+    }
     let mut md = String::new();
     let mut figures = serde_json::Map::new();
     embedded_runs(config, &mut md, &mut figures).await?;
@@ -281,6 +286,23 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
     write_report(&config.out, &md, &serde_json::Value::Object(figures))?;
     println!("{md}");
     Ok(())
+}
+
+/// Runs one part of the suite and prints its figures (`--only`).
+async fn run_part(config: &SuiteConfig, part: &str) -> anyhow::Result<()> {
+    let (Some(redis_url), Some(database_url)) = (&config.redis_url, &config.database_url) else {
+        anyhow::bail!("`--only {part}` needs a Redis and a PostgreSQL: set REDIS_URL and DATABASE_URL");
+    };
+    let production = Production::new(config, redis_url, database_url);
+    match part {
+        "retention" => {
+            let redis = production.retention_run(Gauge::Redis(redis_url)).await?;
+            let embedded = production.retention_run(Gauge::Resident).await?;
+            println!("{}", serde_json::to_string_pretty(&json!({ "redis": redis, "embedded_store": embedded }))?);
+            Ok(())
+        }
+        other => anyhow::bail!("unknown part `{other}` (known: retention)"),
+    }
 }
 
 /// The embedded host's rains (as fast as it goes, paced, batched), its memory per token, and the
@@ -475,8 +497,8 @@ impl<'a> Production<'a> {
         }
         let _ = writeln!(
             md,
-            "\nRetention (`--retain-credited-s {SUITE_RETAIN_S}`; a rain of new users, drained, then the retention waited out):\n\n\
-             | memory | before the rain | at its end | after drain + retention | grants | left per grant |\n|---|---|---|---|---|---|"
+            "\nRetention (`--retain-credited-s {SUITE_RETAIN_S}`): a first rain of new users, drained and retired, then two more of other new users, each drained and retired:\n\n\
+             | memory | after the first rain | peak of the next ones | after each next one drained and retired | grants in them | left per grant |\n|---|---|---|---|---|---|"
         );
         for (what, run) in [
             ("Redis `used_memory` (Redis store + PostgreSQL)", &retention_redis),
@@ -484,12 +506,20 @@ impl<'a> Production<'a> {
         ] {
             let _ = writeln!(
                 md,
-                "| {what} | {:.1} MB | {:.1} MB | {:.1} MB | {} | {:.0} bytes |",
+                "| {what} | {:.1} MB | {:.1} MB | {} | {} | {:.0} bytes |",
                 run.before as f64 / 1e6,
                 run.peak as f64 / 1e6,
-                run.after as f64 / 1e6,
+                run.afters.iter().map(|bytes| format!("{:.1} MB", *bytes as f64 / 1e6)).collect::<Vec<_>>().join(" → "),
                 run.grants,
                 run.after.saturating_sub(run.before) as f64 / run.grants.max(1) as f64
+            );
+        }
+        if let Some(kinds) = &retention_redis.keys_left {
+            let listed: Vec<String> = kinds.iter().map(|(kind, count)| format!("`{kind}` {count}")).collect();
+            let _ = writeln!(
+                md,
+                "\nKeys left on Redis after the retention run, by kind: {} (`n`: nonces of signed requests, gone within 301 s; `rx`: users with retired records).",
+                listed.join(", ")
             );
         }
         figures.insert("retention_redis".into(), json!(retention_redis));
@@ -541,20 +571,64 @@ impl<'a> Production<'a> {
 /// run sees the store return to its bound within the suite.
 const SUITE_RETAIN_S: u64 = 2;
 
+/// Rains measured in a retention run after the first one.
+const RETENTION_RAINS: usize = 2;
+
 /// How long a retention run waits at most for memory to settle after the backlog drained.
 const RETENTION_SETTLE_MAX: Duration = Duration::from_secs(90);
 
 /// What a retention run measured, in bytes of the gauge.
 #[derive(Debug, serde::Serialize)]
 struct RetentionFigures {
-    /// New grants in the rain (each to a new user).
+    /// New grants in the measured rains (each to a new user).
     grants: u64,
-    /// Before the rain (after the host started).
+    /// Before the measured rain: after a first rain of the same shape, drained and retired.
     before: u64,
     /// When the rain ended.
     peak: u64,
-    /// Once the backlog drained, the retention passed and the memory stopped falling.
+    /// Once the last rain drained, the retention passed and the memory stopped falling.
     after: u64,
+    /// The same after each rain.
+    afters: Vec<u64>,
+    /// On Redis, the keys left under the run's prefix then, by kind (`n` are signed requests'
+    /// nonces, which expire within 301 s; `rx` the retired users' sets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys_left: Option<std::collections::BTreeMap<String, u64>>,
+}
+
+/// Counts the keys under `prefix` on every node of the Redis at `url`, by kind: the segment
+/// after the hash tag (`PREFIX:{N}:KIND:…`), or `n` for nonces (`PREFIX:n:{…}`).
+async fn key_census(url: &str, prefix: &str) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let nodes = crate::store::cluster_nodes(url).unwrap_or_else(|| vec![url.to_owned()]);
+    let mut kinds = std::collections::BTreeMap::new();
+    for node in nodes {
+        let client = redis::Client::open(node.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut cursor = 0_u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await?;
+            for key in keys {
+                let rest = &key[prefix.len() + 1..];
+                let kind = match rest.split_once("}:") {
+                    Some((_, tail)) if !rest.starts_with("n:") => tail.split(':').next().unwrap_or(tail),
+                    _ => rest.split(':').next().unwrap_or(rest),
+                };
+                *kinds.entry(kind.to_owned()).or_insert(0) += 1;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(kinds)
 }
 
 /// What a retention run watches.
@@ -580,8 +654,24 @@ impl Production<'_> {
     async fn retention_run(&self, gauge: Gauge<'_>) -> anyhow::Result<RetentionFigures> {
         let config = self.config;
         let retain = SUITE_RETAIN_S.to_string();
+        let prefix = format!("bench{}r", self.run);
         let (kind, args) = match gauge {
-            Gauge::Redis(_) => ("retain-redis", self.args(&["--retain-credited-s", &retain])),
+            // A prefix of its own: the suite's other runs leave records under theirs.
+            Gauge::Redis(url) => (
+                "retain-redis",
+                [
+                    "--store",
+                    url,
+                    "--store-prefix",
+                    &prefix,
+                    "--ledger",
+                    self.database_url,
+                    "--retain-credited-s",
+                    &retain,
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ),
             Gauge::Resident => (
                 "retain-embedded",
                 vec!["--ledger".to_owned(), self.database_url.to_owned(), "--retain-credited-s".into(), retain],
@@ -591,36 +681,49 @@ impl Production<'_> {
         let activity = self.activity(kind);
         let host = start_host(&activity, &config.plugins_dir, &args)?;
         let first_user = if matches!(gauge, Gauge::Redis(_)) { 1_000_000_000 } else { 1_100_000_000 };
-        // A short warm-up rain first, so that "before" holds the host's warm pools, not its start.
-        let mut warm = rain_config(&host, &activity, config, first_user - 100_000);
-        warm.count = Some(2_000);
+        // A first rain of the same shape, drained and retired, so that "before" holds what the
+        // host keeps whatever the history (warm plugin pools, the threads and buffers of this
+        // concurrency); then more rains of other new users, each drained and retired: a store
+        // bounded by its backlog ends each at about the same figure.
+        let mut warm = rain_config(&host, &activity, config, first_user - 50_000_000);
         warm.check_books = false;
-        warm.progress = false;
         rain::run(&warm).await?;
-        wait_drained(&host).await?;
-        tokio::time::sleep(Duration::from_secs(SUITE_RETAIN_S + 1)).await;
-        let before = gauge.read(&host).await?;
-        let mut rain_config = rain_config(&host, &activity, config, first_user);
-        rain_config.check_books = false;
-        let rained = rain::run(&rain_config).await?;
-        let peak = gauge.read(&host).await?;
-        wait_drained(&host).await?;
-        tokio::time::sleep(Duration::from_secs(SUITE_RETAIN_S)).await;
-        // Then until it stops falling: three readings a second apart none below the lowest yet.
-        let started = Instant::now();
-        let (mut lowest, mut steady) = (gauge.read(&host).await?, 0);
-        while steady < 3 && started.elapsed() < RETENTION_SETTLE_MAX {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let now = gauge.read(&host).await?;
-            if now + now / 100 < lowest {
-                (lowest, steady) = (now, 0);
-            } else {
-                steady += 1;
-                lowest = lowest.min(now);
-            }
+        let before = settled(&gauge, &host).await?;
+        let (mut grants, mut peak, mut afters) = (0, 0, Vec::new());
+        for round in 0..RETENTION_RAINS {
+            let mut next = rain_config(&host, &activity, config, first_user + round as i64 * 50_000_000);
+            next.check_books = false;
+            grants += rain::run(&next).await?.granted;
+            peak = peak.max(gauge.read(&host).await?);
+            afters.push(settled(&gauge, &host).await?);
         }
-        Ok(RetentionFigures { grants: rained.granted, before, peak, after: lowest })
+        let lowest = afters.last().copied().unwrap_or(before);
+        let keys_left = match gauge {
+            Gauge::Redis(url) => Some(key_census(url, &prefix).await?),
+            Gauge::Resident => None,
+        };
+        Ok(RetentionFigures { grants, before, peak, after: lowest, afters, keys_left })
     }
+}
+
+/// Waits for the backlog to drain and the retention to pass, then until `gauge` stops falling
+/// (three readings a second apart, none 1 % below the lowest yet); the lowest reading.
+async fn settled(gauge: &Gauge<'_>, host: &Host) -> anyhow::Result<u64> {
+    wait_drained(host).await?;
+    tokio::time::sleep(Duration::from_secs(SUITE_RETAIN_S)).await;
+    let started = Instant::now();
+    let (mut lowest, mut steady) = (gauge.read(host).await?, 0);
+    while steady < 3 && started.elapsed() < RETENTION_SETTLE_MAX {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = gauge.read(host).await?;
+        if now + now / 100 < lowest {
+            (lowest, steady) = (now, 0);
+        } else {
+            steady += 1;
+            lowest = lowest.min(now);
+        }
+    }
+    Ok(lowest)
 }
 
 /// Waits until the host's crediting backlog is empty.
