@@ -22,9 +22,11 @@ pub(super) fn check_amount(amount_cents: i64) -> Result<(), LedgerError> {
 }
 
 /// Whether an account may go below zero: only an activity's funding account, which is where the
-/// company's money comes from. Every other account pays only what it holds.
+/// company's money comes from, and a transit account between ledger shards, whose borrower's copy
+/// is the negative of its lender's (see [`super::sharded`]). Every other account pays only what it
+/// holds.
 pub(super) fn may_go_negative(account: &str) -> bool {
-    account.starts_with("funding/")
+    account.starts_with("funding/") || account.starts_with("transit/")
 }
 
 /// The entry that tops an activity's budget up to `budget_cents` in total when `funded_cents`
