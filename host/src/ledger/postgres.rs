@@ -1100,7 +1100,7 @@ pub(super) mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::ledger::{ENTRY_CENTS_MAX, EmbeddedLedger, PostgresLedger};
+    use crate::ledger::{ENTRY_CENTS_MAX, EmbeddedLedger, PostgresLedger, WithdrawalRequest};
 
     const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
