@@ -260,7 +260,8 @@ impl ServeOptions {
             ),
         };
         if let Some(urls) = &self.ledger
-            && let Some(url) = urls.split(',').find(|url| !(url.starts_with("postgres://") || url.starts_with("postgresql://")))
+            && let Some(url) =
+                urls.split(',').find(|url| !(url.starts_with("postgres://") || url.starts_with("postgresql://")))
         {
             anyhow::bail!(
                 "--ledger `{url}` is not a PostgreSQL URL: use postgres://USER@HOST:PORT/DB, or a comma list of them \

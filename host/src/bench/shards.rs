@@ -94,7 +94,8 @@ async fn measure(config: &ShardsConfig, urls: &str, shards: usize) -> anyhow::Re
             }
         })
         .collect();
-    let batches: Arc<Vec<Vec<Credit>>> = Arc::new(credits.chunks(config.batch.max(1)).map(<[Credit]>::to_vec).collect());
+    let batches: Arc<Vec<Vec<Credit>>> =
+        Arc::new(credits.chunks(config.batch.max(1)).map(<[Credit]>::to_vec).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let writers: Vec<_> = (0..config.writers.max(1))
@@ -142,7 +143,8 @@ impl Databases {
 
     async fn drop_all(self) {
         for name in &self.names {
-            if let Err(error) = self.admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await {
+            if let Err(error) = self.admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
+            {
                 eprintln!("could not drop bench database {name}: {error}");
             }
         }

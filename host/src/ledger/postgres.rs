@@ -67,10 +67,7 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row, Statement};
 
 use super::rules::{self, Existing, ReadBack, WithdrawalStep};
-use super::{
-    Credit, CreditResult, LedgerEntry, LedgerError, LedgerWallet, Withdrawal, budget_account,
-    wallet_account,
-};
+use super::{Credit, CreditResult, LedgerEntry, LedgerError, LedgerWallet, Withdrawal, budget_account, wallet_account};
 use crate::store::{FlowPosition, red_packet_flow_id};
 
 /// Connections one ledger handle (and its clones) keeps at most.
@@ -339,6 +336,21 @@ impl Shard {
 
     /// Credits a batch of red packets in one transaction: one result per credit, in order.
     pub async fn credit_batch(&self, credits: Vec<Credit>) -> Result<Vec<CreditResult>, LedgerError> {
+        self.credit_batch_with(credits, Shortfall::Report).await
+    }
+
+    /// [`Shard::credit_batch`] on one shard of several: a credit its budget share cannot pay is
+    /// answered [`CreditResult::BudgetExhausted`] without a log line, and borrows.
+    pub async fn credit_batch_locally(&self, credits: Vec<Credit>) -> Result<Vec<CreditResult>, LedgerError> {
+        self.credit_batch_with(credits, Shortfall::Borrow).await
+    }
+
+    /// A credit batch, its shortfalls reported or left to borrowing.
+    async fn credit_batch_with(
+        &self,
+        credits: Vec<Credit>,
+        shortfall: Shortfall,
+    ) -> Result<Vec<CreditResult>, LedgerError> {
         if credits.is_empty() {
             return Ok(Vec::new());
         }
@@ -350,7 +362,7 @@ impl Shard {
             let mut session = self.session().await?;
             let outcome = async {
                 let statements = session.prepare([LOCK_ACCOUNTS, EXISTING_ENTRIES, APPLY]).await?;
-                in_transaction!(session, credit_attempt(&mut session, &statements, &credits))
+                in_transaction!(session, credit_attempt(&mut session, &statements, &credits, shortfall))
             }
             .await;
             session.finish(outcome)
@@ -568,6 +580,15 @@ async fn within<T>(limit: Duration, work: impl Future<Output = Result<T, LedgerE
     }
 }
 
+/// What a credit batch makes of a budget that cannot pay a credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shortfall {
+    /// The whole ledger is this database: the books disagree with the grants; log it.
+    Report,
+    /// One shard of several: the credit borrows from the others, quietly.
+    Borrow,
+}
+
 /// What one database's funding tops up to.
 struct FundingTarget<'a> {
     activity_id: &'a str,
@@ -619,6 +640,7 @@ async fn credit_attempt(
     session: &mut Session,
     [lock, existing, apply]: &[Statement; 3],
     credits: &[Credit],
+    shortfall: Shortfall,
 ) -> Result<Vec<CreditResult>, Failure> {
     let ids: Vec<String> =
         credits.iter().map(|credit| red_packet_flow_id(&credit.activity_id, &credit.order_no)).collect();
@@ -641,7 +663,7 @@ async fn credit_attempt(
     for row in found? {
         known.insert(column::<String>(&row, 0)?, Existing { amount_cents: column(&row, 1)?, act_id: column(&row, 2)? });
     }
-    let (results, postings) = plan_credits(credits, &ids, balances, known)?;
+    let (results, postings) = plan_credits(credits, &ids, balances, known, shortfall)?;
     rules::assert_credit_plan(credits, &results, &postings.entries);
     if !postings.entries.is_empty() {
         session.apply_and_commit(apply, &postings).await?;
@@ -705,12 +727,9 @@ async fn lend_attempt(
     let accounts = [loan.debit_account.as_str()];
     let (locked, found) = {
         let client = session.begin();
-        let (begun, locked, found) = join3(
-            client.batch_execute(BEGIN),
-            client.query(lock, &[&&accounts[..]]),
-            client.query(existing, &[&ids]),
-        )
-        .await;
+        let (begun, locked, found) =
+            join3(client.batch_execute(BEGIN), client.query(lock, &[&&accounts[..]]), client.query(existing, &[&ids]))
+                .await;
         begun?;
         (locked, found)
     };
@@ -847,13 +866,17 @@ fn plan_credits(
     ids: &[String],
     mut budgets: HashMap<String, i64>,
     mut known: HashMap<String, Existing>,
+    shortfall: Shortfall,
 ) -> Result<(Vec<CreditResult>, Postings), LedgerError> {
     let mut results = Vec::with_capacity(credits.len());
     let mut postings = Postings::default();
     for (credit, id) in credits.iter().zip(ids) {
         let budget = budget_account(&credit.activity_id);
         let balance = budgets.get(&budget).copied().unwrap_or(0);
-        let result = rules::decide_credit(credit, id, known.get(id).copied(), balance);
+        let result = match shortfall {
+            Shortfall::Report => rules::decide_credit(credit, id, known.get(id).copied(), balance),
+            Shortfall::Borrow => rules::decide_credit_quietly(credit, id, known.get(id).copied(), balance),
+        };
         results.push(result);
         if result != CreditResult::Applied {
             continue;

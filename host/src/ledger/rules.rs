@@ -56,6 +56,22 @@ pub(super) struct Existing {
 /// caller writes the entry only for [`CreditResult::Applied`], and then takes its amount off the
 /// budget balance it passes for the batch's next credit.
 pub(super) fn decide_credit(credit: &Credit, id: &str, existing: Option<Existing>, budget_cents: i64) -> CreditResult {
+    let result = decide_credit_quietly(credit, id, existing, budget_cents);
+    if result == CreditResult::BudgetExhausted {
+        report_budget_exhausted(credit);
+    }
+    result
+}
+
+/// [`decide_credit`] without the log line of a budget that cannot pay: for a ledger shard, whose
+/// budget share falling short only means the credit borrows from another shard; the sharded
+/// ledger reports the credits that stay unpaid ([`report_budget_exhausted`]).
+pub(super) fn decide_credit_quietly(
+    credit: &Credit,
+    id: &str,
+    existing: Option<Existing>,
+    budget_cents: i64,
+) -> CreditResult {
     if let Some(existing) = existing {
         if existing.amount_cents == credit.amount_cents && existing.act_id == credit.act_id {
             return CreditResult::AlreadyCredited;
@@ -64,10 +80,14 @@ pub(super) fn decide_credit(credit: &Credit, id: &str, existing: Option<Existing
         return CreditResult::Conflict;
     }
     if budget_cents < credit.amount_cents {
-        tracing::error!(activity = %credit.activity_id, order_no = %credit.order_no, "budget account cannot pay a granted red packet");
         return CreditResult::BudgetExhausted;
     }
     CreditResult::Applied
+}
+
+/// Logs a granted red packet the activity's budget cannot pay.
+pub(super) fn report_budget_exhausted(credit: &Credit) {
+    tracing::error!(activity = %credit.activity_id, order_no = %credit.order_no, "budget account cannot pay a granted red packet");
 }
 
 /// What a withdrawal does once [`decide_withdrawal`] allowed it.

@@ -249,7 +249,7 @@ impl PostgresLedger {
     /// Credits a batch of one shard's users: locally, then by borrowing for what the shard's
     /// budgets could not pay.
     async fn credit_on(&self, shard: usize, credits: Vec<Credit>) -> Result<Vec<CreditResult>, LedgerError> {
-        let mut results = self.shards[shard].credit_batch(credits.clone()).await?;
+        let mut results = self.shards[shard].credit_batch_locally(credits.clone()).await?;
         let mut short: Vec<usize> = short_credits(&results);
         for round in 0..BORROW_ROUNDS_MAX {
             if short.is_empty() {
@@ -283,11 +283,19 @@ impl PostgresLedger {
                 break;
             }
             let retried: Vec<Credit> = short.iter().map(|&index| credits[index].clone()).collect();
-            let again = self.shards[shard].credit_batch(retried).await?;
+            let again = self.shards[shard].credit_batch_locally(retried).await?;
             for (&index, result) in short.iter().zip(&again) {
                 results[index] = *result;
             }
-            short = short.iter().zip(&again).filter(|(_, r)| **r == CreditResult::BudgetExhausted).map(|(i, _)| *i).collect();
+            short = short
+                .iter()
+                .zip(&again)
+                .filter(|(_, r)| **r == CreditResult::BudgetExhausted)
+                .map(|(i, _)| *i)
+                .collect();
+        }
+        for &index in &short {
+            rules::report_budget_exhausted(&credits[index]);
         }
         Ok(results)
     }
@@ -301,8 +309,11 @@ impl PostgresLedger {
             if arrived_cents >= ask.need_cents {
                 break;
             }
-            let ids: Vec<String> =
-                ask.causes.iter().map(|cause| loan_id("lent", &ask.activity_id, from, ask.to, cause, ask.round)).collect();
+            let ids: Vec<String> = ask
+                .causes
+                .iter()
+                .map(|cause| loan_id("lent", &ask.activity_id, from, ask.to, cause, ask.round))
+                .collect();
             let loan = LedgerEntry {
                 id: ids[0].clone(),
                 kind: EntryKind::Funding as u32,
