@@ -337,7 +337,11 @@ impl PostgresLedger {
                 amount_cents,
                 ..loan
             };
-            if self.shards[ask.to].deliver(&arrival).await? {
+            // A loan made now has arrived when this returns, whoever delivered it (a host's
+            // funding may settle it first). One made by an earlier try counts only if it arrives
+            // now: had it arrived before, the shard's budget already held it when it fell short.
+            let delivered_now = self.shards[ask.to].deliver(&arrival).await?;
+            if delivered_now || !lent.made_before {
                 tracing::debug!(loan = %lent_id, amount_cents, "budget lent between ledger shards");
                 arrived_cents += amount_cents;
             }
