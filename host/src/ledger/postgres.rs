@@ -236,6 +236,16 @@ const ALL_ENTRIES: &str = concat!("SELECT ", entry_columns!(), " FROM entries OR
 
 const BALANCE: &str = "SELECT balance FROM accounts WHERE name = $1";
 
+/// An account's balance (`$1`) plus the loans out of it in the id range `[$2, $3)` minus the
+/// arrivals into it in `[$4, $5)`, in one snapshot: a leg of a loan changes the balance and its
+/// entries in one transaction, so this figure moves only when money leaves the activity's accounts.
+const BALANCE_WITH_LOANS: &str = "SELECT
+    COALESCE((SELECT balance FROM accounts WHERE name = $1), 0)::bigint
+    + COALESCE((SELECT sum(amount_cents) FROM entries
+        WHERE id >= $2::text COLLATE \"C\" AND id < $3::text COLLATE \"C\"), 0)::bigint
+    - COALESCE((SELECT sum(amount_cents) FROM entries
+        WHERE id >= $4::text COLLATE \"C\" AND id < $5::text COLLATE \"C\"), 0)::bigint";
+
 const ALL_BALANCES: &str = "SELECT name, balance FROM accounts ORDER BY name";
 
 /// Runs `$attempt` (an expression giving a future that begins a transaction and may commit it)
@@ -508,6 +518,18 @@ impl Shard {
     /// An account's balance.
     pub async fn balance(&self, account: &str) -> Result<i64, LedgerError> {
         let rows = self.query(OPERATION_TIMEOUT, BALANCE, &[&account]).await?;
+        rows.first().map_or(Ok(0), |row| column(row, 0).map_err(Failure::into_ledger_error))
+    }
+
+    /// An activity's budget or packet account with the loans of the activity counted where they
+    /// left from: plus what this database lent (`fund/{activity}/lent/…`), minus what arrived
+    /// here (`fund/{activity}/came/…`). Summed over the shards, that is the account's money
+    /// wherever it is on its way, whatever legs run between the reads of two shards.
+    pub async fn balance_with_loans(&self, account: &str, activity_id: &str) -> Result<i64, LedgerError> {
+        let range = |leg: &str| (format!("fund/{activity_id}/{leg}/"), format!("fund/{activity_id}/{leg}0"));
+        let ((lent_start, lent_end), (came_start, came_end)) = (range("lent"), range("came"));
+        let params: [&(dyn ToSql + Sync); 5] = [&account, &lent_start, &lent_end, &came_start, &came_end];
+        let rows = self.query(OPERATION_TIMEOUT, BALANCE_WITH_LOANS, &params).await?;
         rows.first().map_or(Ok(0), |row| column(row, 0).map_err(Failure::into_ledger_error))
     }
 

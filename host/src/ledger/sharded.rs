@@ -49,7 +49,11 @@
 //! A user's reads (wallet, flow, an entry whose id names its user) go to the user's shard, one
 //! statement as before. Reads across users (an activity's red packets, every entry, every
 //! balance, an account that is not a wallet) ask every shard at once and merge: an account's
-//! balance is the sum of its copies, so `budget/{activity}` reads as the whole budget left.
+//! balance is the sum of its copies, so `budget/{activity}` reads as the whole budget left. A
+//! budget's or packet's balance also counts the loans between its copies still on their way:
+//! each shard answers its copy plus its loans out minus its arrivals in one snapshot, a figure no
+//! leg changes, so the sum is exact however the shards' reads interleave with a borrowing (a
+//! packet's refund computes what nobody grabbed from it while grabs borrow).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -263,7 +267,7 @@ impl PostgresLedger {
                 *need = need.saturating_add(credit.amount_cents);
                 causes.push(credit.order_no.clone());
             }
-            let mut arrived = false;
+            let (mut arrived, mut stale) = (false, false);
             for (account, (need, causes, first)) in needs {
                 let ask = Borrowing {
                     to: shard,
@@ -277,9 +281,16 @@ impl PostgresLedger {
                     round,
                     time_ms: first.open_time_ms,
                 };
-                arrived |= self.borrow(&ask).await? > 0;
+                let borrowed = self.borrow(&ask).await?;
+                arrived |= borrowed.arrived_cents > 0;
+                stale |= borrowed.stale;
             }
             if !arrived {
+                // Nothing arrived. When a lender answered an old loan that had arrived long ago
+                // (its cents spent meanwhile), the next round's loan ids are fresh: try them.
+                if stale {
+                    continue;
+                }
                 break;
             }
             let retried: Vec<Credit> = short.iter().map(|&index| credits[index].clone()).collect();
@@ -302,9 +313,9 @@ impl PostgresLedger {
 
     /// Lends `ask.need_cents` into `ask.account` on shard `ask.to` from the other shards, in turn
     /// from the next one on; answers the cents that arrived now.
-    async fn borrow(&self, ask: &Borrowing) -> Result<i64, LedgerError> {
+    async fn borrow(&self, ask: &Borrowing) -> Result<Borrowed, LedgerError> {
         let count = self.shards.len();
-        let mut arrived_cents = 0;
+        let (mut arrived_cents, mut stale) = (0, false);
         for from in (1..count).map(|step| (ask.to + step) % count) {
             if arrived_cents >= ask.need_cents {
                 break;
@@ -344,9 +355,11 @@ impl PostgresLedger {
             if delivered_now || !lent.made_before {
                 tracing::debug!(loan = %lent_id, amount_cents, "budget lent between ledger shards");
                 arrived_cents += amount_cents;
+            } else {
+                stale = true;
             }
         }
-        Ok(arrived_cents)
+        Ok(Borrowed { arrived_cents, stale })
     }
 
     /// Delivers every loan of the activity that left its lender and never arrived (a credit
@@ -416,7 +429,7 @@ impl PostgresLedger {
             round: 0,
             time_ms: entry.time_ms,
         };
-        if self.borrow(&ask).await? == 0 {
+        if self.borrow(&ask).await?.arrived_cents == 0 {
             return outcome;
         }
         self.shards[to].transfer(entry).await
@@ -449,12 +462,25 @@ impl PostgresLedger {
     }
 
     /// An account's balance: a wallet's from its user's shard, any other account's as the sum
-    /// of its copies.
+    /// of its copies. A budget's or a packet's counts the cents lent between its copies that
+    /// have not arrived: a refund reading its packet while a grab borrows sees all of it.
     pub async fn balance(&self, account: &str) -> Result<i64, LedgerError> {
-        if let Some(act_id) = act_id_of_wallet(account).filter(|_| self.shards.len() > 1) {
+        if self.shards.len() == 1 {
+            return self.shards[0].balance(account).await;
+        }
+        if let Some(act_id) = act_id_of_wallet(account) {
             return self.home(act_id).balance(account).await;
         }
-        let balances = try_join_all(self.shards.iter().map(|shard| shard.balance(account))).await?;
+        let activity_id = match (account.strip_prefix("budget/"), account.strip_prefix("packet/")) {
+            (Some(activity_id), _) => activity_id.to_owned(),
+            (_, Some(packet_id)) => super::packet_activity(packet_id),
+            _ => {
+                let balances = try_join_all(self.shards.iter().map(|shard| shard.balance(account))).await?;
+                return Ok(balances.into_iter().sum());
+            }
+        };
+        let balances =
+            try_join_all(self.shards.iter().map(|shard| shard.balance_with_loans(account, &activity_id))).await?;
         Ok(balances.into_iter().sum())
     }
 
@@ -526,6 +552,15 @@ struct Borrowing {
     round: u32,
     /// The time written on the loan's entries.
     time_ms: u64,
+}
+
+/// What one borrowing brought.
+struct Borrowed {
+    /// Cents that arrived in the borrower's account.
+    arrived_cents: i64,
+    /// A lender answered a loan of an earlier try that had arrived before: its cents were in the
+    /// borrower's account already when the credit fell short, so a fresh loan is needed.
+    stale: bool,
 }
 
 /// The positions of the credits a shard's budgets could not pay.
@@ -717,6 +752,7 @@ mod tests {
         let lent = ledger.shards[1].lend(&loan, &ids, true).await.unwrap();
         assert_eq!(lent, super::super::postgres::Lent { loan: Some((ids[0].clone(), 30)), made_before: false });
         assert_eq!(ledger.transit_cents().await.unwrap(), 30, "the loan is on its way");
+        assert_eq!(ledger.balance("budget/a").await.unwrap(), 100, "a budget counts its loans on their way");
 
         assert_eq!(ledger.credit_batch(vec![big.clone()]).await.unwrap(), [CreditResult::Applied]);
         assert_eq!(ledger.wallet(2, &[]).await.unwrap().balance_cents, 80);
@@ -726,6 +762,39 @@ mod tests {
         // Shard 1 lent 30 once: its share of 50 holds 20.
         let shard_1 = ledger.balances_by_shard().await.unwrap().remove(1);
         assert!(shard_1.contains(&("budget/a".to_owned(), 20)), "{shard_1:?}");
+        assert_books(&ledger, 100).await;
+    }
+
+    // Proves a credit whose earlier borrowing delivered its loan, spent meanwhile by another
+    // credit of the shard, borrows afresh (the next round's loan id) instead of stopping at the
+    // old loan: the budget's last 20 cents still pay it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_credit_whose_old_loan_was_spent_borrows_afresh() {
+        let (ledger, _dbs) = two_shards().await;
+        ledger.fund_activity("a".into(), 100, 1).await.unwrap();
+        let late = credit("a", "2_late", 2, 20, 5);
+        let ids = vec![loan_id("lent", "a", 1, 0, &late.order_no, 0)];
+        let loan = LedgerEntry {
+            id: ids[0].clone(),
+            kind: EntryKind::Funding as u32,
+            debit_account: "budget/a".into(),
+            credit_account: transit_account(1, 0),
+            amount_cents: 30,
+            activity_id: "a".into(),
+            ..LedgerEntry::default()
+        };
+        ledger.shards[1].lend(&loan, &ids, false).await.unwrap();
+        let arrival = LedgerEntry {
+            id: loan_id("came", "a", 1, 0, &late.order_no, 0),
+            debit_account: loan.credit_account.clone(),
+            credit_account: loan.debit_account.clone(),
+            ..loan
+        };
+        assert!(ledger.shards[0].deliver(&arrival).await.unwrap());
+        // Another credit on shard 0 spends all 80 cents there.
+        assert_eq!(ledger.credit_batch(vec![credit("a", "4_all", 4, 80, 5)]).await.unwrap(), [CreditResult::Applied]);
+        assert_eq!(ledger.credit_batch(vec![late]).await.unwrap(), [CreditResult::Applied]);
+        assert_eq!(ledger.balance("budget/a").await.unwrap(), 0);
         assert_books(&ledger, 100).await;
     }
 
@@ -747,6 +816,7 @@ mod tests {
         };
         ledger.shards[0].lend(&loan, &ids, false).await.unwrap();
         assert_eq!(ledger.transit_cents().await.unwrap(), 4);
+        assert_eq!(ledger.balance("budget/a").await.unwrap(), 10);
         ledger.fund_activity("a".into(), 12, 2).await.unwrap();
         assert_eq!(ledger.transit_cents().await.unwrap(), 0);
         let shards = ledger.balances_by_shard().await.unwrap();
