@@ -405,6 +405,10 @@ enum BenchCommand {
         /// Batches in flight at once.
         #[arg(long, default_value_t = 8)]
         writers: usize,
+        /// One throw-away PostgreSQL server per shard (initdb + pg_ctl), not databases on
+        /// --ledger's server.
+        #[arg(long)]
+        own_servers: bool,
         /// Print the figures as JSON.
         #[arg(long)]
         json: bool,
@@ -797,13 +801,14 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::bench::suite::run(&config))?;
             Ok(ExitCode::SUCCESS)
         }
-        BenchCommand::Shards { ledger, credits, batch, writers, json } => {
+        BenchCommand::Shards { ledger, credits, batch, writers, own_servers, json } => {
             let config = crate::bench::shards::ShardsConfig {
                 database_url: ledger,
                 credits,
                 batch,
                 writers,
                 shard_counts: crate::bench::shards::SHARD_COUNTS.to_vec(),
+                own_servers,
             };
             let figures = runtime.block_on(crate::bench::shards::run(&config))?;
             if json {

@@ -3,10 +3,13 @@
 //! The writers' side of the rain, without hosts or Redis: concurrent writers (as a fleet's would)
 //! credit batches of distinct users into a ledger of fresh databases, as fast as the ledger takes
 //! them, and the run reports credits per second for each shard count. The shards are databases
-//! on the PostgreSQL server of `--ledger` (or `DATABASE_URL`), made and dropped by the run: on one
-//! server they share its cores and disk, so the figures show what the sharding itself costs and
-//! gains there; separate servers scale further. The output says which it measured.
+//! on the PostgreSQL server of `--ledger` (or `DATABASE_URL`), made and dropped by the run, or
+//! with `--own-servers` one database on each of up to three throw-away servers the run starts
+//! (`initdb` + `pg_ctl` in temporary directories, run as the `postgres` user when root). The
+//! output says which it measured.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -31,6 +34,8 @@ pub struct ShardsConfig {
     pub writers: usize,
     /// The shard counts to measure.
     pub shard_counts: Vec<usize>,
+    /// One throw-away server per shard instead of databases on `database_url`'s server.
+    pub own_servers: bool,
 }
 
 /// One shard count's figure.
@@ -46,9 +51,19 @@ pub struct ShardsFigure {
 
 /// Measures every shard count in turn.
 pub async fn run(config: &ShardsConfig) -> anyhow::Result<Vec<ShardsFigure>> {
+    let mut servers = Vec::new();
+    if config.own_servers {
+        for index in 0..config.shard_counts.iter().copied().max().unwrap_or(0) {
+            servers.push(OwnServer::start(index).with_context(|| format!("starting bench server {index}"))?);
+        }
+    }
     let mut figures = Vec::new();
     for &shards in &config.shard_counts {
-        let databases = Databases::create(&config.database_url, shards).await?;
+        let server_urls: Vec<String> = match config.own_servers {
+            true => servers[..shards].iter().map(OwnServer::url).collect(),
+            false => vec![config.database_url.clone(); shards],
+        };
+        let databases = Databases::create(&server_urls).await?;
         let outcome = measure(config, &databases.urls.join(","), shards).await;
         databases.drop_all().await;
         let figure = outcome?;
@@ -60,10 +75,13 @@ pub async fn run(config: &ShardsConfig) -> anyhow::Result<Vec<ShardsFigure>> {
 
 /// The figures as a table, saying where the shards ran.
 pub fn summary(config: &ShardsConfig, figures: &[ShardsFigure]) -> String {
+    let place = match config.own_servers {
+        true => "Every shard is its own throw-away PostgreSQL server (initdb defaults), all on this machine.",
+        false => "Every shard is a database on the ONE PostgreSQL server given (they share its cores and disk).",
+    };
     let mut text = format!(
         "Ledger credits/s by shard count: {} credits of distinct users, batches of {}, {} writers at once.\n\
-         Every shard is a database on the ONE PostgreSQL server given (they share its cores and disk).\n\n\
-         | shards | credits/s |\n|---|---|\n",
+         {place}\n\n| shards | credits/s |\n|---|---|\n",
         config.credits, config.batch, config.writers
     );
     for figure in figures {
@@ -118,37 +136,127 @@ async fn measure(config: &ShardsConfig, urls: &str, shards: usize) -> anyhow::Re
     Ok(ShardsFigure { shards, credits: config.credits, credits_per_s: config.credits as f64 / elapsed })
 }
 
-/// Throw-away databases on one server.
+/// Throw-away databases, one on each server given.
 struct Databases {
-    admin: tokio_postgres::Client,
-    names: Vec<String>,
+    /// A maintenance connection to each database's server, and the database's name.
+    made: Vec<(tokio_postgres::Client, String)>,
     urls: Vec<String>,
 }
 
 impl Databases {
-    async fn create(server_url: &str, count: usize) -> anyhow::Result<Databases> {
-        let (admin, connection) =
-            tokio_postgres::connect(server_url, tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
-        tokio::spawn(connection);
+    async fn create(server_urls: &[String]) -> anyhow::Result<Databases> {
         let run = format!("{:08x}", fastrand::u32(..));
-        let mut databases = Databases { admin, names: Vec::new(), urls: Vec::new() };
-        for index in 0..count {
+        let mut databases = Databases { made: Vec::new(), urls: Vec::new() };
+        for (index, server_url) in server_urls.iter().enumerate() {
+            let (admin, connection) =
+                tokio_postgres::connect(server_url, tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
+            tokio::spawn(connection);
             let name = format!("hb_bench_{run}_{index}");
-            databases.admin.batch_execute(&format!("CREATE DATABASE {name}")).await.context("CREATE DATABASE")?;
+            admin.batch_execute(&format!("CREATE DATABASE {name}")).await.context("CREATE DATABASE")?;
             databases.urls.push(with_database(server_url, &name));
-            databases.names.push(name);
+            databases.made.push((admin, name));
         }
         Ok(databases)
     }
 
     async fn drop_all(self) {
-        for name in &self.names {
-            if let Err(error) = self.admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
-            {
+        for (admin, name) in &self.made {
+            if let Err(error) = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await {
                 eprintln!("could not drop bench database {name}: {error}");
             }
         }
     }
+}
+
+/// A PostgreSQL server of the bench's own in a temporary directory; stopped and removed when
+/// dropped. `initdb`, `pg_ctl` and `postgres` refuse to run as root, so as root they run as the
+/// `postgres` user.
+struct OwnServer {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl OwnServer {
+    fn start(index: usize) -> anyhow::Result<OwnServer> {
+        let bin = postgres_bin_dir().context("initdb and pg_ctl not found (/usr/lib/postgresql/*/bin or PATH)")?;
+        let dir = std::env::temp_dir().join(format!("hongbao-bench-pg-{}-{index}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        if is_root() {
+            run_to_end(Command::new("chown").arg("postgres:").arg(&dir))?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let server = OwnServer { bin, dir, port };
+        let data = server.dir.join("data");
+        run_to_end(server.command("initdb").arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres", "--no-sync"]))?;
+        let options =
+            format!("-p {port} -k '{}' -c listen_addresses=127.0.0.1 -c max_connections=200", server.dir.display());
+        let log = server.dir.join("postgres.log");
+        let mut start = server.command("pg_ctl");
+        start.arg("start").arg("-w").arg("-D").arg(&data).arg("-l").arg(&log).args(["-o", &options]);
+        run_to_end(&mut start)?;
+        Ok(server)
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `program` from the server binaries, as the `postgres` user when root, working in the
+    /// server's directory.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        let mut command = if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        };
+        command.current_dir(&self.dir);
+        command
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self.command("pg_ctl").arg("stop").arg("-D").arg(&data).args(["-m", "immediate"]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs a command to its end; its output is the error when it fails.
+fn run_to_end(command: &mut Command) -> anyhow::Result<()> {
+    let output = command.output().with_context(|| format!("running {command:?}"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// Whether this process runs as root.
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// The directory with `initdb` and `pg_ctl`: the highest `/usr/lib/postgresql/*/bin` (Debian
+/// keeps them out of PATH), else one on PATH.
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry.path().join("bin"))))
+        .collect();
+    debian.sort();
+    let on_path =
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect::<Vec<_>>()).unwrap_or_default();
+    debian.into_iter().rev().map(|(_, dir)| dir).chain(on_path).find(|dir| has_server(dir))
 }
 
 /// `url` (a `postgres://` URL) with its database replaced by `name`.
