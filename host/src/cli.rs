@@ -172,8 +172,9 @@ pub struct ServeOptions {
     /// the embedded store in --data when not given.
     #[arg(long, env = "HONGBAO_STORE")]
     store: Option<String>,
-    /// The ledger: `postgres://USER@HOST:PORT/DB`; the embedded ledger in --data when not
-    /// given.
+    /// The ledger: `postgres://USER@HOST:PORT/DB`, or a comma list of such URLs for a ledger
+    /// sharded by user over several databases (fixed at the first start); the embedded ledger in
+    /// --data when not given.
     #[arg(long, env = "HONGBAO_LEDGER")]
     ledger: Option<String>,
     /// Prefix of every Redis key, so several deployments can share a Redis [default: hb]
@@ -263,10 +264,14 @@ impl ServeOptions {
                 "--store `{url}` is not a Redis URL: use redis://HOST:PORT or redis-cluster://HOST:PORT,HOST:PORT"
             ),
         };
-        if let Some(url) = &self.ledger
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        if let Some(urls) = &self.ledger
+            && let Some(url) =
+                urls.split(',').find(|url| !(url.starts_with("postgres://") || url.starts_with("postgresql://")))
         {
-            anyhow::bail!("--ledger `{url}` is not a PostgreSQL URL: use postgres://USER@HOST:PORT/DB");
+            anyhow::bail!(
+                "--ledger `{url}` is not a PostgreSQL URL: use postgres://USER@HOST:PORT/DB, or a comma list of them \
+                 (one per ledger shard)"
+            );
         }
         let credits_per_second = self.credits_per_second.unwrap_or(0);
         let retain_credited_s = self.retain_credited_s.unwrap_or(RETAIN_CREDITED_S_DEFAULT);
@@ -398,6 +403,29 @@ enum BenchCommand {
         /// embedded-store memory before a rain, at its end and after drain + retention).
         #[arg(long)]
         only: Option<String>,
+    },
+    /// The ledger's credits/s over 1, 2 and 3 PostgreSQL shards: concurrent batches of distinct
+    /// users into fresh databases that the run makes (and drops) on one server.
+    Shards {
+        /// A PostgreSQL server whose user may create databases.
+        #[arg(long, env = "DATABASE_URL")]
+        ledger: String,
+        /// Credits per shard count.
+        #[arg(long, default_value_t = 200_000)]
+        credits: usize,
+        /// Credits per batch.
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        /// Batches in flight at once.
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        /// One throw-away PostgreSQL server per shard (initdb + pg_ctl), not databases on
+        /// --ledger's server.
+        #[arg(long)]
+        own_servers: bool,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -786,6 +814,23 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 only,
             };
             runtime.block_on(crate::bench::suite::run(&config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Shards { ledger, credits, batch, writers, own_servers, json } => {
+            let config = crate::bench::shards::ShardsConfig {
+                database_url: ledger,
+                credits,
+                batch,
+                writers,
+                shard_counts: crate::bench::shards::SHARD_COUNTS.to_vec(),
+                own_servers,
+            };
+            let figures = runtime.block_on(crate::bench::shards::run(&config))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{}", crate::bench::shards::summary(&config, &figures));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

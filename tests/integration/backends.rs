@@ -68,6 +68,12 @@ pub fn fresh_database_url() -> String {
     with_database(&server, &name)
 }
 
+/// `--ledger` for a ledger of `shards` fresh databases on the shared server: their URLs joined
+/// by commas (one URL for one shard).
+pub fn fresh_sharded_ledger_url(shards: usize) -> String {
+    (0..shards).map(|_| fresh_database_url()).collect::<Vec<_>>().join(",")
+}
+
 /// A `redis-server` of the test's own, which the test can stop and start again on the same port.
 /// It keeps nothing on disk: a restart loses every key. Dropping it stops it.
 pub struct OwnRedis {

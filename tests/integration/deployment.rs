@@ -1,5 +1,6 @@
 //! The three deployments the conformance suite runs every behaviour test against, from one
-//! source: embedded (the default), Redis + PostgreSQL, Redis Cluster + PostgreSQL.
+//! source: embedded (the default), Redis + PostgreSQL, Redis Cluster + a ledger of two
+//! PostgreSQL shards.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,9 +20,15 @@ pub enum Deployment {
     Embedded,
     /// One Redis and PostgreSQL.
     Redis,
-    /// A three-master Redis Cluster and PostgreSQL.
+    /// A three-master Redis Cluster and a ledger sharded over two PostgreSQL databases
+    /// ([`LEDGER_SHARDS`]).
     Cluster,
 }
+
+/// The ledger shards of the `cluster` deployment: every `NAME::cluster` test and the fleet tests
+/// run on a ledger split over this many databases (on the one test server: the sharding logic,
+/// not the servers' separation, is what they test).
+pub const LEDGER_SHARDS: usize = 2;
 
 /// The backends of one deployment instance: a fresh key prefix and a fresh database, so that
 /// tests running at once never see each other's state. Hosts started with the same
@@ -32,7 +39,7 @@ pub struct Backends {
     pub store_url: Option<String>,
     /// Key prefix in Redis.
     pub prefix: String,
-    /// `--ledger` URL, when not embedded.
+    /// `--ledger` URL, when not embedded: one database, or a comma list of the ledger's shards.
     pub ledger_url: Option<String>,
     /// `--reclaim-after-ms` for hosts on Redis.
     pub reclaim_after_ms: u64,
@@ -44,13 +51,21 @@ impl Deployment {
         let (store_url, ledger_url) = match self {
             Deployment::Embedded => (None, None),
             Deployment::Redis => (Some(backends::shared_redis_url()), Some(backends::fresh_database_url())),
-            Deployment::Cluster => (Some(backends::shared_cluster_url()), Some(backends::fresh_database_url())),
+            Deployment::Cluster => {
+                (Some(backends::shared_cluster_url()), Some(backends::fresh_sharded_ledger_url(LEDGER_SHARDS)))
+            }
         };
         Backends { store_url, prefix: backends::unique_prefix(), ledger_url, reclaim_after_ms: 300 }
     }
 }
 
 impl Backends {
+    /// The ledger's databases, one per shard (none when embedded). Tables a test reads beside
+    /// the ledger's own (identities) live in the first.
+    pub fn ledger_databases(&self) -> Vec<String> {
+        self.ledger_url.as_deref().map_or_else(Vec::new, |urls| urls.split(',').map(str::to_owned).collect())
+    }
+
     /// The `hongbao serve` flags that select these backends. Claims left by a killed host are
     /// taken over after `reclaim_after_ms` (300 ms unless a test says otherwise), so crash tests
     /// finish quickly.

@@ -167,7 +167,9 @@ fn phone_numbers_are_never_stored_in_clear(deployment: Deployment) {
         assert!(server.data.join("identities.log").is_file());
         return;
     }
-    let url = backends.ledger_url.as_deref().unwrap();
+    // The identity tables live in the ledger's first database.
+    let databases = backends.ledger_databases();
+    let url = databases[0].as_str();
     let users = backends::pg_query(url, "SELECT app_id::text, app_user_id, act_id::text FROM identities").unwrap();
     let phones =
         backends::pg_query(url, "SELECT encode(phone_hash, 'hex'), act_id::text FROM identity_phones").unwrap();

@@ -12,6 +12,7 @@ mod deployment;
 mod fleet;
 mod grants;
 mod identities;
+mod ledger_shards;
 mod money_properties;
 mod packets;
 mod plugins;

@@ -1,7 +1,8 @@
 //! Benchmarks that run against real hosts: the red packet rain load generator, its yardsticks,
-//! and the suite `just bench` runs.
+//! and the suite `just bench` runs; and the ledger alone over 1, 2 and 3 shards.
 
 pub mod grabs;
 pub mod rain;
+pub mod shards;
 pub mod suite;
 pub mod yardstick;

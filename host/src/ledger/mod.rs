@@ -13,14 +13,16 @@
 mod embedded;
 mod postgres;
 mod rules;
+mod sharded;
 
 pub use embedded::EmbeddedLedger;
-pub use postgres::PostgresLedger;
+pub use sharded::{PostgresLedger, budget_share, shard_of};
 
 use crate::store::FlowPosition;
 
-/// The ledger the host runs on: the embedded default or PostgreSQL. Both keep the same books
-/// with the same rules; the conformance suite runs the platform's tests against each.
+/// The ledger the host runs on: the embedded default or PostgreSQL (one database, or several
+/// shards of one ledger). Both keep the same books with the same rules; the conformance suite
+/// runs the platform's tests against each, and against two PostgreSQL shards.
 #[derive(Clone)]
 pub enum Ledger {
     /// `DATA/ledger.log`, the books in memory.
@@ -131,7 +133,9 @@ pub enum EntryKind {
     RedPacket = 1,
     /// A withdrawal out of a wallet.
     Withdrawal = 2,
-    /// Money put into an activity's budget.
+    /// Money put into an activity's budget, or moved between the budget's parts on two ledger
+    /// shards (a loan and its arrival, `fund/{activity}/lent/…` and `fund/{activity}/came/…`):
+    /// movements of the campaign's money that belong to no user.
     Funding = 3,
     /// A group red packet sent: the sender's wallet into the packet's account.
     PacketSent = 4,
@@ -336,6 +340,10 @@ pub enum LedgerError {
     /// The storage failed; nothing changed; retry.
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
+    /// The `--ledger` databases are not the shard list a deployment first started with (another
+    /// order, another number, or one database twice); nothing was written. Not retryable.
+    #[error("ledger shard layout: {0}")]
+    ShardLayout(String),
 }
 
 /// The account a user's money is kept in.

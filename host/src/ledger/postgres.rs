@@ -67,10 +67,7 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row, Statement};
 
 use super::rules::{self, Existing, ReadBack, WithdrawalStep};
-use super::{
-    Credit, CreditResult, LedgerEntry, LedgerError, LedgerWallet, Withdrawal, WithdrawalRequest, budget_account,
-    wallet_account,
-};
+use super::{Credit, CreditResult, LedgerEntry, LedgerError, LedgerWallet, Withdrawal, budget_account, wallet_account};
 use crate::store::{FlowPosition, red_packet_flow_id};
 
 /// Connections one ledger handle (and its clones) keeps at most.
@@ -106,6 +103,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "ledger", sql: include_str!("../../migrations/0001_ledger.sql") },
     Migration { version: 2, name: "credited_at", sql: include_str!("../../migrations/0002_credited_at.sql") },
     Migration { version: 3, name: "packets", sql: include_str!("../../migrations/0003_packets.sql") },
+    Migration { version: 4, name: "shards", sql: include_str!("../../migrations/0004_shards.sql") },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS hongbao_schema_migrations (
@@ -184,6 +182,13 @@ const APPLY: &str = concat!(
            ARRAY(SELECT credit_account FROM inserted ORDER BY id), ARRAY(SELECT amount_cents FROM inserted ORDER BY id)"
 );
 
+/// Records the database's place in the shard list at its first start.
+const CLAIM_PLACE: &str = "INSERT INTO ledger_shard (shard_index, shard_count) VALUES ($1, $2) \
+    ON CONFLICT (only_row) DO NOTHING";
+
+/// The database's place in the shard list.
+const PLACE: &str = "SELECT shard_index, shard_count FROM ledger_shard";
+
 /// One entry by id.
 const ENTRY: &str = concat!("SELECT ", entry_columns!(), " FROM entries WHERE id = $1");
 
@@ -231,6 +236,16 @@ const ALL_ENTRIES: &str = concat!("SELECT ", entry_columns!(), " FROM entries OR
 
 const BALANCE: &str = "SELECT balance FROM accounts WHERE name = $1";
 
+/// An account's balance (`$1`) plus the loans out of it in the id range `[$2, $3)` minus the
+/// arrivals into it in `[$4, $5)`, in one snapshot: a leg of a loan changes the balance and its
+/// entries in one transaction, so this figure moves only when money leaves the activity's accounts.
+const BALANCE_WITH_LOANS: &str = "SELECT
+    COALESCE((SELECT balance FROM accounts WHERE name = $1), 0)::bigint
+    + COALESCE((SELECT sum(amount_cents) FROM entries
+        WHERE id >= $2::text COLLATE \"C\" AND id < $3::text COLLATE \"C\"), 0)::bigint
+    - COALESCE((SELECT sum(amount_cents) FROM entries
+        WHERE id >= $4::text COLLATE \"C\" AND id < $5::text COLLATE \"C\"), 0)::bigint";
+
 const ALL_BALANCES: &str = "SELECT name, balance FROM accounts ORDER BY name";
 
 /// Runs `$attempt` (an expression giving a future that begins a transaction and may commit it)
@@ -258,17 +273,18 @@ macro_rules! in_transaction {
     }};
 }
 
-/// A handle on the PostgreSQL ledger; clones share one connection pool.
+/// One PostgreSQL database of the ledger: the whole ledger when `--ledger` names one URL, one
+/// shard of it otherwise ([`super::sharded`]). Clones share one connection pool.
 #[derive(Clone)]
-pub struct PostgresLedger {
+pub(super) struct Shard {
     pool: Pool,
 }
 
-impl PostgresLedger {
+impl Shard {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`, or
     /// `key=value` pairs) and brings its schema up to date. TLS is not supported. Fails with
     /// [`LedgerError::Unavailable`] within seconds when the server cannot be reached.
-    pub async fn connect(url: &str) -> Result<PostgresLedger, LedgerError> {
+    pub async fn connect(url: &str) -> Result<Shard, LedgerError> {
         // The parse error never repeats the url, which may hold a password.
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|error| LedgerError::Unavailable(format!("bad PostgreSQL url: {error}")))?;
@@ -290,7 +306,7 @@ impl PostgresLedger {
             .recycle_timeout(Some(CREATE_TIMEOUT))
             .build()
             .map_err(|error| LedgerError::Unavailable(format!("PostgreSQL pool: {error}")))?;
-        let ledger = PostgresLedger { pool };
+        let ledger = Shard { pool };
         within(MIGRATION_TIMEOUT, async {
             let mut session = ledger.session().await?;
             let outcome = migrate(&mut session).await;
@@ -300,17 +316,27 @@ impl PostgresLedger {
         Ok(ledger)
     }
 
-    /// Tops the activity's budget account up to `budget_cents` in total. Idempotent: funding the
-    /// same total twice writes one entry. A lower budget than already funded changes nothing
-    /// here (money put in stays); the grant path enforces the lower bound.
-    pub async fn fund_activity(&self, activity_id: String, budget_cents: i64, time_ms: u64) -> Result<(), LedgerError> {
-        rules::check_amount(budget_cents)?;
+    /// Tops the activity's budget account in this database up to `share_cents`, its part of a
+    /// budget of `total_cents` (all of it when the ledger is one database). Idempotent: the
+    /// entry's id names the total (`fund/{activity}/{total}`), so funding the same total twice
+    /// writes one entry per database. A lower share than already funded changes nothing here
+    /// (money put in stays); the grant path enforces the lower bound.
+    pub async fn fund_share(
+        &self,
+        activity_id: &str,
+        share_cents: i64,
+        total_cents: i64,
+        time_ms: u64,
+    ) -> Result<(), LedgerError> {
+        rules::check_amount(share_cents)?;
+        rules::check_amount(total_cents)?;
         stored_time(time_ms)?;
+        let target = FundingTarget { activity_id, share_cents, total_cents, time_ms };
         within(OPERATION_TIMEOUT, async {
             let mut session = self.session().await?;
             let outcome = async {
                 let statements = session.prepare([ENSURE_FUNDED, LOCK_FUNDED, APPLY]).await?;
-                in_transaction!(session, fund_attempt(&mut session, &statements, &activity_id, budget_cents, time_ms))
+                in_transaction!(session, fund_attempt(&mut session, &statements, &target))
             }
             .await;
             session.finish(outcome)
@@ -320,6 +346,21 @@ impl PostgresLedger {
 
     /// Credits a batch of red packets in one transaction: one result per credit, in order.
     pub async fn credit_batch(&self, credits: Vec<Credit>) -> Result<Vec<CreditResult>, LedgerError> {
+        self.credit_batch_with(credits, Shortfall::Report).await
+    }
+
+    /// [`Shard::credit_batch`] on one shard of several: a credit its budget share cannot pay is
+    /// answered [`CreditResult::BudgetExhausted`] without a log line, and borrows.
+    pub async fn credit_batch_locally(&self, credits: Vec<Credit>) -> Result<Vec<CreditResult>, LedgerError> {
+        self.credit_batch_with(credits, Shortfall::Borrow).await
+    }
+
+    /// A credit batch, its shortfalls reported or left to borrowing.
+    async fn credit_batch_with(
+        &self,
+        credits: Vec<Credit>,
+        shortfall: Shortfall,
+    ) -> Result<Vec<CreditResult>, LedgerError> {
         if credits.is_empty() {
             return Ok(Vec::new());
         }
@@ -331,17 +372,12 @@ impl PostgresLedger {
             let mut session = self.session().await?;
             let outcome = async {
                 let statements = session.prepare([LOCK_ACCOUNTS, EXISTING_ENTRIES, APPLY]).await?;
-                in_transaction!(session, credit_attempt(&mut session, &statements, &credits))
+                in_transaction!(session, credit_attempt(&mut session, &statements, &credits, shortfall))
             }
             .await;
             session.finish(outcome)
         })
         .await
-    }
-
-    /// Debits a wallet, once per request id, never below zero.
-    pub async fn withdraw(&self, request: WithdrawalRequest) -> Result<Withdrawal, LedgerError> {
-        self.transfer(LedgerEntry::withdrawal(&request)).await
     }
 
     /// Writes one entry out of an account that may not go below zero, once per id (see
@@ -359,6 +395,73 @@ impl PostgresLedger {
             session.finish(outcome)
         })
         .await
+    }
+
+    /// Lends from `loan.debit_account` (an activity's budget or a packet's account) into the
+    /// transit account `loan.credit_account`, under the first of `ids` (one try per borrowing
+    /// round, see [`super::sharded`]): up to `loan.amount_cents` cents, or, when `generous`,
+    /// half of what the account holds if that is more. When an entry under any of `ids` exists,
+    /// that loan was made before (a borrowing interrupted after this leg): it is answered again
+    /// and nothing more is lent. Lends nothing from an account that holds nothing.
+    pub async fn lend(&self, loan: &LedgerEntry, ids: &[String], generous: bool) -> Result<Lent, LedgerError> {
+        rules::check_amount(loan.amount_cents)?;
+        stored_time(loan.time_ms)?;
+        within(OPERATION_TIMEOUT, async {
+            let mut session = self.session().await?;
+            let outcome = async {
+                let statements = session.prepare([LOCK_ACCOUNTS, EXISTING_ENTRIES, APPLY]).await?;
+                in_transaction!(session, lend_attempt(&mut session, &statements, loan, ids, generous))
+            }
+            .await;
+            session.finish(outcome)
+        })
+        .await
+    }
+
+    /// Writes a loan's arrival: `arrival.debit_account` (the transit account, which may go below
+    /// zero) into `arrival.credit_account` (the borrower's budget or packet account), once per
+    /// id. Answers whether it was written now (false: it had arrived before).
+    pub async fn deliver(&self, arrival: &LedgerEntry) -> Result<bool, LedgerError> {
+        rules::check_amount(arrival.amount_cents)?;
+        stored_time(arrival.time_ms)?;
+        within(OPERATION_TIMEOUT, async {
+            let mut session = self.session().await?;
+            let outcome = async {
+                let statements = session.prepare([EXISTING_ENTRIES, APPLY]).await?;
+                in_transaction!(session, deliver_attempt(&mut session, &statements, arrival))
+            }
+            .await;
+            session.finish(outcome)
+        })
+        .await
+    }
+
+    /// Records this database's place in the shard list (`index` of `count`) unless it has one,
+    /// and answers the place it has: the first start fixes it.
+    pub async fn claim_place(&self, index: i32, count: i32) -> Result<(i32, i32), LedgerError> {
+        within(OPERATION_TIMEOUT, async {
+            let session = self.session().await?;
+            let outcome = async {
+                let client = session.client();
+                client.execute(CLAIM_PLACE, &[&index, &count]).await?;
+                let row = client.query_one(PLACE, &[]).await?;
+                Ok((column(&row, 0)?, column(&row, 1)?))
+            }
+            .await;
+            session.finish(outcome)
+        })
+        .await
+    }
+
+    /// The entries with ids in `[start, end)`, by id: reads of loans for settling them.
+    pub async fn entries_in_range(&self, start: &str, end: &str) -> Result<Vec<LedgerEntry>, LedgerError> {
+        entries_from_rows(&self.query(AUDIT_TIMEOUT, ENTRY_RANGE, &[&start, &end]).await?)
+    }
+
+    /// Which of `ids` exist.
+    pub async fn existing_ids(&self, ids: &[String]) -> Result<HashSet<String>, LedgerError> {
+        let rows = self.query(AUDIT_TIMEOUT, EXISTING_ENTRIES, &[&ids]).await?;
+        rows.iter().map(|row| column(row, 0)).collect::<Result<_, Failure>>().map_err(Failure::into_ledger_error)
     }
 
     /// The user's balance and income, and which of `flow_ids` are credited, in one snapshot.
@@ -415,6 +518,18 @@ impl PostgresLedger {
     /// An account's balance.
     pub async fn balance(&self, account: &str) -> Result<i64, LedgerError> {
         let rows = self.query(OPERATION_TIMEOUT, BALANCE, &[&account]).await?;
+        rows.first().map_or(Ok(0), |row| column(row, 0).map_err(Failure::into_ledger_error))
+    }
+
+    /// An activity's budget or packet account with the loans of the activity counted where they
+    /// left from: plus what this database lent (`fund/{activity}/lent/…`), minus what arrived
+    /// here (`fund/{activity}/came/…`). Summed over the shards, that is the account's money
+    /// wherever it is on its way, whatever legs run between the reads of two shards.
+    pub async fn balance_with_loans(&self, account: &str, activity_id: &str) -> Result<i64, LedgerError> {
+        let range = |leg: &str| (format!("fund/{activity_id}/{leg}/"), format!("fund/{activity_id}/{leg}0"));
+        let ((lent_start, lent_end), (came_start, came_end)) = (range("lent"), range("came"));
+        let params: [&(dyn ToSql + Sync); 5] = [&account, &lent_start, &lent_end, &came_start, &came_end];
+        let rows = self.query(OPERATION_TIMEOUT, BALANCE_WITH_LOANS, &params).await?;
         rows.first().map_or(Ok(0), |row| column(row, 0).map_err(Failure::into_ledger_error))
     }
 
@@ -487,14 +602,32 @@ async fn within<T>(limit: Duration, work: impl Future<Output = Result<T, LedgerE
     }
 }
 
+/// What a credit batch makes of a budget that cannot pay a credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shortfall {
+    /// The whole ledger is this database: the books disagree with the grants; log it.
+    Report,
+    /// One shard of several: the credit borrows from the others, quietly.
+    Borrow,
+}
+
+/// What one database's funding tops up to.
+struct FundingTarget<'a> {
+    activity_id: &'a str,
+    /// This database's part of the budget.
+    share_cents: i64,
+    /// The whole budget, which the entry's id names.
+    total_cents: i64,
+    time_ms: u64,
+}
+
 /// One try at funding: lock the activity's funded total, then top it up.
 async fn fund_attempt(
     session: &mut Session,
     [ensure, lock, apply]: &[Statement; 3],
-    activity_id: &str,
-    budget_cents: i64,
-    time_ms: u64,
+    target: &FundingTarget<'_>,
 ) -> Result<(), Failure> {
+    let activity_id = target.activity_id;
     let (ensured, locked) = {
         let client = session.begin();
         let (begun, ensured, locked) = join3(
@@ -511,14 +644,15 @@ async fn fund_attempt(
         Some(row) => column(row, 0)?,
         None => return Err(corrupt(format!("activity `{activity_id}` has no funded row"))),
     };
-    let Some(entry) = rules::funding_entry(activity_id, budget_cents, already, time_ms) else {
+    let Some(entry) = rules::funding_entry(activity_id, target.share_cents, already, target.time_ms) else {
         return Ok(());
     };
+    let entry = LedgerEntry { id: format!("fund/{activity_id}/{}", target.total_cents), ..entry };
     let mut postings = Postings::default();
     // The funding account is the one kind allowed below zero.
     postings.add(&entry.credit_account, entry.amount_cents)?;
     postings.add(&entry.debit_account, -entry.amount_cents)?;
-    postings.funded.push((activity_id.to_owned(), budget_cents));
+    postings.funded.push((activity_id.to_owned(), target.share_cents));
     postings.entries.push(entry);
     session.apply_and_commit(apply, &postings).await
 }
@@ -528,6 +662,7 @@ async fn credit_attempt(
     session: &mut Session,
     [lock, existing, apply]: &[Statement; 3],
     credits: &[Credit],
+    shortfall: Shortfall,
 ) -> Result<Vec<CreditResult>, Failure> {
     let ids: Vec<String> =
         credits.iter().map(|credit| red_packet_flow_id(&credit.activity_id, &credit.order_no)).collect();
@@ -550,7 +685,7 @@ async fn credit_attempt(
     for row in found? {
         known.insert(column::<String>(&row, 0)?, Existing { amount_cents: column(&row, 1)?, act_id: column(&row, 2)? });
     }
-    let (results, postings) = plan_credits(credits, &ids, balances, known)?;
+    let (results, postings) = plan_credits(credits, &ids, balances, known, shortfall)?;
     rules::assert_credit_plan(credits, &results, &postings.entries);
     if !postings.entries.is_empty() {
         session.apply_and_commit(apply, &postings).await?;
@@ -592,6 +727,75 @@ async fn withdraw_attempt(
     postings.entries.push(entry.clone());
     session.apply_and_commit(apply, &postings).await?;
     Ok(Withdrawal { entry, balance_cents: balance_cents - request.amount_cents, replayed: false })
+}
+
+/// What [`Shard::lend`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Lent {
+    /// The loan's entry id and amount; none when the account had nothing to lend.
+    pub loan: Option<(String, i64)>,
+    /// The loan was made by an earlier try, not now.
+    pub made_before: bool,
+}
+
+/// One try at lending: lock the lending account, look for an earlier loan, write one.
+async fn lend_attempt(
+    session: &mut Session,
+    [lock, existing, apply]: &[Statement; 3],
+    loan: &LedgerEntry,
+    ids: &[String],
+    generous: bool,
+) -> Result<Lent, Failure> {
+    let accounts = [loan.debit_account.as_str()];
+    let (locked, found) = {
+        let client = session.begin();
+        let (begun, locked, found) =
+            join3(client.batch_execute(BEGIN), client.query(lock, &[&&accounts[..]]), client.query(existing, &[&ids]))
+                .await;
+        begun?;
+        (locked, found)
+    };
+    if let Some(row) = found?.first() {
+        return Ok(Lent { loan: Some((column(row, 0)?, column(row, 1)?)), made_before: true });
+    }
+    let balance_cents: i64 = match locked?.first() {
+        Some(row) => column(row, 1)?,
+        None => 0,
+    };
+    let amount_cents = super::sharded::lend_amount(balance_cents, loan.amount_cents, generous);
+    let Some(id) = ids.first().filter(|_| amount_cents > 0) else { return Ok(Lent { loan: None, made_before: false }) };
+    let entry = LedgerEntry { id: id.clone(), amount_cents, ..loan.clone() };
+    let mut postings = Postings::default();
+    postings.debits.insert(entry.debit_account.clone(), amount_cents);
+    postings.add(&entry.credit_account, amount_cents)?;
+    postings.entries.push(entry);
+    session.apply_and_commit(apply, &postings).await?;
+    Ok(Lent { loan: Some((id.clone(), amount_cents)), made_before: false })
+}
+
+/// One try at a loan's arrival: look for it, write it.
+async fn deliver_attempt(
+    session: &mut Session,
+    [existing, apply]: &[Statement; 2],
+    arrival: &LedgerEntry,
+) -> Result<bool, Failure> {
+    let ids = [arrival.id.as_str()];
+    let found = {
+        let client = session.begin();
+        let (begun, found) = join(client.batch_execute(BEGIN), client.query(existing, &[&&ids[..]])).await;
+        begun?;
+        found
+    };
+    if !found?.is_empty() {
+        return Ok(false);
+    }
+    let mut postings = Postings::default();
+    // The transit account is allowed below zero: the lender's side holds the same cents above.
+    postings.add(&arrival.debit_account, -arrival.amount_cents)?;
+    postings.add(&arrival.credit_account, arrival.amount_cents)?;
+    postings.entries.push(arrival.clone());
+    session.apply_and_commit(apply, &postings).await?;
+    Ok(true)
 }
 
 /// Why an operation stopped.
@@ -684,13 +888,17 @@ fn plan_credits(
     ids: &[String],
     mut budgets: HashMap<String, i64>,
     mut known: HashMap<String, Existing>,
+    shortfall: Shortfall,
 ) -> Result<(Vec<CreditResult>, Postings), LedgerError> {
     let mut results = Vec::with_capacity(credits.len());
     let mut postings = Postings::default();
     for (credit, id) in credits.iter().zip(ids) {
         let budget = budget_account(&credit.activity_id);
         let balance = budgets.get(&budget).copied().unwrap_or(0);
-        let result = rules::decide_credit(credit, id, known.get(id).copied(), balance);
+        let result = match shortfall {
+            Shortfall::Report => rules::decide_credit(credit, id, known.get(id).copied(), balance),
+            Shortfall::Borrow => rules::decide_credit_quietly(credit, id, known.get(id).copied(), balance),
+        };
         results.push(result);
         if result != CreditResult::Applied {
             continue;
@@ -921,9 +1129,10 @@ async fn migrate_one(session: &mut Session, migration: &Migration) -> Result<boo
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! These tests need a PostgreSQL server: `DATABASE_URL`, or trust auth on 127.0.0.1:5432.
-    //! Each makes its own database and drops it when done, passed or failed.
+    //! Each makes its own database and drops it when done, passed or failed. The sharded
+    //! ledger's tests (`super::super::sharded`) make theirs with [`TestDb`] too.
 
     use std::net::SocketAddr;
 
@@ -936,7 +1145,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::ledger::{ENTRY_CENTS_MAX, EmbeddedLedger};
+    use crate::ledger::{ENTRY_CENTS_MAX, EmbeddedLedger, PostgresLedger, WithdrawalRequest};
 
     const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -953,7 +1162,7 @@ mod tests {
         )
     }
 
-    async fn admin_client(url: &str) -> tokio_postgres::Client {
+    pub(in crate::ledger) async fn admin_client(url: &str) -> tokio_postgres::Client {
         let (client, connection) =
             match tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(url, NoTls)).await {
                 Ok(Ok(pair)) => pair,
@@ -991,14 +1200,15 @@ mod tests {
     }
 
     /// A fresh database for one test.
-    struct TestDb {
-        name: String,
-        url: String,
+    pub(in crate::ledger) struct TestDb {
+        pub(in crate::ledger) name: String,
+        pub(in crate::ledger) url: String,
         admin_url: String,
     }
 
     impl TestDb {
-        async fn create() -> TestDb {
+        /// Makes the database; dropping the value drops it.
+        pub(in crate::ledger) async fn create() -> TestDb {
             let admin_url = server_url();
             let admin = admin_client(&admin_url).await;
             let name = format!("hb_unit_{:016x}", fastrand::u64(..));
@@ -1039,7 +1249,13 @@ mod tests {
         }
     }
 
-    fn credit(activity: &str, order_no: &str, act_id: i64, amount_cents: i64, open_time_ms: u64) -> Credit {
+    pub(in crate::ledger) fn credit(
+        activity: &str,
+        order_no: &str,
+        act_id: i64,
+        amount_cents: i64,
+        open_time_ms: u64,
+    ) -> Credit {
         Credit {
             activity_id: activity.to_owned(),
             order_no: order_no.to_owned(),
@@ -1598,7 +1814,7 @@ mod tests {
         let started = Instant::now();
         loop {
             let mut open = 0;
-            ledger.pool.retain(|client, _| {
+            ledger.pool().retain(|client, _| {
                 open += usize::from(!client.is_closed());
                 true
             });

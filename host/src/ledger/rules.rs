@@ -22,9 +22,11 @@ pub(super) fn check_amount(amount_cents: i64) -> Result<(), LedgerError> {
 }
 
 /// Whether an account may go below zero: only an activity's funding account, which is where the
-/// company's money comes from. Every other account pays only what it holds.
+/// company's money comes from, and a transit account between ledger shards, whose borrower's copy
+/// is the negative of its lender's (see [`super::sharded`]). Every other account pays only what it
+/// holds.
 pub(super) fn may_go_negative(account: &str) -> bool {
-    account.starts_with("funding/")
+    account.starts_with("funding/") || account.starts_with("transit/")
 }
 
 /// The entry that tops an activity's budget up to `budget_cents` in total when `funded_cents`
@@ -54,6 +56,22 @@ pub(super) struct Existing {
 /// caller writes the entry only for [`CreditResult::Applied`], and then takes its amount off the
 /// budget balance it passes for the batch's next credit.
 pub(super) fn decide_credit(credit: &Credit, id: &str, existing: Option<Existing>, budget_cents: i64) -> CreditResult {
+    let result = decide_credit_quietly(credit, id, existing, budget_cents);
+    if result == CreditResult::BudgetExhausted {
+        report_budget_exhausted(credit);
+    }
+    result
+}
+
+/// [`decide_credit`] without the log line of a budget that cannot pay: for a ledger shard, whose
+/// budget share falling short only means the credit borrows from another shard; the sharded
+/// ledger reports the credits that stay unpaid ([`report_budget_exhausted`]).
+pub(super) fn decide_credit_quietly(
+    credit: &Credit,
+    id: &str,
+    existing: Option<Existing>,
+    budget_cents: i64,
+) -> CreditResult {
     if let Some(existing) = existing {
         if existing.amount_cents == credit.amount_cents && existing.act_id == credit.act_id {
             return CreditResult::AlreadyCredited;
@@ -62,10 +80,14 @@ pub(super) fn decide_credit(credit: &Credit, id: &str, existing: Option<Existing
         return CreditResult::Conflict;
     }
     if budget_cents < credit.amount_cents {
-        tracing::error!(activity = %credit.activity_id, order_no = %credit.order_no, "budget account cannot pay a granted red packet");
         return CreditResult::BudgetExhausted;
     }
     CreditResult::Applied
+}
+
+/// Logs a granted red packet the activity's budget cannot pay.
+pub(super) fn report_budget_exhausted(credit: &Credit) {
+    tracing::error!(activity = %credit.activity_id, order_no = %credit.order_no, "budget account cannot pay a granted red packet");
 }
 
 /// What a withdrawal does once [`decide_withdrawal`] allowed it.
