@@ -62,6 +62,7 @@ bench: plugins
     cargo bench -p hongbao-host --bench grant_path
     cargo build --release -p hongbao-host --bin hongbao
     target/release/hongbao bench suite
+    if [ -n "${DATABASE_URL:-}" ]; then target/release/hongbao bench shards --own-servers; else echo "bench shards skipped: set DATABASE_URL"; fi
 
 # Build the server in release mode.
 build: _toolchain

@@ -500,9 +500,19 @@ impl<'a> Production<'a> {
             "\nRetention (`--retain-credited-s {SUITE_RETAIN_S}`): a first rain of new users, drained and retired, then two more of other new users, each drained and retired:\n\n\
              | memory | after the first rain | peak of the next ones | after each next one drained and retired | grants in them | left per grant |\n|---|---|---|---|---|---|"
         );
+        let redis_host = RetentionFigures {
+            before: retention_redis.host_afters.first().copied().unwrap_or(0),
+            afters: retention_redis.host_afters.iter().skip(1).copied().collect(),
+            after: retention_redis.host_afters.last().copied().unwrap_or(0),
+            peak: 0,
+            host_afters: Vec::new(),
+            keys_left: None,
+            ..retention_redis.clone()
+        };
         for (what, run) in [
             ("Redis `used_memory` (Redis store + PostgreSQL)", &retention_redis),
             ("host resident memory (embedded store + PostgreSQL)", &retention_embedded),
+            ("host resident memory (Redis store: holds no record; the control)", &redis_host),
         ] {
             let _ = writeln!(
                 md,
@@ -578,7 +588,7 @@ const RETENTION_RAINS: usize = 2;
 const RETENTION_SETTLE_MAX: Duration = Duration::from_secs(90);
 
 /// What a retention run measured, in bytes of the gauge.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 struct RetentionFigures {
     /// New grants in the measured rains (each to a new user).
     grants: u64,
@@ -590,6 +600,9 @@ struct RetentionFigures {
     after: u64,
     /// The same after each rain.
     afters: Vec<u64>,
+    /// The host's resident memory after the first rain and after each next one (for the Redis
+    /// run, a host that holds no record: the control for the embedded store's host).
+    host_afters: Vec<u64>,
     /// On Redis, the keys left under the run's prefix then, by kind (`n` are signed requests'
     /// nonces, which expire within 301 s; `rx` the retired users' sets).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -689,6 +702,7 @@ impl Production<'_> {
         warm.check_books = false;
         rain::run(&warm).await?;
         let before = settled(&gauge, &host).await?;
+        let mut host_afters = vec![host.resident_bytes().unwrap_or(0)];
         let (mut grants, mut peak, mut afters) = (0, 0, Vec::new());
         for round in 0..RETENTION_RAINS {
             let mut next = rain_config(&host, &activity, config, first_user + round as i64 * 50_000_000);
@@ -696,13 +710,14 @@ impl Production<'_> {
             grants += rain::run(&next).await?.granted;
             peak = peak.max(gauge.read(&host).await?);
             afters.push(settled(&gauge, &host).await?);
+            host_afters.push(host.resident_bytes().unwrap_or(0));
         }
         let lowest = afters.last().copied().unwrap_or(before);
         let keys_left = match gauge {
             Gauge::Redis(url) => Some(key_census(url, &prefix).await?),
             Gauge::Resident => None,
         };
-        Ok(RetentionFigures { grants, before, peak, after: lowest, afters, keys_left })
+        Ok(RetentionFigures { grants, before, peak, after: lowest, afters, host_afters, keys_left })
     }
 }
 
