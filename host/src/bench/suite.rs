@@ -495,45 +495,7 @@ impl<'a> Production<'a> {
                 writer.backlog
             );
         }
-        let _ = writeln!(
-            md,
-            "\nRetention (`--retain-credited-s {SUITE_RETAIN_S}`): a first rain of new users, drained and retired, then two more of other new users, each drained and retired:\n\n\
-             | memory | after the first rain | peak of the next ones | after each next one drained and retired | grants in them | left per grant |\n|---|---|---|---|---|---|"
-        );
-        let redis_host = RetentionFigures {
-            before: retention_redis.host_afters.first().copied().unwrap_or(0),
-            afters: retention_redis.host_afters.iter().skip(1).copied().collect(),
-            after: retention_redis.host_afters.last().copied().unwrap_or(0),
-            peak: 0,
-            host_afters: Vec::new(),
-            keys_left: None,
-            ..retention_redis.clone()
-        };
-        for (what, run) in [
-            ("Redis `used_memory` (Redis store + PostgreSQL)", &retention_redis),
-            ("host resident memory (embedded store + PostgreSQL)", &retention_embedded),
-            ("host resident memory (Redis store: holds no record; the control)", &redis_host),
-        ] {
-            let _ = writeln!(
-                md,
-                "| {what} | {:.1} MB | {:.1} MB | {} | {} | {:.0} bytes |",
-                run.before as f64 / 1e6,
-                run.peak as f64 / 1e6,
-                run.afters.iter().map(|bytes| format!("{:.1} MB", *bytes as f64 / 1e6)).collect::<Vec<_>>().join(" → "),
-                run.grants,
-                run.after.saturating_sub(run.before) as f64 / run.grants.max(1) as f64
-            );
-        }
-        if let Some(kinds) = &retention_redis.keys_left {
-            let listed: Vec<String> = kinds.iter().map(|(kind, count)| format!("`{kind}` {count}")).collect();
-            let _ = writeln!(
-                md,
-                "\nKeys left on Redis after the retention run, by kind: {} (`n`: nonces of signed requests, gone within 301 s; `rx`: users with retired records).",
-                listed.join(", ")
-            );
-        }
-        figures.insert("retention_redis".into(), json!(retention_redis));
-        figures.insert("retention_embedded_store".into(), json!(retention_embedded));
+        retention_section(md, figures, &retention_redis, &retention_embedded);
         figures.insert("redis_pg_token".into(), json!(token));
         figures.insert("redis_pg_token_batched".into(), json!(token_batched));
         figures.insert("redis_pg_sync".into(), json!(sync));
@@ -719,6 +681,54 @@ impl Production<'_> {
         };
         Ok(RetentionFigures { grants, before, peak, after: lowest, afters, host_afters, keys_left })
     }
+}
+
+/// The retention runs' table, and their figures.
+fn retention_section(
+    md: &mut String,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+    retention_redis: &RetentionFigures,
+    retention_embedded: &RetentionFigures,
+) {
+    let _ = writeln!(
+        md,
+        "\nRetention (`--retain-credited-s {SUITE_RETAIN_S}`): a first rain of new users, drained and retired, then two more of other new users, each drained and retired:\n\n\
+         | memory | after the first rain | peak of the next ones | after each next one drained and retired | grants in them | left per grant |\n|---|---|---|---|---|---|"
+    );
+    let redis_host = RetentionFigures {
+        before: retention_redis.host_afters.first().copied().unwrap_or(0),
+        afters: retention_redis.host_afters.iter().skip(1).copied().collect(),
+        after: retention_redis.host_afters.last().copied().unwrap_or(0),
+        peak: 0,
+        host_afters: Vec::new(),
+        keys_left: None,
+        ..retention_redis.clone()
+    };
+    for (what, run) in [
+        ("Redis `used_memory` (Redis store + PostgreSQL)", retention_redis),
+        ("host resident memory (embedded store + PostgreSQL)", retention_embedded),
+        ("host resident memory (Redis store: holds no record; the control)", &redis_host),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {what} | {:.1} MB | {:.1} MB | {} | {} | {:.0} bytes |",
+            run.before as f64 / 1e6,
+            run.peak as f64 / 1e6,
+            run.afters.iter().map(|bytes| format!("{:.1} MB", *bytes as f64 / 1e6)).collect::<Vec<_>>().join(" → "),
+            run.grants,
+            run.after.saturating_sub(run.before) as f64 / run.grants.max(1) as f64
+        );
+    }
+    if let Some(kinds) = &retention_redis.keys_left {
+        let listed: Vec<String> = kinds.iter().map(|(kind, count)| format!("`{kind}` {count}")).collect();
+        let _ = writeln!(
+            md,
+            "\nKeys left on Redis after the retention run, by kind: {} (`n`: nonces of signed requests, gone within 301 s; `rx`: users with retired records).",
+            listed.join(", ")
+        );
+    }
+    figures.insert("retention_redis".into(), json!(retention_redis));
+    figures.insert("retention_embedded_store".into(), json!(retention_embedded));
 }
 
 /// Waits for the backlog to drain and the retention to pass, then until `gauge` stops falling
