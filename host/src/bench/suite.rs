@@ -544,7 +544,7 @@ impl<'a> Production<'a> {
 const SUITE_RETAIN_S: u64 = 2;
 
 /// Rains measured in a retention run after the first one.
-const RETENTION_RAINS: usize = 2;
+const RETENTION_RAINS: usize = 4;
 
 /// How long a retention run waits at most for memory to settle after the backlog drained.
 const RETENTION_SETTLE_MAX: Duration = Duration::from_secs(90);
@@ -692,7 +692,7 @@ fn retention_section(
 ) {
     let _ = writeln!(
         md,
-        "\nRetention (`--retain-credited-s {SUITE_RETAIN_S}`): a first rain of new users, drained and retired, then two more of other new users, each drained and retired:\n\n\
+        "\nRetention (`--retain-credited-s {SUITE_RETAIN_S}`): a first rain of new users, drained and retired, then four more of other new users, each drained and retired:\n\n\
          | memory | after the first rain | peak of the next ones | after each next one drained and retired | grants in them | left per grant |\n|---|---|---|---|---|---|"
     );
     let redis_host = RetentionFigures {
