@@ -526,6 +526,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
                 None => options,
             };
             let (config, listen) = options.app_config()?;
+            crate::memory::limit_arenas();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve(config, listen))?;
             Ok(ExitCode::SUCCESS)

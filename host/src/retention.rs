@@ -49,8 +49,9 @@ pub async fn sweep(app: &App) -> Result<usize, StoreError> {
 const GIVE_BACK_AFTER_RETIRED: usize = 4096;
 
 /// Runs [`sweep`] until `shutdown` turns true. A failing store is reported once when it starts
-/// failing and once when it recovers, not on every sweep. With the embedded store, memory freed
-/// by retired records goes back to the system once a sweep has caught up.
+/// failing and once when it recovers, not on every sweep. It also forgets expired nonces. With
+/// the embedded store, memory freed by retired records goes back to the system once a sweep has
+/// caught up, and so does the nonce table's room once it shrinks.
 pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut failing = false;
     let mut freed = 0;
@@ -63,11 +64,14 @@ pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>
             return;
         }
         let swept = sweep(&app).await;
+        // Expired nonces go here too, not only when the next signed request comes.
+        let nonces_shrank = app.store.forget_expired_nonces(app.clock.now_ms());
         if let Ok(retired) = swept
             && app.store.lookup_is_local()
         {
             freed += retired;
-            if freed >= GIVE_BACK_AFTER_RETIRED && retired < SWEEP_BATCHES_MAX * RETIRE_BATCH_MAX {
+            let caught_up = retired < SWEEP_BATCHES_MAX * RETIRE_BATCH_MAX;
+            if (freed >= GIVE_BACK_AFTER_RETIRED && caught_up) || nonces_shrank {
                 freed = 0;
                 tokio::task::spawn_blocking(crate::memory::give_back);
             }

@@ -296,8 +296,7 @@ async fn run_part(config: &SuiteConfig, part: &str) -> anyhow::Result<()> {
     let production = Production::new(config, redis_url, database_url);
     match part {
         "retention" => {
-            let redis = production.retention_run(Gauge::Redis(redis_url)).await?;
-            let embedded = production.retention_run(Gauge::Resident).await?;
+            let (redis, embedded) = production.retention_runs().await?;
             println!("{}", serde_json::to_string_pretty(&json!({ "redis": redis, "embedded_store": embedded }))?);
             Ok(())
         }
@@ -458,8 +457,7 @@ impl<'a> Production<'a> {
         let sync = rain::run(&rain_config(&host, &sync_activity, config, 300_000_000)).await?;
         drop(host);
         let writer = self.writer_runs().await?;
-        let retention_redis = self.retention_run(Gauge::Redis(self.redis_url)).await?;
-        let retention_embedded = self.retention_run(Gauge::Resident).await?;
+        let (retention_redis, retention_embedded) = self.retention_runs().await?;
 
         let _ = writeln!(md, "### Redis + PostgreSQL (same database for both designs)\n");
         md.push_str(TABLE_HEADER);
@@ -562,10 +560,14 @@ struct RetentionFigures {
     after: u64,
     /// The same after each rain.
     afters: Vec<u64>,
-    /// The host's resident memory after the first rain and after each next one (for the Redis
-    /// run, a host that holds no record: the control for the embedded store's host).
+    /// Once the signed requests' nonces of the last rain had expired too (after
+    /// [`NONCE_WINDOW`] with no request).
+    after_window: u64,
+    /// The host's resident memory after the first rain, after each next one and after the
+    /// nonce window (for the Redis run, a host that holds no record: the control for the
+    /// embedded store's host).
     host_afters: Vec<u64>,
-    /// On Redis, the keys left under the run's prefix then, by kind (`n` are signed requests'
+    /// On Redis, the keys left under the run's prefix after the nonce window, by kind (`n` are signed requests'
     /// nonces, which expire within 301 s; `rx` the retired users' sets).
     #[serde(skip_serializing_if = "Option::is_none")]
     keys_left: Option<std::collections::BTreeMap<String, u64>>,
@@ -606,6 +608,10 @@ async fn key_census(url: &str, prefix: &str) -> anyhow::Result<std::collections:
     Ok(kinds)
 }
 
+/// How long a signed request's nonce is remembered (the signature's time window and a second),
+/// and a margin: past it, the nonces of a rain are gone from every store.
+const NONCE_WINDOW: Duration = Duration::from_secs(crate::access::signature::TIMESTAMP_SKEW_S + 1 + 5);
+
 /// What a retention run watches.
 enum Gauge<'a> {
     /// Redis's `used_memory`; the host runs on that Redis.
@@ -626,12 +632,11 @@ impl Gauge<'_> {
 impl Production<'_> {
     /// A rain on a host that retires credited records after [`SUITE_RETAIN_S`], its backlog
     /// drained and the retention waited out, with `gauge` read before, at the end and after.
-    async fn retention_run(&self, gauge: Gauge<'_>) -> anyhow::Result<RetentionFigures> {
+    async fn retention_run(&self, gauge: &Gauge<'_>) -> anyhow::Result<(RetentionFigures, Host)> {
         let config = self.config;
         let retain = SUITE_RETAIN_S.to_string();
-        let prefix = format!("bench{}r", self.run);
+        let prefix = self.retention_prefix();
         let (kind, args) = match gauge {
-            // A prefix of its own: the suite's other runs leave records under theirs.
             Gauge::Redis(url) => (
                 "retain-redis",
                 [
@@ -663,7 +668,7 @@ impl Production<'_> {
         let mut warm = rain_config(&host, &activity, config, first_user - 50_000_000);
         warm.check_books = false;
         rain::run(&warm).await?;
-        let before = settled(&gauge, &host).await?;
+        let before = settled(gauge, &host).await?;
         let mut host_afters = vec![host.resident_bytes().unwrap_or(0)];
         let (mut grants, mut peak, mut afters) = (0, 0, Vec::new());
         for round in 0..RETENTION_RAINS {
@@ -671,15 +676,42 @@ impl Production<'_> {
             next.check_books = false;
             grants += rain::run(&next).await?.granted;
             peak = peak.max(gauge.read(&host).await?);
-            afters.push(settled(&gauge, &host).await?);
+            afters.push(settled(gauge, &host).await?);
             host_afters.push(host.resident_bytes().unwrap_or(0));
         }
         let lowest = afters.last().copied().unwrap_or(before);
-        let keys_left = match gauge {
-            Gauge::Redis(url) => Some(key_census(url, &prefix).await?),
-            Gauge::Resident => None,
+        let figures = RetentionFigures {
+            grants,
+            before,
+            peak,
+            after: lowest,
+            afters,
+            after_window: 0,
+            host_afters,
+            keys_left: None,
         };
-        Ok(RetentionFigures { grants, before, peak, after: lowest, afters, host_afters, keys_left })
+        Ok((figures, host))
+    }
+
+    /// The retention runs on Redis and on the embedded store, then, both hosts still up and
+    /// idle, one more reading of each once the last rain's nonces have expired.
+    async fn retention_runs(&self) -> anyhow::Result<(RetentionFigures, RetentionFigures)> {
+        let redis_gauge = Gauge::Redis(self.redis_url);
+        let (mut redis, redis_host) = self.retention_run(&redis_gauge).await?;
+        let (mut embedded, embedded_host) = self.retention_run(&Gauge::Resident).await?;
+        eprintln!("retention: waiting {} s for the nonces to expire", NONCE_WINDOW.as_secs());
+        tokio::time::sleep(NONCE_WINDOW).await;
+        redis.after_window = settled(&redis_gauge, &redis_host).await?;
+        redis.host_afters.push(redis_host.resident_bytes().unwrap_or(0));
+        redis.keys_left = Some(key_census(self.redis_url, &self.retention_prefix()).await?);
+        embedded.after_window = settled(&Gauge::Resident, &embedded_host).await?;
+        Ok((redis, embedded))
+    }
+
+    /// The Redis key prefix of the retention run (the suite's other runs leave records under
+    /// theirs).
+    fn retention_prefix(&self) -> String {
+        format!("bench{}r", self.run)
     }
 }
 
@@ -692,18 +724,21 @@ fn retention_section(
 ) {
     let _ = writeln!(
         md,
-        "\nRetention (`--retain-credited-s {SUITE_RETAIN_S}`): a first rain of new users, drained and retired, then four more of other new users, each drained and retired:\n\n\
-         | memory | after the first rain | peak of the next ones | after each next one drained and retired | grants in them | left per grant |\n|---|---|---|---|---|---|"
+        "\nRetention (`--retain-credited-s {SUITE_RETAIN_S}`): a first rain of new users, drained and retired, then {RETENTION_RAINS} more of other new users, each drained and retired, then {} s with no request (the signed requests' nonces expire):\n\n\
+         | memory | after the first rain | peak of the next ones | after each next one drained and retired | after the nonce window | grants in them | left per grant |\n|---|---|---|---|---|---|---|",
+        NONCE_WINDOW.as_secs()
     );
+    let host_afters = &retention_redis.host_afters;
     let redis_host = RetentionFigures {
-        before: retention_redis.host_afters.first().copied().unwrap_or(0),
-        afters: retention_redis.host_afters.iter().skip(1).copied().collect(),
-        after: retention_redis.host_afters.last().copied().unwrap_or(0),
+        before: host_afters.first().copied().unwrap_or(0),
+        afters: host_afters.iter().skip(1).take(RETENTION_RAINS).copied().collect(),
+        after_window: host_afters.get(RETENTION_RAINS + 1).copied().unwrap_or(0),
         peak: 0,
         host_afters: Vec::new(),
         keys_left: None,
         ..retention_redis.clone()
     };
+    let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
     for (what, run) in [
         ("Redis `used_memory` (Redis store + PostgreSQL)", retention_redis),
         ("host resident memory (embedded store + PostgreSQL)", retention_embedded),
@@ -711,19 +746,20 @@ fn retention_section(
     ] {
         let _ = writeln!(
             md,
-            "| {what} | {:.1} MB | {:.1} MB | {} | {} | {:.0} bytes |",
-            run.before as f64 / 1e6,
-            run.peak as f64 / 1e6,
-            run.afters.iter().map(|bytes| format!("{:.1} MB", *bytes as f64 / 1e6)).collect::<Vec<_>>().join(" → "),
+            "| {what} | {} | {} | {} | {} | {} | {:.0} bytes |",
+            mb(run.before),
+            if run.peak == 0 { "–".to_owned() } else { mb(run.peak) },
+            run.afters.iter().map(|bytes| mb(*bytes)).collect::<Vec<_>>().join(" → "),
+            mb(run.after_window),
             run.grants,
-            run.after.saturating_sub(run.before) as f64 / run.grants.max(1) as f64
+            run.after_window.saturating_sub(run.before) as f64 / run.grants.max(1) as f64
         );
     }
     if let Some(kinds) = &retention_redis.keys_left {
         let listed: Vec<String> = kinds.iter().map(|(kind, count)| format!("`{kind}` {count}")).collect();
         let _ = writeln!(
             md,
-            "\nKeys left on Redis after the retention run, by kind: {} (`n`: nonces of signed requests, gone within 301 s; `rx`: users with retired records).",
+            "\nKeys left on Redis after the nonce window, by kind: {} (`rx`: users with retired records; `n`: nonces of signed requests, if any are left).",
             listed.join(", ")
         );
     }

@@ -528,6 +528,11 @@ fn open_log(data_dir: &Path) -> Result<(State, File), StoreError> {
 }
 
 impl EmbeddedStore {
+    /// Forgets the nonces whose time has passed ([`super::nonces::NonceMemory::forget_expired`]).
+    pub fn forget_expired_nonces(&self, now_ms: u64) -> bool {
+        self.shared.nonces.lock().forget_expired(now_ms)
+    }
+
     /// Whether this is the first use of a signed request's nonce (see [`super::nonces`]).
     pub fn first_use_of_nonce(&self, app_id: i64, nonce: &str, now_ms: u64, ttl_ms: u64) -> Result<bool, StoreError> {
         self.shared.nonces.lock().first_use(app_id, nonce, now_ms, ttl_ms)

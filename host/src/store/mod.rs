@@ -411,6 +411,15 @@ impl Store {
         dispatch!(memory self, s => s.user_tokens(act_id, before, limit))
     }
 
+    /// Forgets the signed requests' nonces whose time has passed (Redis lets them expire by
+    /// themselves); whether memory was freed that the allocator could give back.
+    pub fn forget_expired_nonces(&self, now_ms: u64) -> bool {
+        match self {
+            Store::Embedded(store) => store.forget_expired_nonces(now_ms),
+            Store::Redis(_) => false,
+        }
+    }
+
     /// Whether this is the first use of a signed request's `nonce` by `app_id`; remembers it
     /// for `ttl_ms` (in the host's memory when embedded, for the whole fleet on Redis).
     pub async fn first_use_of_nonce(

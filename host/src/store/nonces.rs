@@ -14,6 +14,9 @@ use super::StoreError;
 /// replayed.
 pub const NONCES_REMEMBERED_MAX: usize = 4_000_000;
 
+/// Below this capacity the table of nonces is left as it is when nonces expire.
+const SHRINK_ABOVE_CAPACITY: usize = 4096;
+
 /// Nonces seen, as 128-bit digests, with the second after which each may be forgotten.
 #[derive(Debug)]
 pub struct NonceMemory {
@@ -30,9 +33,10 @@ impl Default for NonceMemory {
 }
 
 impl NonceMemory {
-    /// Whether this is the first use of `nonce` by `app_id`; remembers it until
-    /// `now_ms + ttl_ms` (to the second above).
-    pub fn first_use(&mut self, app_id: i64, nonce: &str, now_ms: u64, ttl_ms: u64) -> Result<bool, StoreError> {
+    /// Forgets the nonces whose time has passed at `now_ms`; whether the table gave room back.
+    /// A rain's nonces leave a table sized for its peak: once three quarters have expired it
+    /// shrinks, so memory follows the last five minutes, not the busiest ones.
+    pub fn forget_expired(&mut self, now_ms: u64) -> bool {
         let now_s = now_ms / 1000;
         while let Some(entry) = self.expiring.first_entry() {
             if *entry.key() > now_s {
@@ -42,6 +46,17 @@ impl NonceMemory {
                 self.seen.remove(&digest);
             }
         }
+        if self.seen.capacity() > SHRINK_ABOVE_CAPACITY && self.seen.len() * 4 < self.seen.capacity() {
+            self.seen.shrink_to(self.seen.len() * 2);
+            return true;
+        }
+        false
+    }
+
+    /// Whether this is the first use of `nonce` by `app_id`; remembers it until
+    /// `now_ms + ttl_ms` (to the second above).
+    pub fn first_use(&mut self, app_id: i64, nonce: &str, now_ms: u64, ttl_ms: u64) -> Result<bool, StoreError> {
+        self.forget_expired(now_ms);
         let digest = (u128::from(self.keys.0.hash_one((app_id, nonce))) << 64)
             | u128::from(self.keys.1.hash_one((app_id, nonce)));
         if self.seen.contains(&digest) {
@@ -72,5 +87,20 @@ mod tests {
         assert!(!memory.first_use(1, "abc", 1_999, 600).unwrap(), "kept to the second above");
         assert!(memory.first_use(1, "abc", 2_000, 600).unwrap(), "expired, forgotten");
         assert_eq!(memory.seen.len(), 2);
+    }
+
+    // Proves the table gives its room back once a burst of nonces has expired.
+    #[test]
+    fn expired_nonces_give_their_room_back() {
+        let mut memory = NonceMemory::default();
+        for n in 0..100_000 {
+            assert!(memory.first_use(1, &n.to_string(), 1_000, 1_000).unwrap());
+        }
+        let peak = memory.seen.capacity();
+        assert!(!memory.forget_expired(1_999), "not yet expired");
+        assert!(memory.forget_expired(2_000));
+        assert!(memory.first_use(1, "later", 3_000, 1_000).unwrap());
+        assert_eq!(memory.seen.len(), 1);
+        assert!(memory.seen.capacity() <= SHRINK_ABOVE_CAPACITY, "{} of {peak} kept", memory.seen.capacity());
     }
 }
