@@ -5,9 +5,12 @@
 //! - the order number `${actID}_${scene_id}_${rain_id}_${award_type}_${stage}`;
 //! - a signed request: parsing its `Authorization` header and checking the HMAC-SHA256 over a
 //!   grant body (what the access layer adds to every app request, besides the nonce's write);
-//! - one writer batch: 512 credits into the embedded ledger in one transaction (fsync included).
+//! - one writer batch: 512 credits into the embedded ledger in one transaction (fsync included);
+//! - what `GET /metrics` adds to a grant: finding the scene's counters and counting the outcome,
+//!   and timing the request into its histogram.
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use hongbao::grant::order_no;
@@ -120,5 +123,16 @@ fn writer_batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tokens, request_signatures, writer_batch);
+fn metrics(c: &mut Criterion) {
+    let metrics = hongbao::metrics::Metrics::default();
+    metrics.scene("spring-festival-2027", "eve-rain", || true);
+    c.bench_function("metrics: a grant's outcome counted (scene lookup + count)", |b| {
+        b.iter(|| metrics.scene(black_box("spring-festival-2027"), black_box("eve-rain"), || true).count("granted"));
+    });
+    c.bench_function("metrics: a grant request timed into its histogram", |b| {
+        b.iter(|| metrics.grant_request(hongbao::metrics::GrantKind::Single, black_box(Duration::from_micros(700))));
+    });
+}
+
+criterion_group!(benches, tokens, request_signatures, writer_batch, metrics);
 criterion_main!(benches);

@@ -93,6 +93,8 @@ pub struct App {
     pub sync_credit: bool,
     /// How long a credited record stays in the token store (see [`crate::retention`]).
     pub retain_credited_ms: u64,
+    /// The grant path's counters for `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl App {
@@ -149,6 +151,7 @@ impl App {
             wallet_figures: FiguresCache::new(),
             sync_credit: config.sync_credit,
             retain_credited_ms: config.retain_credited_ms,
+            metrics: crate::metrics::Metrics::default(),
         });
         app.fund_activities().await.context("funding the activities' budget accounts")?;
         Ok(app)

@@ -501,16 +501,37 @@ pub fn main() -> ExitCode {
     // `Cli::parse()`, keeping the matches: `serve --config` asks them which settings were given.
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.format(&mut Cli::command()).exit());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HONGBAO_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs(std::env::var("HONGBAO_LOG_FORMAT").ok().as_deref(), std::io::stderr);
     match run(cli, &matches) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to `writer`, filtered by `HONGBAO_LOG` (default `info`): as text, or with
+/// `HONGBAO_LOG_FORMAT=json` as one JSON object a line (`timestamp`, `level`, `fields`,
+/// `target`, and `span`/`spans` with the request's `id`, as `x-request-id` answers it).
+fn init_logs<W>(format: Option<&str>, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // As `fmt().init()` did: also the bridge from the `log` crate some dependencies log with.
+    let _ = log_subscriber(format, writer).try_init();
+}
+
+fn log_subscriber<W>(format: Option<&str>, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HONGBAO_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        Some("json") => Box::new(builder.json().finish()),
+        _ => Box::new(builder.finish()),
     }
 }
 
@@ -897,6 +918,37 @@ mod tests {
         assert!(error.contains("hongbao.yaml:1: setting `listen`: "), "{error}");
         let error = format!("{:#}", serve_with_file("store: [1, 2\n", &[]).err().unwrap());
         assert!(error.contains("config file `") || error.contains("hongbao.yaml:"), "{error}");
+    }
+
+    // Proves the JSON log format writes one JSON object a line, with the request's id from its
+    // span.
+    #[test]
+    fn json_logs_name_the_request() {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<parking_lot::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = log_subscriber(Some("json"), move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", id = "abc-1");
+            let _entered = span.enter();
+            tracing::warn!(scene = "rain", "plugin call failed");
+        });
+        let text = String::from_utf8(lines.0.lock().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line")).unwrap();
+        assert_eq!(line["level"], "WARN", "{line}");
+        assert_eq!(line["fields"]["message"], "plugin call failed", "{line}");
+        assert_eq!(line["fields"]["scene"], "rain", "{line}");
+        assert_eq!(line["span"]["id"], "abc-1", "{line}");
     }
 
     // Proves `serve --help` states the defaults that apply: those of the Redis store and the

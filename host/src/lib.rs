@@ -41,6 +41,10 @@
 //!   `error`, every error's status and code); [`cli`]: the `hongbao` command; [`app`]:
 //!   wiring, in dependency order; [`clock`]: time; [`breaker`]: skipping a failed backend for a
 //!   while (the grant path's ledger lookup, the wallet's degraded reads).
+//! - [`metrics`]: `GET /metrics` — the grant path's counters and histograms, and the page in
+//!   the Prometheus text format (`exposition`, which also reads the writer's, plugins', forgery
+//!   watch's and the `process`'s own figures); [`memory`]: the allocator's arenas and trim;
+//!   [`retention`]: credited records leaving the hot store.
 //! - [`bench`]: the rain load generator, its yardsticks and the benchmark suite.
 //!
 //! # Data flow
@@ -69,6 +73,7 @@ pub mod issuer;
 pub mod journal;
 pub mod ledger;
 pub mod memory;
+pub mod metrics;
 pub mod packet;
 pub mod plugin;
 pub mod retention;

@@ -74,6 +74,11 @@ impl CreditLimiter {
         CreditLimiter { cap, recent: VecDeque::new(), in_window: 0 }
     }
 
+    /// The cap (`None`: unlimited).
+    pub fn cap(&self) -> Option<u64> {
+        self.cap
+    }
+
     fn forget_before(&mut self, now_ms: u64) {
         while let Some(&(time_ms, count)) = self.recent.front() {
             if time_ms + WINDOW_MS > now_ms {
@@ -153,6 +158,10 @@ pub struct WriterStats {
     pub compensation_retries: AtomicU64,
     /// Refused tokens a compensation plugin gave up on (they stay parked and owed).
     pub compensation_alerts: AtomicU64,
+    /// How long each ledger batch took, answered or failed.
+    pub ledger_batch_seconds: crate::metrics::Histogram,
+    /// Ledger batches that failed.
+    pub ledger_batch_errors: AtomicU64,
 }
 
 /// The credits-per-second cap: this host's window over the embedded store, the fleet's window
@@ -193,6 +202,14 @@ impl LedgerWriter {
             scenes: None,
             retries: RefusalRetries::default(),
             stats: WriterStats::default(),
+        }
+    }
+
+    /// The credits-per-second cap it keeps (the fleet's on a shared store), if any.
+    pub fn cap_per_second(&self) -> Option<u64> {
+        match &self.cap {
+            CreditCap::Fleet { cap, .. } => Some(*cap),
+            CreditCap::Local(limiter) => limiter.lock().cap(),
         }
     }
 
@@ -341,7 +358,13 @@ impl LedgerWriter {
                 token: record.token.clone(),
             })
             .collect();
-        let results = self.ledger.credit_batch(credits).await?;
+        let started = std::time::Instant::now();
+        let results = self.ledger.credit_batch(credits).await;
+        self.stats.ledger_batch_seconds.observe(started.elapsed());
+        if results.is_err() {
+            self.stats.ledger_batch_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let results = results?;
         let mut done = Vec::with_capacity(claimed.len());
         let mut refused = Vec::new();
         let mut refused_records = Vec::new();

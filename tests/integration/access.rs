@@ -23,6 +23,7 @@ fn guarded_routes() -> Vec<(&'static str, String, Value)> {
         ("POST", "/v1/wallets/6001/tokens:restore".into(), json!({ "tokens": [] })),
         ("GET", "/v1/scenes".into(), Value::Null),
         ("GET", "/v1/plugins".into(), Value::Null),
+        ("GET", "/metrics".into(), Value::Null),
         ("GET", "/v1/activities/test-campaign/reconciliation".into(), Value::Null),
         ("POST", "/v1/activities/test-campaign/reconciliation:repair".into(), json!({})),
     ]
@@ -264,7 +265,7 @@ fn sessions_act_for_one_user_with_their_scopes(deployment: Deployment) {
 fn admin_routes_refuse_apps_and_sessions() {
     let server = Server::start(&[]);
     let session = mint_session(&server, 6401, &["wallet:read", "wallet:withdraw", "tokens:restore"], 600);
-    for path in ["/v1/scenes", "/v1/plugins", "/v1/activities/test-campaign/reconciliation"] {
+    for path in ["/v1/scenes", "/v1/plugins", "/metrics", "/v1/activities/test-campaign/reconciliation"] {
         let admin = request_as(
             &server.addr,
             &Auth::Header(format!("Bearer {TEST_ADMIN_TOKEN}")),

@@ -13,6 +13,7 @@ mod fleet;
 mod grants;
 mod identities;
 mod ledger_shards;
+mod metrics;
 mod money_properties;
 mod packets;
 mod plugins;

@@ -5,6 +5,7 @@
 pub mod body;
 mod error;
 pub mod named_user;
+pub mod request_id;
 mod routes;
 
 use std::net::SocketAddr;

@@ -7,6 +7,8 @@
 //! first, and the request is authorized before anything is bound, so a refused request binds
 //! nobody.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::ApiError;
@@ -14,6 +16,7 @@ use crate::access::{self, apps::AppEntry};
 use crate::app::App;
 use crate::grant::{self, GRANT_BATCH_MAX, GrantBatchRequest, GrantRequest, GrantResponse};
 use crate::identity::{self, Binding};
+use crate::metrics::SceneCounters;
 
 /// `POST /v1/identities`.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -83,12 +86,33 @@ async fn resolve(app: &App, signer: &AppEntry, named: Named) -> Result<GrantRequ
     Ok(request)
 }
 
+/// The metrics counters of the scene a grant names.
+fn counters_of(app: &App, request: &GrantRequest) -> Arc<SceneCounters> {
+    let (activity_id, scene_id) = (request.activity_id.as_str(), request.scene_id.as_str());
+    app.metrics.scene(activity_id, scene_id, || app.registry.snapshot().scene(activity_id, scene_id).is_some())
+}
+
+/// A grant answer's outcome for the metrics: `granted`, `replayed`, or the refusal's code.
+fn outcome(answer: &Result<GrantResponse, ApiError>) -> &'static str {
+    match answer {
+        Ok(response) if response.replayed => "replayed",
+        Ok(_) => "granted",
+        Err(error) => error.code,
+    }
+}
+
 /// `POST /v1/grants`.
 pub async fn grant(app: &App, signer: &AppEntry, body: Map<String, Value>) -> Result<GrantResponse, ApiError> {
     let named = decode(body)?;
-    access::authorize_grant(signer, named.request.app_id, &named.request.activity_id)?;
-    let request = resolve(app, signer, named).await?;
-    Ok(grant::grant(app, request).await?)
+    let counters = counters_of(app, &named.request);
+    let answer = async {
+        access::authorize_grant(signer, named.request.app_id, &named.request.activity_id)?;
+        let request = resolve(app, signer, named).await?;
+        Ok(grant::grant(app, request).await?)
+    }
+    .await;
+    counters.count(outcome(&answer));
+    answer
 }
 
 /// `POST /v1/grants:batch`: every item decoded and authorized first (any failure refuses the
@@ -109,6 +133,7 @@ pub async fn grant_batch(
     for item in &named {
         access::authorize_grant(signer, item.request.app_id, &item.request.activity_id)?;
     }
+    let counters: Vec<Arc<SceneCounters>> = named.iter().map(|item| counters_of(app, &item.request)).collect();
     let resolved = futures_util::future::join_all(named.into_iter().map(|item| resolve(app, signer, item))).await;
     let mut answers: Vec<Option<Result<GrantResponse, ApiError>>> = Vec::with_capacity(resolved.len());
     let mut requests = Vec::new();
@@ -126,13 +151,17 @@ pub async fn grant_batch(
     } else {
         grant::grant_batch(app, GrantBatchRequest { grants: requests }).await?.into_iter()
     };
-    Ok(answers
+    let answers: Vec<Result<GrantResponse, ApiError>> = answers
         .into_iter()
         .map(|answer| match answer {
             Some(refused) => refused,
             None => granted.next().expect("one answer per request").map_err(ApiError::from),
         })
-        .collect())
+        .collect();
+    for (counters, answer) in counters.iter().zip(&answers) {
+        counters.count(outcome(answer));
+    }
+    Ok(answers)
 }
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
 //! Request routing and the handlers' HTTP glue; the logic lives in `grant`, `wallet` and
 //! `capability`.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
-use super::{ApiError, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX, body, named_user};
+use super::{ApiError, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX, body, named_user, request_id};
 use crate::access::apps::AppEntry;
 use crate::access::session::{SESSION_TTL_S_MAX, Scope};
 use crate::access::signature::AuthError;
@@ -18,16 +22,24 @@ use crate::capability::reconciliation;
 use crate::issuer::TokenError;
 use crate::issuer::pb::RedPacketToken;
 use crate::issuer::watch::ForgeryWatch;
+use crate::metrics::GrantKind;
 use crate::{grant, identity, packet, wallet};
 
 type Answer = Result<Response<Full<Bytes>>, ApiError>;
 
-/// Answers one request; never fails: errors become JSON error answers.
+/// Answers one request; never fails: errors become JSON error answers. Every answer carries
+/// the request's id ([`request_id`]), and the request's log lines name it.
 pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    match route(app, request).await {
+    let id = request_id::of(request.headers());
+    let span = tracing::info_span!("request", id = %id);
+    let mut response = match route(app, request).instrument(span).await {
         Ok(response) => response,
         Err(error) => respond(error.status, &error),
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(request_id::HEADER, value);
     }
+    response
 }
 
 fn respond(status: u16, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
@@ -77,6 +89,7 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint<'p> {
     Health,
+    Metrics,
     Keys,
     Verify,
     Grant,
@@ -110,6 +123,7 @@ impl<'p> Endpoint<'p> {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let endpoint = match (method, segments.as_slice()) {
             (&Method::GET, ["healthz"]) => Endpoint::Health,
+            (&Method::GET, ["metrics"]) => Endpoint::Metrics,
             (&Method::GET, ["v1", "keys"]) => Endpoint::Keys,
             (&Method::POST, ["v1", "tokens:verify"]) => Endpoint::Verify,
             (&Method::POST, ["v1", "grants"]) => Endpoint::Grant,
@@ -142,7 +156,7 @@ impl<'p> Endpoint<'p> {
             }
             (
                 _,
-                ["healthz"]
+                ["healthz" | "metrics"]
                 | [
                     "v1",
                     "scenes" | "keys" | "tokens:verify" | "grants" | "grants:batch" | "sessions" | "identities"
@@ -172,7 +186,8 @@ impl<'p> Endpoint<'p> {
             Endpoint::PacketSend => Need::AppOrSession { scope: Scope::WalletWithdraw },
             Endpoint::Packet(_) => Need::AppOrSession { scope: Scope::WalletRead },
             Endpoint::PacketGrab(_) => Need::AppOrSession { scope: Scope::PacketsGrab },
-            Endpoint::Scenes
+            Endpoint::Metrics
+            | Endpoint::Scenes
             | Endpoint::Plugins
             | Endpoint::Security
             | Endpoint::Reconciliation(_)
@@ -307,21 +322,35 @@ async fn admit(app: &App, endpoint: Endpoint<'_>, request: Request<Incoming>) ->
 }
 
 async fn route(app: &App, request: Request<Incoming>) -> Answer {
+    let started = Instant::now();
     let path = request.uri().path().to_owned();
     let endpoint = Endpoint::resolve(request.method(), &path)?;
     let admitted = admit(app, endpoint, request).await?;
     match endpoint {
         Endpoint::Health => health(app).await,
+        Endpoint::Metrics => {
+            let page = crate::metrics::exposition::render(app).await?;
+            Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", crate::metrics::exposition::CONTENT_TYPE)
+                .body(Full::new(Bytes::from(page)))
+                .expect("static headers are valid"))
+        }
         Endpoint::Keys => ok(&json!({ "keys": app.issuer.public_keys() })),
         Endpoint::Verify => {
             let body: VerifyBody = admitted.json()?;
             verify(app, &body.token).await
         }
         // A grant names its user by `act_id` or by `app_user_id` (see `named_user`).
-        Endpoint::Grant => ok(&named_user::grant(app, admitted.app()?, admitted.json()?).await?),
+        Endpoint::Grant => {
+            let answer = named_user::grant(app, admitted.app()?, admitted.json()?).await;
+            app.metrics.grant_request(GrantKind::Single, started.elapsed());
+            ok(&answer?)
+        }
         Endpoint::GrantBatch => {
-            let answers = named_user::grant_batch(app, admitted.app()?, admitted.json()?).await?;
-            let results: Vec<GrantBatchItem> = answers.into_iter().map(GrantBatchItem::from).collect();
+            let answers = named_user::grant_batch(app, admitted.app()?, admitted.json()?).await;
+            app.metrics.grant_request(GrantKind::Batch, started.elapsed());
+            let results: Vec<GrantBatchItem> = answers?.into_iter().map(GrantBatchItem::from).collect();
             ok(&json!({ "results": results }))
         }
         Endpoint::Identities => ok(&named_user::bind(app, admitted.app()?, admitted.json()?).await?),

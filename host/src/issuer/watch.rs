@@ -35,14 +35,21 @@ impl ForgeryWatch {
 
     /// The counters as JSON.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "verify_failed": self.verify_failed.load(Relaxed),
-            "verify_retired_key": self.verify_retired_key.load(Relaxed),
-            "verify_never_issued": self.verify_never_issued.load(Relaxed),
-            "restore_failed": self.restore_failed.load(Relaxed),
-            "restore_retired_key": self.restore_retired_key.load(Relaxed),
-            "restore_disabled": self.restore_disabled.load(Relaxed),
-            "restored_unknown": self.restored_unknown.load(Relaxed),
-        })
+        serde_json::Value::Object(
+            self.counts().into_iter().map(|(event, count)| (event.to_owned(), count.into())).collect(),
+        )
+    }
+
+    /// Every event's count, by name.
+    pub fn counts(&self) -> [(&'static str, u64); 7] {
+        [
+            ("verify_failed", self.verify_failed.load(Relaxed)),
+            ("verify_retired_key", self.verify_retired_key.load(Relaxed)),
+            ("verify_never_issued", self.verify_never_issued.load(Relaxed)),
+            ("restore_failed", self.restore_failed.load(Relaxed)),
+            ("restore_retired_key", self.restore_retired_key.load(Relaxed)),
+            ("restore_disabled", self.restore_disabled.load(Relaxed)),
+            ("restored_unknown", self.restored_unknown.load(Relaxed)),
+        ]
     }
 }

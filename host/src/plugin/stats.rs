@@ -37,13 +37,15 @@ impl PluginStats {
         }
     }
 
+    /// Failed calls by failure code, every code listed.
+    pub fn failures(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        FAILURE_CODES.iter().zip(&self.failures).map(|(code, count)| (*code, count.load(Ordering::Relaxed)))
+    }
+
     /// A JSON view for `GET /v1/plugins`.
     pub fn to_json(&self) -> serde_json::Value {
-        let failures: serde_json::Map<String, serde_json::Value> = FAILURE_CODES
-            .iter()
-            .zip(&self.failures)
-            .map(|(code, count)| ((*code).to_owned(), count.load(Ordering::Relaxed).into()))
-            .collect();
+        let failures: serde_json::Map<String, serde_json::Value> =
+            self.failures().map(|(code, count)| (code.to_owned(), count.into())).collect();
         serde_json::json!({
             "calls": self.calls.load(Ordering::Relaxed),
             "ok": self.ok.load(Ordering::Relaxed),
