@@ -75,3 +75,16 @@ fn serve_reads_a_config_file_and_refuses_bad_ones() {
     assert!(!ok);
     assert!(stderr.contains("hongbao.yaml:1: setting `store`"), "{stderr}");
 }
+
+// Proves `hongbao reconcile` says when it cannot ask the host: no admin credential, exit 2.
+#[test]
+fn reconcile_without_an_admin_credential_exits_2() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_hongbao"))
+        .args(["reconcile", "--activity", "a", "--url", "http://127.0.0.1:9", "--data"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no admin credential"), "{output:?}");
+}

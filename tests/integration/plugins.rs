@@ -141,6 +141,18 @@ fn reference_plugin_scenes() -> [String; 5] {
     ]
 }
 
+/// `hongbao reconcile --activity plug` against `server` with its admin credential: the exit code
+/// and stdout.
+fn reconcile_cli(server: &Server, extra: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hongbao"))
+        .args(["reconcile", "--activity", "plug", "--url", &format!("http://{}", server.addr), "--data"])
+        .arg(&server.data)
+        .args(extra)
+        .output()
+        .unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 // Proves each reference plugin changes the outcome it should: bill copy by locale and rain (in
 // the answer and the wallet flow), a per-user-tier rate rejection, a random split that hands
 // out exactly the scene budget, a stock-out decided by the plugin while the store still has
@@ -202,6 +214,14 @@ fn reference_plugins_change_what_users_get() {
     assert_eq!(lag["source"], "plugin");
     assert_eq!(lag["severity"], "warning");
     assert_eq!(lag["repair_action"], json!({ "requeue_in_flight_older_than_ms": 1 }));
+    // The same books from the command line: a table, the finding, exit code 1.
+    let (code, table) = reconcile_cli(&server, &[]);
+    assert_eq!(code, Some(1), "{table}");
+    assert!(table.contains("books: warning credit_lag (plugin)"), "{table}");
+    let (code, report) = reconcile_cli(&server, &["--json"]);
+    assert_eq!(code, Some(1), "{report}");
+    let report: Value = serde_json::from_str(&report).expect("JSON");
+    assert_eq!(report["activity_id"], "plug", "{report}");
     assert_eq!(server.wallet(300)["pending_cents"], 10);
     let (status, repaired) = server.post("/v1/activities/plug/reconciliation:repair", &json!({}));
     assert_eq!(status, 200, "{repaired}");
@@ -213,6 +233,9 @@ fn reference_plugins_change_what_users_get() {
     );
     let wallet = server.wallet(300);
     assert_eq!((wallet["pending_cents"].as_i64(), wallet["credited_cents"].as_i64()), (Some(0), Some(10)), "{wallet}");
+    let (code, table) = reconcile_cli(&server, &[]);
+    assert_eq!(code, Some(0), "repaired books are clean: {table}");
+    assert!(table.contains("books balance: no findings"), "{table}");
 }
 
 /// The scenes of `failing_plugins_get_their_scene_policy_while_others_serve`: one per failing

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod reconcile;
+
 use anyhow::Context as _;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
@@ -62,6 +64,26 @@ enum Command {
     Apps {
         #[command(subcommand)]
         command: AppsCommand,
+    },
+    /// Check an activity's books on a running host (admin credential from the data directory):
+    /// a table per scene, then every finding. Exits 1 when there are findings, 2 when the host
+    /// could not be asked.
+    Reconcile {
+        /// The activity.
+        #[arg(long)]
+        activity: String,
+        /// Apply the repairs the findings propose (credit lagging grants now), and list them.
+        #[arg(long)]
+        repair: bool,
+        /// Print the host's report as JSON instead of the table (and no progress).
+        #[arg(long)]
+        json: bool,
+        /// The host.
+        #[arg(long, env = "HONGBAO_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The data directory holding the admin credential (`keys/admin.token`).
+        #[arg(long, env = "HONGBAO_DATA", default_value = "data")]
+        data: PathBuf,
     },
     /// Send one request to a host, signed with a credential from the data directory: the app's
     /// signature, or the admin credential on admin routes. Prints the answer's JSON.
@@ -586,6 +608,9 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Apps { command } => apps(command),
+        Command::Reconcile { activity, repair, json, url, data } => {
+            Ok(reconcile::run(&reconcile::Options { activity, repair, json, url, data }))
+        }
         Command::Call { method, path, body, url, data, app, session } => {
             call(&method, &path, body.as_deref(), &url, &data, app, session.as_deref())
         }
@@ -734,9 +759,22 @@ fn call(
         Some(session) => Some(format!("Bearer {session}")),
         None => credentials.authorization(method, path, body.as_bytes(), now_ms() / 1000),
     };
+    let (status, answer) = send(method, path, body, url, authorization)?;
+    println!("{}", String::from_utf8_lossy(&answer));
+    Ok(if status < 400 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Sends one HTTP/1.1 request to the host at `url` (`http://HOST:PORT`); its status and body.
+fn send(
+    method: &str,
+    path: &str,
+    body: String,
+    url: &str,
+    authorization: Option<String>,
+) -> anyhow::Result<(u16, bytes::Bytes)> {
     let target = url.trim_end_matches('/').strip_prefix("http://").context("--url must start with http://")?.to_owned();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (status, answer) = runtime.block_on(async {
+    runtime.block_on(async {
         use http_body_util::BodyExt as _;
         let stream =
             tokio::net::TcpStream::connect(&target).await.with_context(|| format!("connecting to {target}"))?;
@@ -754,9 +792,7 @@ fn call(
         let status = response.status().as_u16();
         let answer = response.into_body().collect().await?.to_bytes();
         anyhow::Ok((status, answer))
-    })?;
-    println!("{}", String::from_utf8_lossy(&answer));
-    Ok(if status < 400 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
 }
 
 fn inspect(text: &str, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
