@@ -90,6 +90,9 @@ fn metrics_follow_the_grants(deployment: Deployment) {
         Some(f64::INFINITY)
     );
     assert!(sample(&settled, "process_resident_memory_bytes", &[]).is_some_and(|bytes| bytes > 0.0), "{settled}");
+    let store_grants = sample(&settled, "hongbao_store_operation_duration_seconds_count", &[("op", "grant")]);
+    assert!(store_grants.is_some_and(|count| count >= 16.0), "every new grant committed: {settled}");
+    assert_eq!(sample(&settled, "hongbao_store_operation_errors_total", &[("op", "grant")]), Some(0.0));
     assert_eq!(sample(&settled, "hongbao_forgery_watch_events_total", &[("event", "restore_failed")]), Some(0.0));
 }
 

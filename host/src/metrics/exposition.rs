@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{Histogram, LATENCY_BUCKETS_S, process};
+use super::{Histogram, LATENCY_BUCKETS_S, STORE_OPERATIONS, StoreOp, process};
 use crate::app::App;
 use crate::store::StoreError;
 
@@ -22,6 +22,7 @@ pub async fn render(app: &App) -> Result<String, StoreError> {
     let mut page = Page::default();
     grants(&mut page, app);
     writer(&mut page, app, backlog);
+    store(&mut page);
     plugins(&mut page, app);
     stock(&mut page, app).await?;
     page.family(
@@ -109,6 +110,26 @@ fn writer(page: &mut Page, app: &App, backlog: u64) {
     match app.writer.cap_per_second() {
         Some(cap) => page.sample("hongbao_writer_limit_credits_per_second", &[("reason", "cap")], cap as f64),
         None => page.sample("hongbao_writer_limit_credits_per_second", &[("reason", "uncapped")], f64::INFINITY),
+    }
+}
+
+fn store(page: &mut Page) {
+    page.family(
+        "hongbao_store_operation_duration_seconds",
+        "histogram",
+        "Time of token store operations, by operation.",
+    );
+    for op in StoreOp::ALL {
+        page.histogram(
+            "hongbao_store_operation_duration_seconds",
+            &[("op", op.name())],
+            &STORE_OPERATIONS[op as usize].seconds,
+        );
+    }
+    page.family("hongbao_store_operation_errors_total", "counter", "Token store operations that failed, by operation.");
+    for op in StoreOp::ALL {
+        let errors = STORE_OPERATIONS[op as usize].errors.load(Relaxed);
+        page.sample("hongbao_store_operation_errors_total", &[("op", op.name())], errors as f64);
     }
 }
 

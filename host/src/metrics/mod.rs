@@ -31,6 +31,15 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// An empty histogram (usable in a `static`).
+    pub const fn new() -> Histogram {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS_S.len()],
+            above: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
     /// Counts one observation.
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
@@ -52,6 +61,67 @@ impl Histogram {
         let count = running + self.above.load(Ordering::Relaxed);
         (cumulative, count, self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9)
     }
+}
+
+/// The token store operations timed for `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Committing a grant.
+    Grant,
+    /// Looking an order up.
+    Lookup,
+    /// Remembering a signed request's nonce.
+    Nonce,
+    /// The writer claiming queued tokens.
+    Claim,
+    /// The writer marking tokens credited.
+    Complete,
+    /// Retiring credited records.
+    Retire,
+}
+
+impl StoreOp {
+    /// Every operation, in the order of [`STORE_OPERATIONS`].
+    pub const ALL: [StoreOp; 6] =
+        [StoreOp::Grant, StoreOp::Lookup, StoreOp::Nonce, StoreOp::Claim, StoreOp::Complete, StoreOp::Retire];
+
+    /// Its `op` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreOp::Grant => "grant",
+            StoreOp::Lookup => "lookup",
+            StoreOp::Nonce => "nonce",
+            StoreOp::Claim => "claim",
+            StoreOp::Complete => "complete",
+            StoreOp::Retire => "retire",
+        }
+    }
+}
+
+/// One store operation's times and failures.
+#[derive(Debug)]
+pub struct OperationStats {
+    /// How long each call took, answered or failed.
+    pub seconds: Histogram,
+    /// Calls that failed.
+    pub errors: AtomicU64,
+}
+
+/// The token store operations of this process, by [`StoreOp`] (a process-wide figure, like the
+/// `process_*` ones: every store the process opened counts here).
+pub static STORE_OPERATIONS: [OperationStats; 6] =
+    [const { OperationStats { seconds: Histogram::new(), errors: AtomicU64::new(0) } }; 6];
+
+/// Runs a store call, timing it into [`STORE_OPERATIONS`] and counting its failure.
+pub async fn timed<T, E>(op: StoreOp, call: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    let started = std::time::Instant::now();
+    let answer = call.await;
+    let stats = &STORE_OPERATIONS[op as usize];
+    stats.seconds.observe(started.elapsed());
+    if answer.is_err() {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    answer
 }
 
 /// Grant answers of one scene by outcome: `granted`, `replayed`, or the refusal's code.

@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 
+use crate::metrics::{StoreOp, timed};
+
 mod embedded;
 pub mod nonces;
 mod packets;
@@ -305,10 +307,13 @@ impl Store {
         check: LedgerCheck,
     ) -> Result<GrantCommit, StoreError> {
         // The embedded store serves one host, whose limiter counts the user's window.
-        match self {
-            Store::Embedded(s) => s.commit_grant(record, limits, check).await,
-            Store::Redis(s) => s.commit_grant(record, limits, user_rate, check).await,
-        }
+        timed(StoreOp::Grant, async {
+            match self {
+                Store::Embedded(s) => s.commit_grant(record, limits, check).await,
+                Store::Redis(s) => s.commit_grant(record, limits, user_rate, check).await,
+            }
+        })
+        .await
     }
 
     /// Readies the stock figures this scene's plugins may ask for, before they run (see
@@ -336,7 +341,7 @@ impl Store {
     /// Takes up to `max` tokens from the crediting queue and marks them processing; tokens
     /// claimed earlier by a writer that did not finish are taken again.
     pub async fn claim_queue(&self, max: usize) -> Result<Vec<GrantRecord>, StoreError> {
-        dispatch!(self, s => s.claim_queue(max))
+        timed(StoreOp::Claim, async { dispatch!(self, s => s.claim_queue(max)) }).await
     }
 
     /// Marks the named tokens processing, returning those not yet credited.
@@ -347,7 +352,7 @@ impl Store {
     /// Marks the named tokens credited and takes them off the queue. Call only after the ledger
     /// has them.
     pub async fn complete(&self, keys: Vec<GrantKey>) -> Result<(), StoreError> {
-        dispatch!(self, s => s.complete(keys))
+        timed(StoreOp::Complete, async { dispatch!(self, s => s.complete(keys)) }).await
     }
 
     /// Stores a token a client kept, if the server no longer has it (see
@@ -388,7 +393,7 @@ impl Store {
 
     /// The stored grant with this order number.
     pub async fn lookup(&self, activity_id: &str, order_no: &str) -> Result<Option<GrantRecord>, StoreError> {
-        dispatch!(self, s => s.lookup(activity_id, order_no))
+        timed(StoreOp::Lookup, async { dispatch!(self, s => s.lookup(activity_id, order_no)) }).await
     }
 
     /// The user's tokens that are not yet credited, oldest first.
@@ -429,10 +434,13 @@ impl Store {
         now_ms: u64,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
-        match self {
-            Store::Embedded(store) => store.first_use_of_nonce(app_id, nonce, now_ms, ttl_ms),
-            Store::Redis(store) => store.first_use_of_nonce(app_id, nonce, ttl_ms).await,
-        }
+        timed(StoreOp::Nonce, async {
+            match self {
+                Store::Embedded(store) => store.first_use_of_nonce(app_id, nonce, now_ms, ttl_ms),
+                Store::Redis(store) => store.first_use_of_nonce(app_id, nonce, ttl_ms).await,
+            }
+        })
+        .await
     }
 
     /// How many tokens wait in the crediting queue (claimed or not).
@@ -460,7 +468,7 @@ impl Store {
     /// token, and replays of a retired order are answered from it. Returns how many were
     /// retired; fewer than `max` means none is due now.
     pub async fn retire_credited(&self, retain_ms: u64, max: usize) -> Result<usize, StoreError> {
-        dispatch!(self, s => s.retire_credited(retain_ms, max))
+        timed(StoreOp::Retire, async { dispatch!(self, s => s.retire_credited(retain_ms, max)) }).await
     }
 
     /// What the retired records of one activity add up to, per scene: reconciliation counts
