@@ -34,10 +34,10 @@ pub async fn render(app: &App) -> Result<String, StoreError> {
         page.sample("hongbao_forgery_watch_events_total", &[("event", event)], count as f64);
     }
     if let Some(figures) = process::read() {
-        page.gauge_once("process_cpu_seconds_total", "counter", "User and system CPU time.", figures.cpu_seconds);
-        page.gauge_once("process_resident_memory_bytes", "gauge", "Resident memory.", figures.resident_bytes as f64);
-        page.gauge_once("process_open_fds", "gauge", "Open file descriptors.", figures.open_fds as f64);
-        page.gauge_once("process_threads", "gauge", "Threads.", figures.threads as f64);
+        page.single("process_cpu_seconds_total", "counter", "User and system CPU time.", figures.cpu_seconds);
+        page.single("process_resident_memory_bytes", "gauge", "Resident memory.", figures.resident_bytes as f64);
+        page.single("process_open_fds", "gauge", "Open file descriptors.", figures.open_fds as f64);
+        page.single("process_threads", "gauge", "Threads.", figures.threads as f64);
     }
     Ok(page.text)
 }
@@ -64,42 +64,27 @@ fn grants(page: &mut Page, app: &App) {
 
 fn writer(page: &mut Page, app: &App, backlog: u64) {
     let stats = &app.writer.stats;
-    page.gauge_once(
-        "hongbao_crediting_backlog",
-        "gauge",
-        "Granted tokens not yet credited to the ledger.",
-        backlog as f64,
-    );
-    page.gauge_once(
-        "hongbao_credits_total",
-        "counter",
-        "Ledger entries this host's writer wrote.",
-        stats.applied.load(Relaxed) as f64,
-    );
-    page.gauge_once(
-        "hongbao_ledger_batches_total",
-        "counter",
-        "Credit batches committed.",
-        stats.batches.load(Relaxed) as f64,
-    );
-    page.gauge_once(
-        "hongbao_ledger_batch_errors_total",
-        "counter",
-        "Credit batches the ledger failed.",
-        stats.ledger_batch_errors.load(Relaxed) as f64,
-    );
-    page.gauge_once(
-        "hongbao_writer_step_failures_total",
-        "counter",
-        "Writer steps that failed and were retried.",
-        stats.failures.load(Relaxed) as f64,
-    );
-    page.gauge_once(
-        "hongbao_writer_parked_total",
-        "counter",
-        "Tokens the ledger refused, parked.",
-        stats.parked.load(Relaxed) as f64,
-    );
+    let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Relaxed) as f64;
+    for (name, kind, help, value) in [
+        ("hongbao_crediting_backlog", "gauge", "Granted tokens not yet credited to the ledger.", backlog as f64),
+        ("hongbao_credits_total", "counter", "Ledger entries this host's writer wrote.", count(&stats.applied)),
+        ("hongbao_ledger_batches_total", "counter", "Credit batches committed.", count(&stats.batches)),
+        (
+            "hongbao_ledger_batch_errors_total",
+            "counter",
+            "Credit batches the ledger failed.",
+            count(&stats.ledger_batch_errors),
+        ),
+        (
+            "hongbao_writer_step_failures_total",
+            "counter",
+            "Writer steps that failed and were retried.",
+            count(&stats.failures),
+        ),
+        ("hongbao_writer_parked_total", "counter", "Tokens the ledger refused, parked.", count(&stats.parked)),
+    ] {
+        page.single(name, kind, help, value);
+    }
     page.family("hongbao_ledger_batch_duration_seconds", "histogram", "Time of one credit batch in the ledger.");
     page.histogram("hongbao_ledger_batch_duration_seconds", &[], &stats.ledger_batch_seconds);
     page.family(
@@ -221,8 +206,8 @@ impl Page {
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
     }
 
-    /// A family of one sample without labels.
-    fn gauge_once(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+    /// A family of one sample without labels (a gauge or a counter).
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
         self.family(name, kind, help);
         self.sample(name, &[], value);
     }
