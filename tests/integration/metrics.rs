@@ -61,10 +61,13 @@ fn metrics_follow_the_grants(deployment: Deployment) {
     assert_eq!(status, 200, "{limited}");
     cents += limited["amount_cents"].as_i64().expect("cents");
 
-    // The writer credits in the background: the page follows until the backlog is empty.
+    // The writer credits in the background: the page follows until the backlog is empty and
+    // the writer has counted its batches (it counts them just after the queue lets them go).
     let settled = wait_for(Duration::from_secs(60), || {
         let now = page(&server);
-        (sample(&now, "hongbao_crediting_backlog", &[]) == Some(0.0)).then_some(now)
+        let drained = sample(&now, "hongbao_crediting_backlog", &[]) == Some(0.0);
+        let counted = sample(&now, "hongbao_credits_total", &[]).is_some_and(|credits| credits >= 16.0);
+        (drained && counted).then_some(now)
     });
     assert_eq!(grants(&settled, "rain", "granted"), 15.0, "{settled}");
     assert_eq!(grants(&settled, "rain", "replayed"), 1.0, "{settled}");
