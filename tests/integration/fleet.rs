@@ -312,7 +312,8 @@ fn three_hosts_share_a_hot_scene_and_survive_a_kill_9() {
     assert_eq!(pending_claims(&backends), 0, "claims left behind after the backlog drained");
     assert_credited_once(&first.addr, &answered);
 
-    // The cap: in no window of one second did the ledger commit more than the cap.
+    // The cap: in no window of one second did the ledger commit more than the cap, although each
+    // host's payment steward adapted on its own (the paused host's batches failed and it backed off).
     let times = credit_times_ms(&backends);
     assert_eq!(times.len() as u64, stock);
     let mut busiest = 0;

@@ -20,6 +20,7 @@ mod plugins;
 mod readme;
 mod reload;
 mod retention;
+mod steward;
 mod stock;
 mod support;
 mod wallet;

@@ -11,14 +11,14 @@ use crate::deployment::{Deployment, conformance};
 use crate::support::{Server, grant_body, wait_for};
 
 /// The metrics page as the admin reads it.
-fn page(server: &Server) -> String {
+pub fn page(server: &Server) -> String {
     let (status, body) = server.get("/metrics");
     assert_eq!(status, 200, "{body}");
     body.as_str().expect("a text page").to_owned()
 }
 
 /// The value of the sample `name` whose labels include every one of `labels`, if there is one.
-fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     page.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
         let (series, value) = line.rsplit_once(' ')?;
         let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));

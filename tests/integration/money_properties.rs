@@ -45,7 +45,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 async fn open(backends: &Backends, dir: &Path) -> Arc<App> {
-    let writer = WriterConfig { credits_per_second_max: None, batch_entries_max: 3 };
+    let writer = WriterConfig { credits_per_second_max: None, batch_entries_max: 3, adaptive: false };
     backends.open_app(&dir.join("scenes"), &dir.join("data"), writer, Arc::new(SystemClock)).await
 }
 

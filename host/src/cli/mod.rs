@@ -185,6 +185,11 @@ pub struct ServeOptions {
     /// Tokens per ledger batch [default: 512]
     #[arg(long, env = "HONGBAO_CREDIT_BATCH")]
     credit_batch: Option<usize>,
+    /// Credit at --credits-per-second whatever the ledger's health: no payment steward (it
+    /// lowers the writer's rate while ledger batches slow down or fail). For comparisons.
+    #[arg(long, env = "HONGBAO_FIXED_RATE")]
+    #[serde(default)]
+    fixed_rate: bool,
     /// Do not run the ledger writer on this host: it takes grants and serves wallets, and
     /// tokens wait until a host with a writer credits them (withdrawals still force-credit).
     #[arg(long, env = "HONGBAO_NO_WRITER")]
@@ -237,6 +242,7 @@ impl ServeOptions {
             data: self.data.or(file.data),
             credits_per_second: self.credits_per_second.or(file.credits_per_second),
             credit_batch: self.credit_batch.or(file.credit_batch),
+            fixed_rate: if given("fixed_rate") { self.fixed_rate } else { file.fixed_rate },
             no_writer: if given("no_writer") { self.no_writer } else { file.no_writer },
             store: self.store.or(file.store),
             ledger: self.ledger.or(file.ledger),
@@ -309,6 +315,7 @@ impl ServeOptions {
             writer: WriterConfig {
                 credits_per_second_max: (credits_per_second > 0).then_some(credits_per_second),
                 batch_entries_max: self.credit_batch.unwrap_or(WriterConfig::default().batch_entries_max),
+                adaptive: !self.fixed_rate,
             },
             writer_enabled: !self.no_writer,
             retain_credited_ms: retain_credited_s * 1000,
@@ -940,8 +947,8 @@ mod tests {
     #[test]
     fn bad_config_files_name_the_file_line_and_key() {
         let error = serve_with_file("store: redis://127.0.0.1:6379\ncredits_per_secnd: 5\n", &[]).err().unwrap();
-        let known = "listen, scenes, data, credits_per_second, credit_batch, no_writer, store, ledger, store_prefix, \
-                     store_shards, reclaim_after_ms, retain_credited_s";
+        let known = "listen, scenes, data, credits_per_second, credit_batch, fixed_rate, no_writer, store, ledger, \
+                     store_prefix, store_shards, reclaim_after_ms, retain_credited_s";
         assert_eq!(
             format!("{error:#}").split_once("hongbao.yaml").unwrap().1,
             format!(":2: unknown setting `credits_per_secnd` (known: {known})")

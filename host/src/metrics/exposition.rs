@@ -90,12 +90,20 @@ fn writer(page: &mut Page, app: &App, backlog: u64) {
     page.family(
         "hongbao_writer_limit_credits_per_second",
         "gauge",
-        "The writer's current limit and why it is there (cap: --credits-per-second; uncapped: +Inf).",
+        "The writer's current limit and why it is there: cap (--credits-per-second), uncapped (+Inf), adaptive (below the cap, climbing back) or backing_off (lowered by the payment steward within the last 5 s).",
     );
-    match app.writer.cap_per_second() {
-        Some(cap) => page.sample("hongbao_writer_limit_credits_per_second", &[("reason", "cap")], cap as f64),
-        None => page.sample("hongbao_writer_limit_credits_per_second", &[("reason", "uncapped")], f64::INFINITY),
-    }
+    let (limit, reason) = app.writer.limit();
+    page.sample(
+        "hongbao_writer_limit_credits_per_second",
+        &[("reason", reason.name())],
+        limit.map_or(f64::INFINITY, f64::round),
+    );
+    page.single(
+        "hongbao_writer_backoffs_total",
+        "counter",
+        "Times the payment steward lowered the writer's limit because ledger batches slowed down or failed.",
+        app.writer.backoffs() as f64,
+    );
 }
 
 fn store(page: &mut Page) {

@@ -1,17 +1,21 @@
 //! The throttled ledger writer: credits pending tokens to the ledger in batches, never faster
-//! than a configured number of credits per second.
+//! than a configured number of credits per second, and slower while the ledger struggles.
 //!
 //! One step: claim a batch from the front of the crediting queue (status 1 → 2), credit it to the
 //! ledger in one transaction, mark it credited (2 → 8). A crash between any two of these leaves
 //! tokens in processing; they stay at the front of the queue and the next step claims them
 //! again. The ledger knows each order number once, so crediting again changes nothing.
 //!
-//! The cap is a window of borrowed tokens: each credit borrows one, and gives it back exactly
-//! one second later. Unlike a refilling token bucket, whose capacity lets a burst exceed the rate
-//! in any one second, this guarantees that no window of one second ever holds more than the cap,
-//! while a steady stream still reaches the cap.
+//! - [`limiter`]: the cap, a one-second window no second of which ever holds more credits.
+//! - [`steward`]: the payment steward, which sets this host's window below the cap while the
+//!   ledger's batches take far longer than usual or fail, and lets it climb back after.
+//!
+//! On a shared (Redis) store every host also takes its credits from the fleet's window in Redis
+//! under the fleet cap, so the steward's lower limits never let the fleet exceed it.
 
-use std::collections::VecDeque;
+pub mod limiter;
+pub mod steward;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,6 +27,9 @@ use crate::clock::Clock;
 use crate::config::SceneRegistry;
 use crate::ledger::{Credit, CreditResult, Ledger, LedgerError};
 use crate::store::{CapTake, FleetCap, GrantKey, GrantRecord, Store, StoreError};
+
+pub use limiter::CreditLimiter;
+pub use steward::{LimitReason, Steward};
 
 /// The most tokens credited in one ledger transaction: large enough to amortise the commit,
 /// small enough that one batch holds the limiter's window only briefly.
@@ -47,76 +54,14 @@ pub struct WriterConfig {
     pub credits_per_second_max: Option<u64>,
     /// Tokens per ledger transaction.
     pub batch_entries_max: usize,
+    /// Whether the payment steward adapts the rate to the ledger's health ([`steward`]);
+    /// `false` credits at the cap whatever the ledger does (`serve --fixed-rate`).
+    pub adaptive: bool,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig { credits_per_second_max: None, batch_entries_max: CREDIT_BATCH_ENTRIES_MAX }
-    }
-}
-
-/// The window length of the cap.
-const WINDOW_MS: u64 = 1_000;
-
-/// Counts credits over the last second.
-#[derive(Debug)]
-pub struct CreditLimiter {
-    cap: Option<u64>,
-    /// (time, credits) of recent batches; at most one entry per batch in the last second, so
-    /// at most `cap` entries.
-    recent: VecDeque<(u64, u64)>,
-    in_window: u64,
-}
-
-impl CreditLimiter {
-    /// A limiter allowing `cap` credits in any one second (`None`: unlimited).
-    pub fn new(cap: Option<u64>) -> CreditLimiter {
-        CreditLimiter { cap, recent: VecDeque::new(), in_window: 0 }
-    }
-
-    /// The cap (`None`: unlimited).
-    pub fn cap(&self) -> Option<u64> {
-        self.cap
-    }
-
-    fn forget_before(&mut self, now_ms: u64) {
-        while let Some(&(time_ms, count)) = self.recent.front() {
-            if time_ms + WINDOW_MS > now_ms {
-                break;
-            }
-            self.recent.pop_front();
-            self.in_window -= count;
-        }
-    }
-
-    /// How many credits may start now.
-    pub fn allowance(&mut self, now_ms: u64) -> u64 {
-        let Some(cap) = self.cap else { return u64::MAX };
-        self.forget_before(now_ms);
-        cap.saturating_sub(self.in_window)
-    }
-
-    /// Records `count` credits made at `now_ms`.
-    pub fn record(&mut self, now_ms: u64, count: u64) {
-        if self.cap.is_none() || count == 0 {
-            return;
-        }
-        self.forget_before(now_ms);
-        self.recent.push_back((now_ms, count));
-        self.in_window += count;
-    }
-
-    /// Moves the newest batch's stamp to `commit_ms`, when the ledger committed it: the cap bounds
-    /// credits by when they reach the ledger, so a slow batch cannot bunch up with the next one.
-    pub fn restamp_last(&mut self, commit_ms: u64) {
-        if let Some(last) = self.recent.back_mut() {
-            last.0 = last.0.max(commit_ms);
-        }
-    }
-
-    /// Milliseconds until some allowance comes back.
-    pub fn wait_ms(&self, now_ms: u64) -> u64 {
-        self.recent.front().map_or(0, |&(time_ms, _)| (time_ms + WINDOW_MS).saturating_sub(now_ms))
+        WriterConfig { credits_per_second_max: None, batch_entries_max: CREDIT_BATCH_ENTRIES_MAX, adaptive: true }
     }
 }
 
@@ -164,10 +109,10 @@ pub struct WriterStats {
     pub ledger_batch_errors: AtomicU64,
 }
 
-/// The credits-per-second cap: this host's window over the embedded store, the fleet's window
-/// in Redis over the shared store (every host's writer draws from it).
+/// Where the cap is kept: in this host's window alone over the embedded store, and also in the
+/// fleet's window in Redis over the shared store (every host's writer draws from it).
 enum CreditCap {
-    Local(Mutex<CreditLimiter>),
+    Local,
     Fleet { cap: u64, window: FleetCap },
 }
 
@@ -177,6 +122,9 @@ pub struct LedgerWriter {
     ledger: Ledger,
     clock: Arc<dyn Clock>,
     cap: CreditCap,
+    /// This host's window, at the steward's limit (which is the cap unless the ledger struggles).
+    window: Mutex<CreditLimiter>,
+    steward: Mutex<Steward>,
     batch_entries_max: usize,
     /// The scenes, for their compensation plugins; `None` when built without them.
     scenes: Option<Arc<SceneRegistry>>,
@@ -191,13 +139,15 @@ impl LedgerWriter {
     pub fn new(store: Store, ledger: Ledger, clock: Arc<dyn Clock>, config: WriterConfig) -> LedgerWriter {
         let cap = match (store.fleet_cap(), config.credits_per_second_max) {
             (Some(window), Some(cap)) => CreditCap::Fleet { cap, window },
-            _ => CreditCap::Local(Mutex::new(CreditLimiter::new(config.credits_per_second_max))),
+            _ => CreditCap::Local,
         };
         LedgerWriter {
             store,
             ledger,
             clock,
             cap,
+            window: Mutex::new(CreditLimiter::new(config.credits_per_second_max)),
+            steward: Mutex::new(Steward::new(config.credits_per_second_max, config.adaptive)),
             batch_entries_max: config.batch_entries_max.max(1),
             scenes: None,
             retries: RefusalRetries::default(),
@@ -209,8 +159,19 @@ impl LedgerWriter {
     pub fn cap_per_second(&self) -> Option<u64> {
         match &self.cap {
             CreditCap::Fleet { cap, .. } => Some(*cap),
-            CreditCap::Local(limiter) => limiter.lock().cap(),
+            CreditCap::Local => self.window.lock().cap(),
         }
+    }
+
+    /// The limit it credits under now (`None`: none) and why it is there.
+    pub fn limit(&self) -> (Option<f64>, LimitReason) {
+        let steward = self.steward.lock();
+        (steward.limit_per_s(), steward.reason(self.clock.monotonic_ms()))
+    }
+
+    /// How many times the steward has lowered the limit since start.
+    pub fn backoffs(&self) -> u64 {
+        self.steward.lock().backoffs()
     }
 
     /// The writer, asking the scenes' compensation plugins about tokens the ledger refuses.
@@ -239,31 +200,33 @@ impl LedgerWriter {
         Ok(())
     }
 
-    /// Credits one batch from the front of the queue, as far as the cap allows now.
+    /// Credits one batch from the front of the queue, as far as the cap and the steward allow
+    /// now.
     pub async fn step(&self) -> Result<StepReport, WriterError> {
         self.requeue_due().await?;
+        let now_ms = self.clock.monotonic_ms();
+        let allowance = {
+            let mut window = self.window.lock();
+            window.set_cap(self.steward.lock().limit_whole());
+            let allowance = window.allowance(now_ms);
+            if allowance == 0 {
+                let wait_ms = window.wait_ms(now_ms).max(1);
+                return Ok(StepReport { throttled_ms: Some(wait_ms), ..StepReport::default() });
+            }
+            allowance
+        };
+        let want = (self.batch_entries_max as u64).min(allowance);
         match &self.cap {
-            CreditCap::Local(limiter) => {
-                let now_ms = self.clock.monotonic_ms();
-                let allowance = {
-                    let mut limiter = limiter.lock();
-                    let allowance = limiter.allowance(now_ms);
-                    if allowance == 0 {
-                        let wait_ms = limiter.wait_ms(now_ms).max(1);
-                        return Ok(StepReport { throttled_ms: Some(wait_ms), ..StepReport::default() });
-                    }
-                    allowance
-                };
-                let max = (self.batch_entries_max as u64).min(allowance) as usize;
-                let claimed = self.store.claim_queue(max).await?;
+            CreditCap::Local => {
+                let claimed = self.store.claim_queue(want as usize).await?;
                 if claimed.is_empty() {
                     return Ok(StepReport::default());
                 }
                 // Reserve the allowance now; the stamp moves to the ledger's commit time below.
-                limiter.lock().record(now_ms, claimed.len() as u64);
+                self.window.lock().record(now_ms, claimed.len() as u64);
                 let claimed_count = claimed.len();
                 let outcome = self.credit_claimed(claimed).await;
-                limiter.lock().restamp_last(self.clock.monotonic_ms());
+                self.window.lock().restamp_last(self.clock.monotonic_ms());
                 Ok(StepReport { claimed: claimed_count, applied: outcome?, throttled_ms: None })
             }
             CreditCap::Fleet { cap, window } => {
@@ -271,7 +234,7 @@ impl LedgerWriter {
                 if self.store.queue_len().await? == 0 {
                     return Ok(StepReport::default());
                 }
-                let (taken, ticket) = match window.take(*cap, self.batch_entries_max as u64).await? {
+                let (taken, ticket) = match window.take(*cap, want).await? {
                     CapTake::Wait { wait_ms } => {
                         return Ok(StepReport { throttled_ms: Some(wait_ms), ..StepReport::default() });
                     }
@@ -285,6 +248,7 @@ impl LedgerWriter {
                     }
                 };
                 let claimed_count = claimed.len();
+                self.window.lock().record(now_ms, claimed_count as u64);
                 let outcome = self.credit_claimed(claimed).await;
                 // Counted at the ledger's commit; a failed batch still counts (it may have
                 // committed before the answer was lost).
@@ -360,9 +324,15 @@ impl LedgerWriter {
             .collect();
         let started = std::time::Instant::now();
         let results = self.ledger.credit_batch(credits).await;
-        self.stats.ledger_batch_seconds.observe(started.elapsed());
-        if results.is_err() {
-            self.stats.ledger_batch_errors.fetch_add(1, Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        self.stats.ledger_batch_seconds.observe(elapsed);
+        let now_ms = self.clock.monotonic_ms();
+        match &results {
+            Ok(_) => self.steward.lock().observe(now_ms, claimed.len(), elapsed.as_secs_f64() * 1_000.0),
+            Err(_) => {
+                self.stats.ledger_batch_errors.fetch_add(1, Ordering::Relaxed);
+                self.steward.lock().observe_error(now_ms);
+            }
         }
         let results = results?;
         let mut done = Vec::with_capacity(claimed.len());
@@ -449,37 +419,5 @@ impl LedgerWriter {
                 _ = shutdown.changed() => {}
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Proves the limiter never lets any one-second window hold more than the cap, whatever the
-    // spacing of the requests, and still reaches the cap in a steady stream.
-    #[test]
-    fn limiter_holds_every_window_to_the_cap() {
-        let cap = 100;
-        let mut limiter = CreditLimiter::new(Some(cap));
-        let mut granted = Vec::new();
-        let mut now = 0u64;
-        let mut rng = fastrand::Rng::with_seed(7);
-        while now < 10_000 {
-            let want = rng.u64(1..40);
-            let take = want.min(limiter.allowance(now));
-            limiter.record(now, take);
-            if take > 0 {
-                granted.push((now, take));
-            }
-            now += rng.u64(0..30);
-        }
-        for (start, _) in &granted {
-            let in_window: u64 =
-                granted.iter().filter(|(t, _)| *t >= *start && *t < start + WINDOW_MS).map(|(_, n)| n).sum();
-            assert!(in_window <= cap, "{in_window} credits in the second from {start}");
-        }
-        let total: u64 = granted.iter().map(|(_, n)| n).sum();
-        assert!(total >= cap * 9, "steady demand reached only {total} in 10 s");
     }
 }
