@@ -14,9 +14,30 @@ run *ARGS: plugins
     @echo "signed requests: target/debug/hongbao call POST /v1/grants '{…}'   (README: A tour)"
     cargo run -p hongbao-host --bin hongbao -- serve --scenes scenes --data data {{ARGS}}
 
-# Every test: unit tests, the scene validation cases, and the black-box suite against the real binary.
-test: plugins
+# Every test: unit tests, the scene validation cases, and the black-box suite against the real binary
+# (the dashboard's in headless Chromium among them).
+test: plugins _browser
     cargo test --workspace --no-fail-fast
+
+# The dashboard test's browser: Debian's Chromium (installed with apt-get when missing) driven by
+# playwright-core, installed from tests/browser/package-lock.json into target/browser-deps.
+_browser:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        else
+            echo "the dashboard test needs Debian's Chromium: sudo apt-get install chromium"; exit 1
+        fi
+    fi
+    command -v npm >/dev/null || { echo "the dashboard test needs Node.js and npm: apt-get install nodejs npm"; exit 1; }
+    deps=target/browser-deps
+    if ! cmp -s tests/browser/package-lock.json "$deps/package-lock.json" || [ ! -d "$deps/node_modules/playwright-core" ]; then
+        mkdir -p "$deps"
+        cp tests/browser/package.json tests/browser/package-lock.json "$deps/"
+        npm ci --prefix "$deps" --no-audit --no-fund --silent
+    fi
 
 # Check the example campaign.
 validate: plugins

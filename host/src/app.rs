@@ -95,6 +95,8 @@ pub struct App {
     pub retain_credited_ms: u64,
     /// The grant path's counters for `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// The dashboard's samples of the figures.
+    pub dashboard: crate::dashboard::Dashboard,
 }
 
 impl App {
@@ -152,6 +154,7 @@ impl App {
             sync_credit: config.sync_credit,
             retain_credited_ms: config.retain_credited_ms,
             metrics: crate::metrics::Metrics::default(),
+            dashboard: crate::dashboard::Dashboard::default(),
         });
         app.fund_activities().await.context("funding the activities' budget accounts")?;
         Ok(app)
@@ -188,6 +191,7 @@ impl App {
         self.spawn_credentials_watch();
         tokio::spawn(crate::packet::refund::run(self.clone(), shutdown.clone()));
         tokio::spawn(crate::retention::run(self.clone(), shutdown.clone()));
+        tokio::spawn(crate::dashboard::run(self.clone(), shutdown.clone()));
         let app = self.clone();
         let mut shutdown = shutdown;
         tokio::spawn(async move {

@@ -44,7 +44,8 @@
 //! - [`metrics`]: `GET /metrics` — the grant path's counters and histograms, and the page in
 //!   the Prometheus text format (`exposition`, which also reads the writer's, plugins', forgery
 //!   watch's and the `process`'s own figures); [`memory`]: the allocator's arenas and trim;
-//!   [`retention`]: credited records leaving the hot store.
+//!   [`retention`]: credited records leaving the hot store; [`dashboard`]: `GET /dashboard`, a
+//!   live page for operators, and the figures it polls, sampled once a second.
 //! - [`bench`]: the rain load generator, its yardsticks and the benchmark suite.
 //!
 //! # Data flow
@@ -66,6 +67,7 @@ pub mod capability;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod failpoint;
 pub mod grant;
 pub mod identity;

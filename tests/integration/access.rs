@@ -24,6 +24,8 @@ fn guarded_routes() -> Vec<(&'static str, String, Value)> {
         ("GET", "/v1/scenes".into(), Value::Null),
         ("GET", "/v1/plugins".into(), Value::Null),
         ("GET", "/metrics".into(), Value::Null),
+        ("GET", "/dashboard".into(), Value::Null),
+        ("GET", "/dashboard/data".into(), Value::Null),
         ("GET", "/v1/activities/test-campaign/reconciliation".into(), Value::Null),
         ("POST", "/v1/activities/test-campaign/reconciliation:repair".into(), json!({})),
     ]
@@ -135,7 +137,8 @@ fn altered_or_replayed_signatures_are_refused(deployment: Deployment) {
             "unknown app",
         ),
         ("malformed", "HONGBAO-HMAC-SHA256 app_id=1128".to_owned(), "/v1/grants", body.clone(), "malformed"),
-        ("other scheme", "Basic dXNlcjpwYXNz".to_owned(), "/v1/grants", body.clone(), "malformed"),
+        ("other scheme", "Digest username=\"user\"".to_owned(), "/v1/grants", body.clone(), "malformed"),
+        ("Basic on an app route", "Basic dXNlcjpwYXNz".to_owned(), "/v1/grants", body.clone(), "only the dashboard"),
     ];
     for (what, header, path, sent_body, says) in cases {
         let answer = send(header, path, &sent_body);
@@ -265,7 +268,14 @@ fn sessions_act_for_one_user_with_their_scopes(deployment: Deployment) {
 fn admin_routes_refuse_apps_and_sessions() {
     let server = Server::start(&[]);
     let session = mint_session(&server, 6401, &["wallet:read", "wallet:withdraw", "tokens:restore"], 600);
-    for path in ["/v1/scenes", "/v1/plugins", "/metrics", "/v1/activities/test-campaign/reconciliation"] {
+    for path in [
+        "/v1/scenes",
+        "/v1/plugins",
+        "/metrics",
+        "/dashboard",
+        "/dashboard/data",
+        "/v1/activities/test-campaign/reconciliation",
+    ] {
         let admin = request_as(
             &server.addr,
             &Auth::Header(format!("Bearer {TEST_ADMIN_TOKEN}")),

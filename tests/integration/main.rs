@@ -7,6 +7,7 @@ mod access;
 mod backends;
 mod cli;
 mod crash;
+mod dashboard;
 mod degraded;
 mod deployment;
 mod fleet;

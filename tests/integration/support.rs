@@ -298,7 +298,7 @@ fn default_authorization(method: &str, path: &str, body: Option<&Value>, payload
     }
     let packet_refund =
         route.starts_with("/v1/packets/") && (route.ends_with("/refund") || route.ends_with("/reconciliation"));
-    if matches!(route, "/v1/scenes" | "/v1/plugins" | "/v1/security" | "/metrics")
+    if matches!(route, "/v1/scenes" | "/v1/plugins" | "/v1/security" | "/metrics" | "/dashboard" | "/dashboard/data")
         || route.starts_with("/v1/activities/")
         || packet_refund
     {

@@ -35,6 +35,17 @@ use crate::store::{Store, StoreError};
 /// a revoked key stops working within this long, everywhere.
 pub const APPS_RELOAD_INTERVAL: Duration = Duration::from_millis(500);
 
+/// What of a request its signature covers.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestParts<'r> {
+    /// `GET`, `POST`, …
+    pub method: &'r str,
+    /// The path with its query, as sent.
+    pub path_and_query: &'r str,
+    /// The body's bytes.
+    pub body: &'r [u8],
+}
+
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -155,19 +166,34 @@ impl Access {
 
     /// Who sent a request with this `Authorization` header, method, path and query, and body.
     /// A signed request's nonce is spent only once its signature checked, so nobody can burn
-    /// another app's nonces.
+    /// another app's nonces. `basic_admin`: the route takes the admin credential as HTTP Basic
+    /// (the dashboard's read-only routes, for browsers).
     pub async fn authenticate(
         &self,
         store: &Store,
         header: Option<&str>,
-        method: &str,
-        path_and_query: &str,
-        body: &[u8],
+        request: RequestParts<'_>,
         now_ms: u64,
+        basic_admin: bool,
     ) -> Result<Caller, AccessError> {
+        let RequestParts { method, path_and_query, body } = request;
         let Some(header) = header else { return Ok(Caller::Anonymous) };
         match Authorization::parse(header)? {
             Authorization::Bearer(credential) => self.bearer(&credential, now_ms),
+            Authorization::Basic { user, password } => {
+                // Browsers send Basic credentials they remember on their own, also for requests
+                // another site makes them send: only read-only routes take them, so such a
+                // request can move nothing, and its answer stays with the browser.
+                if !basic_admin {
+                    return Err(AuthError::BadBasic("only the dashboard takes Basic credentials".into()).into());
+                }
+                if user == signature::BASIC_ADMIN_USER && self.admin.matches(&password) {
+                    Ok(Caller::Admin)
+                } else {
+                    Err(AuthError::BadBasic(format!("not `{}` with the admin credential", signature::BASIC_ADMIN_USER))
+                        .into())
+                }
+            }
             Authorization::Signed(signed) => {
                 let apps = self.apps.load_full();
                 let unknown = || AuthError::UnknownKey { app_id: signed.app_id, key_id: signed.key_id.clone() };

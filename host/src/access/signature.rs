@@ -40,7 +40,18 @@ pub enum Authorization {
     Signed(SignedHeader),
     /// `Bearer TOKEN`: a user session or the admin credential.
     Bearer(String),
+    /// `Basic base64(USER:PASSWORD)`: the admin credential as a browser sends it (user
+    /// [`BASIC_ADMIN_USER`], the credential as the password), accepted only where a route says so.
+    Basic {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: String,
+    },
 }
+
+/// The user name a browser gives with the admin credential as its Basic password.
+pub const BASIC_ADMIN_USER: &str = "admin";
 
 /// The fields of a `HONGBAO-HMAC-SHA256` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +106,9 @@ pub enum AuthError {
     /// The session has expired.
     #[error("session expired")]
     Expired,
+    /// Basic credentials where a route does not take them, or not the admin's.
+    #[error("invalid Basic credentials: {0}")]
+    BadBasic(String),
 }
 
 impl Authorization {
@@ -111,6 +125,16 @@ impl Authorization {
                 return malformed("empty bearer credential");
             }
             return Ok(Authorization::Bearer(token.to_owned()));
+        }
+        if scheme.eq_ignore_ascii_case("Basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            let Some((user, password)) = decoded.as_deref().and_then(|text| text.split_once(':')) else {
+                return malformed("Basic credentials must be base64 of `user:password`");
+            };
+            return Ok(Authorization::Basic { user: user.to_owned(), password: password.to_owned() });
         }
         if scheme != SCHEME {
             return malformed("expected `HONGBAO-HMAC-SHA256 …` or `Bearer …`");

@@ -16,7 +16,7 @@ use super::{ApiError, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX, body, name
 use crate::access::apps::AppEntry;
 use crate::access::session::{SESSION_TTL_S_MAX, Scope};
 use crate::access::signature::AuthError;
-use crate::access::{self, AccessError, Caller, Need};
+use crate::access::{self, AccessError, Caller, Need, RequestParts};
 use crate::app::App;
 use crate::capability::reconciliation;
 use crate::issuer::TokenError;
@@ -32,10 +32,18 @@ type Answer = Result<Response<Full<Bytes>>, ApiError>;
 pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let id = request_id::of(request.headers());
     let span = tracing::info_span!("request", id = %id);
+    let on_dashboard = request.uri().path().starts_with("/dashboard");
     let mut response = match route(app, request).instrument(span).await {
         Ok(response) => response,
         Err(error) => respond(error.status, &error),
     };
+    // A browser asks its user for the admin credential when told which scheme to use.
+    if on_dashboard && response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"hongbao dashboard\", charset=\"UTF-8\""),
+        );
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(request_id::HEADER, value);
     }
@@ -48,6 +56,23 @@ fn respond(status: u16, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(bytes)))
+        .expect("static headers are valid")
+}
+
+/// `GET /dashboard`: the page, which runs only its own inline script and style, talks only to
+/// this host, and may not be framed by another site.
+fn dashboard_page() -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/html; charset=utf-8")
+        .header("cache-control", "no-store")
+        .header("x-content-type-options", "nosniff")
+        .header(
+            "content-security-policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        )
+        .body(Full::new(Bytes::from_static(crate::dashboard::PAGE.as_bytes())))
         .expect("static headers are valid")
 }
 
@@ -90,6 +115,8 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 enum Endpoint<'p> {
     Health,
     Metrics,
+    Dashboard,
+    DashboardData,
     Keys,
     Verify,
     Grant,
@@ -124,6 +151,8 @@ impl<'p> Endpoint<'p> {
         let endpoint = match (method, segments.as_slice()) {
             (&Method::GET, ["healthz"]) => Endpoint::Health,
             (&Method::GET, ["metrics"]) => Endpoint::Metrics,
+            (&Method::GET, ["dashboard"]) => Endpoint::Dashboard,
+            (&Method::GET, ["dashboard", "data"]) => Endpoint::DashboardData,
             (&Method::GET, ["v1", "keys"]) => Endpoint::Keys,
             (&Method::POST, ["v1", "tokens:verify"]) => Endpoint::Verify,
             (&Method::POST, ["v1", "grants"]) => Endpoint::Grant,
@@ -156,7 +185,8 @@ impl<'p> Endpoint<'p> {
             }
             (
                 _,
-                ["healthz" | "metrics"]
+                ["healthz" | "metrics" | "dashboard"]
+                | ["dashboard", "data"]
                 | [
                     "v1",
                     "scenes" | "keys" | "tokens:verify" | "grants" | "grants:batch" | "sessions" | "identities"
@@ -187,6 +217,8 @@ impl<'p> Endpoint<'p> {
             Endpoint::Packet(_) => Need::AppOrSession { scope: Scope::WalletRead },
             Endpoint::PacketGrab(_) => Need::AppOrSession { scope: Scope::PacketsGrab },
             Endpoint::Metrics
+            | Endpoint::Dashboard
+            | Endpoint::DashboardData
             | Endpoint::Scenes
             | Endpoint::Plugins
             | Endpoint::Security
@@ -195,6 +227,12 @@ impl<'p> Endpoint<'p> {
             | Endpoint::PacketBooks(_)
             | Endpoint::Repair(_) => Need::Admin,
         }
+    }
+
+    /// Whether it takes the admin credential as HTTP Basic, as a browser sends it: the
+    /// dashboard's read-only routes only (see [`access::Access::authenticate`]).
+    fn takes_basic_admin(self) -> bool {
+        matches!(self, Endpoint::Dashboard | Endpoint::DashboardData)
     }
 
     /// The largest body it reads; GET routes read none (and sign an empty one).
@@ -309,8 +347,9 @@ async fn admit(app: &App, endpoint: Endpoint<'_>, request: Request<Incoming>) ->
         let header = parts.headers.get(hyper::header::AUTHORIZATION).map(|value| value.to_str());
         let header = header.transpose().map_err(|_| AuthError::Malformed("not ASCII".into()))?;
         let path_and_query = parts.uri.path_and_query().map_or("/", |value| value.as_str());
-        let method = parts.method.as_str();
-        app.access.authenticate(&app.store, header, method, path_and_query, &body, app.clock.now_ms()).await?
+        let request = RequestParts { method: parts.method.as_str(), path_and_query, body: &body };
+        let basic = endpoint.takes_basic_admin();
+        app.access.authenticate(&app.store, header, request, app.clock.now_ms(), basic).await?
     };
     access::authorize(&caller, need)?;
     Ok(Admitted {
@@ -336,6 +375,8 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
                 .body(Full::new(Bytes::from(page)))
                 .expect("static headers are valid"))
         }
+        Endpoint::Dashboard => Ok(dashboard_page()),
+        Endpoint::DashboardData => ok(&app.dashboard.data(app).await?),
         Endpoint::Keys => ok(&json!({ "keys": app.issuer.public_keys() })),
         Endpoint::Verify => {
             let body: VerifyBody = admitted.json()?;

@@ -182,6 +182,17 @@ impl Metrics {
         }
     }
 
+    /// Grant answers by outcome over every scene, those that do not exist included.
+    pub fn outcome_totals(&self) -> BTreeMap<&'static str, u64> {
+        let mut totals = BTreeMap::new();
+        for (_, _, outcomes) in self.scene_snapshots() {
+            for (outcome, count) in outcomes {
+                *totals.entry(outcome).or_default() += count;
+            }
+        }
+        totals
+    }
+
     /// Every scene's counters, by activity and scene.
     fn scene_snapshots(&self) -> Vec<(String, String, BTreeMap<&'static str, u64>)> {
         let scenes = self.scenes.read();

@@ -90,7 +90,7 @@ const RATE_WINDOW_MS: u64 = 1_000;
 const RATE_SAMPLES_MAX: usize = 4_096;
 
 /// Why the limit is where it is: the `reason` label of `hongbao_writer_limit_credits_per_second`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitReason {
     /// At `--credits-per-second`.

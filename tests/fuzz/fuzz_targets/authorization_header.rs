@@ -35,6 +35,10 @@ fn header(data: &[u8]) {
         Ok(Authorization::Bearer(credential)) => {
             let _ = SessionKey::new(SESSION_KEY).check(&credential, NOW_MS);
         }
+        Ok(Authorization::Basic { user, password }) => {
+            assert!(!user.contains(':'), "the user name ends at the first colon");
+            let _ = password.len();
+        }
         Err(error) => {
             let _ = error.to_string();
         }
