@@ -39,6 +39,44 @@ _browser:
         npm ci --prefix "$deps" --no-audit --no-fund --silent
     fi
 
+# The API against its own OpenAPI document: schemathesis (PyPI, installed into
+# target/schemathesis-venv) calls every operation of a live host serving the example campaign
+# (whose names the document's examples use) EXAMPLES times per phase, each
+# request signed as its operation's `security` says (tests/schemathesis/hooks.py), and fails on
+# any server error and any answer the document does not describe (status, content type, body).
+api-check EXAMPLES="20": plugins _schemathesis
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -q -p hongbao-host --bin hongbao
+    dir=$(mktemp -d)
+    trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
+    credential=$(target/debug/hongbao apps add 1128 --activities '*' --name schemathesis --data "$dir/data" 2>/dev/null)
+    export HB_APP_ID=1128
+    export HB_KEY_ID=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key_id"])' "$credential")
+    export HB_APP_SECRET=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$credential")
+    HONGBAO_LOG=error target/debug/hongbao serve --listen 127.0.0.1:0 --scenes scenes --data "$dir/data" > "$dir/serve.out" &
+    pid=$!
+    for _ in $(seq 600); do grep -q 'http://' "$dir/serve.out" 2>/dev/null && break; sleep 0.1; done
+    addr=$(grep -o 'http://[0-9.:]*' "$dir/serve.out" | head -1)
+    [ -n "$addr" ] || { echo "api-check: the host did not start"; exit 1; }
+    export HB_ADMIN_TOKEN=$(cat "$dir/data/keys/admin.token")
+    SCHEMATHESIS_HOOKS=tests/schemathesis/hooks.py target/schemathesis-venv/bin/st \
+        --config-file tests/schemathesis/schemathesis.toml run "$addr/v1/openapi.json" \
+        --max-examples {{EXAMPLES}} --workers 1 --phases examples,coverage,fuzzing \
+        --exclude-checks use_after_free,ensure_resource_availability,object_level_authorization
+
+_schemathesis:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    venv=target/schemathesis-venv
+    if ! cmp -s tests/schemathesis/requirements.txt "$venv/requirements.txt"; then
+        command -v python3 >/dev/null || { echo "api-check needs Python 3: apt-get install python3 python3-venv"; exit 1; }
+        rm -rf "$venv"
+        python3 -m venv "$venv" || { echo "api-check needs Python's venv module: apt-get install python3-venv"; exit 1; }
+        "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/schemathesis/requirements.txt
+        cp tests/schemathesis/requirements.txt "$venv/requirements.txt"
+    fi
+
 # Check the example campaign.
 validate: plugins
     cargo run -q -p hongbao-host --bin hongbao -- scenes validate scenes

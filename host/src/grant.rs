@@ -51,7 +51,7 @@ pub struct GrantRequest {
 }
 
 /// The answer to a grant.
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, PartialEq, utoipa::ToSchema)]
 pub struct GrantResponse {
     /// The idempotency key.
     pub order_no: String,

@@ -18,7 +18,7 @@ pub struct StockLimits {
 }
 
 /// Used units of a scene's or an activity's stock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct StockUsed {
     /// Grants made.
     pub count: u64,

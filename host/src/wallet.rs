@@ -91,7 +91,7 @@ impl From<WriterError> for WalletError {
 }
 
 /// `GET /v1/wallets/{act_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct WalletSummary {
     /// The user.
     pub act_id: i64,
@@ -147,7 +147,7 @@ fn whole_summary(
 }
 
 /// One line of the wallet flow.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FlowItem {
     /// Stable id: `rp/{activity}/{order_no}`, `wd/{act_id}/{request_id}`, `ps/{packet_id}` or
     /// `pr/{packet_id}`.
@@ -173,7 +173,7 @@ pub struct FlowItem {
 }
 
 /// One page of the flow.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FlowPage {
     /// Newest first.
     pub items: Vec<FlowItem>,
@@ -291,17 +291,20 @@ fn page_of(mut items: Vec<FlowItem>, limit: usize) -> FlowPage {
 }
 
 /// `POST /v1/wallets/{act_id}/withdrawals`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"request_id": "w-0001", "amount_cents": 100}))]
 pub struct WithdrawalBody {
     /// The client's idempotency key: `[A-Za-z0-9._:-]{1,128}`.
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     pub request_id: String,
     /// Cents to withdraw.
+    #[schema(minimum = 1)]
     pub amount_cents: i64,
 }
 
 /// The answer to a withdrawal.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct WithdrawalAnswer {
     /// The request id.
     pub request_id: String,
@@ -350,15 +353,16 @@ pub async fn withdraw(app: &App, act_id: i64, body: WithdrawalBody) -> Result<Wi
 }
 
 /// `POST /v1/wallets/{act_id}/tokens:restore`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreBody {
-    /// Tokens as the client holds them.
+    /// Tokens as the client holds them, at most 256.
+    #[schema(max_items = 256)]
     pub tokens: Vec<String>,
 }
 
 /// What happened to one restored token.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RestoreItem {
     /// The token's order number, when it could be read.
     pub order_no: Option<String>,

@@ -26,7 +26,7 @@ pub const SESSION_PREFIX: &str = "hbs_";
 const SESSION_BYTES_MAX: usize = 512;
 
 /// What a session may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub enum Scope {
     /// Read the wallet and its flow.
     #[serde(rename = "wallet:read")]

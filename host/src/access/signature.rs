@@ -289,7 +289,9 @@ mod tests {
         let good = "app_id=1,key_id=k,timestamp=1,nonce=abcdefghijklmnop,signature=abc";
         assert!(Authorization::parse(&format!("{SCHEME} {good}")).is_ok());
         for (header, says) in [
-            ("Basic abc", "expected"),
+            ("Digest abc", "expected"),
+            ("Basic abc", "base64 of `user:password`"),
+            ("Basic dXNlcg", "base64 of `user:password`"),
             ("Bearer ", "empty"),
             (
                 &format!("{SCHEME} app_id=1,key_id=k,timestamp=1,nonce=abcdefghijklmnop") as &str,

@@ -11,8 +11,43 @@ use crate::identity::IdentityError;
 use crate::store::{StockOut, StoreError};
 use crate::wallet::WalletError;
 
+/// Every code an error answer carries, with what it means: the OpenAPI document's enum of
+/// `code`, and (checked when an error is made, in debug builds) the only codes there are.
+pub const ERROR_CODES: [(&str, &str); 30] = [
+    ("bad_request", "a field, the path or the query is not of its domain"),
+    ("not_found", "no route for the path"),
+    ("method_not_allowed", "the path is served with other methods (see `Allow`)"),
+    ("request_timeout", "the body did not arrive in time"),
+    ("body_too_large", "the body is over the route's bound"),
+    ("unsupported_media_type", "the body is not `application/json`"),
+    ("unauthenticated", "no credential, or one that does not hold"),
+    ("forbidden", "the credential may not call this route, or act for this user"),
+    ("unavailable", "a backend did not answer; nothing was changed, try again"),
+    ("award_type_mismatch", "the award type is not the scene's"),
+    ("amount_not_allowed", "the scene decides the amount; the request may not"),
+    ("amount_required", "the scene's amount comes from the request, which gave none"),
+    ("amount_out_of_range", "the requested amount is outside the scene's range"),
+    ("app_not_allowed", "the app may not grant in this activity or scene"),
+    ("unknown_activity", "no such activity is served"),
+    ("unknown_scene", "no such scene in the activity"),
+    ("budget_exhausted", "the activity's budget is spent"),
+    ("out_of_stock", "the scene's stock or budget is spent"),
+    ("rate_limited", "the scene's rate limit"),
+    ("user_rate_limited", "the user's rate limit in the scene"),
+    ("plugin_failed", "the scene's plugin failed and its policy is to fail closed"),
+    ("insufficient_balance", "the wallet holds less than asked"),
+    ("request_id_conflict", "the request id was used for a different request"),
+    ("too_many_pending", "the user holds more pending tokens than one request credits"),
+    ("packet_not_found", "no such group red packet (or not for this user)"),
+    ("grab_not_allowed", "the packet names who may grab, and not this user"),
+    ("packet_empty", "every share is claimed"),
+    ("packet_expired", "the packet expired"),
+    ("identity_conflict", "the phone number or user id is bound otherwise"),
+    ("busy", "another reconciliation runs on this host"),
+];
+
 /// An error answer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     /// The HTTP status.
     #[serde(skip)]
@@ -26,6 +61,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with this status, code and message.
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        debug_assert!(ERROR_CODES.iter().any(|(known, _)| *known == code), "`{code}` is not in ERROR_CODES");
         ApiError { status, code, message: message.into() }
     }
 

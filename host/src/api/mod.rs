@@ -1,10 +1,20 @@
 //! The HTTP API: hyper over HTTP/1.1 with keep-alive, JSON in and out, every amount in integer
 //! cents in a field ending `_cents`, every error a JSON body `{"code": …, "message": …}` with a
 //! stable code.
+//!
+//! - `routes`: the route table (each route with the caller it needs and the body it reads), the
+//!   access layer in front of every handler, and the dispatch;
+//! - `operations`: one handler per operation, each with its OpenAPI description; `answers`, the
+//!   answer types the other modules do not own; `named_user`, bodies naming users by the app's
+//!   own ids; `body`, strict JSON input; `error`, every error's status and code;
+//! - `openapi`: the OpenAPI 3.1 document (`GET /v1/openapi.json`), built from those.
 
+mod answers;
 pub mod body;
 mod error;
 pub mod named_user;
+pub mod openapi;
+mod operations;
 pub mod request_id;
 mod routes;
 
@@ -17,7 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use error::ApiError;
+pub use error::{ApiError, ERROR_CODES};
 pub use routes::{SessionBody, VerifyBody, need_of, token_json};
 
 use crate::app::App;

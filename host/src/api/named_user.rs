@@ -19,10 +19,12 @@ use crate::identity::{self, Binding};
 use crate::metrics::SceneCounters;
 
 /// `POST /v1/identities`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"app_user_id": "shop-user-42", "phone": "+86 138 0013 8000"}))]
 pub struct IdentityBody {
     /// The signing app's name for the user, `[A-Za-z0-9._:@-]{1,128}`.
+    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
     pub app_user_id: String,
     /// The user's phone number, when the app knows it: an optional `+`, then 6 to 20 digits
     /// (spaces and dashes ignored). Never stored; its keyed hash is.
@@ -41,12 +43,49 @@ pub async fn act_id_of(app: &App, signer: &AppEntry, app_user_id: &str) -> Resul
     Ok(identity::resolve_act_id(app, signer.app_id, None, Some(app_user_id)).await?)
 }
 
-/// `POST /v1/grants:batch` as its body comes: each grant as a JSON object.
-#[derive(Debug, Clone, serde::Deserialize)]
+/// A grant as `POST /v1/grants` takes it, and each item of `grants:batch`: the fields of
+/// [`GrantRequest`], the user named by exactly one of `act_id` and `app_user_id`.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"app_id": 1128, "act_id": 10001, "activity_id": "spring-festival-2027",
+    "scene_id": "eve-rain", "award_type": "cash", "rain_id": 1, "stage": 0}))]
+pub struct GrantBody {
+    /// The app the user is in (the signing app, or one it may grant for).
+    pub app_id: i64,
+    /// The user (or `app_user_id`: exactly one of the two).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub act_id: Option<i64>,
+    /// The user by the signing app's own id, `[A-Za-z0-9._:@-]{1,128}`, bound to an act_id on
+    /// first use (see `POST /v1/identities`).
+    #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
+    pub app_user_id: Option<String>,
+    /// The activity.
+    pub activity_id: String,
+    /// The scene.
+    pub scene_id: String,
+    /// The rain.
+    pub rain_id: i32,
+    /// The scene's award type.
+    pub award_type: String,
+    /// The stage within the rain.
+    pub stage: u32,
+    /// The amount, for scenes whose amount rule is `caller`.
+    #[serde(default)]
+    pub amount_cents: Option<i64>,
+    /// The locale for the bill copy; the scene's default when absent.
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+/// `POST /v1/grants:batch` as its body comes: each grant as a JSON object, decoded on its own.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantBatchBody {
-    /// The grants, each as `POST /v1/grants` takes it.
+    /// The grants, 1 to 100, each as `POST /v1/grants` takes it.
     #[serde(deserialize_with = "super::body::objects")]
+    #[schema(value_type = Vec<GrantBody>, min_items = 1, max_items = 100)]
     pub grants: Vec<Map<String, Value>>,
 }
 
@@ -58,23 +97,30 @@ struct Named {
 }
 
 /// Decodes a grant body that names its user by exactly one of `act_id` and `app_user_id`.
-fn decode(mut object: Map<String, Value>) -> Result<Named, ApiError> {
-    let app_user_id = match object.remove("app_user_id") {
-        None if object.contains_key("act_id") => None,
-        None => return Err(ApiError::bad_request("name the user by `act_id` or by `app_user_id`")),
-        Some(_) if object.contains_key("act_id") => {
+fn decode(object: Map<String, Value>) -> Result<Named, ApiError> {
+    let body: GrantBody = serde_json::from_value(Value::Object(object))
+        .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?;
+    let act_id = match (body.act_id, &body.app_user_id) {
+        (Some(act_id), None) => act_id,
+        // A placeholder the grant's checks accept; replaced before the grant runs.
+        (None, Some(_)) => 1,
+        (None, None) => return Err(ApiError::bad_request("name the user by `act_id` or by `app_user_id`")),
+        (Some(_), Some(_)) => {
             return Err(ApiError::bad_request("name the user by `act_id` or by `app_user_id`, not both"));
         }
-        Some(Value::String(app_user_id)) => {
-            // A placeholder the grant's checks accept; replaced before the grant runs.
-            object.insert("act_id".into(), Value::from(1));
-            Some(app_user_id)
-        }
-        Some(_) => return Err(ApiError::bad_request("app_user_id must be a string")),
     };
-    let request = serde_json::from_value(Value::Object(object))
-        .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?;
-    Ok(Named { request, app_user_id })
+    let request = GrantRequest {
+        app_id: body.app_id,
+        act_id,
+        activity_id: body.activity_id,
+        scene_id: body.scene_id,
+        rain_id: body.rain_id,
+        award_type: body.award_type,
+        stage: body.stage,
+        amount_cents: body.amount_cents,
+        locale: body.locale,
+    };
+    Ok(Named { request, app_user_id: body.app_user_id })
 }
 
 /// The grant a decoded body means, its user resolved for the signing app.

@@ -9,34 +9,37 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::Instrument as _;
 
-use super::{ApiError, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX, body, named_user, request_id};
+use super::answers::TokenFields;
+use super::{ApiError, REQUEST_BODY_BYTES_MAX, RESTORE_BODY_BYTES_MAX, body, operations, request_id};
 use crate::access::apps::AppEntry;
-use crate::access::session::{SESSION_TTL_S_MAX, Scope};
+use crate::access::session::Scope;
 use crate::access::signature::AuthError;
 use crate::access::{self, AccessError, Caller, Need, RequestParts};
 use crate::app::App;
-use crate::capability::reconciliation;
-use crate::issuer::TokenError;
 use crate::issuer::pb::RedPacketToken;
-use crate::issuer::watch::ForgeryWatch;
-use crate::metrics::GrantKind;
-use crate::{grant, identity, packet, wallet};
 
-type Answer = Result<Response<Full<Bytes>>, ApiError>;
+/// What a handler answers: a response, or an error the API answers as JSON.
+pub(super) type Answer = Result<Response<Full<Bytes>>, ApiError>;
 
 /// Answers one request; never fails: errors become JSON error answers. Every answer carries
 /// the request's id ([`request_id`]), and the request's log lines name it.
 pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let id = request_id::of(request.headers());
     let span = tracing::info_span!("request", id = %id);
-    let on_dashboard = request.uri().path().starts_with("/dashboard");
+    let path = request.uri().path().to_owned();
     let mut response = match route(app, request).instrument(span).await {
         Ok(response) => response,
         Err(error) => respond(error.status, &error),
     };
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Ok(allow) = HeaderValue::from_str(&allowed_methods(&path))
+    {
+        response.headers_mut().insert(hyper::header::ALLOW, allow);
+    }
+    let on_dashboard = path.starts_with("/dashboard");
     // A browser asks its user for the admin credential when told which scheme to use.
     if on_dashboard && response.status() == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
@@ -61,7 +64,7 @@ fn respond(status: u16, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
 
 /// `GET /dashboard`: the page, which runs only its own inline script and style, talks only to
 /// this host, and may not be framed by another site.
-fn dashboard_page() -> Response<Full<Bytes>> {
+pub(super) fn dashboard_page() -> Response<Full<Bytes>> {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/html; charset=utf-8")
@@ -76,7 +79,7 @@ fn dashboard_page() -> Response<Full<Bytes>> {
         .expect("static headers are valid")
 }
 
-fn ok(body: &impl serde::Serialize) -> Answer {
+pub(super) fn ok(body: &impl serde::Serialize) -> Answer {
     Ok(respond(200, body))
 }
 
@@ -93,17 +96,7 @@ fn parse_act_id(text: &str) -> Result<i64, ApiError> {
 /// A wallet path segment that names the signing app's user instead of an act_id.
 const APP_USER_PREFIX: &str = "app_user:";
 
-/// `GET /v1/wallets/{…}/flow?limit=&cursor=`.
-async fn flow(app: &App, act_id: i64, admitted: &Admitted) -> Answer {
-    let query = admitted.query.as_deref();
-    let limit = query_param(query, "limit")
-        .map(|text| text.parse::<usize>().map_err(|_| ApiError::bad_request(format!("limit `{text}` is not a number"))))
-        .transpose()?;
-    let cursor = query_param(query, "cursor").filter(|cursor| !cursor.is_empty());
-    ok(&wallet::flow_view(app, act_id, limit, cursor).await?)
-}
-
-fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+pub(super) fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
     query?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         (key == name).then_some(value)
@@ -117,6 +110,7 @@ enum Endpoint<'p> {
     Metrics,
     Dashboard,
     DashboardData,
+    OpenApi,
     Keys,
     Verify,
     Grant,
@@ -153,6 +147,7 @@ impl<'p> Endpoint<'p> {
             (&Method::GET, ["metrics"]) => Endpoint::Metrics,
             (&Method::GET, ["dashboard"]) => Endpoint::Dashboard,
             (&Method::GET, ["dashboard", "data"]) => Endpoint::DashboardData,
+            (&Method::GET, ["v1", "openapi.json"]) => Endpoint::OpenApi,
             (&Method::GET, ["v1", "keys"]) => Endpoint::Keys,
             (&Method::POST, ["v1", "tokens:verify"]) => Endpoint::Verify,
             (&Method::POST, ["v1", "grants"]) => Endpoint::Grant,
@@ -189,8 +184,8 @@ impl<'p> Endpoint<'p> {
                 | ["dashboard", "data"]
                 | [
                     "v1",
-                    "scenes" | "keys" | "tokens:verify" | "grants" | "grants:batch" | "sessions" | "identities"
-                    | "plugins" | "security",
+                    "scenes" | "keys" | "openapi.json" | "tokens:verify" | "grants" | "grants:batch" | "sessions"
+                    | "identities" | "plugins" | "security",
                 ]
                 | ["v1", "wallets", _, ..]
                 | ["v1", "packets"]
@@ -206,7 +201,7 @@ impl<'p> Endpoint<'p> {
     /// Who may call it (see [`access`]).
     fn need(self) -> Need {
         match self {
-            Endpoint::Health | Endpoint::Keys | Endpoint::Verify => Need::Public,
+            Endpoint::Health | Endpoint::OpenApi | Endpoint::Keys | Endpoint::Verify => Need::Public,
             Endpoint::Grant | Endpoint::GrantBatch | Endpoint::Sessions | Endpoint::Identities => Need::App,
             // Only an app knows its own users' names; a session is for one act_id.
             Endpoint::WalletOf(_) | Endpoint::FlowOf(_) => Need::App,
@@ -229,6 +224,43 @@ impl<'p> Endpoint<'p> {
         }
     }
 
+    /// The operation it is in the OpenAPI document (two routes of one path template, a wallet by
+    /// act_id and by the app's user id, are one operation).
+    fn operation(self) -> &'static str {
+        match self {
+            Endpoint::Health => "health",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Dashboard => "dashboard",
+            Endpoint::DashboardData => "dashboard_data",
+            Endpoint::OpenApi => "openapi_document",
+            Endpoint::Keys => "keys",
+            Endpoint::Verify => "verify",
+            Endpoint::Grant => "grant",
+            Endpoint::GrantBatch => "grant_batch",
+            Endpoint::Identities => "identities",
+            Endpoint::Sessions => "sessions",
+            Endpoint::Wallet(_) | Endpoint::WalletOf(_) => "wallet",
+            Endpoint::Flow(_) | Endpoint::FlowOf(_) => "flow",
+            Endpoint::Withdraw(_) => "withdraw",
+            Endpoint::Restore(_) => "restore",
+            Endpoint::Scenes => "scenes",
+            Endpoint::Plugins => "plugins",
+            Endpoint::Security => "security",
+            Endpoint::Reconciliation(_) => "reconcile",
+            Endpoint::Repair(_) => "repair",
+            Endpoint::PacketSend => "packet_send",
+            Endpoint::Packet(_) => "packet",
+            Endpoint::PacketGrab(_) => "packet_grab",
+            Endpoint::PacketRefund(_) => "packet_refund",
+            Endpoint::PacketBooks(_) => "packet_books",
+        }
+    }
+
+    /// Whether a backend that does not answer can make it answer 503.
+    fn may_be_unavailable(self) -> bool {
+        !matches!(self, Endpoint::Keys | Endpoint::OpenApi | Endpoint::Dashboard | Endpoint::Sessions)
+    }
+
     /// Whether it takes the admin credential as HTTP Basic, as a browser sends it: the
     /// dashboard's read-only routes only (see [`access::Access::authenticate`]).
     fn takes_basic_admin(self) -> bool {
@@ -239,6 +271,7 @@ impl<'p> Endpoint<'p> {
     fn body_bytes_max(self) -> Option<usize> {
         match self {
             Endpoint::Restore(_) => Some(RESTORE_BODY_BYTES_MAX),
+
             Endpoint::Verify
             | Endpoint::Grant
             | Endpoint::GrantBatch
@@ -247,6 +280,8 @@ impl<'p> Endpoint<'p> {
             | Endpoint::Withdraw(_)
             | Endpoint::PacketSend
             | Endpoint::PacketGrab(_)
+            // A repair and a refund take nothing but what their path names; a body sent is
+            // still read, because a signature covers it.
             | Endpoint::PacketRefund(_)
             | Endpoint::Repair(_) => Some(REQUEST_BODY_BYTES_MAX),
             _ => None,
@@ -254,8 +289,78 @@ impl<'p> Endpoint<'p> {
     }
 }
 
+/// A request of every route (each [`Endpoint`]), for the check that the OpenAPI document lists
+/// every route: a new route goes here and into `openapi.rs`'s paths.
+#[cfg(test)]
+pub(super) const EXAMPLE_REQUESTS: [(Method, &str); 27] = [
+    (Method::GET, "/healthz"),
+    (Method::GET, "/metrics"),
+    (Method::GET, "/dashboard"),
+    (Method::GET, "/dashboard/data"),
+    (Method::GET, "/v1/openapi.json"),
+    (Method::GET, "/v1/keys"),
+    (Method::POST, "/v1/tokens:verify"),
+    (Method::POST, "/v1/grants"),
+    (Method::POST, "/v1/grants:batch"),
+    (Method::POST, "/v1/identities"),
+    (Method::POST, "/v1/sessions"),
+    (Method::GET, "/v1/wallets/7"),
+    (Method::GET, "/v1/wallets/app_user:u-1"),
+    (Method::GET, "/v1/wallets/7/flow"),
+    (Method::GET, "/v1/wallets/app_user:u-1/flow"),
+    (Method::POST, "/v1/wallets/7/withdrawals"),
+    (Method::POST, "/v1/wallets/7/tokens:restore"),
+    (Method::GET, "/v1/scenes"),
+    (Method::GET, "/v1/plugins"),
+    (Method::GET, "/v1/security"),
+    (Method::GET, "/v1/activities/a/reconciliation"),
+    (Method::POST, "/v1/activities/a/reconciliation:repair"),
+    (Method::POST, "/v1/packets"),
+    (Method::GET, "/v1/packets/p"),
+    (Method::POST, "/v1/packets/p/grabs"),
+    (Method::POST, "/v1/packets/p/refund"),
+    (Method::GET, "/v1/packets/p/reconciliation"),
+];
+
+/// What the route table says of a route, for the OpenAPI document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RouteFacts {
+    /// Its operation's name.
+    pub(super) endpoint: &'static str,
+    /// Who may call it.
+    pub(super) need: Need,
+    /// Whether it reads a body.
+    pub(super) reads_body: bool,
+    /// Whether it takes the admin credential as HTTP Basic.
+    pub(super) basic_admin: bool,
+    /// Whether a backend that does not answer can make it answer 503.
+    pub(super) may_be_unavailable: bool,
+}
+
+/// The facts of the route `method` and `path` take (`None`: no such route).
+pub(super) fn route_facts(method: &Method, path: &str) -> Option<RouteFacts> {
+    let endpoint = Endpoint::resolve(method, path).ok()?;
+    Some(RouteFacts {
+        endpoint: endpoint.operation(),
+        need: endpoint.need(),
+        reads_body: endpoint.body_bytes_max().is_some(),
+        basic_admin: endpoint.takes_basic_admin(),
+        may_be_unavailable: endpoint.may_be_unavailable(),
+    })
+}
+
+/// The methods `path` is served with, for the `Allow` header of a 405.
+fn allowed_methods(path: &str) -> String {
+    [Method::GET, Method::POST]
+        .into_iter()
+        .filter(|method| Endpoint::resolve(method, path).is_ok())
+        .map(|method| method.as_str().to_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `POST /v1/tokens:verify`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     /// The token as the client holds it.
@@ -263,14 +368,18 @@ pub struct VerifyBody {
 }
 
 /// `POST /v1/sessions`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"act_id": 10001, "scopes": ["wallet:read"], "ttl_s": 600}))]
 pub struct SessionBody {
     /// The user the session acts for.
+    #[schema(minimum = 1)]
     pub act_id: i64,
     /// What the session may do.
+    #[schema(min_items = 1)]
     pub scopes: Vec<Scope>,
-    /// Seconds until it expires, at most [`SESSION_TTL_S_MAX`].
+    /// Seconds until it expires, at most [`crate::access::session::SESSION_TTL_S_MAX`].
+    #[schema(minimum = 1, maximum = 3600)]
     pub ttl_s: u64,
 }
 
@@ -281,20 +390,30 @@ pub fn need_of(method: &Method, path: &str) -> Option<Need> {
 }
 
 /// A request that passed the access layer: its caller and its body.
-struct Admitted {
-    caller: Caller,
+pub(super) struct Admitted {
+    /// Who is calling.
+    pub(super) caller: Caller,
     content_type: Option<String>,
     body: Bytes,
-    query: Option<String>,
+    /// The query string, if any.
+    pub(super) query: Option<String>,
 }
 
 impl Admitted {
-    fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+    pub(super) fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         body::decode(self.content_type.as_deref(), &self.body)
     }
 
+    /// Refuses a body other than none or `{}`, on routes that take nothing but their path.
+    pub(super) fn no_fields(&self) -> Result<(), ApiError> {
+        if !self.body.is_empty() {
+            self.json::<super::answers::NoFields>()?;
+        }
+        Ok(())
+    }
+
     /// The app a request acts through: the signing app, or the app that minted the session.
-    fn app_id(&self) -> Result<i64, ApiError> {
+    pub(super) fn app_id(&self) -> Result<i64, ApiError> {
         match &self.caller {
             Caller::App(app) => Ok(app.entry().app_id),
             Caller::User(session) => Ok(session.app_id),
@@ -303,7 +422,7 @@ impl Admitted {
     }
 
     /// The user a session acts for; `None` for other callers.
-    fn session_user(&self) -> Option<i64> {
+    pub(super) fn session_user(&self) -> Option<i64> {
         match &self.caller {
             Caller::User(session) => Some(session.act_id),
             _ => None,
@@ -312,7 +431,7 @@ impl Admitted {
 
     /// Refuses a session that names a user by `app_user_id`: resolving a name binds it, and a
     /// session may act only for the act_id it was minted for.
-    fn names_users_by_act_id(&self, app_user_id: Option<&str>) -> Result<(), ApiError> {
+    pub(super) fn names_users_by_act_id(&self, app_user_id: Option<&str>) -> Result<(), ApiError> {
         if app_user_id.is_some() && matches!(self.caller, Caller::User(_)) {
             return Err(AccessError::Forbidden("a session names its user by act_id, not app_user_id".into()).into());
         }
@@ -320,11 +439,11 @@ impl Admitted {
     }
 
     /// Checks that a route whose user is named in the body may act for `act_id` with `scope`.
-    fn acting_for(&self, act_id: i64, scope: Scope) -> Result<(), ApiError> {
+    pub(super) fn acting_for(&self, act_id: i64, scope: Scope) -> Result<(), ApiError> {
         access::authorize(&self.caller, Need::User { act_id, scope }).map_err(ApiError::from)
     }
 
-    fn app(&self) -> Result<&AppEntry, ApiError> {
+    pub(super) fn app(&self) -> Result<&AppEntry, ApiError> {
         match &self.caller {
             Caller::App(app) => Ok(app.entry()),
             _ => Err(AccessError::Forbidden("this route needs a signed app request".into()).into()),
@@ -366,290 +485,37 @@ async fn route(app: &App, request: Request<Incoming>) -> Answer {
     let endpoint = Endpoint::resolve(request.method(), &path)?;
     let admitted = admit(app, endpoint, request).await?;
     match endpoint {
-        Endpoint::Health => health(app).await,
-        Endpoint::Metrics => {
-            let page = crate::metrics::exposition::render(app).await?;
-            Ok(Response::builder()
-                .status(StatusCode::OK)
-                .header("content-type", crate::metrics::exposition::CONTENT_TYPE)
-                .body(Full::new(Bytes::from(page)))
-                .expect("static headers are valid"))
-        }
-        Endpoint::Dashboard => Ok(dashboard_page()),
-        Endpoint::DashboardData => ok(&app.dashboard.data(app).await?),
-        Endpoint::Keys => ok(&json!({ "keys": app.issuer.public_keys() })),
-        Endpoint::Verify => {
-            let body: VerifyBody = admitted.json()?;
-            verify(app, &body.token).await
-        }
-        // A grant names its user by `act_id` or by `app_user_id` (see `named_user`).
-        Endpoint::Grant => {
-            let answer = named_user::grant(app, admitted.app()?, admitted.json()?).await;
-            app.metrics.grant_request(GrantKind::Single, started.elapsed());
-            ok(&answer?)
-        }
-        Endpoint::GrantBatch => {
-            let answers = named_user::grant_batch(app, admitted.app()?, admitted.json()?).await;
-            app.metrics.grant_request(GrantKind::Batch, started.elapsed());
-            let results: Vec<GrantBatchItem> = answers?.into_iter().map(GrantBatchItem::from).collect();
-            ok(&json!({ "results": results }))
-        }
-        Endpoint::Identities => ok(&named_user::bind(app, admitted.app()?, admitted.json()?).await?),
-        Endpoint::Sessions => sessions(app, &admitted),
-        Endpoint::Wallet(act_id) => ok(&wallet::summary_view(app, act_id).await?),
-        Endpoint::Flow(act_id) => flow(app, act_id, &admitted).await,
-        Endpoint::WalletOf(user) => {
-            let act_id = named_user::act_id_of(app, admitted.app()?, user).await?;
-            ok(&wallet::summary_view(app, act_id).await?)
-        }
-        Endpoint::FlowOf(user) => flow(app, named_user::act_id_of(app, admitted.app()?, user).await?, &admitted).await,
-        Endpoint::Withdraw(act_id) => ok(&wallet::withdraw(app, act_id, admitted.json()?).await?),
-        Endpoint::Restore(act_id) => ok(&json!({ "results": wallet::restore(app, act_id, admitted.json()?).await? })),
-        Endpoint::PacketSend => {
-            let body: packet::SendBody = admitted.json()?;
-            let app_id = admitted.app_id()?;
-            admitted.names_users_by_act_id(body.sender_app_user_id.as_deref())?;
-            let sender = identity::resolve_act_id(app, app_id, body.sender_act_id, body.sender_app_user_id.as_deref())
-                .await
-                .map_err(packet::PacketError::from)?;
-            admitted.acting_for(sender, Scope::WalletWithdraw)?;
-            ok(&packet::send(app, app_id, sender, body).await?)
-        }
-        Endpoint::Packet(id) => ok(&packet::show(app, id, admitted.session_user()).await?),
-        Endpoint::PacketGrab(id) => {
-            let body: packet::GrabBody = admitted.json()?;
-            let app_id = admitted.app_id()?;
-            admitted.names_users_by_act_id(body.app_user_id.as_deref())?;
-            let grabber = identity::resolve_act_id(app, app_id, body.act_id, body.app_user_id.as_deref())
-                .await
-                .map_err(packet::PacketError::from)?;
-            admitted.acting_for(grabber, Scope::PacketsGrab)?;
-            ok(&packet::grab(app, app_id, id, grabber).await?)
-        }
-        Endpoint::PacketBooks(id) => ok(&packet::reconcile(app, id).await?),
-        Endpoint::PacketRefund(id) => {
-            packet::refund::refund_now(app, id).await?;
-            ok(&packet::show(app, id, None).await?)
-        }
-        Endpoint::Scenes => ok(&scenes(app)),
-        Endpoint::Plugins => ok(&plugins(app)),
-        Endpoint::Security => ok(&json!({ "forgery_watch": app.forgery.to_json(), "keys": app.issuer.public_keys() })),
-        Endpoint::Reconciliation(activity_id) => {
-            answer_report(reconciliation::check(&reconciliation_sources(app), activity_id).await?)
-        }
-        Endpoint::Repair(activity_id) => {
-            let credit = |keys| app.writer.credit_keys_now(keys);
-            answer_report(reconciliation::repair(&reconciliation_sources(app), activity_id, credit).await?)
-        }
+        Endpoint::Health => operations::health(app).await,
+        Endpoint::Metrics => operations::metrics(app).await,
+        Endpoint::Dashboard => operations::dashboard(),
+        Endpoint::DashboardData => operations::dashboard_data(app).await,
+        Endpoint::OpenApi => operations::openapi_document(),
+        Endpoint::Keys => operations::keys(app),
+        Endpoint::Verify => operations::verify(app, &admitted).await,
+        Endpoint::Grant => operations::grant(app, &admitted, started).await,
+        Endpoint::GrantBatch => operations::grant_batch(app, &admitted, started).await,
+        Endpoint::Identities => operations::identities(app, &admitted).await,
+        Endpoint::Sessions => operations::sessions(app, &admitted),
+        Endpoint::Wallet(act_id) => operations::wallet(app, &admitted, Some(act_id), None).await,
+        Endpoint::WalletOf(user) => operations::wallet(app, &admitted, None, Some(user)).await,
+        Endpoint::Flow(act_id) => operations::flow(app, &admitted, Some(act_id), None).await,
+        Endpoint::FlowOf(user) => operations::flow(app, &admitted, None, Some(user)).await,
+        Endpoint::Withdraw(act_id) => operations::withdraw(app, &admitted, act_id).await,
+        Endpoint::Restore(act_id) => operations::restore(app, &admitted, act_id).await,
+        Endpoint::PacketSend => operations::packet_send(app, &admitted).await,
+        Endpoint::Packet(id) => operations::packet(app, &admitted, id).await,
+        Endpoint::PacketGrab(id) => operations::packet_grab(app, &admitted, id).await,
+        Endpoint::PacketRefund(id) => operations::packet_refund(app, &admitted, id).await,
+        Endpoint::PacketBooks(id) => operations::packet_books(app, id).await,
+        Endpoint::Scenes => operations::scenes(app),
+        Endpoint::Plugins => operations::plugins(app),
+        Endpoint::Security => operations::security(app),
+        Endpoint::Reconciliation(activity_id) => operations::reconcile(app, activity_id).await,
+        Endpoint::Repair(activity_id) => operations::repair(app, &admitted, activity_id).await,
     }
-}
-
-/// `POST /v1/sessions`: a session for one of the signing app's users.
-fn sessions(app: &App, admitted: &Admitted) -> Answer {
-    let body: SessionBody = admitted.json()?;
-    if body.act_id <= 0 || body.act_id == i64::MAX {
-        return Err(ApiError::bad_request(format!("act_id `{}` must be positive and below 2^63-1", body.act_id)));
-    }
-    if body.scopes.is_empty() {
-        return Err(ApiError::bad_request("a session needs at least one scope"));
-    }
-    if body.ttl_s == 0 || body.ttl_s > SESSION_TTL_S_MAX {
-        return Err(ApiError::bad_request(format!("ttl_s `{}` must be 1 to {SESSION_TTL_S_MAX}", body.ttl_s)));
-    }
-    let mut scopes = body.scopes;
-    scopes.sort_by_key(|scope| scope.name());
-    scopes.dedup();
-    let (session, expires_at_ms) =
-        app.access.mint_session(admitted.app()?, body.act_id, scopes, body.ttl_s, app.clock.now_ms());
-    ok(&json!({ "session": session, "expires_at_ms": expires_at_ms }))
-}
-
-async fn health(app: &App) -> Answer {
-    use std::sync::atomic::Ordering::Relaxed;
-    let queue_len = app.store.queue_len().await?;
-    ok(&json!({
-        "status": "ok",
-        "crediting_backlog": queue_len,
-        "writer": {
-            "applied": app.writer.stats.applied.load(Relaxed),
-            "batches": app.writer.stats.batches.load(Relaxed),
-            "failures": app.writer.stats.failures.load(Relaxed),
-            "parked": app.writer.stats.parked.load(Relaxed),
-            "compensation_retries": app.writer.stats.compensation_retries.load(Relaxed),
-            "compensation_alerts": app.writer.stats.compensation_alerts.load(Relaxed),
-        },
-    }))
-}
-
-fn scenes(app: &App) -> Value {
-    let snapshot = app.registry.snapshot();
-    let activities: Vec<Value> = snapshot
-        .activities()
-        .map(|activity| {
-            let scenes: Vec<Value> = activity
-                .scenes
-                .values()
-                .map(|scene| {
-                    json!({
-                        "activity_id": scene.activity_id,
-                        "award_type": scene.award_type,
-                        "award_id": scene.award_id,
-                        "scene_id": scene.id,
-                        "name": scene.name,
-                        "app_ids": scene.app_ids,
-                        "plugins": scene.plugins.specs.iter().map(|spec| json!({
-                            "capability": spec.capability,
-                            "sha256": crate::plugin::hex(&spec.sha256),
-                            "on_failure": spec.on_failure,
-                        })).collect::<Vec<_>>(),
-                        "capabilities": {
-                            "bill_copy": scene.bill_copy.is_some(),
-                            "compensation": scene.compensation.is_some(),
-                            "rate_limit": scene.rate_limit.is_some(),
-                            "inventory": scene.inventory.is_some(),
-                            "reconciliation": scene.reconciliation.is_some(),
-                        },
-                        "version": scene.version,
-                    })
-                })
-                .collect();
-            json!({
-                "activity_id": activity.id,
-                "name": activity.name,
-                "budget_cents": activity.budget_cents,
-                "version": activity.version,
-                "file": activity.file,
-                "scenes": scenes,
-            })
-        })
-        .collect();
-    let files: Vec<Value> = snapshot
-        .files()
-        .map(|(path, state)| {
-            json!({
-                "file": path,
-                "activity_id": state.activity_id,
-                "version": state.version,
-                "errors": state.errors.iter().map(|e| json!({
-                    "line": e.line, "path": e.path, "message": e.message, "text": e.to_string(),
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    json!({ "activities": activities, "files": files })
 }
 
 /// The fields of a token as JSON, for `tokens:verify` and `token inspect`.
 pub fn token_json(token: &RedPacketToken) -> Value {
-    json!({
-        "app_id": token.app_id,
-        "act_id": token.act_id,
-        "activity_id": token.activity_id,
-        "scene_id": token.scene_id,
-        "amount_cents": token.amount_cents,
-        "order_no": token.order_no,
-        "open_time_ms": token.open_time_ms,
-        "rain_id": token.rain_id,
-        "status": token.status,
-        "key_id": token.key_id,
-        "award_type": token.award_type,
-        "stage": token.stage,
-    })
-}
-
-async fn verify(app: &App, text: &str) -> Answer {
-    match app.issuer.verify(text) {
-        Ok(verified) => {
-            let token = &verified.token;
-            let live = app.store.lookup(&token.activity_id, &token.order_no).await?.map(|record| record.status());
-            if live.is_none() {
-                let flow_id = crate::store::red_packet_flow_id(&token.activity_id, &token.order_no);
-                // A ledger that cannot answer leaves this one uncounted; the answer does not need it.
-                if let Ok(None) = app.ledger.entry(&flow_id).await {
-                    ForgeryWatch::note(&app.forgery.verify_never_issued);
-                    tracing::warn!(order_no = %token.order_no, key_id = %token.key_id,
-                        "forgery watch: a validly signed token neither the store nor the ledger knows");
-                }
-            }
-            ok(&json!({ "valid": true, "token": token_json(token), "live_status": live }))
-        }
-        Err(error) => {
-            let (counter, code) = match error {
-                TokenError::RetiredKey(_) => (&app.forgery.verify_retired_key, "retired_key"),
-                _ => (&app.forgery.verify_failed, "invalid_token"),
-            };
-            ForgeryWatch::note(counter);
-            tracing::warn!(%error, "forgery watch: a token failed verification");
-            ok(&json!({ "valid": false, "code": code, "message": error.to_string() }))
-        }
-    }
-}
-
-/// Every loaded scene plugin with its declaration, load state and call counts.
-fn plugins(app: &App) -> Value {
-    let snapshot = app.registry.snapshot();
-    let mut list = Vec::new();
-    for activity in snapshot.activities() {
-        for scene in activity.scenes.values() {
-            for spec in &scene.plugins.specs {
-                let Some(plugin) = scene.plugins.get(spec.capability) else { continue };
-                list.push(json!({
-                    "activity_id": activity.id,
-                    "scene_id": scene.id,
-                    "capability": spec.capability,
-                    "path": spec.path,
-                    "sha256": crate::plugin::hex(&spec.sha256),
-                    "on_failure": spec.on_failure,
-                    "deadline_ms": spec.deadline_ms,
-                    "memory_mb": spec.memory_mb,
-                    "settings": spec.settings.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                    "load_error": plugin.load_error().map(ToString::to_string),
-                    "stats": plugin.stats().to_json(),
-                }));
-            }
-        }
-    }
-    json!({ "plugins": list })
-}
-
-fn reconciliation_sources(app: &App) -> reconciliation::Sources<'_> {
-    let snapshot = app.registry.snapshot();
-    reconciliation::Sources { snapshot, store: &app.store, ledger: &app.ledger, clock: &*app.clock }
-}
-
-fn answer_report(report: reconciliation::Report) -> Answer {
-    // Through a `Value`, as the other answers here: the keys come out in the order they always had.
-    ok(&json!(report))
-}
-
-/// The answer to one grant of a batch: what `POST /v1/grants` would have answered, with its HTTP
-/// status.
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
-#[serde(untagged)]
-enum GrantBatchItem {
-    /// Granted or replayed.
-    Granted {
-        /// 200.
-        status: u16,
-        /// The grant.
-        grant: grant::GrantResponse,
-    },
-    /// Refused or failed; the other grants of the batch are not affected.
-    Refused {
-        /// The status `POST /v1/grants` would have answered.
-        status: u16,
-        /// The stable machine code.
-        code: &'static str,
-        /// For people.
-        message: String,
-    },
-}
-
-impl From<Result<grant::GrantResponse, ApiError>> for GrantBatchItem {
-    fn from(answer: Result<grant::GrantResponse, ApiError>) -> Self {
-        match answer {
-            Ok(grant) => GrantBatchItem::Granted { status: 200, grant },
-            Err(ApiError { status, code, message }) => GrantBatchItem::Refused { status, code, message },
-        }
-    }
+    serde_json::to_value(TokenFields::from(token)).unwrap_or(Value::Null)
 }

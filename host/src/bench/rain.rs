@@ -9,7 +9,6 @@
 //! credited exactly once, and nothing is in flight or reported by reconciliation.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -47,7 +46,7 @@ pub struct RainConfig {
     pub count: Option<u64>,
     /// Requests per second for the whole run (`None`: as fast as answers come).
     pub rate: Option<u64>,
-    /// Print a progress line on stderr every second.
+    /// Show a progress bar on stderr (drawn only when stderr is a terminal).
     pub progress: bool,
     /// Wait for the crediting backlog to drain and check the books.
     pub check_books: bool,
@@ -229,6 +228,14 @@ pub async fn get_json(target: &str, credentials: &ClientCredentials, path: &str)
     Ok(serde_json::from_slice(&body)?)
 }
 
+/// `GET path` as text (the metrics page), authenticated as the route needs.
+pub async fn get_text(target: &str, credentials: &ClientCredentials, path: &str) -> anyhow::Result<String> {
+    let mut connection = Connection::open(target, credentials).await?;
+    let (status, body) = connection.send("GET", path, Bytes::new()).await?;
+    anyhow::ensure!(status == 200, "GET {path} answered {status}: {}", String::from_utf8_lossy(&body));
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// The `code` of an error body, found without parsing the whole JSON.
 fn error_code(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -286,9 +293,6 @@ pub async fn run(config: &RainConfig) -> anyhow::Result<RainReport> {
         tally.merge(task.await??);
     }
     let elapsed_s = started.elapsed().as_secs_f64();
-    if config.progress {
-        eprintln!();
-    }
     let health_after = get_json(&config.target, &config.credentials, "/healthz").await?;
     let applied_after = health_after["writer"]["applied"].as_u64().unwrap_or(0);
     let backlog_at_end = health_after["crediting_backlog"].as_u64().unwrap_or(0);
@@ -423,46 +427,50 @@ impl Tally {
     }
 }
 
-/// Waits for the end of the rain (its duration, its count, or every task done), printing a
-/// progress line every second when asked.
+/// Waits until the rain is over (its time, its count, or every connection done), showing a
+/// progress bar when asked: done so far, grants in the last second, answers, the backlog.
 async fn show_progress_until_done(
     config: &RainConfig,
     shared: &Shared,
     started: Instant,
     tasks: &[tokio::task::JoinHandle<anyhow::Result<Tally>>],
 ) {
+    let bar = if config.progress {
+        let length = config.count.unwrap_or(config.duration.as_millis() as u64);
+        let style = indicatif::ProgressStyle::with_template("{bar:30} {percent:>3}% {msg}")
+            .expect("a valid template")
+            .progress_chars("#>.");
+        indicatif::ProgressBar::new(length).with_style(style)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut last_granted = 0;
     let mut ticks = 0u64;
     loop {
+        let answered = shared.answered.load(Ordering::Relaxed);
         let deadline_hit = started.elapsed() >= config.duration;
-        let count_hit = config.count.is_some_and(|count| shared.answered.load(Ordering::Relaxed) >= count);
+        let count_hit = config.count.is_some_and(|count| answered >= count);
         if deadline_hit || count_hit || tasks.iter().all(|task| task.is_finished()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         ticks += 1;
-        if config.progress && ticks.is_multiple_of(10) {
+        bar.set_position(if config.count.is_some() { answered } else { started.elapsed().as_millis() as u64 });
+        if !bar.is_hidden() && ticks.is_multiple_of(10) {
             let granted = shared.granted.load(Ordering::Relaxed);
             let backlog = get_json(&config.target, &config.credentials, "/healthz")
                 .await
                 .ok()
                 .and_then(|health| health["crediting_backlog"].as_u64())
                 .unwrap_or(0);
-            let fraction = (started.elapsed().as_secs_f64() / config.duration.as_secs_f64()).min(1.0);
-            let filled = (fraction * 30.0) as usize;
-            eprint!(
-                "\r[{}{}] {:>3.0}% {:>8} grants/s  {:>9} answered  backlog {:>9}",
-                "#".repeat(filled),
-                ".".repeat(30 - filled),
-                fraction * 100.0,
-                granted - last_granted,
-                shared.answered.load(Ordering::Relaxed),
-                backlog
-            );
-            let _ = std::io::stderr().flush();
+            bar.set_message(format!(
+                "{:>8} grants/s  {answered:>9} answered  backlog {backlog:>9}",
+                granted - last_granted
+            ));
             last_granted = granted;
         }
     }
+    bar.finish_and_clear();
 }
 
 /// Polls `/healthz` until the crediting backlog is empty (10 minutes at most).

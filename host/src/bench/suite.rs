@@ -42,11 +42,11 @@ pub struct SuiteConfig {
 }
 
 /// A `hongbao serve` of the suite's own.
-struct Host {
+pub(super) struct Host {
     child: Child,
-    addr: String,
+    pub(super) addr: String,
     /// The bench app's credential and the admin credential, from the host's data directory.
-    credentials: ClientCredentials,
+    pub(super) credentials: ClientCredentials,
     _dir: PathBuf,
 }
 
@@ -131,7 +131,7 @@ fn campaign(activity: &str, plugins: &Path) -> anyhow::Result<String> {
     ))
 }
 
-fn start_host(activity: &str, plugins: &Path, args: &[String]) -> anyhow::Result<Host> {
+pub(super) fn start_host(activity: &str, plugins: &Path, args: &[String]) -> anyhow::Result<Host> {
     let dir = std::env::temp_dir().join(format!("hongbao-bench-{}-{activity}", std::process::id()));
     let scenes = dir.join("scenes");
     std::fs::create_dir_all(&scenes)?;
@@ -164,7 +164,7 @@ fn start_host(activity: &str, plugins: &Path, args: &[String]) -> anyhow::Result
 /// The app the suite's requests come from.
 const BENCH_APP: i64 = 1128;
 
-fn rain_config(host: &Host, activity: &str, config: &SuiteConfig, first_user: i64) -> RainConfig {
+pub(super) fn rain_config(host: &Host, activity: &str, config: &SuiteConfig, first_user: i64) -> RainConfig {
     RainConfig {
         target: host.addr.clone(),
         credentials: host.credentials.clone(),
@@ -300,7 +300,13 @@ async fn run_part(config: &SuiteConfig, part: &str) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&json!({ "redis": redis, "embedded_store": embedded }))?);
             Ok(())
         }
-        other => anyhow::bail!("unknown part `{other}` (known: retention)"),
+        "steward" => {
+            let figures = production.steward_runs().await?;
+            println!("{}", super::steward::table(&figures));
+            println!("{}", serde_json::to_string_pretty(&figures)?);
+            Ok(())
+        }
+        other => anyhow::bail!("unknown part `{other}` (known: retention, steward)"),
     }
 }
 
@@ -387,10 +393,10 @@ async fn embedded_runs(
 
 /// The runs on Redis + PostgreSQL, with ids fresh for this run: the database may hold earlier
 /// runs' books.
-struct Production<'a> {
-    config: &'a SuiteConfig,
+pub(super) struct Production<'a> {
+    pub(super) config: &'a SuiteConfig,
     redis_url: &'a str,
-    database_url: &'a str,
+    pub(super) database_url: &'a str,
     run: String,
 }
 
@@ -414,12 +420,12 @@ impl<'a> Production<'a> {
     }
 
     /// The activity of one kind of run (`token`, `sync`, `writer`, `capped`).
-    fn activity(&self, kind: &str) -> String {
+    pub(super) fn activity(&self, kind: &str) -> String {
         format!("bench-{kind}-{}", self.run)
     }
 
     /// `hongbao serve` flags for these backends, then `extra`.
-    fn args(&self, extra: &[&str]) -> Vec<String> {
+    pub(super) fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             "--store".to_owned(),
             self.redis_url.to_owned(),
@@ -457,6 +463,7 @@ impl<'a> Production<'a> {
         let sync = rain::run(&rain_config(&host, &sync_activity, config, 300_000_000)).await?;
         drop(host);
         let writer = self.writer_runs().await?;
+        let steward = self.steward_runs().await?;
         let (retention_redis, retention_embedded) = self.retention_runs().await?;
 
         let _ = writeln!(md, "### Redis + PostgreSQL (same database for both designs)\n");
@@ -493,6 +500,9 @@ impl<'a> Production<'a> {
                 writer.backlog
             );
         }
+        md.push('\n');
+        md.push_str(&super::steward::table(&steward));
+        figures.insert("steward".into(), json!(steward));
         retention_section(md, figures, &retention_redis, &retention_embedded);
         figures.insert("redis_pg_token".into(), json!(token));
         figures.insert("redis_pg_token_batched".into(), json!(token_batched));

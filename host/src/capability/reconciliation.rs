@@ -47,7 +47,7 @@ pub struct Sources<'a> {
 }
 
 /// The answer of a reconciliation: each scene's books, and with a repair, what was done.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Report {
     /// The activity.
     pub activity_id: String,
@@ -59,7 +59,7 @@ pub struct Report {
 }
 
 /// A repair the host applied (or could not), for one scene.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Repair {
     /// The scene.
     pub scene_id: String,
@@ -85,7 +85,7 @@ pub struct PlannedRepair {
 }
 
 /// One scene's books.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct SceneBooks {
     /// The scene.
     pub scene_id: String,
@@ -117,7 +117,7 @@ pub struct SceneBooks {
 }
 
 /// Something that does not add up, with what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Finding {
     /// A stable code.
     pub code: String,
@@ -148,7 +148,7 @@ impl Finding {
 }
 
 /// A repair the host knows how to apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RepairAction {
     /// Credit now the in-flight grants older than this many ms (crediting is idempotent).

@@ -429,7 +429,8 @@ enum BenchCommand {
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
         /// Run one part only and print its figures, writing nothing: `retention` (Redis and
-        /// embedded-store memory before a rain, at its end and after drain + retention).
+        /// embedded-store memory before a rain, at its end and after drain + retention) or
+        /// `steward` (the payment steward against the fixed-rate writer on a slowed ledger).
         #[arg(long)]
         only: Option<String>,
     },

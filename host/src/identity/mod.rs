@@ -102,7 +102,7 @@ impl From<StoreError> for IdentityError {
 }
 
 /// The answer to `POST /v1/identities`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Binding {
     /// The user id money is keyed by.
     pub act_id: i64,

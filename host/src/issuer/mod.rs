@@ -62,7 +62,7 @@ pub struct VerifiedToken {
 }
 
 /// A public key as published at `GET /v1/keys`.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PublicKey {
     /// Names the key inside tokens.
     pub key_id: String,

@@ -133,48 +133,61 @@ impl From<WriterError> for PacketError {
 }
 
 /// `POST /v1/packets`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"request_id": "p-0001", "sender_act_id": 10001, "total_cents": 50, "shares": 3,
+    "split": "random", "greeting": "新年快乐"}))]
 pub struct SendBody {
     /// The sender's idempotency key: `[A-Za-z0-9._:-]{1,128}`.
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     pub request_id: String,
     /// Who pays (or `sender_app_user_id`: exactly one of the two).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub sender_act_id: Option<i64>,
     /// Who pays, by the app's own user id (see `identity`).
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
     pub sender_app_user_id: Option<String>,
     /// The whole amount, in cents.
+    #[schema(minimum = 1)]
     pub total_cents: i64,
     /// How many shares, 1 to [`PACKET_SHARES_MAX`], at most one per cent.
+    #[schema(minimum = 1, maximum = 1000)]
     pub shares: u32,
     /// `random` or `equal`.
     pub split: Split,
     /// Seconds until it expires (default [`PACKET_EXPIRES_IN_S_DEFAULT`]).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     pub expires_in_s: Option<u64>,
     /// Shown on the grabbers' bills.
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub greeting: Option<String>,
     /// Who may grab (the app vouches for the group); absent: anyone.
     #[serde(default)]
+    #[schema(max_items = 2000)]
     pub grabbers: Option<Vec<i64>>,
 }
 
 /// `POST /v1/packets/{id}/grabs`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"act_id": 20001}))]
 pub struct GrabBody {
     /// The grabber (or `app_user_id`: exactly one of the two).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub act_id: Option<i64>,
     /// The grabber, by the app's own user id (see `identity`).
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
     pub app_user_id: Option<String>,
 }
 
 /// The answer to a send.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct SendAnswer {
     /// Grab it at `/v1/packets/{packet_id}/grabs`.
     pub packet_id: String,
@@ -195,7 +208,7 @@ pub struct SendAnswer {
 }
 
 /// The answer to a grab: the amount and the token at once.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct GrabAnswer {
     /// The packet.
     pub packet_id: String,
@@ -214,7 +227,7 @@ pub struct GrabAnswer {
 }
 
 /// One grab as `GET /v1/packets/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct GrabView {
     /// Who.
     pub act_id: i64,
@@ -223,7 +236,7 @@ pub struct GrabView {
 }
 
 /// `GET /v1/packets/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PacketView {
     /// The packet.
     pub packet_id: String,
@@ -648,7 +661,7 @@ pub async fn show(app: &App, packet_id: &str, viewer: Option<i64>) -> Result<Pac
 /// A packet's books (`GET /v1/packets/{id}/reconciliation`, admin): every cent of the packet is
 /// with a grabber (credited, or claimed and on its way), back with the sender, or in the packet
 /// account while it is open.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PacketBooks {
     /// The packet.
     pub packet_id: String,

@@ -9,7 +9,7 @@
 //! shares are drawn and stored before anyone grabs, from this packet's total alone.)
 
 /// The rule a packet is split by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Split {
     /// "Double mean": each share uniform in `[1, 2 × remaining / shares left]` cents (bounded

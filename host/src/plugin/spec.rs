@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 /// The five capabilities a plugin can take over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Capability {
     /// Bill copy: the text on the user's bill.
@@ -59,7 +59,7 @@ impl Capability {
 
 /// What happens when a scene's plugin fails (traps, runs past its deadline, exceeds its memory,
 /// returns a `plugin-error` or an invalid answer, or could not be loaded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
     /// Refuse the request with the stable code `plugin_failed`.

@@ -31,7 +31,7 @@ pub const USER_UNSETTLED_READ_MAX: usize = 4096;
 pub use crate::stock::{StockLimits, StockUsed};
 
 /// A token's crediting status, numbered as in the seed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenStatus {
     /// Granted, waiting in the crediting queue.

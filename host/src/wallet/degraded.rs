@@ -217,7 +217,7 @@ pub fn pending_on_top(figures: Option<&LedgerFigures>, unsettled: &[GrantRecord]
 }
 
 /// The answer of `GET /v1/wallets/{act_id}`: whole, or degraded.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum SummaryView {
     /// Both backends answered.
@@ -227,7 +227,7 @@ pub enum SummaryView {
 }
 
 /// A wallet summary made with one backend down; `null` is a number the host cannot know.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DegradedSummary {
     /// The user.
     pub act_id: i64,
@@ -320,7 +320,7 @@ pub async fn summary_view(app: &App, act_id: i64) -> Result<SummaryView, WalletE
 }
 
 /// The answer of `GET /v1/wallets/{act_id}/flow`: a page, and what it was made without.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FlowView {
     /// The items and the next cursor, as [`super::flow`] gives them.
     #[serde(flatten)]
