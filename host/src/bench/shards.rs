@@ -36,6 +36,8 @@ pub struct ShardsConfig {
     pub shard_counts: Vec<usize>,
     /// One throw-away server per shard instead of databases on `database_url`'s server.
     pub own_servers: bool,
+    /// Show a progress bar on stderr (drawn only when stderr is a terminal).
+    pub progress: bool,
 }
 
 /// One shard count's figure.
@@ -57,8 +59,17 @@ pub async fn run(config: &ShardsConfig) -> anyhow::Result<Vec<ShardsFigure>> {
             servers.push(OwnServer::start(index).with_context(|| format!("starting bench server {index}"))?);
         }
     }
+    let bar = if config.progress {
+        let style = indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} shard counts {msg}")
+            .expect("a valid template");
+        indicatif::ProgressBar::new(config.shard_counts.len() as u64).with_style(style)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
     let mut figures = Vec::new();
     for &shards in &config.shard_counts {
+        bar.set_message(format!("measuring {shards} shard(s)"));
         let server_urls: Vec<String> = match config.own_servers {
             true => servers[..shards].iter().map(OwnServer::url).collect(),
             false => vec![config.database_url.clone(); shards],
@@ -67,9 +78,13 @@ pub async fn run(config: &ShardsConfig) -> anyhow::Result<Vec<ShardsFigure>> {
         let outcome = measure(config, &databases.urls.join(","), shards).await;
         databases.drop_all().await;
         let figure = outcome?;
-        eprintln!("{shards} shard(s): {:.0} credits/s", figure.credits_per_s);
+        if config.progress {
+            bar.suspend(|| eprintln!("{shards} shard(s): {:.0} credits/s", figure.credits_per_s));
+        }
+        bar.inc(1);
         figures.push(figure);
     }
+    bar.finish_and_clear();
     Ok(figures)
 }
 

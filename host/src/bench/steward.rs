@@ -4,8 +4,9 @@
 //! slowed on purpose for [`SLOW_FOR`].
 //!
 //! The slowdown: a trigger makes every statement that inserts ledger entries take one lane (an
-//! advisory lock) and sleep [`SLOW_STATEMENT_MS`], so the ledger does one batch at a time, slowly:
-//! a ledger whose capacity fell far below the cap. A probe stands for the ledger's other users
+//! advisory lock) and sleep [`SLOW_ENTRY_MS`] per entry, so the ledger does one batch at a time,
+//! at a fixed pace per entry: a ledger whose capacity fell below the cap, where a writer that
+//! pushes harder only builds a queue in front of it. A probe stands for the ledger's other users
 //! (the seed's bank, the wallet's withdrawals): every [`PROBE_EVERY`] a small transaction that
 //! needs the same lane. Its latency is what the writer's pressure costs them; the writer's own
 //! batch times come from the host's `/metrics` histogram.
@@ -31,8 +32,9 @@ pub const HEALTHY_FOR: Duration = Duration::from_secs(3);
 /// How long the ledger stays slow.
 pub const SLOW_FOR: Duration = Duration::from_secs(15);
 
-/// What every entry-inserting statement sleeps while the ledger is slow, in its lane.
-pub const SLOW_STATEMENT_MS: u64 = 150;
+/// What every inserted entry costs in the lane while the ledger is slow: a capacity of about
+/// 3,300 credits/s, two thirds of the cap.
+pub const SLOW_ENTRY_MS: f64 = 0.3;
 
 /// How often the probe asks for the ledger's lane.
 pub const PROBE_EVERY: Duration = Duration::from_millis(20);
@@ -49,6 +51,8 @@ pub struct StewardFigures {
     pub backlog: u64,
     /// Credits per second while the ledger was slow.
     pub slow_credits_per_s: f64,
+    /// Entries per ledger batch while the ledger was slow.
+    pub slow_batch_entries: f64,
     /// From the writer's start to an empty backlog.
     pub drain_s: f64,
     /// The writer's ledger batches while the ledger was slow, p50 and p99 (from the host's
@@ -58,6 +62,8 @@ pub struct StewardFigures {
     pub batch_p99_ms: f64,
     /// The probe's wait for the ledger while it was slow.
     pub probe_p50_ms: f64,
+    /// See `probe_p50_ms`.
+    pub probe_p90_ms: f64,
     /// See `probe_p50_ms`.
     pub probe_p99_ms: f64,
     /// Probe transactions made.
@@ -116,16 +122,20 @@ impl Production<'_> {
         let after = metrics(&host).await?;
 
         let slow_s = slow_started.elapsed().as_secs_f64();
+        let slow_credits = value(&slow_to, "hongbao_credits_total") - value(&slow_from, "hongbao_credits_total");
+        let slow_batches =
+            value(&slow_to, "hongbao_ledger_batches_total") - value(&slow_from, "hongbao_ledger_batches_total");
         let batches = Buckets::between(&slow_from, &slow_to);
         Ok(StewardFigures {
             mode,
             backlog: filled.granted,
-            slow_credits_per_s: (value(&slow_to, "hongbao_credits_total") - value(&slow_from, "hongbao_credits_total"))
-                / slow_s,
+            slow_credits_per_s: slow_credits / slow_s,
+            slow_batch_entries: slow_credits / slow_batches.max(1.0),
             drain_s,
             batch_p50_ms: batches.quantile(0.5) * 1_000.0,
             batch_p99_ms: batches.quantile(0.99) * 1_000.0,
             probe_p50_ms: percentile(&probe_ms, 0.5),
+            probe_p90_ms: percentile(&probe_ms, 0.9),
             probe_p99_ms: percentile(&probe_ms, 0.99),
             probes: probe_ms.len(),
             batch_errors: value(&after, "hongbao_ledger_batch_errors_total")
@@ -233,10 +243,15 @@ impl Ledger {
     async fn slow_down(&self) -> anyhow::Result<()> {
         let sql = format!(
             "CREATE OR REPLACE FUNCTION hb_bench_slow() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN PERFORM pg_advisory_xact_lock({LANE}); PERFORM pg_sleep({}); RETURN NULL; END $$;
+             BEGIN
+               PERFORM pg_advisory_xact_lock({LANE});
+               PERFORM pg_sleep({} * (SELECT count(*) FROM inserted));
+               RETURN NULL;
+             END $$;
              DROP TRIGGER IF EXISTS hb_bench_slow ON entries;
-             CREATE TRIGGER hb_bench_slow AFTER INSERT ON entries FOR EACH STATEMENT EXECUTE FUNCTION hb_bench_slow();",
-            SLOW_STATEMENT_MS as f64 / 1_000.0
+             CREATE TRIGGER hb_bench_slow AFTER INSERT ON entries REFERENCING NEW TABLE AS inserted
+               FOR EACH STATEMENT EXECUTE FUNCTION hb_bench_slow();",
+            SLOW_ENTRY_MS / 1_000.0
         );
         self.client.batch_execute(&sql).await.context("slowing the ledger down")
     }
@@ -288,10 +303,10 @@ impl Probe {
 pub fn table(figures: &[StewardFigures]) -> String {
     let mut md = format!(
         "Payment steward: {} tokens drained into PostgreSQL at a cap of {CAP}/s; after {} s the ledger \
-         is slowed for {} s (a trigger: one batch at a time, {SLOW_STATEMENT_MS} ms each), and a probe \
+         is slowed for {} s (a trigger: one batch at a time, {SLOW_ENTRY_MS} ms an entry), and a probe \
          stands for the ledger's other users (a transaction in the same lane every {} ms).\n\n\
-         | writer | credits/s while slow | drain | batch p50 / p99 while slow | the others' wait p50 / p99 | batch errors | back-offs | lowest limit |\n\
-         |---|---|---|---|---|---|---|---|\n",
+         | writer | credits/s while slow | entries a batch | drain | batch p50 / p99 while slow | the others' wait p50 / p90 / p99 | batch errors | back-offs | lowest limit |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
         figures.first().map_or(0, |figure| figure.backlog),
         HEALTHY_FOR.as_secs(),
         SLOW_FOR.as_secs(),
@@ -299,13 +314,15 @@ pub fn table(figures: &[StewardFigures]) -> String {
     );
     for figure in figures {
         md.push_str(&format!(
-            "| {} | {:.0} | {:.1} s | {:.0} / {:.0} ms | {:.0} / {:.0} ms ({} probes) | {:.0} | {:.0} | {} |\n",
+            "| {} | {:.0} | {:.0} | {:.1} s | {:.0} / {:.0} ms | {:.0} / {:.0} / {:.0} ms ({} probes) | {:.0} | {:.0} | {} |\n",
             if figure.mode == "fixed" { "fixed rate (`--fixed-rate`)" } else { "payment steward" },
             figure.slow_credits_per_s,
+            figure.slow_batch_entries,
             figure.drain_s,
             figure.batch_p50_ms,
             figure.batch_p99_ms,
             figure.probe_p50_ms,
+            figure.probe_p90_ms,
             figure.probe_p99_ms,
             figure.probes,
             figure.batch_errors,

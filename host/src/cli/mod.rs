@@ -890,6 +890,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 writers,
                 shard_counts: crate::bench::shards::SHARD_COUNTS.to_vec(),
                 own_servers,
+                progress: !json,
             };
             let figures = runtime.block_on(crate::bench::shards::run(&config))?;
             if json {
