@@ -49,7 +49,8 @@ api-check EXAMPLES="20": plugins _schemathesis
     set -euo pipefail
     cargo build -q -p hongbao-host --bin hongbao
     dir=$(mktemp -d)
-    trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
+    pid=""
+    trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$dir"' EXIT
     credential=$(target/debug/hongbao apps add 1128 --activities '*' --name schemathesis --data "$dir/data" 2>/dev/null)
     export HB_APP_ID=1128
     export HB_KEY_ID=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key_id"])' "$credential")
@@ -112,13 +113,15 @@ _fuzz_tools: _toolchain
     @rustup toolchain list | grep -q '^nightly' || { echo "cargo fuzz needs the nightly toolchain: rustup toolchain install nightly"; exit 1; }
     @command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
-# Benchmarks: micro-benchmarks of the hot paths, then the rain suite (`hongbao bench suite`:
-# hosts of its own, yardsticks, the synchronous design), which writes its figures into
+# Benchmarks: micro-benchmarks of the hot paths (and the metrics crates' cost beside the host's
+# own counters), then the rain suite (`hongbao bench suite`: hosts of its own, yardsticks, the
+# synchronous design, the payment steward on a slowed ledger), which writes its figures into
 # BENCHMARKS.md. The Redis + PostgreSQL runs use REDIS_URL and DATABASE_URL when set.
 bench: plugins
     cargo bench -p hongbao-host --bench embedded
     cargo bench -p hongbao-host --bench plugins
     cargo bench -p hongbao-host --bench grant_path
+    cargo bench -p hongbao-host --bench metrics_cost
     cargo build --release -p hongbao-host --bin hongbao
     target/release/hongbao bench suite
     if [ -n "${DATABASE_URL:-}" ]; then target/release/hongbao bench shards --own-servers; else echo "bench shards skipped: set DATABASE_URL"; fi

@@ -43,7 +43,8 @@ fn basic(user: &str, password: &str) -> String {
 // password (401); and that Basic credentials open the dashboard only, not /metrics nor a repair.
 #[test]
 fn only_the_admin_opens_the_dashboard() {
-    let server = Server::start(&[]);
+    // Fixed rate: the writer's reason is asserted below, and must not depend on the machine.
+    let server = Server::start(&["--fixed-rate"]);
     let admin_basic = basic("admin", TEST_ADMIN_TOKEN);
     for path in ["/dashboard", "/dashboard/data"] {
         let (status, head, _) = fetch(&server.addr, "GET", path, None);
@@ -122,7 +123,8 @@ fn refusals(page: &str) -> BTreeMap<String, f64> {
 #[test]
 fn the_page_in_chromium_shows_the_hosts_figures() {
     let deps = browser_deps();
-    let server = Server::start(&[]);
+    // Fixed rate: the writer's reason is compared below, and must not depend on the machine.
+    let server = Server::start(&["--fixed-rate"]);
     for user in 0..20 {
         server.grant_rain(8_400 + user, 1, 0);
     }

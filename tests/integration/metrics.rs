@@ -39,7 +39,8 @@ fn grants(page: &str, scene: &str, outcome: &str) -> f64 {
 // left go down by what was granted.
 conformance!(metrics_follow_the_grants);
 fn metrics_follow_the_grants(deployment: Deployment) {
-    let server = Server::start_on(&deployment.backends(), &[]);
+    // Fixed rate: the writer's limit is asserted below, and a busy machine must not move it.
+    let server = Server::start_on(&deployment.backends(), &["--fixed-rate"]);
     let before = page(&server);
     assert_eq!(grants(&before, "rain", "granted"), 0.0, "{before}");
     let mut cents = 0;

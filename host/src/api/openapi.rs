@@ -246,4 +246,26 @@ mod tests {
         let codes = &document["components"]["schemas"]["ApiError"]["properties"]["code"]["enum"];
         assert_eq!(codes.as_array().unwrap().len(), ERROR_CODES.len());
     }
+
+    // Proves the bounds the document states are the ones the host applies (they are written as
+    // literals in the schema attributes; a bound changed in one place fails here).
+    #[test]
+    fn the_documents_bounds_are_the_hosts() {
+        let document = serde_json::to_value(document()).unwrap();
+        let property = |schema: &str, field: &str, bound: &str| {
+            document["components"]["schemas"][schema]["properties"][field][bound].as_u64()
+        };
+        let bounds = [
+            ("SessionBody", "ttl_s", "maximum", crate::access::session::SESSION_TTL_S_MAX),
+            ("SendBody", "shares", "maximum", u64::from(crate::packet::PACKET_SHARES_MAX)),
+            ("SendBody", "expires_in_s", "maximum", crate::packet::PACKET_EXPIRES_IN_S_MAX),
+            ("SendBody", "grabbers", "maxItems", crate::packet::PACKET_GRABBERS_MAX as u64),
+            ("SendBody", "greeting", "maxLength", crate::packet::GREETING_CHARS_MAX as u64),
+            ("RestoreBody", "tokens", "maxItems", crate::wallet::RESTORE_TOKENS_MAX as u64),
+            ("GrantBatchBody", "grants", "maxItems", crate::grant::GRANT_BATCH_MAX as u64),
+        ];
+        for (schema, field, bound, host) in bounds {
+            assert_eq!(property(schema, field, bound), Some(host), "{schema}.{field} {bound}");
+        }
+    }
 }

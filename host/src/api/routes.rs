@@ -30,6 +30,7 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Byte
     let id = request_id::of(request.headers());
     let span = tracing::info_span!("request", id = %id);
     let path = request.uri().path().to_owned();
+    let basic_admin = Endpoint::resolve(request.method(), &path).is_ok_and(Endpoint::takes_basic_admin);
     let mut response = match route(app, request).instrument(span).await {
         Ok(response) => response,
         Err(error) => respond(error.status, &error),
@@ -39,9 +40,8 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Byte
     {
         response.headers_mut().insert(hyper::header::ALLOW, allow);
     }
-    let on_dashboard = path.starts_with("/dashboard");
     // A browser asks its user for the admin credential when told which scheme to use.
-    if on_dashboard && response.status() == StatusCode::UNAUTHORIZED {
+    if basic_admin && response.status() == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             hyper::header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"hongbao dashboard\", charset=\"UTF-8\""),

@@ -106,22 +106,15 @@ impl Production<'_> {
         tokio::time::sleep(HEALTHY_FOR).await;
         let ledger = Ledger::connect(self.database_url).await?;
         ledger.slow_down().await?;
-        let slow_from = metrics(&host).await?;
-        let probe = Probe::start(self.database_url).await?;
-        let mut lowest_limit = f64::INFINITY;
-        let slow_started = Instant::now();
-        while slow_started.elapsed() < SLOW_FOR {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            lowest_limit = lowest_limit.min(limit(&metrics(&host).await?));
-        }
-        let probe_ms = probe.stop().await;
-        let slow_to = metrics(&host).await?;
+        // The ledger is healed whatever happens while it is slow.
+        let slowed = slow_window(&host, self.database_url).await;
         ledger.heal().await?;
+        let (slow_from, slow_to, probe_ms, lowest_limit) = slowed?;
         wait_empty(&host).await?;
         let drain_s = started.elapsed().as_secs_f64();
         let after = metrics(&host).await?;
 
-        let slow_s = slow_started.elapsed().as_secs_f64();
+        let slow_s = SLOW_FOR.as_secs_f64();
         let slow_credits = value(&slow_to, "hongbao_credits_total") - value(&slow_from, "hongbao_credits_total");
         let slow_batches =
             value(&slow_to, "hongbao_ledger_batches_total") - value(&slow_from, "hongbao_ledger_batches_total");
@@ -144,6 +137,21 @@ impl Production<'_> {
             lowest_limit,
         })
     }
+}
+
+/// Watches the host while the ledger is slow, with the probe running: the metrics pages at the
+/// start and the end, the probe's waits, and the lowest limit seen.
+async fn slow_window(host: &Host, database_url: &str) -> anyhow::Result<(String, String, Vec<f64>, f64)> {
+    let slow_from = metrics(host).await?;
+    let probe = Probe::start(database_url).await?;
+    let mut lowest_limit = f64::INFINITY;
+    let started = Instant::now();
+    while started.elapsed() < SLOW_FOR {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        lowest_limit = lowest_limit.min(limit(&metrics(host).await?));
+    }
+    let probe_ms = probe.stop().await;
+    Ok((slow_from, metrics(host).await?, probe_ms, lowest_limit))
 }
 
 /// The host's `/metrics` page.

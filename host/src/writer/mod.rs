@@ -155,12 +155,10 @@ impl LedgerWriter {
         }
     }
 
-    /// The credits-per-second cap it keeps (the fleet's on a shared store), if any.
+    /// The credits-per-second cap it keeps (the fleet's on a shared store), if any: the
+    /// configured one, whatever the steward's limit is now.
     pub fn cap_per_second(&self) -> Option<u64> {
-        match &self.cap {
-            CreditCap::Fleet { cap, .. } => Some(*cap),
-            CreditCap::Local => self.window.lock().cap(),
-        }
+        self.steward.lock().cap_per_s()
     }
 
     /// The limit it credits under now (`None`: none) and why it is there.

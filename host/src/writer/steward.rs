@@ -81,7 +81,8 @@ pub const INCREASE_SHARE_PER_S: f64 = 0.1;
 pub const INCREASE_ELAPSED_MS_MAX: u64 = 1_000;
 
 /// The lowest limit: whatever the ledger's state, the queue keeps draining, slowly (a failing
-/// ledger's steps are also spaced by the writer's failure back-off).
+/// ledger's steps are also spaced by the writer's failure back-off). A cap below it is its own
+/// floor: the steward never lifts the limit above the cap.
 pub const LIMIT_FLOOR_PER_S: f64 = 50.0;
 
 /// How long after a back-off the limit's reason reads `backing_off` rather than `adaptive`.
@@ -123,8 +124,8 @@ impl LimitReason {
 /// The latency a batch size class usually has.
 #[derive(Debug, Clone, Copy, Default)]
 struct Baseline {
-    /// Milliseconds; `None` until the class's first batch.
-    ms: Option<f64>,
+    /// `None` until the class's first batch.
+    latency_ms: Option<f64>,
     /// When the class's previous batch was seen.
     seen_ms: u64,
 }
@@ -133,11 +134,11 @@ struct Baseline {
 #[derive(Debug)]
 pub struct Steward {
     /// The cap (`None`: uncapped).
-    ceiling: Option<f64>,
+    ceiling_per_s: Option<f64>,
     /// Whether it adapts at all; a fixed-rate writer keeps the cap.
     adaptive: bool,
-    /// The current limit; `None` only while uncapped and untroubled.
-    limit: Option<f64>,
+    /// The current limit; `None` only while uncapped and untroubled. Never above the cap.
+    limit_per_s: Option<f64>,
     baselines: [Baseline; SIZE_CLASSES],
     /// Smoothed ratio of recent batch times to their baselines.
     recent_ratio: f64,
@@ -160,11 +161,11 @@ impl Steward {
     /// A steward under `cap` credits per second (`None`: uncapped); `adaptive: false` keeps the
     /// limit at the cap whatever the ledger does (the fixed-rate writer, for comparisons).
     pub fn new(cap: Option<u64>, adaptive: bool) -> Steward {
-        let ceiling = cap.map(|cap| cap as f64);
+        let ceiling_per_s = cap.map(|cap| cap as f64);
         Steward {
-            ceiling,
+            ceiling_per_s,
             adaptive,
-            limit: ceiling,
+            limit_per_s: ceiling_per_s,
             baselines: [Baseline::default(); SIZE_CLASSES],
             recent_ratio: 1.0,
             recent_excess_ms: 0.0,
@@ -179,17 +180,22 @@ impl Steward {
 
     /// The limit now in credits per second (`None`: none).
     pub fn limit_per_s(&self) -> Option<f64> {
-        self.limit
+        self.limit_per_s
+    }
+
+    /// The cap it keeps under (`None`: uncapped).
+    pub fn cap_per_s(&self) -> Option<u64> {
+        self.ceiling_per_s.map(|cap| cap as u64)
     }
 
     /// The limit as a whole number of credits per second for the window (at least 1).
     pub fn limit_whole(&self) -> Option<u64> {
-        self.limit.map(|limit| (limit.round() as u64).max(1))
+        self.limit_per_s.map(|limit| (limit.round() as u64).max(1))
     }
 
     /// Why the limit is where it is.
     pub fn reason(&self, now_ms: u64) -> LimitReason {
-        match (self.limit, self.ceiling) {
+        match (self.limit_per_s, self.ceiling_per_s) {
             (None, _) => LimitReason::Uncapped,
             (Some(limit), Some(ceiling)) if limit >= ceiling => LimitReason::Cap,
             _ if self.last_decrease_ms.is_some_and(|at| now_ms.saturating_sub(at) < BACKING_OFF_SHOWN_MS) => {
@@ -206,7 +212,7 @@ impl Steward {
 
     /// The baseline batch time of `entries`-sized batches, in milliseconds, once one was seen.
     pub fn baseline_ms(&self, entries: usize) -> Option<f64> {
-        self.baselines[size_class(entries)].ms
+        self.baselines[size_class(entries)].latency_ms
     }
 
     /// A batch of `entries` credits that the ledger answered in `latency_ms`, at `now_ms`.
@@ -215,8 +221,8 @@ impl Steward {
         let baseline = &mut self.baselines[size_class(entries)];
         let since_ms = now_ms.saturating_sub(baseline.seen_ms).min(BASELINE_RISE_STEP_MS);
         baseline.seen_ms = now_ms;
-        let Some(base_ms) = baseline.ms else {
-            baseline.ms = Some(latency_ms);
+        let Some(base_ms) = baseline.latency_ms else {
+            baseline.latency_ms = Some(latency_ms);
             self.climb(now_ms);
             return;
         };
@@ -227,7 +233,7 @@ impl Steward {
         self.recent_ratio += RECENT_WEIGHT * (ratio - self.recent_ratio);
         self.recent_excess_ms += RECENT_WEIGHT * (excess_ms - self.recent_excess_ms);
         let weight = if latency_ms > base_ms { since_ms as f64 / BASELINE_RISE_MS } else { BASELINE_FALL_WEIGHT };
-        baseline.ms = Some(base_ms + weight * (latency_ms - base_ms));
+        baseline.latency_ms = Some(base_ms + weight * (latency_ms - base_ms));
         if self.recent_ratio >= OVERLOAD_RATIO && self.recent_excess_ms >= OVERLOAD_EXCESS_MS {
             self.decrease(now_ms);
         } else if self.recent_ratio <= HEALTHY_RATIO || self.recent_excess_ms <= OVERLOAD_EXCESS_MS / 2.0 {
@@ -255,7 +261,7 @@ impl Steward {
         }
         self.recent_credits_sum += credits;
         let rate = self.rate_per_s();
-        if self.limit.is_none() {
+        if self.limit_per_s.is_none() {
             self.peak_rate_per_s = self.peak_rate_per_s.max(rate);
         }
     }
@@ -268,18 +274,24 @@ impl Steward {
     /// The figure the limit climbs by and returns to: the cap, or the fastest rate an uncapped
     /// writer reached.
     fn reference_per_s(&self) -> f64 {
-        self.ceiling.unwrap_or(self.peak_rate_per_s).max(LIMIT_FLOOR_PER_S)
+        self.ceiling_per_s.unwrap_or(self.peak_rate_per_s.max(LIMIT_FLOOR_PER_S))
+    }
+
+    /// The lowest limit: [`LIMIT_FLOOR_PER_S`], or the cap when it is lower.
+    fn floor_per_s(&self) -> f64 {
+        self.ceiling_per_s.map_or(LIMIT_FLOOR_PER_S, |ceiling| ceiling.min(LIMIT_FLOOR_PER_S))
     }
 
     fn decrease(&mut self, now_ms: u64) {
         if !self.adaptive || self.last_decrease_ms.is_some_and(|at| now_ms.saturating_sub(at) < DECREASE_INTERVAL_MS) {
             return;
         }
-        let reached = match self.limit {
-            Some(limit) => limit.min(self.rate_per_s().max(LIMIT_FLOOR_PER_S)),
+        let floor = self.floor_per_s();
+        let reached = match self.limit_per_s {
+            Some(limit) => limit.min(self.rate_per_s().max(floor)),
             None => self.rate_per_s(),
         };
-        self.limit = Some((reached * DECREASE_FACTOR).max(LIMIT_FLOOR_PER_S));
+        self.limit_per_s = Some((reached * DECREASE_FACTOR).max(floor));
         self.last_decrease_ms = Some(now_ms);
         self.last_climb_ms = now_ms;
         self.backoffs += 1;
@@ -288,10 +300,10 @@ impl Steward {
     fn climb(&mut self, now_ms: u64) {
         let elapsed_ms = now_ms.saturating_sub(self.last_climb_ms).min(INCREASE_ELAPSED_MS_MAX);
         self.last_climb_ms = now_ms;
-        let Some(limit) = self.limit else { return };
+        let Some(limit) = self.limit_per_s else { return };
         let reference = self.reference_per_s();
         let raised = limit + INCREASE_SHARE_PER_S * reference * elapsed_ms as f64 / 1_000.0;
-        self.limit = match self.ceiling {
+        self.limit_per_s = match self.ceiling_per_s {
             Some(ceiling) => Some(raised.min(ceiling)),
             None if raised >= 2.0 * reference => None,
             None => Some(raised),
@@ -414,6 +426,27 @@ mod tests {
         run(&mut fixed, &mut now_ms, 2, 10, 10, 900.0);
         fixed.observe_error(now_ms);
         assert_eq!((fixed.limit_per_s(), fixed.backoffs()), (Some(300.0), 0));
+    }
+
+    // Regression: a cap below the floor was lifted to the floor by a back-off (a writer capped at
+    // 30/s credited 50/s after one ledger error). Whatever happens, the limit stays under the cap.
+    #[test]
+    fn the_limit_never_exceeds_a_cap_below_the_floor() {
+        for cap in [1, 10, 30, 49] {
+            let mut steward = Steward::new(Some(cap), true);
+            let mut now_ms = 0;
+            for round in 0..50 {
+                now_ms += 700;
+                if round % 3 == 0 {
+                    steward.observe_error(now_ms);
+                } else {
+                    steward.observe(now_ms, 5, if round % 2 == 0 { 900.0 } else { 2.0 });
+                }
+                let limit = steward.limit_per_s().expect("capped");
+                assert!(limit <= cap as f64 && limit > 0.0, "cap {cap}: limit {limit}");
+                assert!(steward.limit_whole().is_some_and(|whole| whole <= cap), "cap {cap}");
+            }
+        }
     }
 
     // Proves batch sizes have baselines of their own: small batches after large ones are not
