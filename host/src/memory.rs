@@ -22,9 +22,10 @@ pub const ARENAS_MAX: i32 = 2;
 /// glibc starts at 128 KiB but raises the threshold to the size of any mapped block freed, up to
 /// 32 MiB, after which large buffers (a journal group's frame, a grown map's table, a batch of
 /// ledger entries) come from the heaps, and a heap keeps freed memory that sits below live
-/// blocks. Measured on the embedded host over eight rains (BENCHMARKS.md, "Retention"): with
-/// the threshold fixed here, resident memory after the nonce window came back to 78.5 MB,
-/// against 86.4 MB with the dynamic threshold, from a peak of 94.0 against 113.6 MB.
+/// blocks. Measured on the embedded host (BENCHMARKS.md, "Retention"): by environment first,
+/// eight rains came back to 78.5 MB after the nonce window with the threshold fixed, against
+/// 86.4 MB with the dynamic one; set here, the retention run kept 16 and 63 bytes a grant
+/// after the window in two runs, where the dynamic threshold had kept 44 and 170.
 pub const MMAP_THRESHOLD_BYTES: i32 = 128 * 1024;
 
 /// Caps the allocator's arenas at [`ARENAS_MAX`] and fixes its mmap threshold at

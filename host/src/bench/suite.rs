@@ -298,6 +298,9 @@ async fn run_part(config: &SuiteConfig, part: &str) -> anyhow::Result<()> {
         "retention" => {
             let (redis, embedded) = production.retention_runs().await?;
             println!("{}", serde_json::to_string_pretty(&json!({ "redis": redis, "embedded_store": embedded }))?);
+            for line in retention_bounds(&redis, &embedded) {
+                println!("{line}");
+            }
             Ok(())
         }
         "steward" => {
@@ -765,6 +768,9 @@ fn retention_section(
             run.after_window.saturating_sub(run.before) as f64 / run.grants.max(1) as f64
         );
     }
+    for line in retention_bounds(retention_redis, retention_embedded) {
+        let _ = writeln!(md, "\n{line}");
+    }
     if let Some(kinds) = &retention_redis.keys_left {
         let listed: Vec<String> = kinds.iter().map(|(kind, count)| format!("`{kind}` {count}")).collect();
         let _ = writeln!(
@@ -775,6 +781,42 @@ fn retention_section(
     }
     figures.insert("retention_redis".into(), json!(retention_redis));
     figures.insert("retention_embedded_store".into(), json!(retention_embedded));
+}
+
+/// Bytes a user with retired records may keep in a store after the window: Redis's `rx` entry
+/// (8–16 bytes) and the embedded store's per-activity set (an `i64` with the table's slack).
+const RETIRED_USER_BYTES_MAX: u64 = 20;
+
+/// The bounds the retention runs check (docs/backends.md, "The bound"), each with its verdict:
+/// Redis back under its figure before the rains plus [`RETIRED_USER_BYTES_MAX`] per grant's user;
+/// the embedded-store host back under its first-rain figure plus what the control host (the
+/// same rains on the Redis store, holding no record) kept above its own, plus the same per user.
+fn retention_bounds(redis: &RetentionFigures, embedded: &RetentionFigures) -> Vec<String> {
+    let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
+    let verdict = |holds: bool| if holds { "**holds**" } else { "**exceeded**" };
+    let redis_bound = redis.before + RETIRED_USER_BYTES_MAX * redis.grants;
+    let control_kept = match (redis.host_afters.first(), redis.host_afters.last()) {
+        (Some(first), Some(last)) => last.saturating_sub(*first),
+        _ => 0,
+    };
+    let embedded_bound = embedded.before + control_kept + RETIRED_USER_BYTES_MAX * embedded.grants;
+    vec![
+        format!(
+            "Bound, Redis: after the window ≤ before the rains + {RETIRED_USER_BYTES_MAX} B × {} users = {}; measured {}: {}.",
+            redis.grants,
+            mb(redis_bound),
+            mb(redis.after_window),
+            verdict(redis.after_window <= redis_bound)
+        ),
+        format!(
+            "Bound, embedded-store host: after the window ≤ after the first rain + what the control host kept ({}) + {RETIRED_USER_BYTES_MAX} B × {} users = {}; measured {}: {}.",
+            mb(control_kept),
+            embedded.grants,
+            mb(embedded_bound),
+            mb(embedded.after_window),
+            verdict(embedded.after_window <= embedded_bound)
+        ),
+    ]
 }
 
 /// Waits for the backlog to drain and the retention to pass, then until `gauge` stops falling
@@ -875,4 +917,38 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!("{cpu}, {cores} cores")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(before: u64, after_window: u64, grants: u64, host_afters: Vec<u64>) -> RetentionFigures {
+        RetentionFigures {
+            grants,
+            before,
+            peak: 0,
+            after: 0,
+            afters: Vec::new(),
+            after_window,
+            host_afters,
+            keys_left: None,
+        }
+    }
+
+    // Proves the retention bounds are judged as docs/backends.md states them: Redis against its
+    // figure before the rains, the embedded host against the control host's leftover, both plus
+    // 20 bytes a user.
+    #[test]
+    fn retention_bounds_hold_or_are_exceeded_as_stated() {
+        let redis = figures(100_000_000, 100_500_000, 50_000, vec![80_000_000, 90_000_000, 92_000_000]);
+        let embedded = figures(90_000_000, 103_000_000, 100_000, Vec::new());
+        let lines = retention_bounds(&redis, &embedded);
+        assert!(lines[0].ends_with("**holds**."), "{}", lines[0]);
+        assert!(lines[1].ends_with("**holds**."), "12 + 2 MB allowed, 13 kept: {}", lines[1]);
+        let embedded = figures(90_000_000, 105_000_000, 100_000, Vec::new());
+        assert!(retention_bounds(&redis, &embedded)[1].ends_with("**exceeded**."));
+        let redis = figures(100_000_000, 102_000_000, 50_000, vec![80_000_000, 92_000_000]);
+        assert!(retention_bounds(&redis, &embedded)[0].ends_with("**exceeded**."));
+    }
 }
