@@ -25,4 +25,5 @@ mod steward;
 mod stock;
 mod support;
 mod wallet;
+mod warming;
 mod writer_cap;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::support::{Server, plugin_block, plugin_wasm, request, sha256_of, wait_for, write_atomically};
 
 /// An activity file with one award type and award holding `scenes`.
-fn campaign(id: &str, budget_cents: i64, scenes: &[String]) -> String {
+pub(crate) fn campaign(id: &str, budget_cents: i64, scenes: &[String]) -> String {
     format!(
         "activity:\n  id: {id}\n  name: Plugin test\n  budget_cents: {budget_cents}\n  award_types:\n    - id: cash\n      name: Cash\n      awards:\n        - id: cash-award\n          name: Cash award\n          scenes:\n{}",
         scenes.concat()
@@ -23,7 +23,7 @@ fn campaign(id: &str, budget_cents: i64, scenes: &[String]) -> String {
 
 /// One scene; `amount` and `extra` are YAML lines indented for the scene's keys (14 spaces),
 /// `plugins` are [`plugin_block`]s.
-fn scene(id: &str, name: &str, amount: &str, extra: &str, plugins: &[String]) -> String {
+pub(crate) fn scene(id: &str, name: &str, amount: &str, extra: &str, plugins: &[String]) -> String {
     let plugins =
         if plugins.is_empty() { String::new() } else { format!("              plugins:\n{}", plugins.concat()) };
     format!(
@@ -31,7 +31,7 @@ fn scene(id: &str, name: &str, amount: &str, extra: &str, plugins: &[String]) ->
     )
 }
 
-fn fixed(cents: i64) -> String {
+pub(crate) fn fixed(cents: i64) -> String {
     format!("                kind: fixed\n                cents: {cents}\n")
 }
 
@@ -52,7 +52,7 @@ fn settings(pairs: &[(&str, &str)]) -> String {
 /// wall-clock time, and a machine loaded by a parallel build can deschedule a call (or its
 /// first instantiation) for more than 100 ms. Only `fx_loop`, which never finishes, gets a short
 /// one.
-const GENEROUS_DEADLINE: &str = "                  deadline_ms: 10000\n";
+pub(crate) const GENEROUS_DEADLINE: &str = "                  deadline_ms: 10000\n";
 
 /// [`settings`] of a plugin whose deadline is not under test, with [`GENEROUS_DEADLINE`].
 fn generous(pairs: &[(&str, &str)]) -> String {
@@ -62,9 +62,9 @@ fn generous(pairs: &[(&str, &str)]) -> String {
 
 /// How long a test waits for something it polls for: far longer than it takes on a loaded
 /// machine, so only a real failure runs into it.
-const WAIT_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
-const BUILTIN_COPY: &str = "              bill_copy:\n                default_locale: zh-CN\n                templates:\n                  zh-CN: \"builtin {amount_yuan}\"\n";
+pub(crate) const BUILTIN_COPY: &str = "              bill_copy:\n                default_locale: zh-CN\n                templates:\n                  zh-CN: \"builtin {amount_yuan}\"\n";
 
 fn grant(
     server: &Server,

@@ -44,6 +44,8 @@ fn readme_curl_tour_works() {
     crate::support::wait_for(std::time::Duration::from_secs(30), || {
         (server.get("/v1/scenes").1["activities"][0]["activity_id"] == "lantern-festival-2027").then_some(())
     });
+    // The campaign's plugins compile in the background; the tour shows what they answer.
+    server.wait_plugins_compiled();
     let tour = fenced_block("sh", 1)
         .replace("localhost:8080", &server.addr)
         .replace("target/debug/hongbao", env!("CARGO_BIN_EXE_hongbao"));

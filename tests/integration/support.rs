@@ -82,13 +82,47 @@ impl Server {
         server
     }
 
+    /// [`Server::start_with`] with extra environment variables, returning as soon as the host
+    /// listens: its plugins may still be compiling.
+    pub fn start_listening(files: &[(&str, &str)], extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let scenes = dir.path().join("scenes");
+        std::fs::create_dir_all(&scenes).unwrap();
+        for (name, text) in files {
+            std::fs::write(scenes.join(name), text).unwrap();
+        }
+        let data = dir.path().join("data");
+        let mut server = Server { child: None, addr: String::new(), scenes, data, backend_args: Vec::new(), _dir: dir };
+        server.launch_listening(extra_args, env);
+        server
+    }
+
     /// Starts the process again on the same directories (after [`Server::kill9`]).
     pub fn launch(&mut self, extra_args: &[&str]) {
         self.launch_with_env(extra_args, &[]);
     }
 
-    /// [`Server::launch`] with extra environment variables (such as `HONGBAO_FAILPOINTS`).
+    /// [`Server::launch`] with extra environment variables (such as `HONGBAO_FAILPOINTS`). Like
+    /// every launch, it returns once the host listens and its scenes' plugins are compiled (they
+    /// compile in the background while the host already serves).
     pub fn launch_with_env(&mut self, extra_args: &[&str], env: &[(&str, &str)]) {
+        self.launch_listening(extra_args, env);
+        self.wait_plugins_compiled();
+    }
+
+    /// Waits until no plugin the host serves is still compiling (or the host is gone: a test
+    /// that armed a failpoint may see it abort at start).
+    pub fn wait_plugins_compiled(&self) {
+        wait_for(START_TIMEOUT, || match try_request(&self.addr, "GET", "/healthz", None) {
+            Ok((200, health)) => (health["plugins_warming"] == 0).then_some(()),
+            Ok(_) => None,
+            Err(_) => Some(()),
+        });
+    }
+
+    /// Starts the process on the same directories and returns as soon as it listens, its
+    /// plugins perhaps still compiling.
+    pub fn launch_listening(&mut self, extra_args: &[&str], env: &[(&str, &str)]) {
         install_test_credentials(&self.data);
         let mut child = Command::new(env!("CARGO_BIN_EXE_hongbao"))
             .args(["serve", "--listen", "127.0.0.1:0", "--scenes"])

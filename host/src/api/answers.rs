@@ -29,6 +29,9 @@ pub struct Health {
     pub crediting_backlog: u64,
     /// This host's writer since start.
     pub writer: WriterTotals,
+    /// Scene plugins being served that are still compiling (their calls get the scenes'
+    /// failure policies meanwhile).
+    pub plugins_warming: usize,
 }
 
 /// The ledger writer's totals since start.
@@ -53,9 +56,17 @@ impl Health {
     pub fn of(app: &App, crediting_backlog: u64) -> Health {
         use std::sync::atomic::Ordering::Relaxed;
         let stats = &app.writer.stats;
+        let snapshot = app.registry.snapshot();
+        let plugins_warming = snapshot
+            .activities()
+            .flat_map(|activity| activity.scenes.values())
+            .flat_map(|scene| scene.plugins.specs.iter().filter_map(|spec| scene.plugins.get(spec.capability)))
+            .filter(|plugin| !plugin.is_ready())
+            .count();
         Health {
             status: "ok",
             crediting_backlog,
+            plugins_warming,
             writer: WriterTotals {
                 applied: stats.applied.load(Relaxed),
                 batches: stats.batches.load(Relaxed),
@@ -290,6 +301,8 @@ pub struct SceneFile {
     pub activity_id: Option<String>,
     /// The version served from it.
     pub version: Option<String>,
+    /// A newer valid version waiting for its plugins to compile (`version` serves meanwhile).
+    pub pending_version: Option<String>,
     /// Its problems (the last good version keeps being served).
     pub errors: Vec<SceneFileError>,
 }
@@ -330,6 +343,9 @@ pub struct PluginEntry {
     pub sha256: String,
     /// What happens when it fails.
     pub on_failure: FailurePolicy,
+    /// `warming` (compiling in the background: calls get the failure policy), `ready`, or
+    /// `failed` (see `load_error`).
+    pub state: &'static str,
     /// Its deadline per call.
     pub deadline_ms: u64,
     /// Its memory cap.

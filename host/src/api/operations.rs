@@ -362,6 +362,7 @@ pub(super) fn scenes(app: &App) -> Answer {
             file: path.to_path_buf(),
             activity_id: state.activity_id.clone(),
             version: state.version.clone(),
+            pending_version: state.pending_version.clone(),
             errors: state
                 .errors
                 .iter()
@@ -394,6 +395,11 @@ pub(super) fn plugins(app: &App) -> Answer {
                     path: spec.path.clone(),
                     sha256: crate::plugin::hex(&spec.sha256),
                     on_failure: spec.on_failure,
+                    state: match (plugin.is_ready(), plugin.load_error()) {
+                        (false, _) => "warming",
+                        (true, None) => "ready",
+                        (true, Some(_)) => "failed",
+                    },
                     deadline_ms: spec.deadline_ms,
                     memory_mb: spec.memory_mb,
                     settings: spec.settings.iter().cloned().collect(),

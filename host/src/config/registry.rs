@@ -73,6 +73,9 @@ pub struct FileState {
     pub version: Option<String>,
     /// Problems of the newest content; empty when the newest content is what is served.
     pub errors: Vec<ConfigError>,
+    /// The version of valid newer content waiting for its plugins to compile, while `version`
+    /// keeps serving.
+    pub pending_version: Option<String>,
 }
 
 /// Serves the activities of one scene directory and reloads it on demand.
@@ -152,6 +155,11 @@ impl Tracked {
             activity_id: self.serving.as_ref().map(|a| a.id.clone()),
             version: self.serving.as_ref().map(|a| a.version.clone()),
             errors: self.errors.clone(),
+            pending_version: self
+                .waiting
+                .as_ref()
+                .filter(|parsed| !plugins_ready(&parsed.activity))
+                .map(|parsed| parsed.activity.version.clone()),
         }
     }
 }
@@ -281,6 +289,13 @@ impl SceneRegistry {
     }
 }
 
+/// Whether every plugin of `activity`'s scenes is compiled (or failed to), none warming.
+fn plugins_ready(activity: &Activity) -> bool {
+    activity.scenes.values().all(|scene| {
+        scene.plugins.specs.iter().all(|spec| scene.plugins.get(spec.capability).is_none_or(|plugin| plugin.is_ready()))
+    })
+}
+
 /// Serves every waiting valid version whose activity id is free (or already its own).
 ///
 /// Files are visited in name order and the pass repeats while it makes progress, because a
@@ -296,6 +311,14 @@ fn claim_activity_ids(tracked: &mut BTreeMap<PathBuf, Tracked>) {
             let Some(parsed) = entry.waiting.take() else {
                 continue;
             };
+            // A new version of a file that serves waits until its plugins are compiled (in the
+            // background): the version being served keeps answering, and the switch happens on
+            // the first reload after they are ready. A file that serves nothing yet serves at
+            // once, its warming plugins answering with their scenes' failure policies.
+            if entry.serving.is_some() && !plugins_ready(&parsed.activity) {
+                entry.waiting = Some(parsed);
+                continue;
+            }
             match owners.get(&parsed.activity.id) {
                 Some(owner) if owner != path => {
                     let error = duplicate_activity(&parsed, owner);

@@ -14,6 +14,8 @@ use parking_lot::Mutex;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::limits::CACHE_ARTIFACTS_MAX;
+
 /// The directory name inside the data directory; the wasmtime version is part of it because
 /// artifacts are only valid for the version that wrote them.
 const CACHE_SUBDIR: &str = "plugin-cache/wasmtime-48.0.8";
@@ -30,34 +32,72 @@ impl ComponentCache {
         ComponentCache { dir: data_dir.map(|dir| dir.join(CACHE_SUBDIR)), memory: Mutex::default() }
     }
 
-    /// The component for `bytes` (whose sha256 is `sha256`), compiling it if no cache has it.
-    pub(super) fn component(&self, engine: &Engine, sha256: &[u8; 32], bytes: &[u8]) -> wasmtime::Result<Component> {
+    fn file(&self, sha256: &[u8; 32]) -> Option<PathBuf> {
+        self.dir.as_ref().map(|dir| dir.join(format!("{}.cwasm", hex(sha256))))
+    }
+
+    /// The component for `sha256` if a cache has it, without compiling: in memory, or mapped
+    /// from the disk cache (milliseconds). A use marks the file as recently used.
+    pub(super) fn cached(&self, engine: &Engine, sha256: &[u8; 32]) -> Option<Component> {
         if let Some(component) = self.memory.lock().get(sha256) {
-            return Ok(component.clone());
+            return Some(component.clone());
         }
-        let file = self.dir.as_ref().map(|dir| dir.join(format!("{}.cwasm", hex(sha256))));
-        let cached = file.as_deref().filter(|file| file.is_file()).and_then(|file| match load(engine, file) {
-            Ok(component) => Some(component),
+        let file = self.file(sha256).filter(|file| file.is_file())?;
+        match load(engine, &file) {
+            Ok(component) => {
+                let _ = std::fs::File::options()
+                    .append(true)
+                    .open(&file)
+                    .and_then(|handle| handle.set_modified(std::time::SystemTime::now()));
+                self.memory.lock().insert(*sha256, component.clone());
+                Some(component)
+            }
             Err(error) => {
                 tracing::warn!(file = %file.display(), %error, "cached plugin artifact unusable; compiling again");
                 None
             }
-        });
-        let component = match cached {
-            Some(component) => component,
-            None => {
-                // `from_binary`, not `new`: bytes that are not wasm must say so, not fail as WAT.
-                let component = Component::from_binary(engine, bytes)?;
-                if let Some(file) = &file
-                    && let Err(error) = store(&component, file)
-                {
-                    tracing::warn!(file = %file.display(), %error, "could not cache the compiled plugin");
-                }
-                component
+        }
+    }
+
+    /// The component for `bytes` (whose sha256 is `sha256`), compiling it if no cache has it,
+    /// and keeping the disk cache to [`CACHE_ARTIFACTS_MAX`] artifacts.
+    pub(super) fn component(&self, engine: &Engine, sha256: &[u8; 32], bytes: &[u8]) -> wasmtime::Result<Component> {
+        if let Some(component) = self.cached(engine, sha256) {
+            return Ok(component);
+        }
+        // `from_binary`, not `new`: bytes that are not wasm must say so, not fail as WAT.
+        let component = Component::from_binary(engine, bytes)?;
+        if let Some(file) = self.file(sha256) {
+            match store(&component, &file) {
+                Ok(()) => prune(&file, CACHE_ARTIFACTS_MAX),
+                Err(error) => tracing::warn!(file = %file.display(), %error, "could not cache the compiled plugin"),
             }
-        };
+        }
         self.memory.lock().insert(*sha256, component.clone());
         Ok(component)
+    }
+}
+
+/// Removes the least recently used artifacts beside `kept` (just written) past `artifacts_max`.
+fn prune(kept: &Path, artifacts_max: usize) {
+    let Some(dir) = kept.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut artifacts: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "cwasm") && path != kept)
+        .filter_map(|path| Some((std::fs::metadata(&path).ok()?.modified().ok()?, path)))
+        .collect();
+    if artifacts.len() < artifacts_max {
+        return;
+    }
+    artifacts.sort();
+    let excess = artifacts.len() + 1 - artifacts_max;
+    for (_, path) in artifacts.into_iter().take(excess) {
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(file = %path.display(), "pruned a compiled plugin from the cache"),
+            Err(error) => tracing::warn!(file = %path.display(), %error, "could not prune the plugin cache"),
+        }
     }
 }
 
@@ -98,4 +138,33 @@ pub fn hex(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02x}");
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the disk cache keeps at most its bound of artifacts, the one just written and the
+    // most recently used among the rest, and leaves other files alone.
+    #[test]
+    fn pruning_keeps_the_newest_artifacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for n in 0..5u64 {
+            let file = dir.path().join(format!("{n}.cwasm"));
+            std::fs::write(&file, b"x").unwrap();
+            let handle = std::fs::File::options().append(true).open(&file).unwrap();
+            handle.set_modified(start + std::time::Duration::from_secs(n * 60)).unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), b"kept").unwrap();
+        let kept = dir.path().join("new.cwasm");
+        std::fs::write(&kept, b"x").unwrap();
+        prune(&kept, 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["3.cwasm", "4.cwasm", "new.cwasm", "notes.txt"]);
+    }
 }

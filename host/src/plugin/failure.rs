@@ -64,6 +64,10 @@ pub enum PluginFailure {
     /// The plugin could not be loaded; every call fails with this.
     #[error("plugin not loaded: {0}")]
     NotLoaded(String),
+    /// The plugin is still being compiled (in the background, off the serving path); calls
+    /// meanwhile get the scene's failure policy.
+    #[error("plugin still compiling")]
+    Warming,
     /// A fresh instance could not be created.
     #[error("plugin instantiation failed: {0}")]
     Instantiate(String),
@@ -89,6 +93,7 @@ impl PluginFailure {
     pub fn code(&self) -> &'static str {
         match self {
             PluginFailure::NotLoaded(_) => "plugin_not_loaded",
+            PluginFailure::Warming => "plugin_warming",
             PluginFailure::Instantiate(_) => "plugin_instantiate",
             PluginFailure::Deadline(_) => "plugin_deadline",
             PluginFailure::MemoryCap(_) => "plugin_memory",

@@ -42,6 +42,13 @@ pub const COUNTER_NAME_BYTES_MAX: usize = 128;
 pub const COUNTERS_PER_SCENE_MAX: usize = 1_000_000;
 /// The largest `.wasm` file the host reads.
 pub const WASM_BYTES_MAX: u64 = 32 * 1024 * 1024;
+/// Compiles waiting or running in the background at once. Each holds its `.wasm` bytes (up to
+/// [`WASM_BYTES_MAX`]) until it is done; past the bound a plugin is compiled on the reload's own
+/// thread instead, which delays that reload but never the requests being served.
+pub const COMPILES_PENDING_MAX: usize = 8;
+/// Compiled artifacts kept in the data directory's cache: a JavaScript plugin's is about 40 MB,
+/// and every version of a plugin leaves one, so the oldest (by last use) go past this many.
+pub const CACHE_ARTIFACTS_MAX: usize = 32;
 /// Bytes of text a bill-copy plugin may return.
 pub const BILL_TEXT_BYTES_MAX: usize = 512;
 /// Findings one reconciliation call may return.

@@ -2,9 +2,18 @@
 //! with the host functions and a sealed WASI, the epoch ticker, the compile cache, and loading a
 //! `.wasm` into a [`Plugin`] (read within its bound, pin checked, compiled, pre-linked against
 //! its capability's world).
+//!
+//! Compiling is off the serving path in a server ([`PluginRuntime::with_stock_source`]): a
+//! component no cache holds is compiled on a background thread (one at a time, since wasmtime
+//! spreads one compile over the cores) while its [`Plugin`] is *warming* — its calls get the
+//! scene's failure policy — so a host listens at once and a 12 MB JavaScript component never
+//! delays the other scenes. The registry keeps serving a scene's previous version until the new
+//! version's plugins are compiled (see `config::registry`). Tools (`validate`, `plugin run`)
+//! compile in line.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -30,6 +39,13 @@ pub struct PluginRuntime {
     services: Arc<HostServices>,
     cache: ComponentCache,
     stats: Mutex<std::collections::HashMap<(String, String, Capability), Arc<PluginStats>>>,
+    /// Whether components no cache holds are compiled in the background (a server) or in line
+    /// (tools).
+    background: bool,
+    /// Held by the compile running in the background: one at a time.
+    compiling: Arc<Mutex<()>>,
+    /// Background compiles waiting or running (bounded by [`limits::COMPILES_PENDING_MAX`]).
+    compiles_pending: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -47,11 +63,11 @@ impl PluginRuntime {
     ///
     /// The engine or linker could not be set up (a build problem, not a user one).
     pub fn new(cache_dir: Option<&Path>) -> anyhow::Result<Arc<PluginRuntime>> {
-        PluginRuntime::build(cache_dir, None)
+        PluginRuntime::build(cache_dir, None, false)
     }
 
-    /// [`PluginRuntime::new`], with plugins reading their scene's stock from `stock` (the token
-    /// store the host serves from).
+    /// The server's runtime: plugins read their scene's stock from `stock` (the token store the
+    /// host serves from), and components no cache holds compile in the background.
     ///
     /// # Errors
     ///
@@ -60,10 +76,14 @@ impl PluginRuntime {
         cache_dir: Option<&Path>,
         stock: Arc<dyn StockSource>,
     ) -> anyhow::Result<Arc<PluginRuntime>> {
-        PluginRuntime::build(cache_dir, Some(stock))
+        PluginRuntime::build(cache_dir, Some(stock), true)
     }
 
-    fn build(cache_dir: Option<&Path>, stock: Option<Arc<dyn StockSource>>) -> anyhow::Result<Arc<PluginRuntime>> {
+    fn build(
+        cache_dir: Option<&Path>,
+        stock: Option<Arc<dyn StockSource>>,
+        background: bool,
+    ) -> anyhow::Result<Arc<PluginRuntime>> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(true);
@@ -88,6 +108,9 @@ impl PluginRuntime {
             services: Arc::new(HostServices::new(stock)),
             cache,
             stats: Mutex::default(),
+            background,
+            compiling: Arc::default(),
+            compiles_pending: Arc::default(),
         }))
     }
 
@@ -98,34 +121,88 @@ impl PluginRuntime {
 
     /// Reads, checks and compiles the `.wasm` at `path`, returning its bytes' sha256.
     fn compile_file(&self, path: &Path, pinned: Option<&[u8; 32]>) -> Result<(Component, [u8; 32]), LoadError> {
-        let shown = path.display().to_string();
-        let unreadable = |message: String| LoadError::Unreadable { path: shown.clone(), message };
-        // One open handle, a regular file, and a bounded read: a FIFO, a device or a file that
-        // keeps growing can neither hang nor exhaust the reload.
-        let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
-        let metadata = file.metadata().map_err(|e| unreadable(e.to_string()))?;
-        if !metadata.is_file() {
-            return Err(unreadable("not a regular file".into()));
-        }
-        let mut bytes = Vec::with_capacity(metadata.len().min(WASM_BYTES_MAX) as usize);
-        std::io::Read::read_to_end(&mut std::io::Read::take(file, WASM_BYTES_MAX + 1), &mut bytes)
-            .map_err(|e| unreadable(e.to_string()))?;
-        if bytes.len() as u64 > WASM_BYTES_MAX {
-            return Err(unreadable(format!("more than the {WASM_BYTES_MAX} bytes a plugin may have")));
-        }
-        let actual: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into();
-        if let Some(pinned) = pinned
-            && *pinned != actual
-        {
-            return Err(LoadError::Sha256Mismatch { path: shown, pinned: hex(pinned), actual: hex(&actual) });
-        }
-        let component = self
-            .cache
-            .component(&self.engine, &actual, &bytes)
-            .map_err(|error| LoadError::Invalid { path: shown, message: error_chain(&error) })?;
-        Ok((component, actual))
+        let (bytes, sha256) = read_checked(path, pinned)?;
+        let component = self.compile(path, &sha256, &bytes)?;
+        Ok((component, sha256))
     }
 
+    fn compile(&self, path: &Path, sha256: &[u8; 32], bytes: &[u8]) -> Result<Component, LoadError> {
+        self.cache
+            .component(&self.engine, sha256, bytes)
+            .map_err(|error| LoadError::Invalid { path: path.display().to_string(), message: error_chain(&error) })
+    }
+
+    /// The component compiled and pre-linked against `spec`'s world.
+    fn prepared(&self, component: &Component, spec: &PluginSpec) -> Result<ReadyPre, LoadError> {
+        self.pre(component, spec.capability).map_err(|message| LoadError::WrongInterface {
+            path: spec.path.display().to_string(),
+            world: format!("{}-plugin", spec.capability.kind()),
+            message,
+        })
+    }
+
+    /// Compiles `bytes` for `plugin` on a thread of its own, one compile at a time, and hands
+    /// the plugin the result; in line when too many compiles are pending already.
+    fn compile_in_background(self: &Arc<Self>, plugin: Arc<Plugin>, bytes: Vec<u8>, sha256: [u8; 32]) {
+        if self.compiles_pending.fetch_add(1, Ordering::SeqCst) >= limits::COMPILES_PENDING_MAX {
+            self.compiles_pending.fetch_sub(1, Ordering::SeqCst);
+            let compiled = self.compile(&plugin.spec().path, &sha256, &bytes);
+            plugin.loaded(compiled.and_then(|component| self.prepared(&component, plugin.spec())));
+            return;
+        }
+        let runtime = self.clone();
+        let waiting = plugin.clone();
+        let spawned = std::thread::Builder::new().name("plugin-compile".into()).spawn(move || {
+            let _one_at_a_time = runtime.compiling.lock();
+            crate::failpoint::stall("plugin.compile.stall");
+            let started = std::time::Instant::now();
+            let spec = plugin.spec();
+            let compiled = runtime.compile(&spec.path, &sha256, &bytes);
+            let prepared = compiled.and_then(|component| runtime.prepared(&component, spec));
+            if prepared.is_ok() {
+                tracing::info!(plugin = %spec.path.display(), activity = %plugin.scope().activity_id,
+                    scene = %plugin.scope().scene_id, seconds = started.elapsed().as_secs_f64(),
+                    "plugin compiled in the background");
+            }
+            plugin.loaded(prepared);
+            runtime.compiles_pending.fetch_sub(1, Ordering::SeqCst);
+        });
+        if let Err(error) = spawned {
+            self.compiles_pending.fetch_sub(1, Ordering::SeqCst);
+            let path = waiting.spec().path.display().to_string();
+            waiting.loaded(Err(LoadError::Invalid { path, message: format!("no thread to compile it on: {error}") }));
+        }
+    }
+}
+
+/// Reads the `.wasm` at `path` within [`WASM_BYTES_MAX`] and checks it against its pin; its bytes
+/// and their sha256.
+fn read_checked(path: &Path, pinned: Option<&[u8; 32]>) -> Result<(Vec<u8>, [u8; 32]), LoadError> {
+    let shown = path.display().to_string();
+    let unreadable = |message: String| LoadError::Unreadable { path: shown.clone(), message };
+    // One open handle, a regular file, and a bounded read: a FIFO, a device or a file that
+    // keeps growing can neither hang nor exhaust the reload.
+    let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let metadata = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+    if !metadata.is_file() {
+        return Err(unreadable("not a regular file".into()));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len().min(WASM_BYTES_MAX) as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, WASM_BYTES_MAX + 1), &mut bytes)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if bytes.len() as u64 > WASM_BYTES_MAX {
+        return Err(unreadable(format!("more than the {WASM_BYTES_MAX} bytes a plugin may have")));
+    }
+    let actual: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into();
+    if let Some(pinned) = pinned
+        && *pinned != actual
+    {
+        return Err(LoadError::Sha256Mismatch { path: shown, pinned: hex(pinned), actual: hex(&actual) });
+    }
+    Ok((bytes, actual))
+}
+
+impl PluginRuntime {
     fn pre(&self, component: &Component, capability: Capability) -> Result<ReadyPre, String> {
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| error_chain(&e))?;
         let ready = match capability {
@@ -177,16 +254,15 @@ impl PluginRuntime {
             fixed_stock: None,
             counters: self.services.counters_for(activity_id, scene_id),
         });
-        let loaded = match self.compile_file(&spec.path, Some(&spec.sha256)) {
-            Ok((component, _)) => self.pre(&component, spec.capability).map_err(|message| LoadError::WrongInterface {
-                path: spec.path.display().to_string(),
-                world: format!("{}-plugin", spec.capability.kind()),
-                message,
-            }),
-            Err(error) if error.refuses_scene() => return Err(error),
-            Err(error) => Err(error),
-        };
-        Ok(Arc::new(Plugin::new(self.engine.clone(), self.services.clone(), spec.clone(), scope, loaded, stats)))
+        let (bytes, sha256) = read_checked(&spec.path, Some(&spec.sha256))?;
+        let plugin =
+            Arc::new(Plugin::new(self.engine.clone(), self.services.clone(), spec.clone(), scope, None, stats));
+        match self.cache.cached(&self.engine, &sha256) {
+            Some(component) => plugin.loaded(self.prepared(&component, spec)),
+            None if self.background => self.compile_in_background(plugin.clone(), bytes, sha256),
+            None => plugin.loaded(self.compile(&spec.path, &sha256, &bytes).and_then(|c| self.prepared(&c, spec))),
+        }
+        Ok(plugin)
     }
 
     /// Loads `path` without a scene or pin, for `hongbao plugin run`: finds which capability's
@@ -231,8 +307,14 @@ impl PluginRuntime {
                         fixed_stock,
                         counters: Arc::default(),
                     });
-                    let plugin =
-                        Plugin::new(self.engine.clone(), self.services.clone(), spec, scope, Ok(pre), Arc::default());
+                    let plugin = Plugin::new(
+                        self.engine.clone(),
+                        self.services.clone(),
+                        spec,
+                        scope,
+                        Some(Ok(pre)),
+                        Arc::default(),
+                    );
                     return Ok((Arc::new(plugin), sha256));
                 }
                 Err(message) => reasons.push(format!("{}: {message}", capability.kind())),

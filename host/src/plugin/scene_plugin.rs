@@ -3,8 +3,8 @@
 //! randomness set from the call, the guest's output and log lines flushed to the host's log,
 //! and a failure classified and counted.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store};
@@ -73,7 +73,8 @@ pub struct Plugin {
     services: Arc<HostServices>,
     spec: PluginSpec,
     pub(super) scope: Arc<Scope>,
-    pre: Result<ReadyPre, LoadError>,
+    /// Set once the component is compiled (or failed to): until then the plugin is warming.
+    pre: OnceLock<Result<ReadyPre, LoadError>>,
     pool: InstancePool<Live>,
     pub(super) stats: Arc<PluginStats>,
 }
@@ -112,27 +113,44 @@ pub struct CallInput<'a> {
 }
 
 impl Plugin {
+    /// A plugin; `pre` is `None` while its component is being compiled, and [`Plugin::loaded`]
+    /// gives it when it is.
     pub(super) fn new(
         engine: Engine,
         services: Arc<HostServices>,
         spec: PluginSpec,
         scope: Arc<Scope>,
-        pre: Result<ReadyPre, LoadError>,
+        pre: Option<Result<ReadyPre, LoadError>>,
         stats: Arc<PluginStats>,
     ) -> Plugin {
-        if let Err(error) = &pre {
-            tracing::warn!(activity = %scope.activity_id, scene = %scope.scene_id, %error,
-                "plugin not loaded; every call gets the scene's failure policy");
-        }
-        Plugin {
+        let plugin = Plugin {
             engine,
             services,
             spec,
             scope,
-            pre,
+            pre: OnceLock::new(),
             pool: InstancePool::new(INSTANCES_PER_POOL_MAX, CALLS_PER_INSTANCE_MAX),
             stats,
+        };
+        if let Some(pre) = pre {
+            plugin.loaded(pre);
         }
+        plugin
+    }
+
+    /// The compiled component (or why there is none): the plugin stops warming. Only the first
+    /// call counts.
+    pub(super) fn loaded(&self, pre: Result<ReadyPre, LoadError>) {
+        if let Err(error) = &pre {
+            tracing::warn!(activity = %self.scope.activity_id, scene = %self.scope.scene_id, %error,
+                "plugin not loaded; every call gets the scene's failure policy");
+        }
+        let _ = self.pre.set(pre);
+    }
+
+    /// Whether its component is compiled (or failed to): not warming any more.
+    pub fn is_ready(&self) -> bool {
+        self.pre.get().is_some()
     }
 
     /// The declaration this plugin was loaded from.
@@ -142,7 +160,7 @@ impl Plugin {
 
     /// Why the plugin could not be loaded, if it could not.
     pub fn load_error(&self) -> Option<&LoadError> {
-        self.pre.as_ref().err()
+        self.pre.get()?.as_ref().err()
     }
 
     /// Its call counts.
@@ -241,9 +259,10 @@ impl Plugin {
         invoke: impl FnOnce(&Instance, &mut Store<PluginState>) -> Option<wasmtime::Result<Result<R, PluginError>>>,
     ) -> (Result<R, PluginFailure>, CallReport) {
         let mut report = CallReport::default();
-        let pre = match &self.pre {
-            Ok(pre) => pre,
-            Err(error) => return (Err(PluginFailure::NotLoaded(error.to_string())), report),
+        let pre = match self.pre.get() {
+            Some(Ok(pre)) => pre,
+            Some(Err(error)) => return (Err(PluginFailure::NotLoaded(error.to_string())), report),
+            None => return (Err(PluginFailure::Warming), report),
         };
         let mut warm = match self.pool.take() {
             Some(warm) => warm,

@@ -20,8 +20,9 @@ pub struct PluginStats {
     pub call_ns: AtomicU64,
 }
 
-const FAILURE_CODES: [&str; 7] = [
+const FAILURE_CODES: [&str; 8] = [
     "plugin_not_loaded",
+    "plugin_warming",
     "plugin_instantiate",
     "plugin_deadline",
     "plugin_memory",
@@ -60,9 +61,10 @@ impl PluginStats {
 mod tests {
     use super::*;
 
-    fn every_failure() -> [PluginFailure; 7] {
+    fn every_failure() -> [PluginFailure; 8] {
         [
             PluginFailure::NotLoaded(String::new()),
+            PluginFailure::Warming,
             PluginFailure::Instantiate(String::new()),
             PluginFailure::Deadline(1),
             PluginFailure::MemoryCap(1),
