@@ -385,6 +385,10 @@ fn failing_plugins_get_their_scene_policy_while_others_serve() {
         assert_eq!(plugin["stats"]["failures"][code], 2, "{scene}: {plugin}");
         assert_eq!(plugin["stats"]["ok"], 0, "{scene}: {plugin}");
     }
+    // A guest's panic explains itself: its message reaches the plugin's last failure.
+    let last = &stats("trap")["stats"]["last_failure"];
+    assert_eq!(last["code"], "plugin_trap", "{last}");
+    assert!(last["message"].as_str().unwrap().contains("fx-trap: deliberate panic"), "{last}");
     assert!(stats("invalid")["load_error"].as_str().unwrap().contains("not a valid WebAssembly component"));
     assert!(stats("wrong")["load_error"].as_str().unwrap().contains("bill-copy"), "{}", stats("wrong"));
     assert_eq!(stats("healthy")["stats"]["ok"].as_u64(), Some(answers.len() as u64));

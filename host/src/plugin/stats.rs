@@ -3,7 +3,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::Mutex;
+
 use super::failure::PluginFailure;
+
+/// Bytes kept of the last failure's message: enough for a guest's exception or panic message
+/// and where it was raised, bounded because a guest chooses what it says.
+pub const LAST_FAILURE_BYTES_MAX: usize = 512;
 
 /// Counts of one scene plugin's calls, kept across reloads.
 #[derive(Debug, Default)]
@@ -18,6 +24,9 @@ pub struct PluginStats {
     pub instantiations: AtomicU64,
     /// Total nanoseconds inside calls.
     pub call_ns: AtomicU64,
+    /// The latest failure's code and message (a guest's exception or panic message included),
+    /// at most [`LAST_FAILURE_BYTES_MAX`] bytes of it.
+    last_failure: Mutex<Option<(&'static str, String)>>,
 }
 
 const FAILURE_CODES: [&str; 8] = [
@@ -36,6 +45,20 @@ impl PluginStats {
         if let Some(index) = FAILURE_CODES.iter().position(|code| *code == failure.code()) {
             self.failures[index].fetch_add(1, Ordering::Relaxed);
         }
+        let mut message = failure.to_string();
+        if message.len() > LAST_FAILURE_BYTES_MAX {
+            let mut end = LAST_FAILURE_BYTES_MAX;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        *self.last_failure.lock() = Some((failure.code(), message));
+    }
+
+    /// The latest failure's code and (bounded) message.
+    pub fn last_failure(&self) -> Option<(&'static str, String)> {
+        self.last_failure.lock().clone()
     }
 
     /// Failed calls by failure code, every code listed.
@@ -53,6 +76,7 @@ impl PluginStats {
             "failures": failures,
             "instantiations": self.instantiations.load(Ordering::Relaxed),
             "call_ns_total": self.call_ns.load(Ordering::Relaxed),
+            "last_failure": self.last_failure().map(|(code, message)| serde_json::json!({ "code": code, "message": message })),
         })
     }
 }
@@ -90,5 +114,17 @@ mod tests {
             assert_eq!(json["failures"][failure.code()], expected, "{}", failure.code());
         }
         assert_eq!(json["calls"], 0);
+    }
+
+    // Proves the last failure keeps the guest's message, bounded on a character boundary.
+    #[test]
+    fn the_last_failure_keeps_a_bounded_message() {
+        let stats = PluginStats::default();
+        assert!(stats.last_failure().is_none());
+        stats.count_failure(&PluginFailure::Trap(format!("panicked at lib.rs:3: {}", "红".repeat(400))));
+        let (code, message) = stats.last_failure().unwrap();
+        assert_eq!(code, "plugin_trap");
+        assert!(message.starts_with("plugin trapped: panicked at lib.rs:3"), "{message}");
+        assert!(message.len() <= LAST_FAILURE_BYTES_MAX && message.len() > LAST_FAILURE_BYTES_MAX - 4);
     }
 }
