@@ -240,7 +240,7 @@ fn reference_plugins_change_what_users_get() {
 
 /// The scenes of `failing_plugins_get_their_scene_policy_while_others_serve`: one per failing
 /// fixture and its policy, one that sleeps, and a healthy one.
-fn failing_plugin_scenes() -> [String; 8] {
+fn failing_plugin_scenes() -> [String; 9] {
     let not_wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/fixtures/not-wasm.wasm");
     let bill = |fixture: &str| plugin_wasm(fixture);
     [
@@ -249,7 +249,27 @@ fn failing_plugin_scenes() -> [String; 8] {
             "Loop",
             &fixed(100),
             BUILTIN_COPY,
-            &[plugin_block("bill_copy", &bill("fx_loop"), "fail_closed", "                  deadline_ms: 20\n")],
+            // The deadline is under test here: instructions without a practical bound.
+            &[plugin_block(
+                "bill_copy",
+                &bill("fx_loop"),
+                "fail_closed",
+                "                  deadline_ms: 20\n                  instructions_max: 10000000000\n",
+            )],
+        ),
+        scene(
+            "counted",
+            "Counted",
+            &fixed(100),
+            BUILTIN_COPY,
+            // The instruction bound is under test: the same loop stops at a count, whatever the
+            // machine's speed, long before its generous deadline.
+            &[plugin_block(
+                "bill_copy",
+                &bill("fx_loop"),
+                "fail_closed",
+                &format!("                  instructions_max: 1000000\n{GENEROUS_DEADLINE}"),
+            )],
         ),
         scene(
             "alloc",
@@ -338,6 +358,9 @@ fn failing_plugins_get_their_scene_policy_while_others_serve() {
         let (status, body) = grant(&server, "plug", "loop", user(0), 1, 1, None);
         assert_eq!((status, body["code"].as_str()), (503, Some("plugin_failed")), "{body}");
         assert!(body["message"].as_str().unwrap().contains("deadline"), "{body}");
+        let (status, body) = grant(&server, "plug", "counted", user(7), 1, 1, None);
+        assert_eq!((status, body["code"].as_str()), (503, Some("plugin_failed")), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("plugin_instructions"), "{body}");
         let (status, body) = grant(&server, "plug", "alloc", user(1), 1, 1, None);
         assert_eq!((status, body["bill_copy"].as_str()), (200, Some("")), "fail_open skips the copy: {body}");
         let (status, body) = grant(&server, "plug", "trap", user(2), 1, 1, None);
@@ -375,6 +398,7 @@ fn failing_plugins_get_their_scene_policy_while_others_serve() {
     };
     for (scene, code) in [
         ("loop", "plugin_deadline"),
+        ("counted", "plugin_instructions"),
         ("alloc", "plugin_memory"),
         ("trap", "plugin_trap"),
         ("invalid", "plugin_not_loaded"),

@@ -348,6 +348,8 @@ pub struct PluginEntry {
     pub state: &'static str,
     /// Its deadline per call.
     pub deadline_ms: u64,
+    /// The instructions one call may run.
+    pub instructions_max: u64,
     /// Its memory cap.
     pub memory_mb: u64,
     /// The settings it is handed.

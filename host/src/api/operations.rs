@@ -401,6 +401,7 @@ pub(super) fn plugins(app: &App) -> Answer {
                         (true, Some(_)) => "failed",
                     },
                     deadline_ms: spec.deadline_ms,
+                    instructions_max: spec.instructions_max,
                     memory_mb: spec.memory_mb,
                     settings: spec.settings.iter().cloned().collect(),
                     load_error: plugin.load_error().map(ToString::to_string),

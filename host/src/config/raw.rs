@@ -88,6 +88,7 @@ pub(super) struct RawPlugin {
     pub sha256: Option<Spanned<String>>,
     pub on_failure: Option<Spanned<String>>,
     pub deadline_ms: Option<Spanned<i64>>,
+    pub instructions_max: Option<Spanned<i64>>,
     pub memory_mb: Option<Spanned<i64>>,
     pub settings: Option<Spanned<RawSettings>>,
 }

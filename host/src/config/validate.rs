@@ -671,6 +671,18 @@ impl Checker<'_> {
                 .map(|v| v as u64),
             None => Some(plugin_limits::DEADLINE_MS_DEFAULT),
         };
+        let instructions_max = match &p.instructions_max {
+            Some(value) => self
+                .range(
+                    value,
+                    key(path, "instructions_max"),
+                    1,
+                    plugin_limits::INSTRUCTIONS_MAX_MAX as i64,
+                    " (the host's maximum)",
+                )
+                .map(|v| v as u64),
+            None => Some(plugin_limits::INSTRUCTIONS_MAX_DEFAULT),
+        };
         let memory_mb = match &p.memory_mb {
             Some(value) => self
                 .range(value, key(path, "memory_mb"), 1, plugin_limits::MEMORY_MB_MAX as i64, " (the host's maximum)")
@@ -708,6 +720,7 @@ impl Checker<'_> {
             sha256: sha256?,
             on_failure: on_failure?,
             deadline_ms: deadline_ms?,
+            instructions_max: instructions_max?,
             memory_mb: memory_mb?,
             settings,
             line,

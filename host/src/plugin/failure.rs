@@ -74,6 +74,9 @@ pub enum PluginFailure {
     /// The call ran past its deadline.
     #[error("plugin ran past its {0} ms deadline")]
     Deadline(u64),
+    /// The call ran more instructions than its scene allows.
+    #[error("plugin ran past its {0} instructions")]
+    Instructions(u64),
     /// The instance grew past its memory cap.
     #[error("plugin exceeded its {0} MiB memory cap")]
     MemoryCap(u64),
@@ -96,6 +99,7 @@ impl PluginFailure {
             PluginFailure::Warming => "plugin_warming",
             PluginFailure::Instantiate(_) => "plugin_instantiate",
             PluginFailure::Deadline(_) => "plugin_deadline",
+            PluginFailure::Instructions(_) => "plugin_instructions",
             PluginFailure::MemoryCap(_) => "plugin_memory",
             PluginFailure::Trap(_) => "plugin_trap",
             PluginFailure::PluginError(_) => "plugin_error",
@@ -111,7 +115,8 @@ pub(super) fn classify(error: &wasmtime::Error, spec: &PluginSpec) -> PluginFail
         return PluginFailure::MemoryCap(spec.memory_mb);
     }
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt | wasmtime::Trap::OutOfFuel) => PluginFailure::Deadline(spec.deadline_ms),
+        Some(wasmtime::Trap::Interrupt) => PluginFailure::Deadline(spec.deadline_ms),
+        Some(wasmtime::Trap::OutOfFuel) => PluginFailure::Instructions(spec.instructions_max),
         // The trap itself, without the wasm backtrace wasmtime attaches.
         Some(trap) => PluginFailure::Trap(trap.to_string()),
         None => PluginFailure::Trap(error_chain(error)),
@@ -186,6 +191,7 @@ mod tests {
             sha256: [0; 32],
             on_failure: FailurePolicy::FailClosed,
             deadline_ms: 7,
+            instructions_max: 11,
             memory_mb: 3,
             settings: Vec::new(),
             line: 1,
@@ -194,14 +200,14 @@ mod tests {
         }
     }
 
-    // Proves the epoch and the fuel both read as the deadline, the memory meter's error as the
-    // memory cap, and anything else as a trap, each carrying the spec's bound.
+    // Proves the epoch reads as the deadline, the fuel as the instruction bound, the memory
+    // meter's error as the memory cap, and anything else as a trap, each carrying the spec's bound.
     #[test]
     fn wasmtime_errors_are_classified_by_cause() {
         let spec = spec();
         let error = |trap: wasmtime::Trap| wasmtime::Error::new(trap);
         assert_eq!(classify(&error(wasmtime::Trap::Interrupt), &spec), PluginFailure::Deadline(7));
-        assert_eq!(classify(&error(wasmtime::Trap::OutOfFuel), &spec), PluginFailure::Deadline(7));
+        assert_eq!(classify(&error(wasmtime::Trap::OutOfFuel), &spec), PluginFailure::Instructions(11));
         let memory = wasmtime::Error::new(MemoryCapExceeded { cap_bytes: 3 << 20, desired_total_bytes: 4 << 20 });
         assert_eq!(classify(&memory, &spec), PluginFailure::MemoryCap(3));
         let unreachable = classify(&error(wasmtime::Trap::UnreachableCodeReached), &spec);

@@ -20,10 +20,17 @@ pub const MEMORY_MB_DEFAULT: u64 = 16;
 pub const MEMORY_MB_MAX: u64 = 64;
 /// Table elements per instance (function references); generous for any real plugin.
 pub const TABLE_ELEMENTS_MAX: usize = 100_000;
-/// Wasm operators a call may run. The deadline is the real bound; fuel only makes the count of
-/// instructions available (for `hongbao plugin run`) and is set high enough never to trigger
-/// before the deadline does.
-pub const FUEL_PER_CALL: u64 = 1 << 40;
+/// Wasm operators a call may run when the scene sets no `instructions_max`. Unlike the deadline,
+/// which is wall-clock time and so depends on how loaded the machine is, an instruction count is
+/// the same for the same call everywhere. Shopify Functions allow 11M a call; this is ten times
+/// that, room for a JavaScript or Python plugin's warm call (the Rust reference plugins use
+/// about 10k), while a loop that never ends stops here in well under a second.
+pub const INSTRUCTIONS_MAX_DEFAULT: u64 = 100_000_000;
+/// The most a scene may allow a call: seconds of CPU, a guard against a typo.
+pub const INSTRUCTIONS_MAX_MAX: u64 = 10_000_000_000;
+/// Wasm operators an instantiation may run (a JavaScript or Python plugin starts its language's
+/// runtime there); the deadline bounds it in time.
+pub const INSTRUCTIONS_PER_INSTANTIATION_MAX: u64 = 1 << 40;
 /// Bytes of guest stdout plus stderr kept per call; the rest is counted and dropped, so a
 /// chatty plugin can neither trap on a full pipe nor flood the host's log.
 pub const OUTPUT_BYTES_PER_CALL_MAX: usize = 4 * 1024;

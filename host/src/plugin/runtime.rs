@@ -289,6 +289,7 @@ impl PluginRuntime {
                         sha256,
                         on_failure: FailurePolicy::FailClosed,
                         deadline_ms: limits::DEADLINE_MS_MAX,
+                        instructions_max: limits::INSTRUCTIONS_MAX_MAX,
                         memory_mb: limits::MEMORY_MB_MAX,
                         settings,
                         line: 0,

@@ -13,7 +13,7 @@ use super::bindings;
 use super::bindings::types::{CallContext, LogLevel, PluginError, Stock};
 use super::failure::{LoadError, PluginFailure, call_failure, error_chain, instantiate_failure, plugin_error_text};
 use super::host_api::{HostServices, Scope};
-use super::limits::{CALLS_PER_INSTANCE_MAX, FUEL_PER_CALL, INSTANCES_PER_POOL_MAX};
+use super::limits::{CALLS_PER_INSTANCE_MAX, INSTANCES_PER_POOL_MAX, INSTRUCTIONS_PER_INSTANTIATION_MAX};
 use super::pool::{InstancePool, Pooled};
 use super::sandbox::{Captured, PluginState};
 use super::spec::PluginSpec;
@@ -216,7 +216,7 @@ impl Plugin {
         store.limiter(|state| &mut state.memory);
         // Instantiation runs guest code (constructors): it needs fuel and a deadline too.
         store.set_epoch_deadline(self.spec.deadline_ms.max(1));
-        store.set_fuel(FUEL_PER_CALL).map_err(|e| PluginFailure::Instantiate(error_chain(&e)))?;
+        store.set_fuel(INSTRUCTIONS_PER_INSTANTIATION_MAX).map_err(|e| PluginFailure::Instantiate(error_chain(&e)))?;
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         let instance = match pre {
             ReadyPre::BillCopy(pre) => pre.instantiate(&mut store).map(Instance::BillCopy),
@@ -279,7 +279,8 @@ impl Plugin {
         };
         warm.store.data_mut().arm(ctx.now_ms, ctx.random_seed);
         warm.store.set_epoch_deadline(self.spec.deadline_ms.max(1));
-        if let Err(error) = warm.store.set_fuel(FUEL_PER_CALL) {
+        let fuel = self.spec.instructions_max;
+        if let Err(error) = warm.store.set_fuel(fuel) {
             return (Err(PluginFailure::Trap(error_chain(&error))), report);
         }
         let started = Instant::now();
@@ -296,12 +297,12 @@ impl Plugin {
         let result = match outcome {
             None => Err(PluginFailure::NotLoaded("the instance is of another world".into())),
             Some(Ok(Ok(value))) => {
-                report.instructions = warm.store.get_fuel().ok().map(|left| FUEL_PER_CALL - left);
+                report.instructions = warm.store.get_fuel().ok().map(|left| fuel - left);
                 self.pool.give_back(warm);
                 Ok(value)
             }
             Some(Ok(Err(error))) => {
-                report.instructions = warm.store.get_fuel().ok().map(|left| FUEL_PER_CALL - left);
+                report.instructions = warm.store.get_fuel().ok().map(|left| fuel - left);
                 self.pool.give_back(warm);
                 Err(PluginFailure::PluginError(plugin_error_text(&error)))
             }

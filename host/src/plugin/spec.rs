@@ -96,6 +96,8 @@ pub struct PluginSpec {
     pub on_failure: FailurePolicy,
     /// Per-call deadline.
     pub deadline_ms: u64,
+    /// Wasm operators a call may run (its fuel).
+    pub instructions_max: u64,
     /// Linear memory cap per instance.
     pub memory_mb: u64,
     /// Handed to the plugin in `call-context.settings`.

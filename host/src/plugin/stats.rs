@@ -29,11 +29,12 @@ pub struct PluginStats {
     last_failure: Mutex<Option<(&'static str, String)>>,
 }
 
-const FAILURE_CODES: [&str; 8] = [
+const FAILURE_CODES: [&str; 9] = [
     "plugin_not_loaded",
     "plugin_warming",
     "plugin_instantiate",
     "plugin_deadline",
+    "plugin_instructions",
     "plugin_memory",
     "plugin_trap",
     "plugin_error",
@@ -85,12 +86,13 @@ impl PluginStats {
 mod tests {
     use super::*;
 
-    fn every_failure() -> [PluginFailure; 8] {
+    fn every_failure() -> [PluginFailure; 9] {
         [
             PluginFailure::NotLoaded(String::new()),
             PluginFailure::Warming,
             PluginFailure::Instantiate(String::new()),
             PluginFailure::Deadline(1),
+            PluginFailure::Instructions(1),
             PluginFailure::MemoryCap(1),
             PluginFailure::Trap(String::new()),
             PluginFailure::PluginError(String::new()),
