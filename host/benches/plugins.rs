@@ -35,6 +35,7 @@ fn load(runtime: &Arc<PluginRuntime>, capability: Capability, name: &str, settin
         sha256,
         on_failure: FailurePolicy::FailClosed,
         deadline_ms: 10,
+        instructions_max: hongbao::plugin::limits::INSTRUCTIONS_MAX_DEFAULT,
         memory_mb: 16,
         settings: settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         line: 1,

@@ -620,6 +620,15 @@ impl Checker<'_> {
 
     /// One plugin block: a path, a pinned sha256, a failure policy, optional bounds within the
     /// host's maxima, and settings.
+    /// A plugin block's numeric bound `name`: 1 to `max` (the host's maximum), `default` when
+    /// absent.
+    fn bound(&mut self, value: &Option<Spanned<i64>>, path: &str, name: &str, max: u64, default: u64) -> Option<u64> {
+        match value {
+            Some(value) => self.range(value, key(path, name), 1, max as i64, " (the host's maximum)").map(|v| v as u64),
+            None => Some(default),
+        }
+    }
+
     fn plugin(&mut self, capability: Capability, raw: &Spanned<RawPlugin>, path: &str) -> Option<PluginSpec> {
         let line = line_of(raw);
         let p = &raw.value;
@@ -659,36 +668,22 @@ impl Checker<'_> {
             }
             parsed
         });
-        let deadline_ms = match &p.deadline_ms {
-            Some(value) => self
-                .range(
-                    value,
-                    key(path, "deadline_ms"),
-                    1,
-                    plugin_limits::DEADLINE_MS_MAX as i64,
-                    " (the host's maximum)",
-                )
-                .map(|v| v as u64),
-            None => Some(plugin_limits::DEADLINE_MS_DEFAULT),
-        };
-        let instructions_max = match &p.instructions_max {
-            Some(value) => self
-                .range(
-                    value,
-                    key(path, "instructions_max"),
-                    1,
-                    plugin_limits::INSTRUCTIONS_MAX_MAX as i64,
-                    " (the host's maximum)",
-                )
-                .map(|v| v as u64),
-            None => Some(plugin_limits::INSTRUCTIONS_MAX_DEFAULT),
-        };
-        let memory_mb = match &p.memory_mb {
-            Some(value) => self
-                .range(value, key(path, "memory_mb"), 1, plugin_limits::MEMORY_MB_MAX as i64, " (the host's maximum)")
-                .map(|v| v as u64),
-            None => Some(plugin_limits::MEMORY_MB_DEFAULT),
-        };
+        let deadline_ms = self.bound(
+            &p.deadline_ms,
+            path,
+            "deadline_ms",
+            plugin_limits::DEADLINE_MS_MAX,
+            plugin_limits::DEADLINE_MS_DEFAULT,
+        );
+        let instructions_max = self.bound(
+            &p.instructions_max,
+            path,
+            "instructions_max",
+            plugin_limits::INSTRUCTIONS_MAX_MAX,
+            plugin_limits::INSTRUCTIONS_MAX_DEFAULT,
+        );
+        let memory_mb =
+            self.bound(&p.memory_mb, path, "memory_mb", plugin_limits::MEMORY_MB_MAX, plugin_limits::MEMORY_MB_DEFAULT);
         let mut settings: Vec<(String, String)> = Vec::new();
         if let Some(raw_settings) = &p.settings {
             let settings_path = key(path, "settings");
