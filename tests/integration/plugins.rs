@@ -627,6 +627,10 @@ fn plugin_new_output_builds_and_runs() {
 }
 
 fn plugin_run(wasm: &Path, input: &Value) -> Value {
+    plugin_run_calls(wasm, input, 1)
+}
+
+fn plugin_run_calls(wasm: &Path, input: &Value, calls: u32) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("input.json");
     std::fs::write(&file, input.to_string()).unwrap();
@@ -635,6 +639,7 @@ fn plugin_run(wasm: &Path, input: &Value) -> Value {
         .arg(wasm)
         .arg("--input")
         .arg(&file)
+        .args(["--calls", &calls.to_string()])
         .env("HONGBAO_LOG", "error")
         .output()
         .unwrap();
@@ -665,4 +670,23 @@ fn the_sandbox_pins_time_and_randomness_and_bounds_output() {
     assert!(spam["output_dropped_bytes"].as_u64().unwrap() > 100_000, "{}", spam["output_dropped_bytes"]);
     assert_eq!(spam["log"].as_array().unwrap().len(), 16, "log lines kept per call");
     assert_eq!(spam["log_dropped"], 1_000 - 16);
+}
+
+// Proves `plugin run --calls N` reports the compile, the first call on a fresh instance and the
+// N - 1 warm calls after it (on the instance the first left: no new instantiation), with the
+// instructions a call ran and its memory, and that a warm call answers as the first did.
+#[test]
+fn plugin_run_reports_first_and_warm_calls() {
+    let input = json!({ "context": { "act_id": 7, "rain_id": 1, "random_seed": 42, "now_ms": 1 },
+                        "input": { "amount_cents": 188 } });
+    let report = plugin_run_calls(&plugin_wasm("hb_bill_copy"), &input, 20);
+    assert!(report["result"]["text"].as_str().is_some(), "{report}");
+    assert!(report["time_us"]["compile"].as_f64().is_some_and(|us| us > 0.0), "{report}");
+    assert!(report["time_us"]["instantiate"].as_f64().is_some(), "the first call instantiates: {report}");
+    let warm = &report["warm"];
+    assert_eq!((warm["calls"].as_u64(), warm["instantiations"].as_u64()), (Some(19), Some(0)), "{report}");
+    assert!(warm["time_us"]["p50"].as_f64().is_some_and(|us| us > 0.0), "{report}");
+    assert!(warm["instructions_max"].as_u64().is_some_and(|count| count > 0), "{report}");
+    assert!(warm["peak_memory_bytes"].as_u64().is_some_and(|bytes| bytes > 0), "{report}");
+    assert!(plugin_run(&plugin_wasm("hb_bill_copy"), &input)["warm"].is_null());
 }

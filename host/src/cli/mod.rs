@@ -482,6 +482,10 @@ enum PluginCommand {
         /// A JSON file with `context`, `input`, and optionally `counters` and `stock`.
         #[arg(long)]
         input: PathBuf,
+        /// Calls to make: the first on a fresh instance, the rest warm (their time, instructions
+        /// and memory reported under `warm`).
+        #[arg(long, default_value_t = 1)]
+        calls: u32,
     },
 }
 
@@ -606,11 +610,11 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin { command: PluginCommand::Run { plugin, input } } => {
+        Command::Plugin { command: PluginCommand::Run { plugin, input, calls } } => {
             let text = std::fs::read_to_string(&input).with_context(|| format!("reading `{}`", input.display()))?;
             let value: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("`{}` is not valid JSON", input.display()))?;
-            let (report, ok) = crate::plugin::authoring::run_once(&plugin, &value)
+            let (report, ok) = crate::plugin::authoring::run(&plugin, &value, calls)
                 .with_context(|| format!("running `{}` with `{}`", plugin.display(), input.display()))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })

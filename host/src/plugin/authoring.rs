@@ -111,6 +111,9 @@ pub fn scaffold(capability: Capability, name: &str, dir: &Path, sdk_dir: &Path) 
     Ok(written)
 }
 
+/// The most calls `hongbao plugin run --calls` makes: enough for stable warm-call figures.
+pub const RUN_CALLS_MAX: u32 = 100_000;
+
 /// Runs one call of the plugin at `wasm` with the input JSON `input` (see the SDK guide) and
 /// returns the report as JSON. The second value is whether the call succeeded.
 ///
@@ -118,12 +121,27 @@ pub fn scaffold(capability: Capability, name: &str, dir: &Path, sdk_dir: &Path) 
 ///
 /// The plugin cannot be loaded or the input is malformed; a failing call is not an error.
 pub fn run_once(wasm: &Path, input: &Value) -> anyhow::Result<(Value, bool)> {
+    run(wasm, input, 1)
+}
+
+/// Runs `calls` calls of the plugin at `wasm` with the input JSON `input`, each on the warm
+/// instance the previous left (the first on a fresh one), and returns the first call's report
+/// as JSON with the compile time and the warm calls' times; the second value is whether the
+/// first call succeeded.
+///
+/// # Errors
+///
+/// As [`run_once`], and `calls` outside 1 to [`RUN_CALLS_MAX`].
+pub fn run(wasm: &Path, input: &Value, calls: u32) -> anyhow::Result<(Value, bool)> {
+    anyhow::ensure!((1..=RUN_CALLS_MAX).contains(&calls), "--calls `{calls}` must be 1 to {RUN_CALLS_MAX}");
     let object = input.as_object().context("the input must be a JSON object")?;
     let stock = object.get("stock").map(parse_stock).transpose()?;
     let context = object.get("context").cloned().unwrap_or_else(|| json!({}));
     let settings = parse_settings(&context)?;
     let runtime = PluginRuntime::new(None)?;
+    let compile_started = std::time::Instant::now();
     let (plugin, sha256) = runtime.load_standalone(wasm, settings.clone(), stock).map_err(anyhow::Error::new)?;
+    let compile = compile_started.elapsed();
     let capability = plugin.spec().capability;
     if let Some(asked) = object.get("capability").and_then(Value::as_str) {
         let asked = Capability::parse(asked).with_context(|| format!("unknown capability `{asked}`"))?;
@@ -140,13 +158,21 @@ pub fn run_once(wasm: &Path, input: &Value) -> anyhow::Result<(Value, bool)> {
     }
     let empty = json!({});
     let payload = object.get("input").unwrap_or(&empty);
-    let (result, report) = match capability {
-        Capability::BillCopy => call_bill_copy(&plugin, &ctx, payload)?,
-        Capability::RateLimit => call_rate_limit(&plugin, &ctx),
-        Capability::Inventory => call_inventory(&plugin, &ctx, payload, stock)?,
-        Capability::Compensation => call_compensation(&plugin, &ctx, payload)?,
-        Capability::Reconciliation => call_reconciliation(&plugin, &ctx, payload)?,
+    let call = || -> anyhow::Result<Called> {
+        Ok(match capability {
+            Capability::BillCopy => call_bill_copy(&plugin, &ctx, payload)?,
+            Capability::RateLimit => call_rate_limit(&plugin, &ctx),
+            Capability::Inventory => call_inventory(&plugin, &ctx, payload, stock)?,
+            Capability::Compensation => call_compensation(&plugin, &ctx, payload)?,
+            Capability::Reconciliation => call_reconciliation(&plugin, &ctx, payload)?,
+        })
     };
+    let (result, report) = call()?;
+    let mut warm = WarmCalls::default();
+    for _ in 1..calls {
+        let (_, warm_report) = call()?;
+        warm.add(&warm_report);
+    }
     let ok = result.is_ok();
     let outcome = match result {
         Ok(value) => json!({ "result": value }),
@@ -157,11 +183,14 @@ pub fn run_once(wasm: &Path, input: &Value) -> anyhow::Result<(Value, bool)> {
         "sha256": hex(&sha256),
         "capability": capability.kind(),
         "time_us": {
+            "compile": compile.as_secs_f64() * 1e6,
             "instantiate": report.instantiate.map(|d| d.as_secs_f64() * 1e6),
             "call": report.call.as_secs_f64() * 1e6,
         },
         "instructions": report.instructions,
         "peak_memory_bytes": report.peak_memory_bytes,
+        "calls": calls,
+        "warm": warm.to_json(),
         "output": String::from_utf8_lossy(&report.output.bytes),
         "output_dropped_bytes": report.output.dropped_bytes,
         "log": report.log.iter().map(|(level, line)| json!({ "level": level, "message": line })).collect::<Vec<_>>(),
@@ -177,6 +206,42 @@ pub fn run_once(wasm: &Path, input: &Value) -> anyhow::Result<(Value, bool)> {
 
 /// One call's result as JSON (or how it failed), and its report.
 type Called = (Result<Value, PluginFailure>, CallReport);
+
+/// The calls after the first, on warm instances.
+#[derive(Default)]
+struct WarmCalls {
+    times_us: Vec<f64>,
+    instructions_max: Option<u64>,
+    peak_memory_bytes: u64,
+    instantiations: u32,
+}
+
+impl WarmCalls {
+    fn add(&mut self, report: &CallReport) {
+        self.times_us.push(report.call.as_secs_f64() * 1e6);
+        self.instructions_max = self.instructions_max.max(report.instructions);
+        self.peak_memory_bytes = self.peak_memory_bytes.max(report.peak_memory_bytes);
+        self.instantiations += u32::from(report.instantiate.is_some());
+    }
+
+    /// `null` for a single call; else the warm calls' time p50/p99/mean, their most
+    /// instructions, peak memory, and the fresh instances they needed.
+    fn to_json(&self) -> Value {
+        if self.times_us.is_empty() {
+            return Value::Null;
+        }
+        let mut sorted = self.times_us.clone();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        json!({
+            "calls": sorted.len(),
+            "time_us": { "p50": at(0.5), "p99": at(0.99), "mean": sorted.iter().sum::<f64>() / sorted.len() as f64 },
+            "instructions_max": self.instructions_max,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "instantiations": self.instantiations,
+        })
+    }
+}
 
 /// `context.settings`: an object of strings (other values are written as JSON), in key order.
 fn parse_settings(context: &Value) -> anyhow::Result<Vec<(String, String)>> {
