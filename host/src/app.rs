@@ -16,6 +16,7 @@ use crate::issuer::Issuer;
 use crate::issuer::watch::ForgeryWatch;
 use crate::ledger::{EmbeddedLedger, Ledger, PostgresLedger};
 use crate::plugin::PluginRuntime;
+use crate::plugin::decisions::DecisionLog;
 use crate::store::{EmbeddedStore, RedisStore, RedisStoreConfig, Store};
 use crate::wallet::FiguresCache;
 use crate::writer::{LedgerWriter, WriterConfig};
@@ -51,6 +52,9 @@ pub struct AppConfig {
     /// How long a credited record stays in the token store before it is retired (see
     /// [`crate::retention`]).
     pub retain_credited_ms: u64,
+    /// Scenes whose plugin calls are recorded (`ACTIVITY/SCENE`, or `*`); none when empty (see
+    /// [`crate::plugin::decisions`]).
+    pub record_decisions: Vec<String>,
 }
 
 /// Every part of the host.
@@ -119,6 +123,11 @@ impl App {
         // compensation plugins.
         let plugins = PluginRuntime::with_stock_source(Some(&config.data_dir), Arc::new(store.clone()))
             .context("starting the plugin runtime")?;
+        if !config.record_decisions.is_empty() {
+            let log = DecisionLog::open(&config.data_dir, config.record_decisions.clone())
+                .context("opening the decision log")?;
+            plugins.record_decisions(Arc::new(log));
+        }
         let registry = Arc::new(
             SceneRegistry::load(&config.scenes_dir, plugins.clone())
                 .with_context(|| format!("reading scenes from `{}`", config.scenes_dir.display()))?,

@@ -121,6 +121,7 @@ impl Backends {
             ledger_url: self.ledger_url.clone(),
             sync_credit: false,
             retain_credited_ms: hongbao::store::RETAIN_CREDITED_S_DEFAULT * 1000,
+            record_decisions: Vec::new(),
         };
         App::open(&config, clock).await.unwrap()
     }

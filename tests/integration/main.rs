@@ -8,6 +8,7 @@ mod backends;
 mod cli;
 mod crash;
 mod dashboard;
+mod decisions;
 mod degraded;
 mod deployment;
 mod fleet;

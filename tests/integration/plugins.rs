@@ -35,7 +35,7 @@ pub(crate) fn fixed(cents: i64) -> String {
     format!("                kind: fixed\n                cents: {cents}\n")
 }
 
-fn random(min: i64, max: i64) -> String {
+pub(crate) fn random(min: i64, max: i64) -> String {
     format!("                kind: random\n                min_cents: {min}\n                max_cents: {max}\n")
 }
 
@@ -55,7 +55,7 @@ fn settings(pairs: &[(&str, &str)]) -> String {
 pub(crate) const GENEROUS_DEADLINE: &str = "                  deadline_ms: 10000\n";
 
 /// [`settings`] of a plugin whose deadline is not under test, with [`GENEROUS_DEADLINE`].
-fn generous(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn generous(pairs: &[(&str, &str)]) -> String {
     let settings = if pairs.is_empty() { String::new() } else { settings(pairs) };
     format!("{GENEROUS_DEADLINE}{settings}")
 }

@@ -219,6 +219,10 @@ pub struct ServeOptions {
     /// keeps it; replays are answered from there), 1 to 604800 [default: 600]
     #[arg(long, env = "HONGBAO_RETAIN_CREDITED_S")]
     retain_credited_s: Option<u64>,
+    /// Record every plugin call of these scenes (`ACTIVITY/SCENE,…`, or `*` for all) in
+    /// DATA/decisions/, for `hongbao plugin replay` [default: none]
+    #[arg(long, env = "HONGBAO_RECORD_DECISIONS")]
+    record_decisions: Option<String>,
     /// Credit every grant to the ledger before answering it: the traditional design, for
     /// comparing against the token design in benchmarks. Much slower; not for production.
     #[arg(long, env = "HONGBAO_SYNC_CREDIT")]
@@ -250,6 +254,7 @@ impl ServeOptions {
             store_shards: self.store_shards.or(file.store_shards),
             reclaim_after_ms: self.reclaim_after_ms.or(file.reclaim_after_ms),
             retain_credited_s: self.retain_credited_s.or(file.retain_credited_s),
+            record_decisions: self.record_decisions.or(file.record_decisions),
             sync_credit: self.sync_credit,
         }
     }
@@ -319,9 +324,25 @@ impl ServeOptions {
             },
             writer_enabled: !self.no_writer,
             retain_credited_ms: retain_credited_s * 1000,
+            record_decisions: record_decisions(self.record_decisions.as_deref())?,
         };
         Ok((config, self.listen.unwrap_or(LISTEN_DEFAULT)))
     }
+}
+
+/// The scenes `--record-decisions` names: `*`, or `ACTIVITY/SCENE` each.
+fn record_decisions(list: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let Some(list) = list.filter(|list| !list.trim().is_empty()) else { return Ok(Vec::new()) };
+    list.split(',')
+        .map(str::trim)
+        .map(|scene| match scene.split_once('/') {
+            _ if scene == "*" => Ok(scene.to_owned()),
+            Some((activity, name)) if !activity.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(scene.to_owned())
+            }
+            _ => anyhow::bail!("--record-decisions `{scene}` must be `*` or ACTIVITY/SCENE"),
+        })
+        .collect()
 }
 
 /// A config file's error as `FILE:LINE: …`, naming the setting; a file that is not YAML at all
@@ -487,6 +508,22 @@ enum PluginCommand {
         #[arg(long, default_value_t = 1)]
         calls: u32,
     },
+    /// Replay a decision log (`serve --record-decisions`) on a plugin version and report every
+    /// decision that differs; exits 1 when any does.
+    Replay {
+        /// Decision log files (`DATA/decisions/*.jsonl`).
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// The plugin to replay them on; records of other capabilities are skipped.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// How many differing decisions to show.
+        #[arg(long, default_value_t = 10)]
+        diffs: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -618,6 +655,16 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("running `{}` with `{}`", plugin.display(), input.display()))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Plugin { command: PluginCommand::Replay { logs, plugin, diffs, json } } => {
+            let report = crate::plugin::replay::replay(&logs, &plugin, diffs)
+                .with_context(|| format!("replaying on `{}`", plugin.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::plugin::replay::summary(&report));
+            }
+            Ok(if report.differing() > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Apps { command } => apps(command),
         Command::Reconcile { activity, repair, json, url, data } => {
@@ -954,7 +1001,7 @@ mod tests {
     fn bad_config_files_name_the_file_line_and_key() {
         let error = serve_with_file("store: redis://127.0.0.1:6379\ncredits_per_secnd: 5\n", &[]).err().unwrap();
         let known = "listen, scenes, data, credits_per_second, credit_batch, fixed_rate, no_writer, store, ledger, \
-                     store_prefix, store_shards, reclaim_after_ms, retain_credited_s";
+                     store_prefix, store_shards, reclaim_after_ms, retain_credited_s, record_decisions";
         assert_eq!(
             format!("{error:#}").split_once("hongbao.yaml").unwrap().1,
             format!(":2: unknown setting `credits_per_secnd` (known: {known})")

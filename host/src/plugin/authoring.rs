@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use super::bindings::bill_copy::exports::hongbao::plugin::bill_copy as bill_copy_wit;
 use super::bindings::compensation::exports::hongbao::plugin::compensation as compensation_wit;
 use super::bindings::inventory::exports::hongbao::plugin::inventory as inventory_wit;
-use super::bindings::rate_limit::exports::hongbao::plugin::rate_limit as rate_limit_wit;
 use super::bindings::reconciliation::exports::hongbao::plugin::reconciliation as reconciliation_wit;
 use super::bindings::types::{CallContext, Stock};
 use super::{CallReport, Capability, Plugin, PluginFailure, PluginRuntime, hex};
@@ -149,7 +148,7 @@ pub fn run(wasm: &Path, input: &Value, calls: u32) -> anyhow::Result<(Value, boo
             bail!("the input is for `{}` but `{}` is a `{}` plugin", asked.kind(), wasm.display(), capability.kind());
         }
     }
-    let ctx = parse_context(&context, settings)?;
+    let (ctx, _, _) = parse_call(input)?;
     if let Some(counters) = object.get("counters").and_then(Value::as_object) {
         for (name, value) in counters {
             let value = value.as_i64().with_context(|| format!("counter `{name}` must be an integer"))?;
@@ -158,15 +157,7 @@ pub fn run(wasm: &Path, input: &Value, calls: u32) -> anyhow::Result<(Value, boo
     }
     let empty = json!({});
     let payload = object.get("input").unwrap_or(&empty);
-    let call = || -> anyhow::Result<Called> {
-        Ok(match capability {
-            Capability::BillCopy => call_bill_copy(&plugin, &ctx, payload)?,
-            Capability::RateLimit => call_rate_limit(&plugin, &ctx),
-            Capability::Inventory => call_inventory(&plugin, &ctx, payload, stock)?,
-            Capability::Compensation => call_compensation(&plugin, &ctx, payload)?,
-            Capability::Reconciliation => call_reconciliation(&plugin, &ctx, payload)?,
-        })
-    };
+    let call = || call_capability(&plugin, capability, &ctx, payload, stock);
     let (result, report) = call()?;
     let mut warm = WarmCalls::default();
     for _ in 1..calls {
@@ -174,10 +165,7 @@ pub fn run(wasm: &Path, input: &Value, calls: u32) -> anyhow::Result<(Value, boo
         warm.add(&warm_report);
     }
     let ok = result.is_ok();
-    let outcome = match result {
-        Ok(value) => json!({ "result": value }),
-        Err(failure) => json!({ "failure": { "code": failure.code(), "message": failure.to_string() } }),
-    };
+    let outcome = super::json::outcome(&result);
     let mut out = json!({
         "plugin": wasm.display().to_string(),
         "sha256": hex(&sha256),
@@ -205,7 +193,35 @@ pub fn run(wasm: &Path, input: &Value, calls: u32) -> anyhow::Result<(Value, boo
 }
 
 /// One call's result as JSON (or how it failed), and its report.
-type Called = (Result<Value, PluginFailure>, CallReport);
+pub(super) type Called = (Result<Value, PluginFailure>, CallReport);
+
+/// A call as `plugin run` (and a decision record) gives it: its context, the capability's
+/// input, and the stock (top-level `stock`, or the input's own).
+pub(super) fn parse_call(input: &Value) -> anyhow::Result<(CallContext, Value, Option<Stock>)> {
+    let context = input.get("context").cloned().unwrap_or_else(|| json!({}));
+    let settings = parse_settings(&context)?;
+    let ctx = parse_context(&context, settings)?;
+    let payload = input.get("input").cloned().unwrap_or_else(|| json!({}));
+    let stock = input.get("stock").or_else(|| payload.get("stock")).filter(|stock| !stock.is_null());
+    Ok((ctx, payload.clone(), stock.map(parse_stock).transpose()?))
+}
+
+/// Calls `plugin`'s `capability` with `payload` as its input.
+pub(super) fn call_capability(
+    plugin: &Plugin,
+    capability: Capability,
+    ctx: &CallContext,
+    payload: &Value,
+    stock: Option<Stock>,
+) -> anyhow::Result<Called> {
+    Ok(match capability {
+        Capability::BillCopy => call_bill_copy(plugin, ctx, payload)?,
+        Capability::RateLimit => call_rate_limit(plugin, ctx),
+        Capability::Inventory => call_inventory(plugin, ctx, payload, stock)?,
+        Capability::Compensation => call_compensation(plugin, ctx, payload)?,
+        Capability::Reconciliation => call_reconciliation(plugin, ctx, payload)?,
+    })
+}
 
 /// The calls after the first, on warm instances.
 #[derive(Default)]
@@ -264,16 +280,12 @@ fn call_bill_copy(plugin: &Plugin, ctx: &CallContext, payload: &Value) -> anyhow
         activity_name: text(payload, "activity_name", "activity")?,
     };
     let (result, report) = plugin.render(ctx, &award);
-    Ok((result.map(|t| json!({ "locale": t.locale, "text": t.text })), report))
+    Ok((result.map(|text| super::json::bill_text(&text)), report))
 }
 
 fn call_rate_limit(plugin: &Plugin, ctx: &CallContext) -> Called {
     let (result, report) = plugin.check(ctx);
-    let result = result.map(|decision| match decision {
-        rate_limit_wit::Decision::Allow => json!({ "decision": "allow" }),
-        rate_limit_wit::Decision::Reject(reason) => json!({ "decision": "reject", "reason": reason }),
-    });
-    (result, report)
+    (result.map(|decision| super::json::decision(&decision)), report)
 }
 
 fn call_inventory(plugin: &Plugin, ctx: &CallContext, payload: &Value, stock: Option<Stock>) -> anyhow::Result<Called> {
@@ -284,11 +296,7 @@ fn call_inventory(plugin: &Plugin, ctx: &CallContext, payload: &Value, stock: Op
         stock: stock.unwrap_or(Stock { count_remaining: None, budget_remaining_cents: None }),
     };
     let (result, report) = plugin.choose(ctx, &request);
-    let result = result.map(|allocation| match allocation {
-        inventory_wit::Allocation::Amount(cents) => json!({ "amount_cents": cents }),
-        inventory_wit::Allocation::OutOfStock => json!({ "out_of_stock": true }),
-    });
-    Ok((result, report))
+    Ok((result.map(|allocation| super::json::allocation(&allocation)), report))
 }
 
 fn call_compensation(plugin: &Plugin, ctx: &CallContext, payload: &Value) -> anyhow::Result<Called> {
@@ -309,12 +317,7 @@ fn call_compensation(plugin: &Plugin, ctx: &CallContext, payload: &Value) -> any
         first_failed_ms: payload.get("first_failed_ms").and_then(Value::as_u64).unwrap_or(ctx.now_ms),
     };
     let (result, report) = plugin.decide(ctx, &failure);
-    let result = result.map(|remedy| match remedy {
-        compensation_wit::Remedy::RetryAfterMs(ms) => json!({ "remedy": "retry_after_ms", "ms": ms }),
-        compensation_wit::Remedy::ReleaseStock => json!({ "remedy": "release_stock" }),
-        compensation_wit::Remedy::GiveUpAndAlert(reason) => json!({ "remedy": "give_up_and_alert", "reason": reason }),
-    });
-    Ok((result, report))
+    Ok((result.map(|remedy| super::json::remedy(&remedy)), report))
 }
 
 fn call_reconciliation(plugin: &Plugin, ctx: &CallContext, payload: &Value) -> anyhow::Result<Called> {
@@ -331,15 +334,7 @@ fn call_reconciliation(plugin: &Plugin, ctx: &CallContext, payload: &Value) -> a
         stock_used_cents: int(payload, "stock_used_cents", 0)?,
     };
     let (result, report) = plugin.judge(ctx, &summary);
-    let result = result.map(|findings| {
-        json!({ "findings": findings.iter().map(|f| json!({
-            "code": f.code,
-            "severity": format!("{:?}", f.severity).to_lowercase(),
-            "message": f.message,
-            "repair": f.repair.as_ref().map(|r| format!("{r:?}")),
-        })).collect::<Vec<_>>() })
-    });
-    Ok((result, report))
+    Ok((result.map(|findings| super::json::findings(&findings)), report))
 }
 
 fn int(value: &Value, key: &str, default: i64) -> anyhow::Result<i64> {

@@ -11,8 +11,8 @@ use super::bindings::rate_limit::exports::hongbao::plugin::rate_limit::Decision;
 use super::bindings::reconciliation::exports::hongbao::plugin::reconciliation::{Finding, SceneSummary};
 use super::bindings::types::CallContext;
 use super::failure::PluginFailure;
-use super::limits;
 use super::scene_plugin::{CallReport, Instance, Plugin};
+use super::{json, limits};
 
 /// The longest locale tag a bill text may name (BCP 47 tags in practice stay short).
 const BILL_LOCALE_BYTES_MAX: usize = 35;
@@ -32,15 +32,24 @@ impl Plugin {
         });
         let result = result.and_then(check_bill_text);
         self.count_invalid(&result);
+        if self.records() {
+            let outcome = json::outcome(&result.as_ref().map(json::bill_text).map_err(Clone::clone));
+            self.record(ctx, json::award(award), &report, outcome);
+        }
         (result, report)
     }
 
     /// `rate-limit.check`.
     pub fn check(&self, ctx: &CallContext) -> (Result<Decision, PluginFailure>, CallReport) {
-        self.call(ctx, |instance, store| match instance {
+        let (result, report) = self.call(ctx, |instance, store| match instance {
             Instance::RateLimit(p) => Some(p.hongbao_plugin_rate_limit().call_check(store, ctx)),
             _ => None,
-        })
+        });
+        if self.records() {
+            let outcome = json::outcome(&result.as_ref().map(json::decision).map_err(Clone::clone));
+            self.record(ctx, serde_json::json!({}), &report, outcome);
+        }
+        (result, report)
     }
 
     /// `inventory.choose`; an amount outside `min-cents..=max-cents` is an invalid answer.
@@ -55,6 +64,10 @@ impl Plugin {
         });
         let result = result.and_then(|allocation| check_allocation(request, allocation));
         self.count_invalid(&result);
+        if self.records() {
+            let outcome = json::outcome(&result.as_ref().map(json::allocation).map_err(Clone::clone));
+            self.record(ctx, json::amount_request(request), &report, outcome);
+        }
         (result, report)
     }
 
@@ -65,7 +78,12 @@ impl Plugin {
             Instance::Compensation(p) => Some(p.hongbao_plugin_compensation().call_decide(store, ctx, failure)),
             _ => None,
         });
-        (result.map(bound_retry), report)
+        let result = result.map(bound_retry);
+        if self.records() {
+            let outcome = json::outcome(&result.as_ref().map(json::remedy).map_err(Clone::clone));
+            self.record(ctx, json::failure(failure), &report, outcome);
+        }
+        (result, report)
     }
 
     /// `reconciliation.judge`; more than [`limits::FINDINGS_PER_CALL_MAX`] findings, or codes
@@ -81,6 +99,10 @@ impl Plugin {
         });
         let result = result.and_then(check_findings);
         self.count_invalid(&result);
+        if self.records() {
+            let outcome = json::outcome(&result.as_ref().map(|found| json::findings(found)).map_err(Clone::clone));
+            self.record(ctx, json::summary(summary), &report, outcome);
+        }
         (result, report)
     }
 

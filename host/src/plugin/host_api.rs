@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use super::bindings::host::{self, HostError};
 use super::bindings::types::{self, LogLevel, Stock};
+use super::decisions::{HostCall, RecordedStock};
 use super::limits::{COUNTER_NAME_BYTES_MAX, COUNTERS_PER_SCENE_MAX, LOG_LINE_BYTES_MAX, LOG_LINES_PER_CALL_MAX};
 use super::sandbox::PluginState;
 use crate::stock::{StockLimits, StockSource, StockUsed};
@@ -169,11 +170,23 @@ impl types::Host for PluginState {}
 
 impl host::Host for PluginState {
     fn counter_get(&mut self, name: String) -> wasmtime::Result<Result<i64, HostError>> {
-        if let Err(error) = check_name(&name) {
-            return Ok(Err(error));
+        let replayed = self.tape.replay(&format!("counter-get `{name}`"), |call| match call {
+            HostCall::CounterGet { name: recorded, answer } if *recorded == name => Some(answer.clone()),
+            _ => None,
+        });
+        if let Some(answer) = replayed {
+            // A call the recording does not have reads as 0, and the replay reports it.
+            return Ok(answer.map_or(Ok(0), |answer| answer.map_err(HostError::from)));
         }
-        let now_ms = self.clock_now_ms();
-        Ok(Ok(self.scope.counters.lock().get(&name, now_ms)))
+        let answer = match check_name(&name) {
+            Err(error) => Err(error),
+            Ok(()) => {
+                let now_ms = self.clock_now_ms();
+                Ok(self.scope.counters.lock().get(&name, now_ms))
+            }
+        };
+        self.tape.record(HostCall::CounterGet { name, answer: answer.as_ref().map(|v| *v).map_err(Into::into) });
+        Ok(answer)
     }
 
     fn counter_add(
@@ -182,19 +195,44 @@ impl host::Host for PluginState {
         delta: i64,
         window_ms: Option<u64>,
     ) -> wasmtime::Result<Result<i64, HostError>> {
-        if let Err(error) = check_name(&name) {
-            return Ok(Err(error));
+        let replayed = self.tape.replay(&format!("counter-add `{name}`"), |call| match call {
+            HostCall::CounterAdd { name: recorded, delta: d, window_ms: w, answer }
+                if *recorded == name && *d == delta && *w == window_ms =>
+            {
+                Some(answer.clone())
+            }
+            _ => None,
+        });
+        if let Some(answer) = replayed {
+            return Ok(answer.map_or(Ok(delta), |answer| answer.map_err(HostError::from)));
         }
-        let now_ms = self.clock_now_ms();
-        Ok(self.scope.counters.lock().add(&name, delta, window_ms, now_ms))
+        let answer = match check_name(&name) {
+            Err(error) => Err(error),
+            Ok(()) => {
+                let now_ms = self.clock_now_ms();
+                self.scope.counters.lock().add(&name, delta, window_ms, now_ms)
+            }
+        };
+        let recorded = answer.as_ref().map(|v| *v).map_err(Into::into);
+        self.tape.record(HostCall::CounterAdd { name, delta, window_ms, answer: recorded });
+        Ok(answer)
     }
 
     fn stock_remaining(&mut self) -> wasmtime::Result<Stock> {
+        let replayed = self.tape.replay("stock-remaining", |call| match call {
+            HostCall::Stock { answer } => Some(answer.clone()),
+            _ => None,
+        });
+        let answer = match replayed {
+            Some(answer) => answer
+                .unwrap_or(Ok(RecordedStock { count_remaining: None, budget_remaining_cents: None }))
+                .map(Stock::from),
+            None => self.services.stock_remaining(&self.scope),
+        };
+        self.tape.record(HostCall::Stock { answer: answer.clone().map(RecordedStock::from) });
         // A stock read that fails must not look like "no limit": the call traps and the
         // scene's failure policy decides.
-        self.services
-            .stock_remaining(&self.scope)
-            .map_err(|error| wasmtime::Error::msg(format!("stock unavailable: {error}")))
+        answer.map_err(|error| wasmtime::Error::msg(format!("stock unavailable: {error}")))
     }
 
     fn log(&mut self, level: LogLevel, mut message: String) -> wasmtime::Result<()> {

@@ -23,6 +23,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use super::bindings;
 use super::bindings::types::Stock;
 use super::cache::{ComponentCache, hex};
+use super::decisions::DecisionLog;
 use super::failure::{LoadError, error_chain};
 use super::host_api::{HostServices, Scope};
 use super::limits::{self, WASM_BYTES_MAX};
@@ -46,6 +47,8 @@ pub struct PluginRuntime {
     compiling: Arc<Mutex<()>>,
     /// Background compiles waiting or running (bounded by [`limits::COMPILES_PENDING_MAX`]).
     compiles_pending: Arc<AtomicUsize>,
+    /// The decision log, when some scenes' calls are recorded.
+    decisions: std::sync::OnceLock<Arc<DecisionLog>>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -111,7 +114,18 @@ impl PluginRuntime {
             background,
             compiling: Arc::default(),
             compiles_pending: Arc::default(),
+            decisions: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Records the calls of the scenes `log` names from now on (plugins loaded after this).
+    pub fn record_decisions(&self, log: Arc<DecisionLog>) {
+        let _ = self.decisions.set(log);
+    }
+
+    /// The decision log, when calls are recorded.
+    pub fn decisions(&self) -> Option<&Arc<DecisionLog>> {
+        self.decisions.get()
     }
 
     /// The host services (stock source, counters).
@@ -255,8 +269,16 @@ impl PluginRuntime {
             counters: self.services.counters_for(activity_id, scene_id),
         });
         let (bytes, sha256) = read_checked(&spec.path, Some(&spec.sha256))?;
-        let plugin =
-            Arc::new(Plugin::new(self.engine.clone(), self.services.clone(), spec.clone(), scope, None, stats));
+        let recorder = self.decisions.get().filter(|log| log.records(activity_id, scene_id)).cloned();
+        let plugin = Arc::new(Plugin::new(
+            self.engine.clone(),
+            self.services.clone(),
+            spec.clone(),
+            scope,
+            None,
+            stats,
+            recorder,
+        ));
         match self.cache.cached(&self.engine, &sha256) {
             Some(component) => plugin.loaded(self.prepared(&component, spec)),
             None if self.background => self.compile_in_background(plugin.clone(), bytes, sha256),
@@ -315,6 +337,7 @@ impl PluginRuntime {
                         scope,
                         Some(Ok(pre)),
                         Arc::default(),
+                        None,
                     );
                     return Ok((Arc::new(plugin), sha256));
                 }

@@ -34,6 +34,8 @@ pub struct PluginState {
     /// The scene this instance serves; every host key is prefixed with it.
     pub(super) scope: Arc<Scope>,
     pub(super) services: Arc<HostServices>,
+    /// The current call's host calls: recorded, replayed, or neither.
+    pub(super) tape: super::decisions::HostTape,
 }
 
 impl PluginState {
@@ -68,6 +70,7 @@ impl PluginState {
             log: CallLog::default(),
             scope,
             services,
+            tape: super::decisions::HostTape::Off,
         }
     }
 

@@ -11,6 +11,7 @@ use wasmtime::{Engine, Store};
 
 use super::bindings;
 use super::bindings::types::{CallContext, LogLevel, PluginError, Stock};
+use super::decisions::{DecisionLog, DecisionRecord, HostCall, HostTape};
 use super::failure::{LoadError, PluginFailure, call_failure, error_chain, instantiate_failure, plugin_error_text};
 use super::host_api::{HostServices, Scope};
 use super::limits::{CALLS_PER_INSTANCE_MAX, INSTANCES_PER_POOL_MAX, INSTRUCTIONS_PER_INSTANTIATION_MAX};
@@ -63,6 +64,10 @@ pub struct CallReport {
     pub log: Vec<(String, String)>,
     /// `host.log` lines over the bound.
     pub log_dropped: u64,
+    /// The host calls made, with their answers, when the call was recorded.
+    pub host_calls: Vec<HostCall>,
+    /// How the host calls differed from the recording, when the call was a replay.
+    pub host_diverged: Vec<String>,
 }
 
 /// One scene's plugin for one capability.
@@ -77,6 +82,10 @@ pub struct Plugin {
     pre: OnceLock<Result<ReadyPre, LoadError>>,
     pool: InstancePool<Live>,
     pub(super) stats: Arc<PluginStats>,
+    /// Where its calls are recorded, when its scene's are (`serve --record-decisions`).
+    recorder: Option<Arc<DecisionLog>>,
+    /// The host answers the next call replays (`hongbao plugin replay`).
+    replaying: parking_lot::Mutex<Option<Vec<HostCall>>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -122,6 +131,7 @@ impl Plugin {
         scope: Arc<Scope>,
         pre: Option<Result<ReadyPre, LoadError>>,
         stats: Arc<PluginStats>,
+        recorder: Option<Arc<DecisionLog>>,
     ) -> Plugin {
         let plugin = Plugin {
             engine,
@@ -131,6 +141,8 @@ impl Plugin {
             pre: OnceLock::new(),
             pool: InstancePool::new(INSTANCES_PER_POOL_MAX, CALLS_PER_INSTANCE_MAX),
             stats,
+            recorder,
+            replaying: parking_lot::Mutex::new(None),
         };
         if let Some(pre) = pre {
             plugin.loaded(pre);
@@ -146,6 +158,37 @@ impl Plugin {
                 "plugin not loaded; every call gets the scene's failure policy");
         }
         let _ = self.pre.set(pre);
+    }
+
+    /// Makes the next call answer its host calls from `calls`, a recording, instead of live
+    /// state (`hongbao plugin replay`).
+    pub fn replay_next(&self, calls: Vec<HostCall>) {
+        *self.replaying.lock() = Some(calls);
+    }
+
+    /// Whether its calls are recorded.
+    pub(super) fn records(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// Writes one call to the decision log: its context, the capability's `input`, the host
+    /// calls in `report`, and `outcome` (see [`super::json::outcome`]).
+    pub(super) fn record(
+        &self,
+        ctx: &CallContext,
+        input: serde_json::Value,
+        report: &CallReport,
+        outcome: serde_json::Value,
+    ) {
+        let Some(log) = &self.recorder else { return };
+        log.write(&DecisionRecord {
+            capability: self.spec.capability.kind().to_owned(),
+            plugin_sha256: super::hex(&self.spec.sha256),
+            context: super::json::context(ctx),
+            input,
+            host: report.host_calls.clone(),
+            output: outcome,
+        });
     }
 
     /// Whether its component is compiled (or failed to): not warming any more.
@@ -278,6 +321,11 @@ impl Plugin {
             }
         };
         warm.store.data_mut().arm(ctx.now_ms, ctx.random_seed);
+        warm.store.data_mut().tape = match self.replaying.lock().take() {
+            Some(calls) => HostTape::Replaying { calls: calls.into(), diverged: Vec::new() },
+            None if self.recorder.is_some() => HostTape::Recording(Vec::new()),
+            None => HostTape::Off,
+        };
         warm.store.set_epoch_deadline(self.spec.deadline_ms.max(1));
         let fuel = self.spec.instructions_max;
         if let Err(error) = warm.store.set_fuel(fuel) {
@@ -288,6 +336,7 @@ impl Plugin {
         let outcome = invoke(instance, store);
         report.call = started.elapsed();
         let state = warm.store.data_mut();
+        (report.host_calls, report.host_diverged) = state.tape.finish();
         report.output = state.output.take();
         report.peak_memory_bytes = state.memory.peak_bytes;
         let log = std::mem::take(&mut state.log);
