@@ -24,6 +24,7 @@ pub async fn render(app: &App) -> Result<String, StoreError> {
     writer(&mut page, app, backlog);
     store(&mut page);
     plugins(&mut page, app);
+    decision_log(&mut page, app);
     stock(&mut page, app).await?;
     page.family(
         "hongbao_forgery_watch_events_total",
@@ -164,6 +165,22 @@ async fn stock(page: &mut Page, app: &App) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+fn decision_log(page: &mut Page, app: &App) {
+    let Some(log) = app.plugins.decisions() else { return };
+    page.single(
+        "hongbao_decision_records_total",
+        "counter",
+        "Plugin calls written to the decision log (serve --record-decisions).",
+        log.written.load(Relaxed) as f64,
+    );
+    page.single(
+        "hongbao_decision_records_dropped_total",
+        "counter",
+        "Plugin calls not recorded because the decision log's queue was full.",
+        log.dropped.load(Relaxed) as f64,
+    );
 }
 
 fn plugins(page: &mut Page, app: &App) {
