@@ -16,7 +16,7 @@ run *ARGS: plugins
 
 # Every test: unit tests, the scene validation cases, and the black-box suite against the real binary
 # (the dashboard's in headless Chromium among them).
-test: plugins _browser
+test: plugins polyglot _browser
     cargo test --workspace --no-fail-fast
 
 # The dashboard test's browser: Debian's Chromium (installed with apt-get when missing) driven by
@@ -135,6 +135,45 @@ build: _toolchain
 plugins: _wasm_target
     cd plugins && cargo build --release --locked
     cargo build --release --locked -p hongbao-sdk --examples --target wasm32-wasip2
+
+# The JavaScript and Python reference plugins (plugins/js, plugins/python) as components, into
+# plugins/target/{js,python}/. Their toolchains come from the registries into target/plugin-tools:
+# componentize-js (npm, pinned in plugins/js/package-lock.json) and componentize-py (PyPI, pinned
+# in plugins/python/requirements.txt). Neither builds reproducibly, so a plugin is rebuilt only
+# when its sources are newer than it (and tests pin whatever was built).
+polyglot:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    tools=target/plugin-tools
+    mkdir -p "$tools" plugins/target/js plugins/target/python
+    command -v npm >/dev/null || { echo "the JavaScript plugins need Node.js and npm: apt-get install nodejs npm"; exit 1; }
+    command -v python3 >/dev/null || { echo "the Python plugins need Python 3: apt-get install python3 python3-venv"; exit 1; }
+    export npm_config_cache="$PWD/$tools/npm-cache"
+    if ! cmp -s plugins/js/package-lock.json "$tools/js/package-lock.json" || [ ! -x "$tools/js/node_modules/.bin/componentize-js" ]; then
+        mkdir -p "$tools/js"
+        cp plugins/js/package.json plugins/js/package-lock.json "$tools/js/"
+        npm ci --prefix "$tools/js" --no-audit --no-fund --loglevel=error
+    fi
+    if ! cmp -s plugins/python/requirements.txt "$tools/python/requirements.txt" || [ ! -x "$tools/python/venv/bin/componentize-py" ]; then
+        rm -rf "$tools/python"
+        mkdir -p "$tools/python"
+        python3 -m venv "$tools/python/venv" || { echo "the Python plugins need Python's venv module: apt-get install python3-venv"; exit 1; }
+        "$tools/python/venv/bin/pip" install --quiet --disable-pip-version-check -r plugins/python/requirements.txt
+        cp plugins/python/requirements.txt "$tools/python/requirements.txt"
+    fi
+    stale() { [ ! -f "$1" ] || [ -n "$(find "$2" sdk/wit -newer "$1" -type f | head -1)" ]; }
+    # Exactly http and fetch-event are disabled: both import wasi:http, which the host does not
+    # link. The host provides stdio, clocks and random sealed (per-call time and seed).
+    for plugin in bill-copy inventory; do
+        out="plugins/target/js/$plugin.wasm"
+        if stale "$out" plugins/js/src; then
+            "$tools/js/node_modules/.bin/componentize-js" "plugins/js/src/$plugin.js" --wit sdk/wit                 --world-name "$plugin-plugin" -d http -d fetch-event -o "$out"
+        fi
+        out="plugins/target/python/$plugin.wasm"
+        if stale "$out" plugins/python/src; then
+            "$tools/python/venv/bin/componentize-py" -q -d sdk/wit -w "$plugin-plugin" componentize                 -p plugins/python/src "${plugin//-/_}_app" -o "$out"
+        fi
+    done
 
 _wasm_target: _toolchain
     @rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2 || { echo "install the wasm32-wasip2 target: rustup target add wasm32-wasip2"; exit 1; }

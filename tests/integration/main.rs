@@ -14,6 +14,7 @@ mod deployment;
 mod fleet;
 mod grants;
 mod identities;
+mod languages;
 mod ledger_shards;
 mod metrics;
 mod money_properties;

@@ -424,6 +424,19 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// A JavaScript or Python reference plugin built by `just polyglot`
+/// (`plugins/target/{js,python}/{name}.wasm`).
+pub fn polyglot_wasm(language: &str, name: &str) -> PathBuf {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target").join(language).join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the JavaScript and Python plugins with `just polyglot`",
+        path.display()
+    );
+    path
+}
+
 /// The sha256 of a file, as the scene YAML pins it.
 pub fn sha256_of(path: &Path) -> String {
     use sha2::Digest as _;

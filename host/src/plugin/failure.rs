@@ -127,7 +127,7 @@ pub(super) fn classify(error: &wasmtime::Error, spec: &PluginSpec) -> PluginFail
 /// panic prints its message just before the trap, and the message is kept with it.
 pub(super) fn call_failure(error: &wasmtime::Error, spec: &PluginSpec, output: &[u8]) -> PluginFailure {
     match classify(error, spec) {
-        PluginFailure::Trap(trap) => match panic_line(output) {
+        PluginFailure::Trap(trap) => match guest_reason(output) {
             Some(panic) => PluginFailure::Trap(format!("{trap} ({panic})")),
             None => PluginFailure::Trap(trap),
         },
@@ -159,14 +159,38 @@ pub(super) fn error_chain(error: &wasmtime::Error) -> String {
     line
 }
 
-/// The last line of captured output that looks like a panic message.
-pub(super) fn panic_line(output: &[u8]) -> Option<String> {
+/// Bytes kept of the reason a guest printed before it trapped.
+const GUEST_REASON_CHARS_MAX: usize = 300;
+
+/// What the guest said about why it trapped, from its captured output, for each toolchain's
+/// way of dying: a Python exception (componentize-py prints the traceback, whose last line is
+/// the exception, then panics), a Rust panic, a JavaScript exception (componentize-js prints the
+/// error, then StarlingMonkey aborts). `None` when the output holds none of these.
+pub(super) fn guest_reason(output: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(output);
+    if let Some((_, traceback)) = text.split_once("Traceback (most recent call last):") {
+        let exception = traceback.lines().find(|line| !line.is_empty() && !line.starts_with(char::is_whitespace));
+        if let Some(exception) = exception {
+            return Some(exception.trim().chars().take(GUEST_REASON_CHARS_MAX).collect());
+        }
+    }
+    if let Some(panic) = panic_line(&text) {
+        return Some(panic);
+    }
+    if text.contains("Redirecting call to abort()") {
+        let first = text.lines().map(str::trim).find(|line| !line.is_empty())?;
+        return Some(first.chars().take(GUEST_REASON_CHARS_MAX).collect());
+    }
+    None
+}
+
+/// The last line of captured output that looks like a panic message.
+fn panic_line(text: &str) -> Option<String> {
     let mut lines = text.lines().rev();
     let line = lines.find(|line| line.contains("panicked at"))?;
     // The message follows on the next line in current Rust; join them.
     let after = text.split(line).nth(1).and_then(|rest| rest.lines().nth(1)).unwrap_or("");
-    Some(format!("{} {}", line.trim(), after.trim()).trim().chars().take(300).collect())
+    Some(format!("{} {}", line.trim(), after.trim()).trim().chars().take(GUEST_REASON_CHARS_MAX).collect())
 }
 
 /// The text of a `plugin-error` the plugin returned, its kind first.
@@ -231,6 +255,20 @@ mod tests {
             "{failure:?}"
         );
         assert!(matches!(call_failure(&trap, &spec, b"quiet"), PluginFailure::Trap(message) if !message.contains('(')));
+        // componentize-py: the exception, not the runtime's panic after it.
+        let python = b"Traceback (most recent call last):\n  File \"/0/app.py\", line 5, in render\nValueError: boom\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\n";
+        assert!(
+            matches!(&call_failure(&trap, &spec, python), PluginFailure::Trap(message) if message.ends_with("(ValueError: boom)")),
+            "{:?}",
+            call_failure(&trap, &spec, python)
+        );
+        // componentize-js: the error it printed before StarlingMonkey aborted.
+        let js = b"invalid variant tag value `undefined` (received `Error: boom`) specified for `PluginError`\nStack:\n  render@x.js:4:7\n\nRedirecting call to abort() to mozalloc_abort\n";
+        assert!(
+            matches!(&call_failure(&trap, &spec, js), PluginFailure::Trap(message) if message.contains("(received `Error: boom`)")),
+            "{:?}",
+            call_failure(&trap, &spec, js)
+        );
         assert!(matches!(instantiate_failure(&trap, &spec), PluginFailure::Instantiate(_)));
         let deadline = wasmtime::Error::new(wasmtime::Trap::Interrupt);
         assert_eq!(call_failure(&deadline, &spec, output), PluginFailure::Deadline(7));

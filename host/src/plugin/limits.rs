@@ -18,6 +18,15 @@ pub const MEMORY_MB_DEFAULT: u64 = 16;
 /// The largest memory cap a scene may set: warm instances are pooled, so this times the pool
 /// size is what one scene can hold.
 pub const MEMORY_MB_MAX: u64 = 64;
+/// Core wasm instances one plugin instance may create. A Rust plugin makes a handful; a
+/// componentize-js or componentize-py plugin about 20; `componentize-py --stub-wasi` makes 38,
+/// which this refuses on purpose (its stubs trap on every clock, random and output call, and
+/// its random seed is fixed at build time: build without it).
+pub const CORE_INSTANCES_PER_COMPONENT_MAX: usize = 32;
+/// Tables one plugin instance may create; as many as its core instances.
+pub const TABLES_PER_COMPONENT_MAX: usize = 32;
+/// Linear memories one plugin instance may create: one per language runtime, and a few adapters.
+pub const MEMORIES_PER_COMPONENT_MAX: usize = 8;
 /// Table elements per instance (function references); generous for any real plugin.
 pub const TABLE_ELEMENTS_MAX: usize = 100_000;
 /// Wasm operators a call may run when the scene sets no `instructions_max`. Unlike the deadline,

@@ -293,15 +293,15 @@ impl ResourceLimiter for MemoryMeter {
     }
 
     fn instances(&self) -> usize {
-        32
+        super::limits::CORE_INSTANCES_PER_COMPONENT_MAX
     }
 
     fn tables(&self) -> usize {
-        32
+        super::limits::TABLES_PER_COMPONENT_MAX
     }
 
     fn memories(&self) -> usize {
-        8
+        super::limits::MEMORIES_PER_COMPONENT_MAX
     }
 }
 

@@ -1,0 +1,8 @@
+/// <reference path="./interfaces/hongbao-plugin-host.d.ts" />
+/// <reference path="./interfaces/hongbao-plugin-inventory.d.ts" />
+/// <reference path="./interfaces/hongbao-plugin-types.d.ts" />
+declare module 'hongbao:plugin/inventory-plugin@0.1.0' {
+  export type * as HongbaoPluginHost010 from 'hongbao:plugin/host@0.1.0'; // import hongbao:plugin/host@0.1.0
+  export type * as HongbaoPluginTypes010 from 'hongbao:plugin/types@0.1.0'; // import hongbao:plugin/types@0.1.0
+  export * as inventory from 'hongbao:plugin/inventory@0.1.0'; // export hongbao:plugin/inventory@0.1.0
+}
