@@ -117,12 +117,13 @@ _fuzz_tools: _toolchain
 # own counters), then the rain suite (`hongbao bench suite`: hosts of its own, yardsticks, the
 # synchronous design, the payment steward on a slowed ledger), which writes its figures into
 # BENCHMARKS.md. The Redis + PostgreSQL runs use REDIS_URL and DATABASE_URL when set.
-bench: plugins
+bench: plugins polyglot
     cargo bench -p hongbao-host --bench embedded
     cargo bench -p hongbao-host --bench plugins
     cargo bench -p hongbao-host --bench grant_path
     cargo bench -p hongbao-host --bench metrics_cost
     cargo build --release -p hongbao-host --bin hongbao
+    target/release/hongbao bench languages
     target/release/hongbao bench suite
     if [ -n "${DATABASE_URL:-}" ]; then target/release/hongbao bench shards --own-servers; else echo "bench shards skipped: set DATABASE_URL"; fi
 

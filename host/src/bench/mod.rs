@@ -3,6 +3,7 @@
 //! slowed ledger, `steward`); and the ledger alone over 1, 2 and 3 shards.
 
 pub mod grabs;
+pub mod languages;
 pub mod rain;
 pub mod shards;
 pub mod steward;

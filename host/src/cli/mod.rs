@@ -455,6 +455,20 @@ enum BenchCommand {
         #[arg(long)]
         only: Option<String>,
     },
+    /// What a plugin costs in each language: the reference bill-copy and inventory plugins in
+    /// Rust, JavaScript and Python (compile, instantiate, first and warm calls, instructions,
+    /// memory).
+    Languages {
+        /// The plugins' build output (`plugins/target`).
+        #[arg(long, default_value = "plugins/target")]
+        plugins: PathBuf,
+        /// Calls per plugin, the first on a fresh instance.
+        #[arg(long, default_value_t = crate::bench::languages::WARM_CALLS)]
+        calls: u32,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The ledger's credits/s over 1, 2 and 3 PostgreSQL shards: concurrent batches of distinct
     /// users into fresh databases that the run makes (and drops) on one server.
     Shards {
@@ -931,6 +945,15 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 only,
             };
             runtime.block_on(crate::bench::suite::run(&config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Languages { plugins, calls, json } => {
+            let figures = crate::bench::languages::run(&plugins, calls)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{}", crate::bench::languages::table(&figures));
+            }
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Shards { ledger, credits, batch, writers, own_servers, json } => {
