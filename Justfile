@@ -162,17 +162,24 @@ polyglot:
         "$tools/python/venv/bin/pip" install --quiet --disable-pip-version-check -r plugins/python/requirements.txt
         cp plugins/python/requirements.txt "$tools/python/requirements.txt"
     fi
-    stale() { [ ! -f "$1" ] || [ -n "$(find "$2" sdk/wit -newer "$1" -type f | head -1)" ]; }
+    # A plugin is stale when it is missing or any of its sources is newer.
+    stale() { out=$1; shift; [ ! -f "$out" ] || [ -n "$(find "$@" sdk/wit -newer "$out" -type f | head -1)" ]; }
+    # componentize-js reads only the entry's own folder: the reference plugins are built next to
+    # a copy of the SDK's helpers (sdk/js/common.js). Python takes both folders on its path.
+    stage="$tools/js-src"
+    rm -rf "$stage" && mkdir -p "$stage" && cp plugins/js/src/*.js sdk/js/common.js "$stage/"
     # Exactly http and fetch-event are disabled: both import wasi:http, which the host does not
     # link. The host provides stdio, clocks and random sealed (per-call time and seed).
     for plugin in bill-copy inventory; do
         out="plugins/target/js/$plugin.wasm"
-        if stale "$out" plugins/js/src; then
-            "$tools/js/node_modules/.bin/componentize-js" "plugins/js/src/$plugin.js" --wit sdk/wit                 --world-name "$plugin-plugin" -d http -d fetch-event -o "$out"
+        if stale "$out" plugins/js/src sdk/js/common.js; then
+            "$tools/js/node_modules/.bin/componentize-js" "$stage/$plugin.js" --wit sdk/wit \
+                --world-name "$plugin-plugin" -d http -d fetch-event -o "$out"
         fi
         out="plugins/target/python/$plugin.wasm"
-        if stale "$out" plugins/python/src; then
-            "$tools/python/venv/bin/componentize-py" -q -d sdk/wit -w "$plugin-plugin" componentize                 -p plugins/python/src "${plugin//-/_}_app" -o "$out"
+        if stale "$out" plugins/python/src sdk/python; then
+            "$tools/python/venv/bin/componentize-py" -q -d sdk/wit -w "$plugin-plugin" componentize \
+                -p plugins/python/src -p sdk/python "${plugin//-/_}_app" -o "$out"
         fi
     done
 

@@ -27,8 +27,8 @@
 //! - [`ledger`]: double-entry accounts and entries, one entry per order number; `rules` holds
 //!   the money rules and the paired assertions both `embedded` and `postgres` apply.
 //! - [`plugin`]: the WebAssembly plugin runtime (`runtime`, `scene_plugin`, `pool`, `calls`,
-//!   `failure`, `sandbox`, `host_api`, `spec`, `limits`, `cache`, `stats`; `authoring` for
-//!   `hongbao plugin`).
+//!   `failure`, `sandbox`, `host_api`, `spec`, `limits`, `cache`, `stats`; `authoring`,
+//!   `scaffold`, `decisions` and `replay` for `hongbao plugin run`, `new` and `replay`).
 //! - [`writer`]: the throttled ledger writer (status 1 → 2 → 8).
 //! - [`journal`]: the append-only files that make the embedded store's and ledger's memory
 //!   durable.

@@ -1,7 +1,8 @@
 //! Plugins in JavaScript and Python as first-class as Rust: the reference bill-copy and inventory
 //! plugins, written in each language (`plugins/js`, `plugins/python`, built by `just polyglot`),
 //! make the same decisions as the Rust ones, and a scene switches to a JavaScript plugin under
-//! load without a failed request while its 12 MB component compiles.
+//! load without a failed request while its 12 MB component compiles; `hongbao plugin new --lang
+//! js|python` writes, for every capability, a project that builds and decides as the Rust example.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -158,4 +159,113 @@ fn a_scene_switches_to_a_javascript_plugin_without_a_failed_request() {
     }
     let (_, listed) = server.get("/v1/plugins");
     assert!(listed["plugins"][0]["stats"]["ok"].as_u64().is_some_and(|ok| ok >= 20), "{listed}");
+}
+
+/// The five capabilities, as `hongbao plugin new` names them.
+const KINDS: [&str; 5] = ["bill-copy", "rate-limit", "inventory", "compensation", "reconciliation"];
+
+/// A folder of the repository's `target/`.
+fn repo_target(path: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(path)
+}
+
+/// Runs `command`, failing the test with its output when it fails.
+fn run(what: &str, command: &mut Command) {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `hongbao plugin new KIND my-KIND --lang LANGUAGE` into `dir`.
+fn plugin_new(kind: &str, language: &str, dir: &std::path::Path) {
+    run(
+        &format!("plugin new {kind} --lang {language}"),
+        Command::new(env!("CARGO_BIN_EXE_hongbao")).args(["plugin", "new", kind, &format!("my-{kind}")]).args([
+            "--lang".as_ref(),
+            language.as_ref(),
+            "--dir".as_ref(),
+            dir.as_os_str(),
+        ]),
+    );
+}
+
+/// `hongbao plugin run WASM --input INPUT` (three calls: the first and two warm ones), as JSON.
+fn plugin_run(wasm: &std::path::Path, input: &std::path::Path) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_hongbao"))
+        .args(["plugin", "run"])
+        .arg(wasm)
+        .arg("--input")
+        .arg(input)
+        .args(["--calls", "3"])
+        .env("HONGBAO_LOG", "warn")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}: {}", wasm.display(), String::from_utf8_lossy(&output.stderr)))
+}
+
+/// Runs a scaffold's build with its sample input and checks it decides as the SDK's Rust
+/// example of the same capability (built by `just plugins`) does with that input.
+fn decides_as_rust(kind: &str, wasm: &std::path::Path, input: &std::path::Path) {
+    let example = repo_target("wasm32-wasip2/release/examples").join(format!("{}.wasm", kind.replace('-', "_")));
+    assert!(example.is_file(), "{} is missing: build the SDK examples with `just plugins`", example.display());
+    let expected = plugin_run(&example, input);
+    let report = plugin_run(wasm, input);
+    assert_eq!(report["capability"], kind, "{report}");
+    assert!(report.get("result").is_some(), "{kind}: {report}");
+    assert_eq!(report.get("result"), expected.get("result"), "{kind}: {report}\nRust: {expected}");
+    assert_eq!(report["warm"]["calls"], 2, "{report}");
+}
+
+// Proves `hongbao plugin new KIND NAME --lang js` writes, for every capability, a project that
+// installs its toolchain from its lock file (offline, from the cache `just polyglot` filled) and
+// builds with `npm run build`, and whose component decides as the Rust example does.
+#[test]
+fn javascript_scaffolds_build_and_decide_as_rust() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = repo_target("plugin-tools/npm-cache");
+    let mut modules: Option<PathBuf> = None;
+    for kind in KINDS {
+        let project = root.path().join(kind);
+        plugin_new(kind, "js", &project);
+        match &modules {
+            // The first project installs exactly what its lock pins; the others share that
+            // install (each is 390 MB) and run their own build script.
+            None => {
+                run(
+                    "npm ci (offline, from target/plugin-tools/npm-cache: run `just polyglot` to fill it)",
+                    Command::new("npm")
+                        .args(["ci", "--offline", "--no-audit", "--no-fund", "--loglevel=error"])
+                        .env("npm_config_cache", &cache)
+                        .current_dir(&project),
+                );
+                modules = Some(project.join("node_modules"));
+            }
+            Some(installed) => std::os::unix::fs::symlink(installed, project.join("node_modules")).unwrap(),
+        }
+        run(&format!("npm run build ({kind})"), Command::new("npm").args(["run", "build"]).current_dir(&project));
+        decides_as_rust(kind, &project.join(format!("my-{kind}.wasm")), &project.join("input.json"));
+    }
+}
+
+// Proves `hongbao plugin new KIND NAME --lang python` writes, for every capability, a project
+// that builds with `./build.sh` (here on the venv `just polyglot` made) and whose component
+// decides as the Rust example does.
+#[test]
+fn python_scaffolds_build_and_decide_as_rust() {
+    let root = tempfile::tempdir().unwrap();
+    let venv = repo_target("plugin-tools/python/venv");
+    for kind in KINDS {
+        let project = root.path().join(kind);
+        plugin_new(kind, "python", &project);
+        run(
+            &format!("./build.sh ({kind})"),
+            Command::new("./build.sh").env("PYTHON_VENV", &venv).current_dir(&project),
+        );
+        decides_as_rust(kind, &project.join(format!("my-{kind}.wasm")), &project.join("input.json"));
+    }
 }

@@ -496,12 +496,16 @@ enum BenchCommand {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
-    /// Create a plugin crate that builds as is (`cargo build --release` inside it).
+    /// Create a plugin project that builds as is with one command (`cargo build --release`,
+    /// `npm install && npm run build`, or `./build.sh`), from the SDK's example for its kind.
     New {
         /// bill-copy, rate-limit, inventory, compensation or reconciliation.
         kind: String,
-        /// The crate name: lowercase letters, digits and `-`.
+        /// The plugin's name: lowercase letters, digits and `-`.
         name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::plugin::scaffold::Language,
         /// Where to create it; `./NAME` by default.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -640,25 +644,21 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Scenes { command: ScenesCommand::Validate { dir } } => validate(&dir),
         Command::Bench { command } => bench(command),
         Command::Token { command: TokenCommand::Inspect { token, data } } => inspect(&token, data),
-        Command::Plugin { command: PluginCommand::New { kind, name, dir, sdk } } => {
+        Command::Plugin { command: PluginCommand::New { kind, name, lang, dir, sdk } } => {
             let capability = crate::plugin::Capability::parse(&kind).with_context(|| {
                 format!(
                     "unknown plugin kind `{kind}`: use bill-copy, rate-limit, inventory, compensation or reconciliation"
                 )
             })?;
-            let sdk = sdk.or_else(crate::plugin::authoring::default_sdk_dir).context(
+            let sdk = sdk.or_else(crate::plugin::scaffold::default_sdk_dir).context(
                 "the hongbao SDK was not found next to this binary's sources; pass --sdk PATH (the `sdk` folder of the hongbao repository)",
             )?;
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let files = crate::plugin::authoring::scaffold(capability, &name, &dir, &sdk)?;
-            for file in files {
+            let made = crate::plugin::scaffold::scaffold(capability, lang, &name, &dir, &sdk)?;
+            for file in made.files {
                 println!("created {}", file.display());
             }
-            let wasm = name.replace('-', "_");
-            println!(
-                "next: cd {} && cargo build --release && hongbao plugin run target/wasm32-wasip2/release/{wasm}.wasm --input input.json",
-                dir.display()
-            );
+            println!("next: {}", made.next);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command: PluginCommand::Run { plugin, input, calls } } => {

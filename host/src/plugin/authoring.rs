@@ -1,8 +1,8 @@
-//! Author tools: `hongbao plugin new` (a plugin crate that builds as is) and `hongbao plugin run`
-//! (one call outside the server, with its time, instructions and peak memory).
+//! `hongbao plugin run`: calls of a plugin outside the server, with their time, instructions and
+//! peak memory (the first on a fresh instance, the rest warm).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
@@ -13,102 +13,6 @@ use super::bindings::inventory::exports::hongbao::plugin::inventory as inventory
 use super::bindings::reconciliation::exports::hongbao::plugin::reconciliation as reconciliation_wit;
 use super::bindings::types::{CallContext, Stock};
 use super::{CallReport, Capability, Plugin, PluginFailure, PluginRuntime, hex};
-
-const CARGO_TEMPLATE: &str = include_str!("../../../sdk/template/Cargo.toml.tmpl");
-const CARGO_CONFIG: &str = include_str!("../../../sdk/template/config.toml");
-
-/// The SDK example that becomes the new crate's `src/lib.rs`, and a sample input for
-/// `hongbao plugin run`.
-fn scaffold_files(capability: Capability) -> (&'static str, Value) {
-    let context = |extra: Value| {
-        let mut ctx = json!({
-            "activity_id": "spring-festival-2027", "scene_id": "eve-rain", "award_type": "cash",
-            "app_id": 1128, "act_id": 10001, "rain_id": 3, "stage": 1,
-            "now_ms": 1_800_000_000_000u64, "random_seed": 42, "locale": "zh-CN", "settings": {}
-        });
-        if let (Some(ctx), Some(extra)) = (ctx.as_object_mut(), extra.as_object()) {
-            ctx.extend(extra.clone());
-        }
-        ctx
-    };
-    match capability {
-        Capability::BillCopy => (
-            include_str!("../../../sdk/examples/bill_copy.rs"),
-            json!({ "capability": "bill-copy", "context": context(json!({})),
-                    "input": { "amount_cents": 188, "scene_name": "除夕红包雨", "activity_name": "2027 春节红包" } }),
-        ),
-        Capability::RateLimit => (
-            include_str!("../../../sdk/examples/rate_limit.rs"),
-            json!({ "capability": "rate-limit", "context": context(json!({})), "counters": { "user/10001": 0 } }),
-        ),
-        Capability::Inventory => (
-            include_str!("../../../sdk/examples/inventory.rs"),
-            json!({ "capability": "inventory", "context": context(json!({})),
-                    "input": { "min_cents": 1, "max_cents": 888 },
-                    "stock": { "count_remaining": 10, "budget_remaining_cents": 1000 } }),
-        ),
-        Capability::Compensation => (
-            include_str!("../../../sdk/examples/compensation.rs"),
-            json!({ "capability": "compensation", "context": context(json!({})),
-                    "input": { "step": "ledger-credit", "attempt": 2, "error_code": "unavailable",
-                               "error_message": "ledger did not answer", "first_failed_ms": 1_799_999_999_000u64 } }),
-        ),
-        Capability::Reconciliation => (
-            include_str!("../../../sdk/examples/reconciliation.rs"),
-            json!({ "capability": "reconciliation", "context": context(json!({ "act_id": 0, "rain_id": 0, "stage": 0 })),
-                    "input": { "issued_count": 10, "issued_cents": 1000, "credited_count": 8, "credited_cents": 800,
-                               "in_flight_count": 2, "in_flight_cents": 200, "oldest_in_flight_ms": 1_799_999_000_000u64,
-                               "parked_count": 0, "stock_used_count": 10, "stock_used_cents": 1000 } }),
-        ),
-    }
-}
-
-/// The SDK next to this binary's sources, when it is there.
-pub fn default_sdk_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
-    dir.join("Cargo.toml").is_file().then(|| dir.canonicalize().ok()).flatten()
-}
-
-/// Writes a new plugin crate for `capability` named `name` into `dir`; returns the files.
-///
-/// # Errors
-///
-/// A bad name, a non-empty `dir`, or a write failure.
-pub fn scaffold(capability: Capability, name: &str, dir: &Path, sdk_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !valid {
-        bail!("plugin name `{name}` must be 1 to 64 lowercase letters, digits or `-`, starting with a letter");
-    }
-    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-        bail!("`{}` already exists and is not empty", dir.display());
-    }
-    let sdk_dir = sdk_dir.canonicalize().with_context(|| format!("the SDK directory `{}`", sdk_dir.display()))?;
-    if !sdk_dir.join("wit/hongbao-plugin.wit").is_file() {
-        bail!("`{}` is not the hongbao SDK (no wit/hongbao-plugin.wit)", sdk_dir.display());
-    }
-    let (lib, input) = scaffold_files(capability);
-    let sdk_text = sdk_dir.to_string_lossy().replace('\\', "\\\\").replace('"', "\\\"");
-    let files = [
-        (PathBuf::from("Cargo.toml"), CARGO_TEMPLATE.replace("{{name}}", name).replace("{{sdk_path}}", &sdk_text)),
-        (PathBuf::from(".cargo/config.toml"), CARGO_CONFIG.to_owned()),
-        (PathBuf::from("src/lib.rs"), lib.to_owned()),
-        (PathBuf::from("input.json"), serde_json::to_string_pretty(&input)? + "\n"),
-        (PathBuf::from(".gitignore"), "target/\n".to_owned()),
-    ];
-    let mut written = Vec::new();
-    for (relative, text) in files {
-        let path = dir.join(relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating `{}`", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("writing `{}`", path.display()))?;
-        written.push(path);
-    }
-    Ok(written)
-}
 
 /// The most calls `hongbao plugin run --calls` makes: enough for stable warm-call figures.
 pub const RUN_CALLS_MAX: u32 = 100_000;

@@ -21,8 +21,8 @@
 //! scene's plugin and how a call runs), `pool` (warm instances and their bounds), `calls` (the
 //! five capability calls and the checks on their answers), `failure` (load and call failures),
 //! `stats` (call counts), `sandbox` (the guest's WASI, clocks, memory cap), `host_api` (the
-//! host functions), `limits` (every bound), `bindings` (the WIT worlds) and `authoring`
-//! (`hongbao plugin new` and `run`).
+//! host functions), `limits` (every bound), `bindings` (the WIT worlds), `authoring`
+//! (`hongbao plugin run`) and `scaffold` (`hongbao plugin new`).
 
 pub mod authoring;
 pub mod bindings;
@@ -37,6 +37,7 @@ mod pool;
 pub mod replay;
 mod runtime;
 mod sandbox;
+pub mod scaffold;
 mod scene_plugin;
 mod spec;
 mod stats;

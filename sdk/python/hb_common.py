@@ -1,5 +1,6 @@
-"""Helpers shared by the Python plugins; each mirrors the Rust SDK helper of the same name
-(sdk/src/helpers.rs) bit for bit. WIT s64/u64 are Python ints (range-checked by the bindings)."""
+"""Helpers for hongbao plugins in Python (componentize-py). Each mirrors the Rust SDK helper of
+the same name (sdk/src/helpers.rs) bit for bit, so a Python plugin gives the same answers as its
+Rust twin. WIT s64/u64 are Python ints (range-checked by the bindings)."""
 import re
 from typing import Optional, Sequence
 
@@ -20,6 +21,14 @@ def invalid_input(message: str) -> Err:
     return Err(types.PluginError_InvalidInput(message))
 
 
+def host_failed(message: str) -> Err:
+    return Err(types.PluginError_HostFailed(message))
+
+
+def other(message: str) -> Err:
+    return Err(types.PluginError_Other(message))
+
+
 def yuan(cents: int) -> str:
     """`yuan(888)` → "8.88", `yuan(-120)` → "-1.20" (abs first: Python's // and % floor)."""
     sign = "-" if cents < 0 else ""
@@ -34,7 +43,8 @@ def trunc_div(a: int, b: int) -> int:
 
 
 class Rng:
-    """splitmix64 seeded with the call's `random_seed`, like the SDK's `Rng`."""
+    """splitmix64 seeded with the call's `random_seed`, like the SDK's `Rng`. Create one per call:
+    the module-level `random` is seeded once per instance, so warm calls would continue its stream."""
 
     def __init__(self, seed: int):
         self.state = seed & U64
@@ -77,9 +87,10 @@ def setting(ctx: types.CallContext, key: str) -> Optional[str]:
 # Rust's `str::trim` strips Unicode White_Space; Python's `str.strip()` also strips U+001C..U+001F.
 _WS = "\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000"
 _TRIM = re.compile(f"^[{_WS}]+|[{_WS}]+$")
-# Rust's `i64::from_str`: optional sign, ASCII digits only (Python's int() also takes "1_000",
-# surrounding spaces and non-ASCII digits).
+# Rust's `i64::from_str` / `u64::from_str`: optional sign, ASCII digits only (Python's int() also
+# takes "1_000", surrounding spaces and non-ASCII digits).
 _INT = re.compile(r"[+-]?[0-9]+")
+_UINT = re.compile(r"\+?[0-9]+")
 
 
 def rust_trim(s: str) -> str:
@@ -87,6 +98,7 @@ def rust_trim(s: str) -> str:
 
 
 def setting_i64(ctx: types.CallContext, key: str, default: int) -> int:
+    """Setting `key` as an i64, `default` if unset; `invalid_input` naming key and value if not."""
     value = setting(ctx, key)
     if value is None:
         return default
@@ -96,6 +108,19 @@ def setting_i64(ctx: types.CallContext, key: str, default: int) -> int:
         if I64_MIN <= n <= I64_MAX:
             return n
     raise invalid_input(f"setting `{key}` must be an integer, got `{value}`")
+
+
+def setting_u64(ctx: types.CallContext, key: str, default: int) -> int:
+    """Setting `key` as a u64, `default` if unset; `invalid_input` naming key and value if not."""
+    value = setting(ctx, key)
+    if value is None:
+        return default
+    t = rust_trim(value)
+    if _UINT.fullmatch(t):
+        n = int(t)
+        if n <= U64:
+            return n
+    raise invalid_input(f"setting `{key}` must be a non-negative integer, got `{value}`")
 
 
 def _normalise(c: str) -> str:
@@ -132,3 +157,42 @@ def pick_locale(requested: Optional[str], supported: Sequence[str], default: str
         if _same(s[: _language(s)], lang):
             return s
     return default
+
+
+def _rust_debug_str(s: str) -> str:
+    """Rust's `{:?}` of a string, for the common cases (Rust also escapes a few rarer
+    unprintable code points)."""
+    out = ['"']
+    for c in s:
+        code = ord(c)
+        if c in '"\\':
+            out.append("\\" + c)
+        elif c == "\t":
+            out.append("\\t")
+        elif c == "\r":
+            out.append("\\r")
+        elif c == "\n":
+            out.append("\\n")
+        elif c == "\0":
+            out.append("\\0")
+        elif code < 0x20 or 0x7F <= code <= 0x9F:
+            out.append(f"\\u{{{code:x}}}")
+        else:
+            out.append(c)
+    out.append('"')
+    return "".join(out)
+
+
+def host_error(err: Err) -> Err:
+    """A host function's error (raised as `Err(HostError_…)`) as `PluginError::HostFailed`, with
+    the message a Rust plugin writes (`format!("{e:?}")`, e.g. `HostError::Unavailable("…")`):
+
+        try:
+            taken = host.counter_add(name, 1, window_ms)
+        except Err as e:
+            raise host_error(e)
+    """
+    error = err.value
+    name = "HostError::" + type(error).__name__.split("_", 1)[-1]
+    value = getattr(error, "value", None)
+    return host_failed(name if value is None else f"{name}({_rust_debug_str(str(value))})")
