@@ -114,16 +114,18 @@ _fuzz_tools: _toolchain
     @command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 # Benchmarks: micro-benchmarks of the hot paths (and the metrics crates' cost beside the host's
-# own counters), then the rain suite (`hongbao bench suite`: hosts of its own, yardsticks, the
+# own counters), the plugins by language, the host's instructions per grant under callgrind (a
+# figure that repeats on a busy machine), then the rain suite (`hongbao bench suite`: hosts of its own, yardsticks, the
 # synchronous design, the payment steward on a slowed ledger), which writes its figures into
 # BENCHMARKS.md. The Redis + PostgreSQL runs use REDIS_URL and DATABASE_URL when set.
-bench: plugins polyglot
+bench: plugins polyglot _valgrind
     cargo bench -p hongbao-host --bench embedded
     cargo bench -p hongbao-host --bench plugins
     cargo bench -p hongbao-host --bench grant_path
     cargo bench -p hongbao-host --bench metrics_cost
     cargo build --release -p hongbao-host --bin hongbao
     target/release/hongbao bench languages
+    target/release/hongbao bench instructions
     target/release/hongbao bench suite
     if [ -n "${DATABASE_URL:-}" ]; then target/release/hongbao bench shards --own-servers; else echo "bench shards skipped: set DATABASE_URL"; fi
 
@@ -182,6 +184,17 @@ polyglot:
                 -p plugins/python/src -p sdk/python "${plugin//-/_}_app" -o "$out"
         fi
     done
+
+# valgrind, for `hongbao bench instructions` (callgrind): from apt-get when missing.
+_valgrind:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v callgrind_control >/dev/null && exit 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+    else
+        echo "the instruction count needs valgrind: sudo apt-get install valgrind"; exit 1
+    fi
 
 _wasm_target: _toolchain
     @rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2 || { echo "install the wasm32-wasip2 target: rustup target add wasm32-wasip2"; exit 1; }

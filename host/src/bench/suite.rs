@@ -51,6 +51,11 @@ pub(super) struct Host {
 }
 
 impl Host {
+    /// The host's process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The host's resident memory (`VmRSS`), where `/proc` tells.
     fn resident_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -132,6 +137,17 @@ fn campaign(activity: &str, plugins: &Path) -> anyhow::Result<String> {
 }
 
 pub(super) fn start_host(activity: &str, plugins: &Path, args: &[String]) -> anyhow::Result<Host> {
+    start_host_under(activity, plugins, args, &[])
+}
+
+/// [`start_host`] run by `wrapper` (a program and its arguments, given the host's command line
+/// after them: `valgrind --tool=callgrind …`); the host's pid is the wrapper's.
+pub(super) fn start_host_under(
+    activity: &str,
+    plugins: &Path,
+    args: &[String],
+    wrapper: &[String],
+) -> anyhow::Result<Host> {
     let dir = std::env::temp_dir().join(format!("hongbao-bench-{}-{activity}", std::process::id()));
     let scenes = dir.join("scenes");
     std::fs::create_dir_all(&scenes)?;
@@ -142,7 +158,16 @@ pub(super) fn start_host(activity: &str, plugins: &Path, args: &[String]) -> any
         apps.add(BENCH_APP, "bench", vec![ALL_ACTIVITIES.into()], 0)?;
         apps.save(&data)?;
     }
-    let mut child = Command::new(std::env::current_exe()?)
+    let exe = std::env::current_exe()?;
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = Command::new(program);
+            command.args(wrapper_args).arg(&exe);
+            command
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--scenes"])
         .arg(&scenes)
         .arg("--data")
@@ -162,7 +187,7 @@ pub(super) fn start_host(activity: &str, plugins: &Path, args: &[String]) -> any
 }
 
 /// The app the suite's requests come from.
-const BENCH_APP: i64 = 1128;
+pub(super) const BENCH_APP: i64 = 1128;
 
 pub(super) fn rain_config(host: &Host, activity: &str, config: &SuiteConfig, first_user: i64) -> RainConfig {
     RainConfig {

@@ -469,6 +469,22 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The host's CPU instructions per grant, counted by valgrind's callgrind (a figure that
+    /// repeats on a busy machine), with the functions that execute the most.
+    Instructions {
+        /// Grants counted (new users, one a request).
+        #[arg(long, default_value_t = 2_000)]
+        grants: u64,
+        /// Connections the rain uses.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// The reference plugins' build directory.
+        #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+        plugins: PathBuf,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The ledger's credits/s over 1, 2 and 3 PostgreSQL shards: concurrent batches of distinct
     /// users into fresh databases that the run makes (and drops) on one server.
     Shards {
@@ -946,6 +962,16 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
             };
             runtime.block_on(crate::bench::suite::run(&config))?;
             Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Instructions { grants, connections, plugins, json } => {
+            let config = crate::bench::instructions::InstructionsConfig { grants, connections, plugins_dir: plugins };
+            let report = runtime.block_on(crate::bench::instructions::run(&config))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::bench::instructions::summary(&report));
+            }
+            Ok(if report.books_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         BenchCommand::Languages { plugins, calls, json } => {
             let figures = crate::bench::languages::run(&plugins, calls)?;
