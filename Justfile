@@ -171,7 +171,8 @@ polyglot:
     stage="$tools/js-src"
     rm -rf "$stage" && mkdir -p "$stage" && cp plugins/js/src/*.js sdk/js/common.js "$stage/"
     # Exactly http and fetch-event are disabled: both import wasi:http, which the host does not
-    # link. The host provides stdio, clocks and random sealed (per-call time and seed).
+    # link. The host provides stdio, clocks and random sealed (per-call time and seed). The
+    # scaffolds build the same way (sdk/template/js/package.json.tmpl, python/build.sh.tmpl).
     for plugin in bill-copy inventory; do
         out="plugins/target/js/$plugin.wasm"
         if stale "$out" plugins/js/src sdk/js/common.js; then

@@ -193,7 +193,8 @@ fn plugin_new(kind: &str, language: &str, dir: &std::path::Path) {
     );
 }
 
-/// `hongbao plugin run WASM --input INPUT` (three calls: the first and two warm ones), as JSON.
+/// `hongbao plugin run WASM --input INPUT` (three calls each: the first and two warm ones), as
+/// JSON: a report, or an array of reports when the input is an array.
 fn plugin_run(wasm: &std::path::Path, input: &std::path::Path) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_hongbao"))
         .args(["plugin", "run"])
@@ -208,17 +209,82 @@ fn plugin_run(wasm: &std::path::Path, input: &std::path::Path) -> Value {
         .unwrap_or_else(|_| panic!("{}: {}", wasm.display(), String::from_utf8_lossy(&output.stderr)))
 }
 
-/// Runs a scaffold's build with its sample input and checks it decides as the SDK's Rust
-/// example of the same capability (built by `just plugins`) does with that input.
-fn decides_as_rust(kind: &str, wasm: &std::path::Path, input: &std::path::Path) {
+/// The scaffold's sample input for `kind`, and inputs that take the example's other branches.
+fn inputs(kind: &str, sample: &Value) -> Vec<Value> {
+    let variant = |change: &dyn Fn(&mut Value)| {
+        let mut input = sample.clone();
+        change(&mut input);
+        input
+    };
+    let mut inputs = vec![sample.clone()];
+    match kind {
+        "bill-copy" => {
+            inputs.push(variant(&|i| i["context"]["locale"] = json!("en")));
+            inputs.push(variant(&|i| {
+                i["context"]["locale"] = Value::Null;
+                i["context"]["settings"] = json!({ "default_locale": "en" });
+                i["input"]["amount_cents"] = json!(100_005);
+            }));
+        }
+        "rate-limit" => {
+            inputs.push(variant(&|i| i["counters"] = json!({ "user/10001": 1 })));
+            inputs.push(variant(&|i| {
+                i["counters"] = json!({ "user/10001": 5 });
+                i["context"]["settings"] = json!({ "max": "2", "window_ms": "500" });
+            }));
+        }
+        "inventory" => {
+            inputs.push(variant(&|i| i["stock"]["budget_remaining_cents"] = json!(0)));
+            inputs.push(variant(&|i| i["context"]["random_seed"] = json!(18_446_744_073_709_551_557u64)));
+        }
+        "compensation" => {
+            inputs.push(variant(&|i| {
+                i["input"]["attempt"] = json!(4);
+                i["input"]["step"] = json!("store-grant");
+            }));
+            inputs.push(variant(&|i| {
+                i["input"]["attempt"] = json!(6);
+                i["context"]["settings"] = json!({ "max_attempts": "5", "retry_ms": "20" });
+            }));
+        }
+        "reconciliation" => {
+            inputs.push(variant(&|i| {
+                i["input"]["credited_cents"] = json!(1200);
+                i["input"]["oldest_in_flight_ms"] = Value::Null;
+            }));
+        }
+        other => panic!("unknown kind {other}"),
+    }
+    inputs
+}
+
+/// Runs a scaffold's build on its sample input and on inputs that take the example's other
+/// branches, and checks it decides as the SDK's Rust example of the same capability (built by
+/// `just plugins`) does with each: the same answers and the same host counters.
+fn decides_as_rust(kind: &str, wasm: &std::path::Path, project: &std::path::Path) {
     let example = repo_target("wasm32-wasip2/release/examples").join(format!("{}.wasm", kind.replace('-', "_")));
     assert!(example.is_file(), "{} is missing: build the SDK examples with `just plugins`", example.display());
-    let expected = plugin_run(&example, input);
-    let report = plugin_run(wasm, input);
-    assert_eq!(report["capability"], kind, "{report}");
-    assert!(report.get("result").is_some(), "{kind}: {report}");
-    assert_eq!(report.get("result"), expected.get("result"), "{kind}: {report}\nRust: {expected}");
-    assert_eq!(report["warm"]["calls"], 2, "{report}");
+    let sample: Value = serde_json::from_str(&std::fs::read_to_string(project.join("input.json")).unwrap()).unwrap();
+    let inputs = inputs(kind, &sample);
+    let file = project.join("inputs.json");
+    std::fs::write(&file, Value::Array(inputs.clone()).to_string()).unwrap();
+    let expected = plugin_run(&example, &file);
+    let reports = plugin_run(wasm, &file);
+    let (Some(expected), Some(reports)) = (expected.as_array(), reports.as_array()) else {
+        panic!("{kind}: not arrays: {reports}\nRust: {expected}");
+    };
+    assert_eq!(reports.len(), inputs.len(), "{kind}: {reports:?}");
+    let mut answers = std::collections::BTreeSet::new();
+    for ((report, rust), input) in reports.iter().zip(expected).zip(&inputs) {
+        assert_eq!(report["capability"], kind, "{report}");
+        assert!(report.get("result").is_some(), "{kind} {input}: {report}");
+        assert_eq!(report.get("result"), rust.get("result"), "{kind} {input}: {report}\nRust: {rust}");
+        assert_eq!(report["counters"], rust["counters"], "{kind} {input}: {report}\nRust: {rust}");
+        assert_eq!(report["warm"]["calls"], 2, "{report}");
+        answers.insert(report["result"].to_string());
+    }
+    // Each input took a branch of its own: the comparison covers more than one answer.
+    assert_eq!(answers.len(), inputs.len(), "{kind}: the inputs gave the same answer twice: {answers:?}");
 }
 
 // Proves `hongbao plugin new KIND NAME --lang js` writes, for every capability, a project that
@@ -248,7 +314,7 @@ fn javascript_scaffolds_build_and_decide_as_rust() {
             Some(installed) => std::os::unix::fs::symlink(installed, project.join("node_modules")).unwrap(),
         }
         run(&format!("npm run build ({kind})"), Command::new("npm").args(["run", "build"]).current_dir(&project));
-        decides_as_rust(kind, &project.join(format!("my-{kind}.wasm")), &project.join("input.json"));
+        decides_as_rust(kind, &project.join(format!("my-{kind}.wasm")), &project);
     }
 }
 
@@ -266,6 +332,6 @@ fn python_scaffolds_build_and_decide_as_rust() {
             &format!("./build.sh ({kind})"),
             Command::new("./build.sh").env("PYTHON_VENV", &venv).current_dir(&project),
         );
-        decides_as_rust(kind, &project.join(format!("my-{kind}.wasm")), &project.join("input.json"));
+        decides_as_rust(kind, &project.join(format!("my-{kind}.wasm")), &project);
     }
 }

@@ -67,7 +67,7 @@ pub async fn run(config: &InstructionsConfig) -> anyhow::Result<InstructionsRepo
         }
     }
     let out_dir = std::env::temp_dir().join(format!("hongbao-callgrind-{}", std::process::id()));
-    std::fs::create_dir_all(&out_dir)?;
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out_file = out_dir.join("callgrind.out");
     let wrapper = [
         "valgrind".to_owned(),
@@ -99,8 +99,18 @@ async fn count(config: &InstructionsConfig, wrapper: &[String], out_file: &Path)
     drop(host);
     let text = std::fs::read_to_string(&dump).with_context(|| format!("reading {}", dump.display()))?;
     let instructions = totals(&text).with_context(|| format!("no totals in {}", dump.display()))?;
-    let annotated = Command::new("callgrind_annotate").arg("--inclusive=no").arg(&dump).output()?;
+    let annotated = Command::new("callgrind_annotate")
+        .arg("--inclusive=no")
+        .arg(&dump)
+        .output()
+        .context("running callgrind_annotate")?;
+    if !annotated.status.success() {
+        bail!("callgrind_annotate {}: {}", dump.display(), String::from_utf8_lossy(&annotated.stderr));
+    }
     let top = top_functions(&String::from_utf8_lossy(&annotated.stdout), TOP_FUNCTIONS);
+    if top.is_empty() {
+        eprintln!("warning: no functions read from callgrind_annotate's listing (a format this version does not read)");
+    }
     if report.granted == 0 {
         bail!("the counted rain granted nothing: {}", rain::summary(&report));
     }
@@ -152,7 +162,7 @@ async fn wait_for_plugins(host: &Host) -> anyhow::Result<()> {
 }
 
 fn callgrind_control(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("callgrind_control").args(args).output()?;
+    let output = Command::new("callgrind_control").args(args).output().context("running callgrind_control")?;
     if !output.status.success() {
         bail!("callgrind_control {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
     }
@@ -209,7 +219,7 @@ pub fn summary(report: &InstructionsReport) -> String {
         if report.books_ok { "ok" } else { "NOT ok" },
     );
     for (count, function) in &report.top {
-        let _ = writeln!(text, "{:>10.0}  {function}", *count as f64 / report.grants.max(1) as f64);
+        let _ = writeln!(text, "{:>10.0}  {function}", *count as f64 / report.grants as f64);
     }
     text
 }

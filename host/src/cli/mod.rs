@@ -534,7 +534,8 @@ enum PluginCommand {
     Run {
         /// The plugin's `.wasm` file.
         plugin: PathBuf,
-        /// A JSON file with `context`, `input`, and optionally `counters` and `stock`.
+        /// A JSON file with `context`, `input`, and optionally `counters` and `stock`; or an
+        /// array of them (one compile, a report each, in an array).
         #[arg(long)]
         input: PathBuf,
         /// Calls to make: the first on a fresh instance, the rest warm (their time, instructions
@@ -681,8 +682,12 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             let text = std::fs::read_to_string(&input).with_context(|| format!("reading `{}`", input.display()))?;
             let value: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("`{}` is not valid JSON", input.display()))?;
-            let (report, ok) = crate::plugin::authoring::run(&plugin, &value, calls)
-                .with_context(|| format!("running `{}` with `{}`", plugin.display(), input.display()))?;
+            let run = match &value {
+                serde_json::Value::Array(inputs) => crate::plugin::authoring::run_each(&plugin, inputs, calls),
+                _ => crate::plugin::authoring::run(&plugin, &value, calls),
+            };
+            let (report, ok) =
+                run.with_context(|| format!("running `{}` with `{}`", plugin.display(), input.display()))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

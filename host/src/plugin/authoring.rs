@@ -36,12 +36,40 @@ pub fn run_once(wasm: &Path, input: &Value) -> anyhow::Result<(Value, bool)> {
 ///
 /// As [`run_once`], and `calls` outside 1 to [`RUN_CALLS_MAX`].
 pub fn run(wasm: &Path, input: &Value, calls: u32) -> anyhow::Result<(Value, bool)> {
+    let runtime = PluginRuntime::new(None)?;
+    run_on(&runtime, wasm, input, calls)
+}
+
+/// [`run`] for each input of `inputs` in turn, the component compiled once (each input's
+/// `compile` time after the first is the cache's), each on an instance of its own; returns the
+/// reports as a JSON array, and whether every first call succeeded.
+///
+/// # Errors
+///
+/// As [`run`], naming the input.
+pub fn run_each(wasm: &Path, inputs: &[Value], calls: u32) -> anyhow::Result<(Value, bool)> {
+    let runtime = PluginRuntime::new(None)?;
+    let mut reports = Vec::with_capacity(inputs.len());
+    let mut all_ok = true;
+    for (index, input) in inputs.iter().enumerate() {
+        let (report, ok) = run_on(&runtime, wasm, input, calls).with_context(|| format!("input [{index}]"))?;
+        reports.push(report);
+        all_ok &= ok;
+    }
+    Ok((Value::Array(reports), all_ok))
+}
+
+fn run_on(
+    runtime: &std::sync::Arc<PluginRuntime>,
+    wasm: &Path,
+    input: &Value,
+    calls: u32,
+) -> anyhow::Result<(Value, bool)> {
     anyhow::ensure!((1..=RUN_CALLS_MAX).contains(&calls), "--calls `{calls}` must be 1 to {RUN_CALLS_MAX}");
     let object = input.as_object().context("the input must be a JSON object")?;
     let stock = object.get("stock").map(parse_stock).transpose()?;
     let context = object.get("context").cloned().unwrap_or_else(|| json!({}));
     let settings = parse_settings(&context)?;
-    let runtime = PluginRuntime::new(None)?;
     let compile_started = std::time::Instant::now();
     let (plugin, sha256) = runtime.load_standalone(wasm, settings.clone(), stock).map_err(anyhow::Error::new)?;
     let compile = compile_started.elapsed();
@@ -92,7 +120,6 @@ pub fn run(wasm: &Path, input: &Value, calls: u32) -> anyhow::Result<(Value, boo
     if let (Some(out), Some(outcome)) = (out.as_object_mut(), outcome.as_object()) {
         out.extend(outcome.clone());
     }
-    drop(runtime);
     Ok((out, ok))
 }
 

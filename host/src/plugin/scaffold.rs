@@ -145,7 +145,8 @@ pub fn scaffold(
     if !valid {
         bail!("plugin name `{name}` must be 1 to 64 lowercase letters, digits or `-`, starting with a letter");
     }
-    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+    if dir.exists() && std::fs::read_dir(dir).with_context(|| format!("reading `{}`", dir.display()))?.next().is_some()
+    {
         bail!("`{}` already exists and is not empty", dir.display());
     }
     let sdk_dir = sdk_dir.canonicalize().with_context(|| format!("the SDK directory `{}`", sdk_dir.display()))?;
@@ -163,7 +164,7 @@ pub fn scaffold(
     let input = serde_json::to_string_pretty(&sample_input(capability))? + "\n";
     let (files, next) = match language {
         Language::Rust => rust_files(capability, name, sdk_text, input),
-        Language::Js => js_files(capability, name, &sdk_dir, input)?,
+        Language::Js => js_files(capability, name, &sdk_dir, sdk_text, input)?,
         Language::Python => python_files(capability, name, sdk_text, input),
     };
     let mut written = Vec::new();
@@ -208,9 +209,15 @@ fn rust_files(capability: Capability, name: &str, sdk: &str, input: String) -> (
     (files, format!("cargo build --release && hongbao plugin run target/wasm32-wasip2/release/{wasm}.wasm"))
 }
 
-fn js_files(capability: Capability, name: &str, sdk_dir: &Path, input: String) -> anyhow::Result<(Vec<File>, String)> {
+fn js_files(
+    capability: Capability,
+    name: &str,
+    sdk_dir: &Path,
+    sdk: &str,
+    input: String,
+) -> anyhow::Result<(Vec<File>, String)> {
     let (entry, source) = example(capability, Language::Js);
-    let wit = format!("{}/wit", sdk_dir.display());
+    let wit = format!("{sdk}/wit");
     let fill = |template: &str| fill(template, name, capability, entry, &wit);
     let mut files = vec![
         File::new("package.json", fill(JS_PACKAGE)),
@@ -236,7 +243,8 @@ fn python_files(capability: Capability, name: &str, sdk: &str, input: String) ->
     let (file, source) = example(capability, Language::Python);
     let entry = file.trim_end_matches(".py");
     let wit = format!("{sdk}/wit");
-    let fill = |template: &str| fill(template, name, capability, entry, &wit);
+    let version = componentize_py_version();
+    let fill = |template: &str| fill(template, name, capability, entry, &wit).replace("{{componentize_py}}", version);
     let files = vec![
         File { path: "build.sh".into(), text: fill(PY_BUILD), executable: true },
         File::new("requirements.txt", PY_REQUIREMENTS),
@@ -247,6 +255,12 @@ fn python_files(capability: Capability, name: &str, sdk: &str, input: String) ->
         File::new(".gitignore", PY_IGNORE),
     ];
     (files, format!("./build.sh && hongbao plugin run {name}.wasm"))
+}
+
+/// The componentize-py version the reference plugins pin (`componentize-py==X` in their
+/// requirements), which `build.sh` checks its venv for.
+fn componentize_py_version() -> &'static str {
+    PY_REQUIREMENTS.lines().find_map(|line| line.trim().strip_prefix("componentize-py==")).map_or("", str::trim)
 }
 
 /// Every file under `dir`, in name order.
@@ -271,6 +285,28 @@ fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first `{{word}}` in `text` (a template placeholder; Python's `{{{x:y}}}` is not one).
+    fn placeholder(text: &str) -> Option<&str> {
+        text.match_indices("{{").find_map(|(at, _)| {
+            let rest = &text[at + 2..];
+            let word = rest.split("}}").next()?;
+            (!word.is_empty() && rest.len() > word.len() && word.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                .then_some(word)
+        })
+    }
+
+    // Proves the Python scaffold's build checks its venv for the version it installs: the one the
+    // reference plugins pin.
+    #[test]
+    fn the_python_build_checks_for_the_pinned_toolchain() {
+        let version = componentize_py_version();
+        assert!(version.starts_with(|c: char| c.is_ascii_digit()), "{PY_REQUIREMENTS}");
+        let build = fill(PY_BUILD, "p", Capability::BillCopy, "e", "/w").replace("{{componentize_py}}", version);
+        assert!(build.contains(&format!("grep -qx 'componentize-py {version}'")), "{build}");
+        assert_eq!(placeholder("f\"\\\\u{{{code:x}}}\" {{name}}"), Some("name"));
+        assert_eq!(placeholder("f\"\\\\u{{{code:x}}}\""), None);
+    }
 
     // Proves a JavaScript scaffold installs the toolchain the reference plugins are built with:
     // its package.json asks for the versions the lock it ships pins.
@@ -312,9 +348,7 @@ mod tests {
                 let made = scaffold(capability, language, "my-plugin", dir.path(), &sdk).unwrap();
                 for file in &made.files {
                     let text = std::fs::read_to_string(file).unwrap();
-                    for placeholder in ["{{name}}", "{{world}}", "{{entry}}", "{{wit_path}}", "{{sdk_path}}"] {
-                        assert!(!text.contains(placeholder), "{}: {text}", file.display());
-                    }
+                    assert_eq!(placeholder(&text), None, "{}", file.display());
                 }
                 let build = match language {
                     Language::Rust => "Cargo.toml",
