@@ -14,7 +14,7 @@ use crate::support::{Server, plugin_block, plugin_wasm, wait_for};
 const GRANTS: i64 = 20;
 
 /// The decision log's files and how many records they hold.
-fn log_files(server: &Server) -> (Vec<PathBuf>, usize) {
+pub(crate) fn log_files(server: &Server) -> (Vec<PathBuf>, usize) {
     let dir = server.data.join("decisions");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|entries| entries.filter_map(Result::ok).map(|entry| entry.path()).collect())
@@ -25,7 +25,7 @@ fn log_files(server: &Server) -> (Vec<PathBuf>, usize) {
 }
 
 /// `hongbao plugin replay FILES --plugin WASM --json`: its exit code and report.
-fn replay(files: &[PathBuf], wasm: &Path) -> (Option<i32>, Value) {
+pub(crate) fn replay(files: &[PathBuf], wasm: &Path) -> (Option<i32>, Value) {
     let output = Command::new(env!("CARGO_BIN_EXE_hongbao"))
         .args(["plugin", "replay"])
         .args(files)

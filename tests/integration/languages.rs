@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::plugins::{GENEROUS_DEADLINE, WAIT_LIMIT, campaign, fixed, generous, random, scene};
+use crate::decisions::{log_files, replay};
+use crate::plugins::{GENEROUS_DEADLINE, WAIT_LIMIT, campaign, fixed, generous, plugin_run_calls, random, scene};
 use crate::support::{
     Server, plugin_block, plugin_wasm, polyglot_wasm, request, sha256_of, wait_for, write_atomically,
 };
@@ -22,21 +23,6 @@ const COMPILE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 /// JavaScript and Python plugins start their language's runtime in a fresh instance: tens of
 /// milliseconds on a loaded machine, and a Python one holds about 13 MiB.
 const POLYGLOT_BOUNDS: &str = "                  deadline_ms: 10000\n                  memory_mb: 64\n";
-
-fn replay(files: &[PathBuf], wasm: &std::path::Path) -> (Option<i32>, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_hongbao"))
-        .args(["plugin", "replay"])
-        .args(files)
-        .arg("--plugin")
-        .arg(wasm)
-        .args(["--json", "--diffs", "3"])
-        .env("HONGBAO_LOG", "error")
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
-    (output.status.code(), report)
-}
 
 // Proves the JavaScript and Python reference plugins decide exactly as the Rust ones: a rain
 // over two scenes (random amounts against stock, a reserve setting, locales, rain rounds and
@@ -82,11 +68,8 @@ fn the_reference_plugins_decide_alike_in_every_language() {
             calls += 2;
         }
     }
-    let dir = server.data.join("decisions");
     let files = wait_for(WAIT_LIMIT, || {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).ok()?.filter_map(Result::ok).map(|e| e.path()).collect();
-        files.sort();
-        let records: usize = files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default().lines().count()).sum();
+        let (files, records) = log_files(&server);
         (records >= calls).then_some(files)
     });
 
@@ -193,22 +176,6 @@ fn plugin_new(kind: &str, language: &str, dir: &std::path::Path) {
     );
 }
 
-/// `hongbao plugin run WASM --input INPUT` (three calls each: the first and two warm ones), as
-/// JSON: a report, or an array of reports when the input is an array.
-fn plugin_run(wasm: &std::path::Path, input: &std::path::Path) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_hongbao"))
-        .args(["plugin", "run"])
-        .arg(wasm)
-        .arg("--input")
-        .arg(input)
-        .args(["--calls", "3"])
-        .env("HONGBAO_LOG", "warn")
-        .output()
-        .unwrap();
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|_| panic!("{}: {}", wasm.display(), String::from_utf8_lossy(&output.stderr)))
-}
-
 /// The scaffold's sample input for `kind`, and inputs that take the example's other branches.
 fn inputs(kind: &str, sample: &Value) -> Vec<Value> {
     let variant = |change: &dyn Fn(&mut Value)| {
@@ -266,10 +233,9 @@ fn decides_as_rust(kind: &str, wasm: &std::path::Path, project: &std::path::Path
     assert!(example.is_file(), "{} is missing: build the SDK examples with `just plugins`", example.display());
     let sample: Value = serde_json::from_str(&std::fs::read_to_string(project.join("input.json")).unwrap()).unwrap();
     let inputs = inputs(kind, &sample);
-    let file = project.join("inputs.json");
-    std::fs::write(&file, Value::Array(inputs.clone()).to_string()).unwrap();
-    let expected = plugin_run(&example, &file);
-    let reports = plugin_run(wasm, &file);
+    // Three calls each: the first and two warm ones.
+    let expected = plugin_run_calls(&example, &Value::Array(inputs.clone()), 3);
+    let reports = plugin_run_calls(wasm, &Value::Array(inputs.clone()), 3);
     let (Some(expected), Some(reports)) = (expected.as_array(), reports.as_array()) else {
         panic!("{kind}: not arrays: {reports}\nRust: {expected}");
     };

@@ -630,7 +630,7 @@ fn plugin_run(wasm: &Path, input: &Value) -> Value {
     plugin_run_calls(wasm, input, 1)
 }
 
-fn plugin_run_calls(wasm: &Path, input: &Value, calls: u32) -> Value {
+pub(crate) fn plugin_run_calls(wasm: &Path, input: &Value, calls: u32) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("input.json");
     std::fs::write(&file, input.to_string()).unwrap();

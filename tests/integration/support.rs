@@ -70,6 +70,13 @@ impl Server {
 
     /// Starts a server whose scene directory holds `files` (name, YAML text).
     pub fn start_with(files: &[(&str, &str)], extra_args: &[&str]) -> Server {
+        let mut server = Server::unstarted(files);
+        server.launch(extra_args);
+        server
+    }
+
+    /// A server not started yet, whose scene directory holds `files` (name, YAML text).
+    fn unstarted(files: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let scenes = dir.path().join("scenes");
         std::fs::create_dir_all(&scenes).unwrap();
@@ -77,22 +84,13 @@ impl Server {
             std::fs::write(scenes.join(name), text).unwrap();
         }
         let data = dir.path().join("data");
-        let mut server = Server { child: None, addr: String::new(), scenes, data, backend_args: Vec::new(), _dir: dir };
-        server.launch(extra_args);
-        server
+        Server { child: None, addr: String::new(), scenes, data, backend_args: Vec::new(), _dir: dir }
     }
 
     /// [`Server::start_with`] with extra environment variables, returning as soon as the host
     /// listens: its plugins may still be compiling.
     pub fn start_listening(files: &[(&str, &str)], extra_args: &[&str], env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let scenes = dir.path().join("scenes");
-        std::fs::create_dir_all(&scenes).unwrap();
-        for (name, text) in files {
-            std::fs::write(scenes.join(name), text).unwrap();
-        }
-        let data = dir.path().join("data");
-        let mut server = Server { child: None, addr: String::new(), scenes, data, backend_args: Vec::new(), _dir: dir };
+        let mut server = Server::unstarted(files);
         server.launch_listening(extra_args, env);
         server
     }
