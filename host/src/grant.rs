@@ -295,16 +295,12 @@ async fn run_hooks(
     if plugins.inventory.is_some() || plugins.rate_limit.is_some() || plugins.bill_copy.is_some() {
         app.store.prepare_plugin_stock(&scene.activity_id, &scene.id).await;
     }
-    // The scene's hooks run in one blocking section: a plugin call may block (WASI streams when
-    // a guest prints), and entering the section once per grant instead of once per hook halves
-    // the worker hand-offs it costs (profiled: 30 % of the embedded host's grants/s). A hook
-    // that refuses drops the permit, which gives it back.
-    crate::plugin::in_place(|| {
-        let permit = rate_limit(app, scene, &input)?;
-        let amount_cents = choose_amount(scene, &input, request.amount_cents, builtin_amount)?;
-        let bill_copy = render_bill_copy(scene, &input, amount_cents)?;
-        Ok((permit, Decided { amount_cents, bill_copy }))
-    })
+    // The scene's hooks run inline on this worker: the plugin sandbox never blocks
+    // (`plugin::sandbox::seal_streams`). A hook that refuses drops the permit, which gives it back.
+    let permit = rate_limit(app, scene, &input)?;
+    let amount_cents = choose_amount(scene, &input, request.amount_cents, builtin_amount)?;
+    let bill_copy = render_bill_copy(scene, &input, amount_cents)?;
+    Ok((permit, Decided { amount_cents, bill_copy }))
 }
 
 /// Signs the token and builds the record the store keeps of the grant.

@@ -8,8 +8,9 @@
 
 /// Allocator arenas a serving process uses at most (glibc's default is eight per core).
 ///
-/// Plugin hooks run in `block_in_place` sections, so the runtime keeps a pool of threads that
-/// comes and goes with the load, and glibc gives threads arenas of their own up to its limit:
+/// Plugin hooks used to run in `block_in_place` sections (they run inline now), so the runtime
+/// kept a pool of threads that came and went with the load; blocking tasks (file reads, PostgreSQL
+/// and Redis clients' threads) still do, and glibc gives threads arenas of their own up to its limit:
 /// memory freed on one thread's arena is not reused by the others, and the host's resident
 /// memory crept up rain after rain. Measured (BENCHMARKS.md, "Retention"): eight rains of
 /// ≈ 38k grants on the embedded store took the host from 77 MB to 127 MB with the default and

@@ -240,7 +240,7 @@ fn reference_plugins_change_what_users_get() {
 
 /// The scenes of `failing_plugins_get_their_scene_policy_while_others_serve`: one per failing
 /// fixture and its policy, one that sleeps, and a healthy one.
-fn failing_plugin_scenes() -> [String; 9] {
+fn failing_plugin_scenes() -> [String; 10] {
     let not_wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/fixtures/not-wasm.wasm");
     let bill = |fixture: &str| plugin_wasm(fixture);
     [
@@ -319,6 +319,13 @@ fn failing_plugin_scenes() -> [String; 9] {
             &[plugin_block("bill_copy", &bill("fx_sleep"), "fail_closed", GENEROUS_DEADLINE)],
         ),
         scene(
+            "spam",
+            "Spam",
+            &fixed(100),
+            BUILTIN_COPY,
+            &[plugin_block("bill_copy", &bill("fx_spam"), "fail_closed", GENEROUS_DEADLINE)],
+        ),
+        scene(
             "healthy",
             "Healthy",
             &fixed(100),
@@ -330,7 +337,8 @@ fn failing_plugin_scenes() -> [String; 9] {
 
 // Proves that plugins that loop forever, allocate without bound, trap, are not wasm, export the
 // wrong interface or answer garbage each get their scene's failure policy, are counted, and
-// never stop another scene from serving.
+// never stop another scene from serving; and that plugins that sleep or flood their output
+// serve inline.
 #[test]
 fn failing_plugins_get_their_scene_policy_while_others_serve() {
     let scenes = failing_plugin_scenes();
@@ -377,6 +385,11 @@ fn failing_plugins_get_their_scene_policy_while_others_serve() {
         // not sealed, the call would block for the fixture's hour and the request time out.)
         let (status, body) = grant(&server, "plug", "sleep", user(6), 1, 1, None);
         assert_eq!((status, body["bill_copy"].as_str()), (200, Some("woke")), "{body}");
+        // A guest that floods stdout and stderr serves on the async worker that runs the grant:
+        // its blocking writes are the sandbox's own, which never wait on the runtime (WASI's
+        // would panic there, and the call fail closed).
+        let (status, body) = grant(&server, "plug", "spam", user(7), 1, 1, None);
+        assert_eq!((status, body["bill_copy"].as_str()), (200, Some("spammed")), "{body}");
     }
 
     stop.store(true, Ordering::Relaxed);

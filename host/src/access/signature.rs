@@ -202,7 +202,7 @@ impl SignedHeader {
             .decode(&self.signature)
             .map_err(|_| AuthError::Malformed("signature must be base64url without padding".into()))?;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
-        mac.update(string_to_sign(method, path_and_query, self.timestamp, &self.nonce, body).as_bytes());
+        string_to_sign_parts(method, path_and_query, self.timestamp, &self.nonce, body).feed(&mut mac);
         mac.verify_slice(&sent).map_err(|_| AuthError::BadSignature)
     }
 }
@@ -214,14 +214,85 @@ fn is_token_byte(byte: u8) -> bool {
 
 /// The string an app signs.
 pub fn string_to_sign(method: &str, path_and_query: &str, timestamp: u64, nonce: &str, body: &[u8]) -> String {
-    let body_hash: String = Sha256::digest(body).iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{body_hash}\n")
+    let mut text = String::with_capacity(method.len() + path_and_query.len() + nonce.len() + 96);
+    for part in string_to_sign_parts(method, path_and_query, timestamp, nonce, body).iter() {
+        // Every part is ASCII or the caller's own UTF-8.
+        text.push_str(std::str::from_utf8(part).unwrap_or_default());
+    }
+    text
+}
+
+/// [`string_to_sign`] as the pieces fed to the MAC, without building the string (on every
+/// signed request: `format!` per hex byte cost 33k instructions a grant, callgrind).
+fn string_to_sign_parts<'a>(
+    method: &'a str,
+    path_and_query: &'a str,
+    timestamp: u64,
+    nonce: &'a str,
+    body: &[u8],
+) -> StringToSign<'a> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut body_hash = [0_u8; 65];
+    for (i, byte) in Sha256::digest(body).iter().enumerate() {
+        body_hash[2 * i] = HEX[usize::from(byte >> 4)];
+        body_hash[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+    }
+    body_hash[64] = b'\n';
+    let mut time = [0_u8; 21];
+    let digits = {
+        let mut n = timestamp;
+        let mut at = time.len() - 1;
+        time[at] = b'\n';
+        loop {
+            at -= 1;
+            time[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break at;
+            }
+        }
+    };
+    StringToSign { method, path_and_query, time, digits, nonce, body_hash }
+}
+
+/// `METHOD\nPATH\nTIMESTAMP\nNONCE\nHEX(SHA-256(BODY))\n`, in pieces.
+struct StringToSign<'a> {
+    method: &'a str,
+    path_and_query: &'a str,
+    /// The timestamp's decimal digits and `\n`, from `digits` on.
+    time: [u8; 21],
+    digits: usize,
+    nonce: &'a str,
+    /// The body's hash in lowercase hex and `\n`.
+    body_hash: [u8; 65],
+}
+
+impl StringToSign<'_> {
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        [
+            self.method.as_bytes(),
+            b"\n",
+            self.path_and_query.as_bytes(),
+            b"\n",
+            &self.time[self.digits..],
+            self.nonce.as_bytes(),
+            b"\n",
+            &self.body_hash,
+        ]
+        .into_iter()
+    }
+
+    fn feed(&self, mac: &mut Hmac<Sha256>) {
+        for part in self.iter() {
+            mac.update(part);
+        }
+    }
 }
 
 /// The signature of a request, as a client computes it.
 pub fn sign(secret: &[u8], method: &str, path_and_query: &str, timestamp: u64, nonce: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
-    mac.update(string_to_sign(method, path_and_query, timestamp, nonce, body).as_bytes());
+    string_to_sign_parts(method, path_and_query, timestamp, nonce, body).feed(&mut mac);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
@@ -261,6 +332,18 @@ mod tests {
         let signature =
             sign(b"hbsk_example_secret", "POST", "/v1/grants", 1_767_225_600, "n0nce-0123456789abcdef", body);
         assert_eq!(signature, "CNWAYDUPJbtjGgdOjHNmaBF1rURObSdVPelTZx7xQLE");
+    }
+
+    // Proves the string is built exactly as documented for timestamps of every width.
+    #[test]
+    fn the_string_to_sign_has_every_timestamp_in_decimal() {
+        for timestamp in [0, 7, 10, 1_767_225_600, u64::MAX] {
+            let hash: String = Sha256::digest(b"{}").iter().map(|byte| format!("{byte:02x}")).collect();
+            assert_eq!(
+                string_to_sign("GET", "/v1/x?y=1", timestamp, "nonce", b"{}"),
+                format!("GET\n/v1/x?y=1\n{timestamp}\nnonce\n{hash}\n")
+            );
+        }
     }
 
     // Proves a header round-trips and a request verifies only unaltered.

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
@@ -29,6 +29,8 @@ pub struct InstructionsConfig {
     pub connections: usize,
     /// Where the reference plugins are built (`plugins/target/wasm32-wasip2/release`).
     pub plugins_dir: PathBuf,
+    /// Where to copy the counted dump, if anywhere.
+    pub keep: Option<PathBuf>,
 }
 
 /// Grants in the uncounted warm-up rain: the host's pools, caches and valgrind's translations.
@@ -84,7 +86,7 @@ pub async fn run(config: &InstructionsConfig) -> anyhow::Result<InstructionsRepo
 async fn count(config: &InstructionsConfig, wrapper: &[String], out_file: &Path) -> anyhow::Result<InstructionsReport> {
     let activity = "bench-instructions";
     let host = suite::start_host_under(activity, &config.plugins_dir, &[], wrapper)?;
-    wait_for_plugins(&host).await?;
+    host.ready(START_LIMIT).await.context("the host under valgrind")?;
     let pid = host.pid().to_string();
     callgrind_control(&["--instr=on", &pid])?;
     let mut rain = rain_config(&host, activity, config, WARM_UP_GRANTS, 1);
@@ -97,6 +99,12 @@ async fn count(config: &InstructionsConfig, wrapper: &[String], out_file: &Path)
     callgrind_control(&["--dump", &pid])?;
     let dump = dumps(out_file)?.into_iter().nth(dumps_before).context("callgrind wrote no dump")?;
     drop(host);
+    if let Some(keep) = &config.keep {
+        std::fs::create_dir_all(keep).with_context(|| format!("creating {}", keep.display()))?;
+        let kept = keep.join("callgrind.out");
+        std::fs::copy(&dump, &kept).with_context(|| format!("copying the dump to {}", kept.display()))?;
+        eprintln!("callgrind's dump: {}", kept.display());
+    }
     let text = std::fs::read_to_string(&dump).with_context(|| format!("reading {}", dump.display()))?;
     let instructions = totals(&text).with_context(|| format!("no totals in {}", dump.display()))?;
     let annotated = Command::new("callgrind_annotate")
@@ -141,23 +149,6 @@ fn rain_config(host: &Host, activity: &str, config: &InstructionsConfig, count: 
         check_books: true,
         first_user,
         batch: 1,
-    }
-}
-
-/// Waits until the host under valgrind has compiled its plugins.
-async fn wait_for_plugins(host: &Host) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let health = rain::get_json(&host.addr, &host.credentials, "/healthz").await;
-        if let Ok(health) = &health
-            && health["plugins_warming"].as_u64() == Some(0)
-        {
-            return Ok(());
-        }
-        if started.elapsed() > START_LIMIT {
-            bail!("the host under valgrind did not compile its plugins within {START_LIMIT:?}: {health:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -334,7 +334,11 @@ async fn rain_on_one_connection(
     let mut tally = Tally::default();
     let mut connection = Connection::open(&config.target, &config.credentials).await?;
     let mut rng = fastrand::Rng::with_seed(task as u64 * 7919 + config.first_user as u64);
-    let mut next_send = Instant::now();
+    // Paced connections start spread over one interval: started together, they would send in
+    // bursts of one request per connection (measured: p50 4 ms at 300 requests/s on 64
+    // connections from the queue each burst makes, 0.8 ms on one connection).
+    let mut next_send = Instant::now()
+        + interval.map_or(Duration::ZERO, |interval| interval.mul_f64(task as f64 / config.connections.max(1) as f64));
     while !shared.stop.load(Ordering::Relaxed) {
         if let Some(count) = config.count
             && shared.sent.fetch_add(1, Ordering::Relaxed) >= count

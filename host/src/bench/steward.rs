@@ -90,6 +90,7 @@ impl Production<'_> {
     async fn steward_run(&self, mode: &'static str, extra: &[&str]) -> anyhow::Result<StewardFigures> {
         let activity = self.activity(&format!("steward-{mode}"));
         let filler = start_host(&activity, &self.config.plugins_dir, &self.args(&["--no-writer"]))?;
+        filler.ready(super::suite::PLUGINS_READY_LIMIT).await?;
         let mut fill = rain_config(&filler, &activity, self.config, 600_000_000);
         fill.check_books = false;
         fill.count = Some(BACKLOG);
@@ -101,6 +102,7 @@ impl Production<'_> {
         let mut args = vec!["--credits-per-second", cap.as_str()];
         args.extend_from_slice(extra);
         let host = start_host(&activity, &self.config.plugins_dir, &self.args(&args))?;
+        host.ready(super::suite::PLUGINS_READY_LIMIT).await?;
         let started = Instant::now();
         let before = metrics(&host).await?;
         tokio::time::sleep(HEALTHY_FOR).await;

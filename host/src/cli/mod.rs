@@ -449,9 +449,12 @@ enum BenchCommand {
         /// The report to write between its markers.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
-        /// Run one part only and print its figures, writing nothing: `retention` (Redis and
-        /// embedded-store memory before a rain, at its end and after drain + retention) or
-        /// `steward` (the payment steward against the fixed-rate writer on a slowed ledger).
+        /// Run one part only and print its figures, writing nothing: `embedded` (the embedded
+        /// host's rains and the yardsticks; needs no Redis or PostgreSQL), `retention` (Redis and
+        /// embedded-store memory before a rain, at its end and after drain + retention),
+        /// `steward` (the payment steward against the fixed-rate writer on a slowed ledger) or
+        /// `writer` (the ledger writer draining a backlog, and Redis memory per pending token by
+        /// key kind).
         #[arg(long)]
         only: Option<String>,
     },
@@ -481,6 +484,9 @@ enum BenchCommand {
         /// The reference plugins' build directory.
         #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
         plugins: PathBuf,
+        /// Keep callgrind's dump in this folder (for `callgrind_annotate --tree=caller`).
+        #[arg(long)]
+        keep: Option<PathBuf>,
         /// Print the figures as JSON.
         #[arg(long)]
         json: bool,
@@ -968,8 +974,9 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::bench::suite::run(&config))?;
             Ok(ExitCode::SUCCESS)
         }
-        BenchCommand::Instructions { grants, connections, plugins, json } => {
-            let config = crate::bench::instructions::InstructionsConfig { grants, connections, plugins_dir: plugins };
+        BenchCommand::Instructions { grants, connections, plugins, keep, json } => {
+            let config =
+                crate::bench::instructions::InstructionsConfig { grants, connections, plugins_dir: plugins, keep };
             let report = runtime.block_on(crate::bench::instructions::run(&config))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -47,7 +47,6 @@ pub use self::failure::{LoadError, PluginFailure};
 pub use self::host_api::{HostServices, Scope, remaining};
 pub use self::runtime::PluginRuntime;
 pub use self::sandbox::{Captured, MemoryCapExceeded};
-pub(crate) use self::scene_plugin::in_place;
 pub use self::scene_plugin::{CallInput, CallReport, Plugin};
 pub use self::spec::{Capability, FailurePolicy, PluginSpec};
 pub use self::stats::PluginStats;

@@ -27,7 +27,7 @@ use super::decisions::DecisionLog;
 use super::failure::{LoadError, error_chain};
 use super::host_api::{HostServices, Scope};
 use super::limits::{self, WASM_BYTES_MAX};
-use super::sandbox::{PluginState, seal_sleep};
+use super::sandbox::{PluginState, seal_sleep, seal_streams};
 use super::scene_plugin::{Plugin, ReadyPre};
 use super::spec::{Capability, FailurePolicy, PluginSpec};
 use super::stats::PluginStats;
@@ -103,6 +103,7 @@ impl PluginRuntime {
         let mut linker = Linker::<PluginState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         seal_sleep(&mut linker)?;
+        seal_streams(&mut linker)?;
         bindings::bill_copy::BillCopyPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         let cache = ComponentCache::new(cache_dir);
         Ok(Arc::new(PluginRuntime {

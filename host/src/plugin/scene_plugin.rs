@@ -281,7 +281,21 @@ impl Plugin {
         invoke: impl FnOnce(&Instance, &mut Store<PluginState>) -> Option<wasmtime::Result<Result<R, PluginError>>>,
     ) -> (Result<R, PluginFailure>, CallReport) {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let (result, report) = in_place(|| self.call_inner(ctx, invoke));
+        // Inline on the caller's thread (the sandbox never blocks: `sandbox::seal_streams`). A
+        // host function that panics (a WASI call the seal does not cover that would block on
+        // the runtime) fails this call alone: the instance it ran on is dropped, not pooled.
+        let (result, report) =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.call_inner(ctx, invoke))) {
+                Ok(answer) => answer,
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|why| (*why).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a host function panicked".to_owned());
+                    (Err(PluginFailure::Trap(format!("host call failed: {why}"))), CallReport::default())
+                }
+            };
         self.stats.call_ns.fetch_add(report.call.as_nanos() as u64, Ordering::Relaxed);
         match &result {
             Ok(_) => {
@@ -397,20 +411,5 @@ fn level_name(level: LogLevel) -> &'static str {
         LogLevel::Info => "info",
         LogLevel::Warn => "warn",
         LogLevel::Error => "error",
-    }
-}
-
-/// Runs `f` where blocking is allowed. WASI's synchronous streams block on the tokio runtime
-/// when a guest prints; on a multi-thread runtime's worker that needs `block_in_place` (it
-/// would panic otherwise). Entering it hands the worker's core to another thread, which costs
-/// wake-ups and context switches (measured: a grant with two hooks each in its own section ran
-/// at 10.4k grants/s, and at 13.4k with none), so the grant path wraps all of a grant's hooks in
-/// one section; a call already inside one runs directly.
-pub(crate) fn in_place<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
     }
 }
