@@ -278,6 +278,20 @@ const SUITE_BATCH: usize = 16;
 /// the grants only queue longer, and the writer falls behind on Redis.
 const SUITE_BATCH_CONNECTIONS: usize = 8;
 
+/// CPU seconds the Redis server has used (`used_cpu_user` + `used_cpu_sys`).
+async fn redis_cpu_s(url: &str) -> anyhow::Result<f64> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+    let field = |name: &str| {
+        info.lines().find_map(|line| line.strip_prefix(name)).and_then(|value| value.trim().parse::<f64>().ok())
+    };
+    match (field("used_cpu_user:"), field("used_cpu_sys:")) {
+        (Some(user), Some(sys)) => Ok(user + sys),
+        _ => anyhow::bail!("INFO cpu has no used_cpu_user/used_cpu_sys"),
+    }
+}
+
 async fn redis_used_memory(url: &str) -> anyhow::Result<u64> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
@@ -368,6 +382,9 @@ async fn run_part(config: &SuiteConfig, part: &str) -> anyhow::Result<()> {
             );
             if let Some(bytes) = writer.redis_bytes_per_token {
                 println!("Redis memory per pending token: {bytes:.0} bytes");
+            }
+            if let Some(us) = writer.redis_cpu_us_per_grant {
+                println!("Redis CPU per grant: {us:.1} µs ({:.0} grants/s while filling)", writer.grants_per_s);
             }
             println!("{}", memory_by_kind(&writer.redis_bytes_by_kind, writer.backlog));
             Ok(())
@@ -479,6 +496,11 @@ pub(super) struct Production<'a> {
 struct WriterFigures {
     /// Tokens in the backlog the uncapped writer drained.
     backlog: u64,
+    /// The backlog's grants per second (a host without a writer, so Redis does only grants).
+    grants_per_s: f64,
+    /// Redis server CPU per grant while the backlog was built, µs (`INFO cpu`): 1e6 over it is
+    /// what one Redis core could grant at most.
+    redis_cpu_us_per_grant: Option<f64>,
     /// Redis memory per pending token, where `INFO` told.
     redis_bytes_per_token: Option<f64>,
     /// The backlog's keys by kind: how many, and their bytes by `MEMORY USAGE`.
@@ -585,6 +607,14 @@ impl<'a> Production<'a> {
             );
             md.push_str(&memory_by_kind(&writer.redis_bytes_by_kind, writer.backlog));
         }
+        if let Some(us) = writer.redis_cpu_us_per_grant {
+            let _ = writeln!(
+                md,
+                "\nRedis server CPU per grant while the backlog was built (no writer; {:.0} grants/s): **{us:.1} µs** (`INFO cpu`), so one Redis core grants at most {:.0}/s.",
+                writer.grants_per_s,
+                1e6 / us.max(0.001)
+            );
+        }
         md.push('\n');
         md.push_str(&super::steward::table(&steward));
         figures.insert("steward".into(), json!(steward));
@@ -596,6 +626,7 @@ impl<'a> Production<'a> {
         figures.insert("writer_capped_credits_per_s".into(), json!(writer.capped));
         figures.insert("redis_bytes_per_pending_token".into(), json!(writer.redis_bytes_per_token));
         figures.insert("redis_bytes_by_kind".into(), json!(writer.redis_bytes_by_kind));
+        figures.insert("redis_cpu_us_per_grant".into(), json!(writer.redis_cpu_us_per_grant));
         Ok(())
     }
 
@@ -613,8 +644,14 @@ impl<'a> Production<'a> {
         host.ready(PLUGINS_READY_LIMIT).await?;
         let mut fill = rain_config(&host, &writer_activity, config, 400_000_000);
         fill.check_books = false;
+        let cpu_before = redis_cpu_s(self.redis_url).await.ok();
         let filled = rain::run(&fill).await?;
+        let cpu_after = redis_cpu_s(self.redis_url).await.ok();
         let memory_after = redis_used_memory(self.redis_url).await.ok();
+        let redis_cpu_us_per_grant = match (cpu_before, cpu_after) {
+            (Some(before), Some(after)) if filled.granted > 0 => Some((after - before) * 1e6 / filled.granted as f64),
+            _ => None,
+        };
         drop(host);
         let redis_bytes_by_kind = key_memory(self.redis_url, &writer_prefix).await?;
         let redis_bytes_per_token = match (memory_before, memory_after) {
@@ -635,7 +672,16 @@ impl<'a> Production<'a> {
         drop(host);
         let capped_args = self.args(&["--credits-per-second", &cap.to_string()]);
         let capped = drain(config, &capped_activity, &capped_args, true).await?;
-        Ok(WriterFigures { backlog: filled.granted, redis_bytes_per_token, redis_bytes_by_kind, uncapped, cap, capped })
+        Ok(WriterFigures {
+            backlog: filled.granted,
+            grants_per_s: filled.grants_per_s,
+            redis_cpu_us_per_grant,
+            redis_bytes_per_token,
+            redis_bytes_by_kind,
+            uncapped,
+            cap,
+            capped,
+        })
     }
 }
 
