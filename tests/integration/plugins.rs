@@ -240,7 +240,7 @@ fn reference_plugins_change_what_users_get() {
 
 /// The scenes of `failing_plugins_get_their_scene_policy_while_others_serve`: one per failing
 /// fixture and its policy, one that sleeps, and a healthy one.
-fn failing_plugin_scenes() -> [String; 10] {
+fn failing_plugin_scenes() -> [String; 11] {
     let not_wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/fixtures/not-wasm.wasm");
     let bill = |fixture: &str| plugin_wasm(fixture);
     [
@@ -326,6 +326,13 @@ fn failing_plugin_scenes() -> [String; 10] {
             &[plugin_block("bill_copy", &bill("fx_spam"), "fail_closed", GENEROUS_DEADLINE)],
         ),
         scene(
+            "udp",
+            "Udp",
+            &fixed(100),
+            BUILTIN_COPY,
+            &[plugin_block("bill_copy", &bill("fx_udp"), "fail_closed", GENEROUS_DEADLINE)],
+        ),
+        scene(
             "healthy",
             "Healthy",
             &fixed(100),
@@ -337,8 +344,8 @@ fn failing_plugin_scenes() -> [String; 10] {
 
 // Proves that plugins that loop forever, allocate without bound, trap, are not wasm, export the
 // wrong interface or answer garbage each get their scene's failure policy, are counted, and
-// never stop another scene from serving; and that plugins that sleep or flood their output
-// serve inline.
+// never stop another scene from serving; that plugins that sleep or flood their output serve
+// inline; and that a WASI call that would block on the runtime fails only its plugin call.
 #[test]
 fn failing_plugins_get_their_scene_policy_while_others_serve() {
     let scenes = failing_plugin_scenes();
@@ -390,6 +397,10 @@ fn failing_plugins_get_their_scene_policy_while_others_serve() {
         // would panic there, and the call fail closed).
         let (status, body) = grant(&server, "plug", "spam", user(7), 1, 1, None);
         assert_eq!((status, body["bill_copy"].as_str()), (200, Some("spammed")), "{body}");
+        // A WASI call that would block on the runtime (a UDP socket) fails its plugin call,
+        // not the worker: the scene gets its policy and the host serves on.
+        let (status, body) = grant(&server, "plug", "udp", user(8), 1, 1, None);
+        assert_eq!((status, body["code"].as_str()), (503, Some("plugin_failed")), "{body}");
     }
 
     stop.store(true, Ordering::Relaxed);
@@ -417,6 +428,7 @@ fn failing_plugins_get_their_scene_policy_while_others_serve() {
         ("invalid", "plugin_not_loaded"),
         ("wrong", "plugin_not_loaded"),
         ("garbage", "plugin_invalid_output"),
+        ("udp", "plugin_trap"),
     ] {
         let plugin = stats(scene);
         assert_eq!(plugin["stats"]["failures"][code], 2, "{scene}: {plugin}");
@@ -426,6 +438,8 @@ fn failing_plugins_get_their_scene_policy_while_others_serve() {
     let last = &stats("trap")["stats"]["last_failure"];
     assert_eq!(last["code"], "plugin_trap", "{last}");
     assert!(last["message"].as_str().unwrap().contains("fx-trap: deliberate panic"), "{last}");
+    let last = &stats("udp")["stats"]["last_failure"];
+    assert!(last["message"].as_str().unwrap().contains("host call failed"), "{last}");
     assert!(stats("invalid")["load_error"].as_str().unwrap().contains("not a valid WebAssembly component"));
     assert!(stats("wrong")["load_error"].as_str().unwrap().contains("bill-copy"), "{}", stats("wrong"));
     assert_eq!(stats("healthy")["stats"]["ok"].as_u64(), Some(answers.len() as u64));
