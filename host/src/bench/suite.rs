@@ -51,6 +51,9 @@ pub(super) struct Host {
     _dir: PathBuf,
 }
 
+/// How long a host of the suite's may take to compile its plugins.
+pub(super) const PLUGINS_READY_LIMIT: Duration = Duration::from_secs(300);
+
 impl Host {
     /// The host's process id.
     pub(super) fn pid(&self) -> u32 {
@@ -70,12 +73,7 @@ impl Host {
             .ok()?;
         Some(kib * 1024)
     }
-}
 
-/// How long a host of the suite's may take to compile its plugins.
-pub(super) const PLUGINS_READY_LIMIT: Duration = Duration::from_secs(300);
-
-impl Host {
     /// Waits until the host has compiled its plugins (`plugins_warming` 0 on `/healthz`), so that
     /// no rain meets `plugin_warming` refusals on a machine whose compile cache is cold.
     pub(super) async fn ready(&self, limit: Duration) -> anyhow::Result<()> {
@@ -721,34 +719,11 @@ struct RetentionFigures {
     keys_left: Option<std::collections::BTreeMap<String, u64>>,
 }
 
-/// Counts the keys under `prefix` on every node of the Redis at `url`, by kind: the segment
-/// after the hash tag (`PREFIX:{N}:KIND:…`), or `n` for nonces (`PREFIX:n:{…}`).
+/// Counts the keys under `prefix` on every node of the Redis at `url`, by kind (see
+/// [`key_kind`]).
 async fn key_census(url: &str, prefix: &str) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
-    let nodes = crate::store::cluster_nodes(url).unwrap_or_else(|| vec![url.to_owned()]);
-    let mut kinds = std::collections::BTreeMap::new();
-    for node in nodes {
-        let client = redis::Client::open(node.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let mut cursor = 0_u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{prefix}:*"))
-                .arg("COUNT")
-                .arg(10_000)
-                .query_async(&mut conn)
-                .await?;
-            for key in keys {
-                *kinds.entry(key_kind(&key[prefix.len() + 1..]).to_owned()).or_insert(0) += 1;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-    }
-    Ok(kinds)
+    let kinds = key_kinds(url, prefix, false).await?;
+    Ok(kinds.into_iter().map(|(kind, memory)| (kind, memory.keys)).collect())
 }
 
 /// Keys of one kind and what they weigh.
@@ -759,9 +734,18 @@ struct KindMemory {
     bytes: u64,
 }
 
-/// The keys under `prefix` on every node of the Redis at `url`, by kind (as [`key_census`]
-/// names them), with their memory.
+/// The keys under `prefix` on every node of the Redis at `url`, by kind, with their memory.
 async fn key_memory(url: &str, prefix: &str) -> anyhow::Result<std::collections::BTreeMap<String, KindMemory>> {
+    key_kinds(url, prefix, true).await
+}
+
+/// The keys under `prefix` on every node of the Redis at `url`, by kind; weighed by `MEMORY
+/// USAGE` when `weigh` (else `bytes` stays 0).
+async fn key_kinds(
+    url: &str,
+    prefix: &str,
+    weigh: bool,
+) -> anyhow::Result<std::collections::BTreeMap<String, KindMemory>> {
     let nodes = crate::store::cluster_nodes(url).unwrap_or_else(|| vec![url.to_owned()]);
     let mut kinds: std::collections::BTreeMap<String, KindMemory> = std::collections::BTreeMap::new();
     for node in nodes {
@@ -777,11 +761,15 @@ async fn key_memory(url: &str, prefix: &str) -> anyhow::Result<std::collections:
                 .arg(10_000)
                 .query_async(&mut conn)
                 .await?;
-            let mut pipe = redis::pipe();
-            for key in &keys {
-                pipe.cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(0);
-            }
-            let sizes: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
+            let sizes: Vec<Option<u64>> = if weigh && !keys.is_empty() {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(0);
+                }
+                pipe.query_async(&mut conn).await?
+            } else {
+                vec![None; keys.len()]
+            };
             for (key, size) in keys.iter().zip(sizes) {
                 let kind = kinds.entry(key_kind(&key[prefix.len() + 1..]).to_owned()).or_default();
                 kind.keys += 1;
