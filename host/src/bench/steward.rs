@@ -162,7 +162,7 @@ async fn metrics(host: &Host) -> anyhow::Result<String> {
 }
 
 /// The value of the unlabelled sample `name` (0 when absent).
-fn value(page: &str, name: &str) -> f64 {
+pub(super) fn value(page: &str, name: &str) -> f64 {
     page.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
 

@@ -375,8 +375,18 @@ async fn run_part(config: &SuiteConfig, part: &str) -> anyhow::Result<()> {
         "writer" => {
             let writer = production.writer_runs().await?;
             println!(
-                "writer: {} pending tokens; uncapped {:.0} credits/s; capped at {}/s: {:.0} credits/s",
-                writer.backlog, writer.uncapped, writer.cap, writer.capped
+                "writer: {} pending tokens; uncapped {:.0} credits/s (ledger batches {:.1} ms each, {:.0} % of the \
+                 drain summed over the writer loops; CPU per credit: PostgreSQL {:.0} µs, Redis {:.0} µs, host {:.0} \
+                 µs); capped at {}/s: {:.0} credits/s",
+                writer.backlog,
+                writer.uncapped.per_s,
+                writer.uncapped.batch_mean_ms,
+                writer.uncapped.ledger_share * 100.0,
+                writer.uncapped.cpu_us_per_credit.postgres,
+                writer.uncapped.cpu_us_per_credit.redis,
+                writer.uncapped.cpu_us_per_credit.hongbao,
+                writer.cap,
+                writer.capped
             );
             if let Some(bytes) = writer.redis_bytes_per_token {
                 println!("Redis memory per pending token: {bytes:.0} bytes");
@@ -503,8 +513,8 @@ struct WriterFigures {
     redis_bytes_per_token: Option<f64>,
     /// The backlog's keys by kind: how many, and their bytes by `MEMORY USAGE`.
     redis_bytes_by_kind: std::collections::BTreeMap<String, KindMemory>,
-    /// Credits per second, uncapped.
-    uncapped: f64,
+    /// The uncapped drain.
+    uncapped: Drained,
     /// The cap of the capped run.
     cap: u64,
     /// Credits per second at that cap.
@@ -590,9 +600,14 @@ impl<'a> Production<'a> {
         );
         let _ = writeln!(
             md,
-            "Ledger writer into PostgreSQL, draining {} pending tokens: uncapped **{:.0} credits/s**; capped at {}/s: **{:.0} credits/s** ({:.1} % of the cap, measured over whole windows).",
+            "Ledger writer into PostgreSQL, draining {} pending tokens: uncapped **{:.0} credits/s** (a ledger batch took {:.1} ms on average; the batches' time summed over the host's writer loops is {:.0} % of the drain's; CPU per credit, from `/proc`: PostgreSQL {:.0} µs, Redis {:.0} µs, the host {:.0} µs); capped at {}/s: **{:.0} credits/s** ({:.1} % of the cap, measured over whole windows).",
             writer.backlog,
-            writer.uncapped,
+            writer.uncapped.per_s,
+            writer.uncapped.batch_mean_ms,
+            writer.uncapped.ledger_share * 100.0,
+            writer.uncapped.cpu_us_per_credit.postgres,
+            writer.uncapped.cpu_us_per_credit.redis,
+            writer.uncapped.cpu_us_per_credit.hongbao,
             writer.cap,
             writer.capped,
             writer.capped / writer.cap as f64 * 100.0
@@ -620,7 +635,17 @@ impl<'a> Production<'a> {
         figures.insert("redis_pg_token".into(), json!(token));
         figures.insert("redis_pg_token_batched".into(), json!(token_batched));
         figures.insert("redis_pg_sync".into(), json!(sync));
-        figures.insert("writer_uncapped_credits_per_s".into(), json!(writer.uncapped));
+        figures.insert("writer_uncapped_credits_per_s".into(), json!(writer.uncapped.per_s));
+        figures.insert("writer_ledger_batch_mean_ms".into(), json!(writer.uncapped.batch_mean_ms));
+        figures.insert("writer_ledger_share".into(), json!(writer.uncapped.ledger_share));
+        figures.insert(
+            "writer_cpu_us_per_credit".into(),
+            json!({
+                "postgres": writer.uncapped.cpu_us_per_credit.postgres,
+                "redis": writer.uncapped.cpu_us_per_credit.redis,
+                "hongbao": writer.uncapped.cpu_us_per_credit.hongbao,
+            }),
+        );
         figures.insert("writer_capped_credits_per_s".into(), json!(writer.capped));
         figures.insert("redis_bytes_per_pending_token".into(), json!(writer.redis_bytes_per_token));
         figures.insert("redis_bytes_by_kind".into(), json!(writer.redis_bytes_by_kind));
@@ -669,7 +694,7 @@ impl<'a> Production<'a> {
         rain::run(&fill).await?;
         drop(host);
         let capped_args = self.args(&["--credits-per-second", &cap.to_string()]);
-        let capped = drain(config, &capped_activity, &capped_args, true).await?;
+        let capped = drain(config, &capped_activity, &capped_args, true).await?.per_s;
         Ok(WriterFigures {
             backlog: filled.granted,
             grants_per_s: filled.grants_per_s,
@@ -1044,32 +1069,117 @@ async fn wait_drained(host: &Host) -> anyhow::Result<()> {
 /// allowance at once and then waits for the next window, so the rate is counted over whole
 /// windows: the credits made in the first `k` seconds after the first credit (read mid-way
 /// between bursts, at `k - 0.5` s), over `k` seconds, `k` as many whole seconds as the drain took.
-async fn drain(config: &SuiteConfig, activity: &str, args: &[String], capped: bool) -> anyhow::Result<f64> {
+async fn drain(config: &SuiteConfig, activity: &str, args: &[String], capped: bool) -> anyhow::Result<Drained> {
     let host = start_host(activity, &config.plugins_dir, args)?;
     let started = Instant::now();
     let mut samples: Vec<(f64, u64)> = Vec::new();
+    // CPU by process from the first credit seen, with the backlog then.
+    let mut cpu_from: Option<(ProcessCpu, u64)> = None;
     loop {
         let health = rain::get_json(&host.addr, &host.credentials, "/healthz").await?;
         let backlog = health["crediting_backlog"].as_u64().unwrap_or(0);
         samples.push((started.elapsed().as_secs_f64(), backlog));
+        if cpu_from.is_none() && backlog < samples[0].1 {
+            cpu_from = Some((ProcessCpu::now(), backlog));
+        }
         if backlog == 0 {
             break;
         }
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the backlog did not drain in 10 minutes");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let page = rain::get_text(&host.addr, &host.credentials, "/metrics").await?;
+    let batches = super::steward::value(&page, "hongbao_ledger_batches_total");
+    let ledger_s = super::steward::value(&page, "hongbao_ledger_batch_duration_seconds_sum");
     let initial = samples[0].1;
     let end = samples.last().map_or(0.0, |(t, _)| *t);
     let Some(first) = samples.iter().find(|(_, backlog)| *backlog < initial).map(|(t, _)| *t) else {
-        return Ok(0.0);
+        return Ok(Drained::default());
     };
-    let whole = (end - first).floor();
-    if !capped || whole < 1.0 {
-        return Ok(initial as f64 / (end - first).max(0.001));
+    let per_s = {
+        let whole = (end - first).floor();
+        if !capped || whole < 1.0 {
+            initial as f64 / (end - first).max(0.001)
+        } else {
+            let at = first + whole - 0.5;
+            let left =
+                samples.iter().min_by(|a, b| (a.0 - at).abs().total_cmp(&(b.0 - at).abs())).map_or(0, |(_, b)| *b);
+            (initial - left) as f64 / whole
+        }
+    };
+    let cpu_us_per_credit = match cpu_from {
+        Some((from, backlog)) if backlog > 0 => ProcessCpu::now().us_per(&from, backlog),
+        _ => ProcessCpu::default(),
+    };
+    Ok(Drained {
+        per_s,
+        batch_mean_ms: ledger_s * 1_000.0 / batches.max(1.0),
+        ledger_share: ledger_s / (end - first).max(0.001),
+        cpu_us_per_credit,
+    })
+}
+
+/// CPU time of the processes a writer run keeps busy on this machine, from `/proc` (zero where
+/// a server runs elsewhere).
+#[derive(Debug, Default, Clone, Copy)]
+struct ProcessCpu {
+    /// PostgreSQL's processes: its backends, WAL writer, checkpointer, autovacuum.
+    postgres: f64,
+    /// The Redis server.
+    redis: f64,
+    /// The hosts (the writer host; the suite's own polling is a few requests a second).
+    hongbao: f64,
+}
+
+impl ProcessCpu {
+    /// Seconds of CPU used so far by every live process of each kind.
+    fn now() -> ProcessCpu {
+        let mut cpu = ProcessCpu::default();
+        let ticks = 100.0; // USER_HZ on Linux
+        let Ok(dir) = std::fs::read_dir("/proc") else { return cpu };
+        for entry in dir.flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // `pid (comm) state ppid … utime stime …`: utime and stime are fields 14 and 15.
+            let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
+            let comm = head.split_once(" (").map_or("", |(_, comm)| comm);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let used = match (fields.get(11).and_then(|f| f.parse::<f64>().ok()), fields.get(12)) {
+                (Some(user), Some(system)) => (user + system.parse::<f64>().unwrap_or(0.0)) / ticks,
+                _ => continue,
+            };
+            match comm {
+                "postgres" => cpu.postgres += used,
+                "redis-server" => cpu.redis += used,
+                "hongbao" => cpu.hongbao += used,
+                _ => {}
+            }
+        }
+        cpu
     }
-    let at = first + whole - 0.5;
-    let left = samples.iter().min_by(|a, b| (a.0 - at).abs().total_cmp(&(b.0 - at).abs())).map_or(0, |(_, b)| *b);
-    Ok((initial - left) as f64 / whole)
+
+    /// Microseconds of each kind per one of `count` things done since `from`.
+    fn us_per(&self, from: &ProcessCpu, count: u64) -> ProcessCpu {
+        let per = |now: f64, then: f64| (now - then).max(0.0) * 1e6 / count as f64;
+        ProcessCpu {
+            postgres: per(self.postgres, from.postgres),
+            redis: per(self.redis, from.redis),
+            hongbao: per(self.hongbao, from.hongbao),
+        }
+    }
+}
+
+/// What one drain measured.
+#[derive(Debug, Default, Clone, Copy)]
+struct Drained {
+    /// Credits per second.
+    per_s: f64,
+    /// The mean time of one ledger batch (PostgreSQL's transaction, as the writer waited for it).
+    batch_mean_ms: f64,
+    /// The ledger batches' time over the drain's: summed over the host's writer loops (two on
+    /// Redis), so above 1 when both wait on the ledger at once.
+    ledger_share: f64,
+    /// CPU per credit by process, µs: their sum over the machine's cores bounds the rate.
+    cpu_us_per_credit: ProcessCpu,
 }
 
 const BEGIN: &str = "<!-- bench suite: begin (written by `just bench`) -->";
