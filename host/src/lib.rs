@@ -81,5 +81,6 @@ pub mod plugin;
 pub mod retention;
 pub mod stock;
 pub mod store;
+pub mod user_index;
 pub mod wallet;
 pub mod writer;

@@ -16,7 +16,7 @@
 //! inserts into whole pages copied and written per batch, and the writer took 40 % of the
 //! embedded host's CPU at 10k credits/s (see `BENCHMARKS.md`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::Write as _;
 use std::path::Path;
@@ -33,6 +33,7 @@ use super::{
 };
 use crate::journal;
 use crate::store::{FlowPosition, red_packet_flow_id};
+use crate::user_index::UserIndex;
 
 /// The journal's file name in the data directory.
 pub const JOURNAL_FILE_NAME: &str = "ledger.log";
@@ -67,7 +68,7 @@ struct Books {
     /// Account → balance in cents.
     accounts: HashMap<String, i64>,
     /// Act id → (time, entry id): each user's entries in wallet-flow order.
-    user_entries: HashMap<i64, BTreeSet<(u64, String)>>,
+    user_entries: HashMap<i64, UserIndex<(u64, String), ()>>,
     /// Act id → cents of red packets ever credited.
     income: HashMap<i64, i64>,
     /// Activity → cents funded so far.
@@ -106,10 +107,10 @@ impl Books {
             EntryKind::RedPacket => {
                 let income = self.income.entry(entry.act_id).or_default();
                 *income = income.saturating_add(amount);
-                self.user_entries.entry(entry.act_id).or_default().insert((entry.time_ms, entry.id.clone()));
+                self.user_entries.entry(entry.act_id).or_default().insert((entry.time_ms, entry.id.clone()), ());
             }
             EntryKind::Withdrawal | EntryKind::PacketSent | EntryKind::PacketRefund => {
-                self.user_entries.entry(entry.act_id).or_default().insert((entry.time_ms, entry.id.clone()));
+                self.user_entries.entry(entry.act_id).or_default().insert((entry.time_ms, entry.id.clone()), ());
             }
             EntryKind::Funding => {
                 let funded = self.funded.entry(entry.activity_id.clone()).or_default();
@@ -313,11 +314,11 @@ impl EmbeddedLedger {
         self.check()?;
         let books = self.inner.books.read();
         let Some(index) = books.user_entries.get(&act_id) else { return Ok(Vec::new()) };
-        let ids: Box<dyn DoubleEndedIterator<Item = &(u64, String)>> = match before {
-            Some(position) => Box::new(index.range(..(position.time_ms, position.flow_id.clone()))),
-            None => Box::new(index.iter()),
+        let ids = match before {
+            Some(position) => index.below(&(position.time_ms, position.flow_id.clone())),
+            None => index.iter(),
         };
-        Ok(ids.rev().take(limit).filter_map(|(_, id)| books.entries.get(id)).cloned().collect())
+        Ok(ids.rev().take(limit).filter_map(|((_, id), ())| books.entries.get(id)).cloned().collect())
     }
 
     /// The entry with this id.

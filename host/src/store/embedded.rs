@@ -20,7 +20,7 @@
 //! as one entry per record. If a write or fsync fails, the store refuses everything from then on
 //! (the memory may hold what the disk does not); a restart replays the log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::Path;
@@ -32,6 +32,7 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::journal;
+use crate::user_index::UserIndex;
 
 use super::{
     FlowPosition, GrantCommit, GrantKey, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, StockUsed,
@@ -148,9 +149,9 @@ struct State {
     /// activity → order number → seq.
     by_key: HashMap<String, HashMap<String, u64>>,
     /// act id → (open time, flow id) → seq: each user's tokens in wallet-flow order.
-    user_tokens: HashMap<i64, BTreeMap<(u64, String), u64>>,
+    user_tokens: HashMap<i64, UserIndex<(u64, String), u64>>,
     /// act id → seqs of the user's tokens not yet credited.
-    user_unsettled: HashMap<i64, BTreeSet<u64>>,
+    user_unsettled: HashMap<i64, UserIndex<u64, ()>>,
     /// The crediting queue, oldest first.
     queue: BTreeSet<u64>,
     /// Tokens taken off the queue because the ledger would not take them (the activity's budget
@@ -200,7 +201,7 @@ impl State {
         self.by_key.entry(record.activity_id.clone()).or_default().insert(record.order_no.clone(), seq);
         self.user_tokens.entry(record.act_id).or_default().insert((record.open_time_ms, record.flow_id()), seq);
         if record.status() != TokenStatus::Credited {
-            self.user_unsettled.entry(record.act_id).or_default().insert(seq);
+            self.user_unsettled.entry(record.act_id).or_default().insert(seq, ());
             self.queue.insert(seq);
         }
         self.slots.insert(seq, Slot { record, group });
@@ -696,7 +697,7 @@ impl EmbeddedStore {
         if unsettled.len() > USER_UNSETTLED_READ_MAX {
             return Err(StoreError::TooManyUnsettled { act_id, max: USER_UNSETTLED_READ_MAX });
         }
-        Ok(unsettled.iter().filter_map(|seq| state.slots.get(seq)).map(|slot| slot.record.clone()).collect())
+        Ok(unsettled.keys().filter_map(|seq| state.slots.get(seq)).map(|slot| slot.record.clone()).collect())
     }
 
     /// The keys of the user's oldest `USER_UNSETTLED_READ_MAX` unsettled tokens.
@@ -705,7 +706,7 @@ impl EmbeddedStore {
         let state = self.shared.state.read();
         let Some(unsettled) = state.user_unsettled.get(&act_id) else { return Ok(Vec::new()) };
         Ok(unsettled
-            .iter()
+            .keys()
             .take(USER_UNSETTLED_READ_MAX)
             .filter_map(|seq| state.slots.get(seq))
             .map(|slot| slot.record.key())
@@ -722,9 +723,9 @@ impl EmbeddedStore {
         self.check()?;
         let state = self.shared.state.read();
         let Some(tokens) = state.user_tokens.get(&act_id) else { return Ok(Vec::new()) };
-        let seqs: Box<dyn DoubleEndedIterator<Item = (&(u64, String), &u64)>> = match before {
-            Some(position) => Box::new(tokens.range(..(position.time_ms, position.flow_id.clone()))),
-            None => Box::new(tokens.iter()),
+        let seqs = match before {
+            Some(position) => tokens.below(&(position.time_ms, position.flow_id.clone())),
+            None => tokens.iter(),
         };
         Ok(seqs.rev().take(limit).filter_map(|(_, seq)| state.slots.get(seq)).map(|slot| slot.record.clone()).collect())
     }
