@@ -1,20 +1,24 @@
-//! The index of one user's tokens or entries in the embedded store and ledger: a sorted vector.
+//! The index of one user's tokens or entries in the embedded store and ledger: a sorted ring
+//! buffer (`VecDeque`).
 //!
 //! Every user gets one, and most users hold a few tokens, so its size at one or two elements is
 //! what counts: a `BTreeMap` allocates an 11-slot leaf node for its first key (≈ 460 bytes for a
-//! `(time, flow id) → seq` key and value), a vector exactly the element. Keys arrive mostly in
-//! order (open times grow), so an insert is usually a push; one out of order shifts the user's
-//! later elements, which is cheap at the sizes users have.
+//! `(time, flow id) → seq` key and value), this exactly the element. Keys arrive mostly in order
+//! (open times grow) and leave mostly oldest first (crediting and retention follow the queue), so
+//! inserts are pushes at the back and removals pops at the front, whatever the user's count; one
+//! elsewhere shifts the elements on its shorter side.
+
+use std::collections::VecDeque;
 
 /// Keys in order, each with its value; a key at most once.
 #[derive(Debug, Clone)]
 pub struct UserIndex<K, V> {
-    items: Vec<(K, V)>,
+    items: VecDeque<(K, V)>,
 }
 
 impl<K, V> Default for UserIndex<K, V> {
     fn default() -> Self {
-        UserIndex { items: Vec::new() }
+        UserIndex { items: VecDeque::new() }
     }
 }
 
@@ -29,7 +33,7 @@ impl<K: Ord, V> UserIndex<K, V> {
             }
             Err(index) => {
                 if self.items.is_empty() {
-                    // A user's first element: exactly one slot, not the vector's usual four.
+                    // A user's first element: exactly one slot.
                     self.items.reserve_exact(1);
                 }
                 self.items.insert(index, (key, value));
@@ -41,11 +45,11 @@ impl<K: Ord, V> UserIndex<K, V> {
     /// Takes out the key and its value, if there.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let index = self.position(key).ok()?;
-        Some(self.items.remove(index).1)
+        self.items.remove(index).map(|(_, value)| value)
     }
 
     /// Elements in key order.
-    pub fn iter(&self) -> std::slice::Iter<'_, (K, V)> {
+    pub fn iter(&self) -> std::collections::vec_deque::Iter<'_, (K, V)> {
         self.items.iter()
     }
 
@@ -55,9 +59,9 @@ impl<K: Ord, V> UserIndex<K, V> {
     }
 
     /// The elements whose keys are strictly below `end`, in key order.
-    pub fn below(&self, end: &K) -> std::slice::Iter<'_, (K, V)> {
+    pub fn below(&self, end: &K) -> std::collections::vec_deque::Iter<'_, (K, V)> {
         let cut = self.items.partition_point(|(key, _)| key < end);
-        self.items[..cut].iter()
+        self.items.range(..cut)
     }
 
     pub fn len(&self) -> usize {
@@ -70,7 +74,7 @@ impl<K: Ord, V> UserIndex<K, V> {
 
     fn position(&self, key: &K) -> Result<usize, usize> {
         // Most keys are the newest: look at the end before searching.
-        match self.items.last() {
+        match self.items.back() {
             None => Err(0),
             Some((last, _)) if last < key => Err(self.items.len()),
             _ => self.items.binary_search_by(|(probe, _)| probe.cmp(key)),
