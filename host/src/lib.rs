@@ -31,7 +31,7 @@
 //!   `scaffold`, `decisions` and `replay` for `hongbao plugin run`, `new` and `replay`).
 //! - [`writer`]: the throttled ledger writer (status 1 → 2 → 8).
 //! - [`journal`]: the append-only files that make the embedded store's and ledger's memory
-//!   durable.
+//!   durable; [`user_index`]: their per-user indexes, small for the many users with few tokens.
 //! - [`identity`]: (app, app_user_id) → act_id, the phone number winning across apps, kept
 //!   beside the ledger (`embedded` journal or `postgres` tables).
 //! - [`grant`]: the grant path, in steps (resolve the scene, run the hooks, mint, commit), with
