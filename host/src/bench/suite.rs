@@ -375,16 +375,10 @@ async fn run_part(config: &SuiteConfig, part: &str) -> anyhow::Result<()> {
         "writer" => {
             let writer = production.writer_runs().await?;
             println!(
-                "writer: {} pending tokens; uncapped {:.0} credits/s (ledger batches {:.1} ms each, {:.0} % of the \
-                 drain summed over the writer loops; CPU per credit: PostgreSQL {:.0} µs, Redis {:.0} µs, host {:.0} \
-                 µs); capped at {}/s: {:.0} credits/s",
+                "writer: {} pending tokens; uncapped {:.0} credits/s ({}); capped at {}/s: {:.0} credits/s",
                 writer.backlog,
                 writer.uncapped.per_s,
-                writer.uncapped.batch_mean_ms,
-                writer.uncapped.ledger_share * 100.0,
-                writer.uncapped.cpu_us_per_credit.postgres,
-                writer.uncapped.cpu_us_per_credit.redis,
-                writer.uncapped.cpu_us_per_credit.hongbao,
+                writer.uncapped.detail(),
                 writer.cap,
                 writer.capped
             );
@@ -600,14 +594,10 @@ impl<'a> Production<'a> {
         );
         let _ = writeln!(
             md,
-            "Ledger writer into PostgreSQL, draining {} pending tokens: uncapped **{:.0} credits/s** (a ledger batch took {:.1} ms on average; the batches' time summed over the host's writer loops is {:.0} % of the drain's; CPU per credit, from `/proc`: PostgreSQL {:.0} µs, Redis {:.0} µs, the host {:.0} µs); capped at {}/s: **{:.0} credits/s** ({:.1} % of the cap, measured over whole windows).",
+            "Ledger writer into PostgreSQL, draining {} pending tokens: uncapped **{:.0} credits/s** ({}); capped at {}/s: **{:.0} credits/s** ({:.1} % of the cap, measured over whole windows).",
             writer.backlog,
             writer.uncapped.per_s,
-            writer.uncapped.batch_mean_ms,
-            writer.uncapped.ledger_share * 100.0,
-            writer.uncapped.cpu_us_per_credit.postgres,
-            writer.uncapped.cpu_us_per_credit.redis,
-            writer.uncapped.cpu_us_per_credit.hongbao,
+            writer.uncapped.detail(),
             writer.cap,
             writer.capped,
             writer.capped / writer.cap as f64 * 100.0
@@ -1117,6 +1107,23 @@ async fn drain(config: &SuiteConfig, activity: &str, args: &[String], capped: bo
         ledger_share: ledger_s / (end - first).max(0.001),
         cpu_us_per_credit,
     })
+}
+
+impl Drained {
+    /// Where the drain's time and CPU went, as one clause.
+    fn detail(&self) -> String {
+        let cpu = &self.cpu_us_per_credit;
+        format!(
+            "a ledger batch took {:.1} ms on average; the batches' time summed over the host's writer loops is \
+             {:.0} % of the drain's; CPU per credit, from `/proc`: PostgreSQL {:.0} µs, Redis {:.0} µs, the host \
+             {:.0} µs",
+            self.batch_mean_ms,
+            self.ledger_share * 100.0,
+            cpu.postgres,
+            cpu.redis,
+            cpu.hongbao
+        )
+    }
 }
 
 /// CPU time of the processes a writer run keeps busy on this machine, from `/proc` (zero where
