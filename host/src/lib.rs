@@ -31,7 +31,8 @@
 //!   `scaffold`, `decisions` and `replay` for `hongbao plugin run`, `new` and `replay`).
 //! - [`writer`]: the throttled ledger writer (status 1 → 2 → 8).
 //! - [`journal`]: the append-only files that make the embedded store's and ledger's memory
-//!   durable; [`user_index`]: their per-user indexes, small for the many users with few tokens.
+//!   durable; [`user_index`]: their per-user indexes, small for the many users with few tokens;
+//!   [`split_map`]: their large maps, split so that growing one never stops a grant for long.
 //! - [`identity`]: (app, app_user_id) → act_id, the phone number winning across apps, kept
 //!   beside the ledger (`embedded` journal or `postgres` tables).
 //! - [`grant`]: the grant path, in steps (resolve the scene, run the hooks, mint, commit), with
@@ -79,6 +80,7 @@ pub mod metrics;
 pub mod packet;
 pub mod plugin;
 pub mod retention;
+pub mod split_map;
 pub mod stock;
 pub mod store;
 pub mod user_index;

@@ -32,6 +32,7 @@ use super::{
     budget_account, wallet_account,
 };
 use crate::journal;
+use crate::split_map::SplitMap;
 use crate::store::{FlowPosition, red_packet_flow_id};
 use crate::user_index::UserIndex;
 
@@ -66,11 +67,11 @@ struct Books {
     /// Entry id → entry; the key is the uniqueness constraint.
     entries: BTreeMap<String, LedgerEntry>,
     /// Account → balance in cents.
-    accounts: HashMap<String, i64>,
+    accounts: SplitMap<String, i64>,
     /// Act id → (time, entry id): each user's entries in wallet-flow order.
-    user_entries: HashMap<i64, UserIndex<(u64, String), ()>>,
+    user_entries: SplitMap<i64, UserIndex<(u64, String), ()>>,
     /// Act id → cents of red packets ever credited.
-    income: HashMap<i64, i64>,
+    income: SplitMap<i64, i64>,
     /// Activity → cents funded so far.
     funded: HashMap<String, i64>,
 }
@@ -93,7 +94,7 @@ impl Books {
     /// they are recorded (or were, when they were first written and are now replayed).
     fn record(&mut self, entry: LedgerEntry) {
         let amount = entry.amount_cents;
-        let debited = self.accounts.entry(entry.debit_account.clone()).or_default();
+        let debited = self.accounts.get_or_insert_with(entry.debit_account.clone(), i64::default);
         *debited -= amount;
         assert!(
             *debited >= 0 || rules::may_go_negative(&entry.debit_account),
@@ -101,16 +102,20 @@ impl Books {
             entry.id,
             entry.debit_account
         );
-        let credited = self.accounts.entry(entry.credit_account.clone()).or_default();
+        let credited = self.accounts.get_or_insert_with(entry.credit_account.clone(), i64::default);
         *credited = credited.saturating_add(amount);
         match entry.kind() {
             EntryKind::RedPacket => {
-                let income = self.income.entry(entry.act_id).or_default();
+                let income = self.income.get_or_insert_with(entry.act_id, i64::default);
                 *income = income.saturating_add(amount);
-                self.user_entries.entry(entry.act_id).or_default().insert((entry.time_ms, entry.id.clone()), ());
+                self.user_entries
+                    .get_or_insert_with(entry.act_id, UserIndex::default)
+                    .insert((entry.time_ms, entry.id.clone()), ());
             }
             EntryKind::Withdrawal | EntryKind::PacketSent | EntryKind::PacketRefund => {
-                self.user_entries.entry(entry.act_id).or_default().insert((entry.time_ms, entry.id.clone()), ());
+                self.user_entries
+                    .get_or_insert_with(entry.act_id, UserIndex::default)
+                    .insert((entry.time_ms, entry.id.clone()), ());
             }
             EntryKind::Funding => {
                 let funded = self.funded.entry(entry.activity_id.clone()).or_default();

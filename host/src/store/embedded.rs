@@ -32,6 +32,7 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::journal;
+use crate::split_map::SplitMap;
 use crate::user_index::UserIndex;
 
 use super::{
@@ -145,13 +146,13 @@ struct Slot {
 #[derive(Default)]
 struct State {
     /// seq → the grant.
-    slots: HashMap<u64, Slot>,
+    slots: SplitMap<u64, Slot>,
     /// activity → order number → seq.
-    by_key: HashMap<String, HashMap<String, u64>>,
+    by_key: HashMap<String, SplitMap<String, u64>>,
     /// act id → (open time, flow id) → seq: each user's tokens in wallet-flow order.
-    user_tokens: HashMap<i64, UserIndex<(u64, String), u64>>,
+    user_tokens: SplitMap<i64, UserIndex<(u64, String), u64>>,
     /// act id → seqs of the user's tokens not yet credited.
-    user_unsettled: HashMap<i64, UserIndex<u64, ()>>,
+    user_unsettled: SplitMap<i64, UserIndex<u64, ()>>,
     /// The crediting queue, oldest first.
     queue: BTreeSet<u64>,
     /// Tokens taken off the queue because the ledger would not take them (the activity's budget
@@ -166,7 +167,7 @@ struct State {
     /// A seq retired or restored since is skipped when its turn comes.
     credited_order: VecDeque<(u64, u64)>,
     /// activity → users with retired records of it (see [`GrantCommit::CheckRetired`]).
-    retired_users: HashMap<String, HashSet<i64>>,
+    retired_users: HashMap<String, SplitMap<i64, ()>>,
     /// activity → scene → what its retired records add up to; the scene `""` holds the
     /// activity's total.
     retired: HashMap<String, HashMap<String, StockUsed>>,
@@ -199,9 +200,11 @@ impl State {
             used.cents = used.cents.saturating_add(record.amount_cents);
         }
         self.by_key.entry(record.activity_id.clone()).or_default().insert(record.order_no.clone(), seq);
-        self.user_tokens.entry(record.act_id).or_default().insert((record.open_time_ms, record.flow_id()), seq);
+        self.user_tokens
+            .get_or_insert_with(record.act_id, UserIndex::default)
+            .insert((record.open_time_ms, record.flow_id()), seq);
         if record.status() != TokenStatus::Credited {
-            self.user_unsettled.entry(record.act_id).or_default().insert(seq, ());
+            self.user_unsettled.get_or_insert_with(record.act_id, UserIndex::default).insert(seq, ());
             self.queue.insert(seq);
         }
         self.slots.insert(seq, Slot { record, group });
@@ -243,7 +246,7 @@ impl State {
             }
         }
         self.add_retired(&record.activity_id, &record.scene_id, StockUsed { count: 1, cents: record.amount_cents });
-        self.retired_users.entry(record.activity_id).or_default().insert(record.act_id);
+        self.retired_users.entry(record.activity_id).or_default().insert(record.act_id, ());
         true
     }
 
@@ -259,7 +262,7 @@ impl State {
 
     /// Whether the user has retired records of the activity.
     fn has_retired(&self, activity_id: &str, act_id: i64) -> bool {
-        self.retired_users.get(activity_id).is_some_and(|users| users.contains(&act_id))
+        self.retired_users.get(activity_id).is_some_and(|users| users.contains_key(&act_id))
     }
 
     /// Gives back memory the indexes no longer use once most of their entries left: a retired
@@ -270,14 +273,14 @@ impl State {
                 map.shrink_to_fit();
             }
         }
-        shrink_map(&mut self.slots);
+        self.slots.shrink();
         shrink_map(&mut self.by_key);
         for orders in self.by_key.values_mut() {
-            shrink_map(orders);
+            orders.shrink();
         }
         self.by_key.retain(|_, orders| !orders.is_empty());
-        shrink_map(&mut self.user_tokens);
-        shrink_map(&mut self.user_unsettled);
+        self.user_tokens.shrink();
+        self.user_unsettled.shrink();
         if self.credited_order.capacity() > 64 && self.credited_order.len() * 4 < self.credited_order.capacity() {
             self.credited_order.shrink_to_fit();
         }
@@ -329,7 +332,7 @@ impl State {
                 }
             }
             Entry::RetiredUser { activity_id, act_id } => {
-                self.retired_users.entry(activity_id).or_default().insert(act_id);
+                self.retired_users.entry(activity_id).or_default().insert(act_id, ());
             }
             Entry::Park(seq) => {
                 self.park(seq);
@@ -478,7 +481,7 @@ fn compact_payloads(state: &State) -> Vec<Vec<u8>> {
         }
     }
     for (activity_id, users) in &state.retired_users {
-        for &act_id in users {
+        for &act_id in users.keys() {
             retired_user_entry(&mut payload, activity_id, act_id);
             flush(&mut payload, &mut payloads);
         }
