@@ -6,7 +6,8 @@
 //! in `bench suite --only embedded`, the commit that took the record map past 114,688 tokens held
 //! the lock 48 ms, the one past 458,752 tokens 528 ms (most of it faulting in the new table's
 //! pages). Split by the key's hash, each part grows on its own at a [`PARTS`]th of the size, so
-//! the longest pause is a [`PARTS`]th of one resize; shrinking after retention is per part too.
+//! a pause is about a [`PARTS`]th of one whole-map resize (the parts reach their resize points
+//! close together, so one commit may meet two); shrinking after retention is per part too.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -14,9 +15,15 @@ use std::collections::hash_map::{Entry, RandomState};
 use std::hash::{BuildHasher, Hash};
 use std::ops::Index;
 
-/// Parts a map is split into. An empty part allocates nothing; an empty map is this many
-/// `HashMap` headers (48 bytes each).
+/// Parts a map is split into, a power of two. An empty part allocates nothing; an empty map is
+/// one allocation of this many `HashMap` headers (48 bytes each).
 pub const PARTS: usize = 64;
+
+const _: () = assert!(PARTS.is_power_of_two() && PARTS > 1);
+
+/// A part is shrunk only above this capacity, so that small parts are not reallocated each time
+/// retention runs.
+const SHRINK_ABOVE: usize = 8;
 
 /// A `HashMap` split by key hash into [`PARTS`] parts that grow and shrink separately.
 #[derive(Debug, Clone)]
@@ -34,7 +41,7 @@ impl<K, V> Default for SplitMap<K, V> {
 }
 
 impl<K: Eq + Hash, V> SplitMap<K, V> {
-    fn index<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
+    fn part_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
         // The top bits: RandomState's SipHash mixes every bit of the key into them.
         (self.chooser.hash_one(key) >> (u64::BITS - PARTS.trailing_zeros())) as usize
     }
@@ -52,7 +59,7 @@ impl<K: Eq + Hash, V> SplitMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.parts[self.index(key)].get(key)
+        self.parts[self.part_of(key)].get(key)
     }
 
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
@@ -60,7 +67,7 @@ impl<K: Eq + Hash, V> SplitMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let index = self.index(key);
+        let index = self.part_of(key);
         self.parts[index].get_mut(key)
     }
 
@@ -74,7 +81,7 @@ impl<K: Eq + Hash, V> SplitMap<K, V> {
 
     /// Puts `value` under `key`; answers the value it replaced.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let index = self.index(&key);
+        let index = self.part_of(&key);
         let replaced = self.parts[index].insert(key, value);
         if replaced.is_none() {
             self.len += 1;
@@ -87,7 +94,7 @@ impl<K: Eq + Hash, V> SplitMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let index = self.index(key);
+        let index = self.part_of(key);
         let removed = self.parts[index].remove(key);
         if removed.is_some() {
             self.len -= 1;
@@ -97,12 +104,13 @@ impl<K: Eq + Hash, V> SplitMap<K, V> {
 
     /// The value under `key`, inserting `make()`'s first if there is none.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        let index = self.index(&key);
+        let index = self.part_of(&key);
         match self.parts[index].entry(key) {
             Entry::Occupied(occupied) => occupied.into_mut(),
             Entry::Vacant(vacant) => {
+                let value = vacant.insert(make());
                 self.len += 1;
-                vacant.insert(make())
+                value
             }
         }
     }
@@ -115,10 +123,11 @@ impl<K: Eq + Hash, V> SplitMap<K, V> {
         self.len = self.parts.iter().map(HashMap::len).sum();
     }
 
-    /// Gives back the memory of each part that is less than a quarter full.
+    /// Gives back the memory of each part that is less than a quarter full (and holds room for
+    /// more than [`SHRINK_ABOVE`] entries).
     pub fn shrink(&mut self) {
         for part in self.parts.iter_mut() {
-            if part.capacity() > 64 && part.len() * 4 < part.capacity() {
+            if part.capacity() > SHRINK_ABOVE && part.len() * 4 < part.capacity() {
                 part.shrink_to_fit();
             }
         }
@@ -143,7 +152,7 @@ impl<K, V> SplitMap<K, V> {
         self.parts.iter_mut().flat_map(HashMap::values_mut)
     }
 
-    /// The entries' slots allocated, over all parts.
+    /// How many entries the parts hold before any of them grows, summed (as `HashMap::capacity`).
     pub fn capacity(&self) -> usize {
         self.parts.iter().map(HashMap::capacity).sum()
     }
@@ -172,6 +181,7 @@ mod tests {
         Insert(u16, u32),
         Remove(u16),
         Upsert(u16, u32),
+        Bump(u16),
         Retain(u16),
         Shrink,
     }
@@ -181,6 +191,7 @@ mod tests {
             4 => (any::<u16>(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k % 2048, v)),
             3 => any::<u16>().prop_map(|k| Op::Remove(k % 2048)),
             2 => (any::<u16>(), any::<u32>()).prop_map(|(k, v)| Op::Upsert(k % 2048, v)),
+            2 => any::<u16>().prop_map(|k| Op::Bump(k % 2048)),
             1 => any::<u16>().prop_map(|m| Op::Retain(m % 7 + 2)),
             1 => Just(Op::Shrink),
         ]
@@ -197,8 +208,18 @@ mod tests {
                     Op::Insert(k, v) => prop_assert_eq!(split.insert(k.to_string(), v), model.insert(k.to_string(), v)),
                     Op::Remove(k) => prop_assert_eq!(split.remove(k.to_string().as_str()), model.remove(&k.to_string())),
                     Op::Upsert(k, v) => {
-                        *split.get_or_insert_with(k.to_string(), || 0) += v % 10;
-                        *model.entry(k.to_string()).or_insert(0) += v % 10;
+                        let split = split.get_or_insert_with(k.to_string(), || 0);
+                        *split = split.wrapping_add(v % 10);
+                        let model = model.entry(k.to_string()).or_insert(0);
+                        *model = model.wrapping_add(v % 10);
+                    }
+                    Op::Bump(k) => {
+                        let (split, model) = (split.get_mut(k.to_string().as_str()), model.get_mut(&k.to_string()));
+                        prop_assert_eq!(split.is_some(), model.is_some());
+                        if let (Some(split), Some(model)) = (split, model) {
+                            *split = split.wrapping_add(1);
+                            *model = model.wrapping_add(1);
+                        }
                     }
                     Op::Retain(m) => {
                         split.retain(|_, v| *v % u32::from(m) != 0);
@@ -216,6 +237,7 @@ mod tests {
             prop_assert_eq!(entries.len(), split.keys().count());
             for (key, value) in &expected {
                 prop_assert_eq!(split.get(key.as_str()), Some(value));
+                prop_assert_eq!(&split[key.as_str()], value);
                 prop_assert!(split.contains_key(key.as_str()));
             }
             prop_assert_eq!(entries, expected);
@@ -231,8 +253,23 @@ mod tests {
         let sizes: Vec<usize> = map.parts.iter().map(HashMap::len).collect();
         // 1,024 a part on average; a part with under half or over twice that is a bad chooser.
         assert!(sizes.iter().all(|&size| (512..=2048).contains(&size)), "{sizes:?}");
-        // No part holds a table sized for the whole map.
-        assert!(map.parts.iter().all(|part| part.capacity() < 8 * 1024), "{sizes:?}");
+        // Growing past a power of two moves one part, not the map: the insert that takes a part
+        // past its capacity leaves every other part's capacity as it was.
+        let capacities: Vec<usize> = map.parts.iter().map(HashMap::capacity).collect();
+        let mut seq = 64 * 1024;
+        let grown = loop {
+            map.insert(seq, seq);
+            seq += 1;
+            let now: Vec<usize> = map.parts.iter().map(HashMap::capacity).collect();
+            let changed: Vec<usize> = (0..PARTS).filter(|&part| now[part] != capacities[part]).collect();
+            if !changed.is_empty() {
+                break changed;
+            }
+        };
+        assert_eq!(grown.len(), 1, "{grown:?}");
+        for seq in 64 * 1024..seq {
+            map.remove(&seq);
+        }
         for seq in 0..60 * 1024 {
             map.remove(&seq);
         }
