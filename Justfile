@@ -115,7 +115,8 @@ _fuzz_tools: _toolchain
 
 # Benchmarks: micro-benchmarks of the hot paths (and the metrics crates' cost beside the host's
 # own counters), the plugins by language, the host's instructions per grant under callgrind (a
-# figure that repeats on a busy machine), then the rain suite (`hongbao bench suite`: hosts of its own, yardsticks, the
+# figure that repeats on a busy machine), the embedded memory per token by part (allocator
+# bytes, which repeat too), then the rain suite (`hongbao bench suite`: hosts of its own, yardsticks, the
 # synchronous design, the payment steward on a slowed ledger), which writes its figures into
 # BENCHMARKS.md. The Redis + PostgreSQL runs use REDIS_URL and DATABASE_URL when set.
 bench: plugins polyglot _valgrind
@@ -126,6 +127,7 @@ bench: plugins polyglot _valgrind
     cargo build --release -p hongbao-host --bin hongbao
     target/release/hongbao bench languages
     target/release/hongbao bench instructions
+    target/release/hongbao bench footprint
     target/release/hongbao bench suite
     if [ -n "${DATABASE_URL:-}" ]; then target/release/hongbao bench shards --own-servers; else echo "bench shards skipped: set DATABASE_URL"; fi
 

@@ -80,6 +80,7 @@ pub mod metrics;
 pub mod packet;
 pub mod plugin;
 pub mod retention;
+pub mod shared_strings;
 pub mod split_map;
 pub mod stock;
 pub mod store;

@@ -47,6 +47,15 @@ pub fn give_back() {
     glibc::trim();
 }
 
+/// Bytes the allocator has handed out and not had back (glibc's `mallinfo2`: the heaps' chunks
+/// in use and the mapped blocks), every arena; `None` where the platform does not tell.
+pub fn heap_in_use() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    return Some(glibc::in_use());
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    return None;
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 mod glibc {
@@ -56,6 +65,30 @@ mod glibc {
         fn malloc_trim(pad: usize) -> i32;
         /// glibc: sets an allocator parameter; returns 1 on success.
         fn mallopt(param: i32, value: i32) -> i32;
+        /// glibc ≥ 2.33: the allocator's statistics, summed over its arenas.
+        fn mallinfo2() -> MallInfo2;
+    }
+
+    /// glibc's `struct mallinfo2` (`malloc.h`), every field a `size_t`.
+    #[repr(C)]
+    #[allow(dead_code, reason = "the layout glibc writes; two fields are read")]
+    struct MallInfo2 {
+        arena: usize,
+        ordblks: usize,
+        smblks: usize,
+        hblks: usize,
+        hblkhd: usize,
+        usmblks: usize,
+        fsmblks: usize,
+        uordblks: usize,
+        fordblks: usize,
+        keepcost: usize,
+    }
+
+    pub(super) fn in_use() -> u64 {
+        // SAFETY: `mallinfo2` takes no arguments and returns its statistics by value.
+        let info = unsafe { mallinfo2() };
+        (info.uordblks + info.hblkhd) as u64
     }
 
     /// `M_ARENA_MAX` in glibc's `malloc.h`.

@@ -1,8 +1,9 @@
 //! Benchmarks that run against real hosts: the red packet rain load generator, its yardsticks,
 //! and the suite `just bench` runs (with the payment steward against a fixed-rate writer on a
 //! slowed ledger, `steward`); the host's instructions per grant under callgrind
-//! (`instructions`); and the ledger alone over 1, 2 and 3 shards.
+//! (`instructions`); the embedded deployment's memory per token by part (`footprint`); and the ledger alone over 1, 2 and 3 shards.
 
+pub mod footprint;
 pub mod grabs;
 pub mod instructions;
 pub mod languages;

@@ -472,6 +472,16 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The embedded deployment's memory per token, by part (store, ledger, nonce): allocator
+    /// bytes, which repeat on any machine, and resident growth.
+    Footprint {
+        /// Tokens fed (each a new user).
+        #[arg(long, default_value_t = 200_000)]
+        tokens: u64,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The host's CPU instructions per grant, counted by valgrind's callgrind (a figure that
     /// repeats on a busy machine), with the functions that execute the most.
     Instructions {
@@ -913,6 +923,16 @@ fn inspect(text: &str, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(if signature.starts_with("INVALID") { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
+/// Prints a benchmark's figures as JSON or as its text.
+fn print_figures<T: serde::Serialize>(json: bool, figures: &T, text: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(figures)?);
+    } else {
+        print!("{}", text(figures));
+    }
+    Ok(())
+}
+
 fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match command {
@@ -974,24 +994,21 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::bench::suite::run(&config))?;
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::Footprint { tokens, json } => {
+            let footprint = runtime.block_on(crate::bench::footprint::run(tokens))?;
+            print_figures(json, &footprint, crate::bench::footprint::table)?;
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Instructions { grants, connections, plugins, keep, json } => {
             let config =
                 crate::bench::instructions::InstructionsConfig { grants, connections, plugins_dir: plugins, keep };
             let report = runtime.block_on(crate::bench::instructions::run(&config))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", crate::bench::instructions::summary(&report));
-            }
+            print_figures(json, &report, crate::bench::instructions::summary)?;
             Ok(if report.books_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         BenchCommand::Languages { plugins, calls, json } => {
             let figures = crate::bench::languages::run(&plugins, calls)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&figures)?);
-            } else {
-                println!("{}", crate::bench::languages::table(&figures));
-            }
+            print_figures(json, &figures, |figures| format!("{}\n", crate::bench::languages::table(figures)))?;
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Shards { ledger, credits, batch, writers, own_servers, json } => {

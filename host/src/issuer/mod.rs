@@ -5,6 +5,7 @@
 //! (see `POST /v1/wallets/{act_id}/tokens:restore`). The wire form that clients hold is
 //! `base64url(SignedToken)` without padding; the `.proto` lives in `sdk/proto/`.
 
+pub mod kept;
 mod keys;
 pub mod watch;
 

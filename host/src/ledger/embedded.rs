@@ -26,12 +26,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
 
+use super::kept::KeptEntry;
 use super::rules::{self, Existing, ReadBack, WithdrawalStep};
 use super::{
     Credit, CreditResult, EntryKind, LedgerEntry, LedgerError, LedgerWallet, Withdrawal, WithdrawalRequest,
     budget_account, wallet_account,
 };
 use crate::journal;
+use crate::shared_strings::SharedStrings;
 use crate::split_map::SplitMap;
 use crate::store::{FlowPosition, red_packet_flow_id};
 use crate::user_index::UserIndex;
@@ -65,7 +67,9 @@ struct Inner {
 #[derive(Default)]
 struct Books {
     /// Entry id → entry; the key is the uniqueness constraint.
-    entries: BTreeMap<String, LedgerEntry>,
+    entries: BTreeMap<String, KeptEntry>,
+    /// The strings entries share (see [`KeptEntry`]).
+    strings: SharedStrings,
     /// Account → balance in cents.
     accounts: SplitMap<String, i64>,
     /// Act id → (time, entry id): each user's entries in wallet-flow order.
@@ -122,13 +126,19 @@ impl Books {
                 *funded = funded.saturating_add(amount);
             }
         }
-        self.entries.insert(entry.id.clone(), entry);
+        let kept = KeptEntry::keep(&entry, &mut self.strings);
+        self.entries.insert(entry.id, kept);
+    }
+
+    /// The entry with this id, as it was written.
+    fn entry(&self, id: &str) -> Option<LedgerEntry> {
+        self.entries.get(id).map(|kept| kept.entry(id))
     }
 
     /// The red packet entries of one activity: ids `rp/{activity}/{order_no}`, and '0' is the
     /// byte after '/', so this range is exactly the activity's.
-    fn red_packets_of(&self, activity_id: &str) -> impl Iterator<Item = &LedgerEntry> {
-        self.entries.range(format!("rp/{activity_id}/")..format!("rp/{activity_id}0")).map(|(_, entry)| entry)
+    fn red_packets_of(&self, activity_id: &str) -> impl Iterator<Item = (&String, &KeptEntry)> {
+        self.entries.range(format!("rp/{activity_id}/")..format!("rp/{activity_id}0"))
     }
 }
 
@@ -192,7 +202,13 @@ impl EmbeddedLedger {
         }
         drop(journal);
         let books = self.inner.books.read();
-        rules::assert_read_back(&written, |id| books.entries.get(id).map(ReadBack::of));
+        rules::assert_read_back(&written, |id| {
+            books.entries.get(id).map(|kept| ReadBack {
+                debit_account: kept.debit_account(),
+                credit_account: kept.credit_account(),
+                amount_cents: kept.amount_cents(),
+            })
+        });
         Ok(answer)
     }
 
@@ -246,7 +262,7 @@ impl EmbeddedLedger {
                 let existing = books
                     .entries
                     .get(&id)
-                    .map(|entry| Existing { amount_cents: entry.amount_cents, act_id: entry.act_id });
+                    .map(|entry| Existing { amount_cents: entry.amount_cents(), act_id: entry.act_id() });
                 let budget_cents = books.balance(&budget_account(&credit.activity_id));
                 let result = rules::decide_credit(credit, &id, existing, budget_cents);
                 if result == CreditResult::Applied {
@@ -278,12 +294,12 @@ impl EmbeddedLedger {
         let wallet = entry.debit_account.clone();
         let entry = entry.clone();
         self.write(|books| {
-            let existing = books.entries.get(&entry.id);
+            let existing = books.entry(&entry.id);
             let balance_cents = books.balance(&wallet);
-            if rules::decide_withdrawal(&entry, existing.map(|entry| entry.amount_cents), balance_cents)?
+            if rules::decide_withdrawal(&entry, existing.as_ref().map(|entry| entry.amount_cents), balance_cents)?
                 == WithdrawalStep::Replay
             {
-                let replayed = existing.expect("a replay has its entry").clone();
+                let replayed = existing.expect("a replay has its entry");
                 return Ok((Withdrawal { entry: replayed, balance_cents, replayed: true }, Vec::new()));
             }
             books.check_fits(&entry)?;
@@ -323,13 +339,13 @@ impl EmbeddedLedger {
             Some(position) => index.below(&(position.time_ms, position.flow_id.clone())),
             None => index.iter(),
         };
-        Ok(ids.rev().take(limit).filter_map(|((_, id), ())| books.entries.get(id)).cloned().collect())
+        Ok(ids.rev().take(limit).filter_map(|((_, id), ())| books.entry(id)).collect())
     }
 
     /// The entry with this id.
     pub fn entry(&self, id: &str) -> Result<Option<LedgerEntry>, LedgerError> {
         self.check()?;
-        Ok(self.inner.books.read().entries.get(id).cloned())
+        Ok(self.inner.books.read().entry(id))
     }
 
     /// An account's balance.
@@ -348,13 +364,13 @@ impl EmbeddedLedger {
     /// path.
     pub fn red_packets_of(&self, activity_id: &str) -> Result<Vec<LedgerEntry>, LedgerError> {
         self.check()?;
-        Ok(self.inner.books.read().red_packets_of(activity_id).cloned().collect())
+        Ok(self.inner.books.read().red_packets_of(activity_id).map(|(id, kept)| kept.entry(id)).collect())
     }
 
     /// Every entry, by id, for audits and tests; never on a request path.
     pub fn all_entries(&self) -> Result<Vec<LedgerEntry>, LedgerError> {
         self.check()?;
-        Ok(self.inner.books.read().entries.values().cloned().collect())
+        Ok(self.inner.books.read().entries.iter().map(|(id, kept)| kept.entry(id)).collect())
     }
 
     /// Every account with its balance, by name, for audits and tests.

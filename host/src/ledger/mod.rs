@@ -11,6 +11,7 @@
 //! redelivery from the crediting queue harmless.
 
 mod embedded;
+mod kept;
 mod postgres;
 mod rules;
 mod sharded;

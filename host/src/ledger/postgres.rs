@@ -1081,11 +1081,18 @@ impl Session {
             .iter()
             .zip(debit_accounts.iter().zip(&credit_accounts).zip(&amounts))
             .map(|(id, ((debit_account, credit_account), &amount_cents))| {
-                (id.as_str(), ReadBack { debit_account, credit_account, amount_cents })
+                (
+                    id.as_str(),
+                    ReadBack {
+                        debit_account: debit_account.into(),
+                        credit_account: credit_account.into(),
+                        amount_cents,
+                    },
+                )
             })
             .collect();
         assert_eq!(stored.len(), entries.len(), "the database stored another number of entries than written");
-        rules::assert_read_back(entries, |id| stored.get(id).copied());
+        rules::assert_read_back(entries, |id| stored.get(id).cloned());
         Ok(())
     }
 }

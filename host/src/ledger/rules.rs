@@ -11,6 +11,8 @@
 //! Input is refused with an error ([`check_amount`]); the assertions only check what the rules
 //! themselves produced, so one firing means a bug in the ledger, never a bad request.
 
+use std::borrow::Cow;
+
 use super::{Credit, CreditResult, ENTRY_CENTS_MAX, EntryKind, LedgerEntry, LedgerError};
 
 /// Refuses an amount that is not positive or is larger than one entry may carry.
@@ -163,12 +165,12 @@ pub(super) fn assert_before_write(entries: &[LedgerEntry]) {
 }
 
 /// An entry as the storage gives it back after a write: the facts the money rests on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ReadBack<'a> {
     /// The account debited.
-    pub debit_account: &'a str,
+    pub debit_account: Cow<'a, str>,
     /// The account credited.
-    pub credit_account: &'a str,
+    pub credit_account: Cow<'a, str>,
     /// The amount moved.
     pub amount_cents: i64,
 }
@@ -177,8 +179,8 @@ impl<'a> ReadBack<'a> {
     /// What `entry` says.
     pub(super) fn of(entry: &'a LedgerEntry) -> ReadBack<'a> {
         ReadBack {
-            debit_account: &entry.debit_account,
-            credit_account: &entry.credit_account,
+            debit_account: Cow::Borrowed(&entry.debit_account),
+            credit_account: Cow::Borrowed(&entry.credit_account),
             amount_cents: entry.amount_cents,
         }
     }

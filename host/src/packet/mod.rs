@@ -683,15 +683,34 @@ pub struct PacketBooks {
     pub problems: Vec<String>,
 }
 
+/// Times a packet's books are read at most for one report while credits move its account (see
+/// [`reconcile`]); a packet has at most a few hundred shares, so a few reads find a still moment.
+const RECONCILE_READS_MAX: u32 = 16;
+
 /// Reads and checks a packet's books (see [`PacketBooks`]).
 pub async fn reconcile(app: &App, packet_id: &str) -> Result<PacketBooks, PacketError> {
+    // The store's claims are read after the ledger's entries: a share is claimed before it is
+    // credited, so every credited share read is among the claims read.
+    stored(app, packet_id).await?;
+    let sent_cents = app.ledger.entry(&format!("ps/{packet_id}")).await?.map_or(0, |entry| entry.amount_cents);
+    // The writer may credit a share (or the sweep refund the rest) between the reads: the
+    // account's balance is read before and after the entries, and the reads are taken again
+    // until it held still, so the figures compared are of one moment. Every entry that moves the
+    // account after its send takes from it, so an equal balance means no entry came between.
+    let mut tries = 0;
+    let (refunded_cents, credited, account_cents) = loop {
+        let before = app.ledger.balance(&packet_account(packet_id)).await?;
+        let refunded_cents = app.ledger.entry(&format!("pr/{packet_id}")).await?.map_or(0, |entry| entry.amount_cents);
+        let credited: Vec<LedgerEntry> = app.ledger.red_packets_of(&packet_activity(packet_id)).await?;
+        let account_cents = app.ledger.balance(&packet_account(packet_id)).await?;
+        tries += 1;
+        if account_cents == before || tries == RECONCILE_READS_MAX {
+            break (refunded_cents, credited, account_cents);
+        }
+    };
+    let credited_cents: i64 = credited.iter().map(|entry| entry.amount_cents).sum();
     let state = stored(app, packet_id).await?;
     let def = &state.def;
-    let sent_cents = app.ledger.entry(&format!("ps/{packet_id}")).await?.map_or(0, |entry| entry.amount_cents);
-    let refunded_cents = app.ledger.entry(&format!("pr/{packet_id}")).await?.map_or(0, |entry| entry.amount_cents);
-    let credited: Vec<LedgerEntry> = app.ledger.red_packets_of(&packet_activity(packet_id)).await?;
-    let credited_cents: i64 = credited.iter().map(|entry| entry.amount_cents).sum();
-    let account_cents = app.ledger.balance(&packet_account(packet_id)).await?;
     let claimed_cents: i64 = state.claims.iter().map(|&(_, index)| def.shares[index as usize]).sum();
     let mut problems = Vec::new();
     if sent_cents != def.total_cents {

@@ -31,13 +31,15 @@ use parking_lot::RwLock;
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::issuer::kept::KeptToken;
 use crate::journal;
+use crate::shared_strings::SharedStrings;
 use crate::split_map::SplitMap;
 use crate::user_index::UserIndex;
 
 use super::{
     FlowPosition, GrantCommit, GrantKey, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, StockUsed,
-    StoreError, TokenStatus, USER_UNSETTLED_READ_MAX,
+    StoreError, TokenStatus, USER_UNSETTLED_READ_MAX, red_packet_flow_id,
 };
 
 /// The log's file name in the data directory.
@@ -135,11 +137,81 @@ fn failed_error() -> StoreError {
     StoreError::Unavailable("the token log could not be written; restart the host to replay it".into())
 }
 
-/// One stored grant.
+/// One stored grant, kept as little as possible: its activity and scene ids shared with the
+/// store's other records, its token by what the other fields cannot give back
+/// (`issuer::kept`); [`Slot::record`] builds the record again when it is read.
 struct Slot {
-    record: GrantRecord,
+    activity_id: Arc<str>,
+    scene_id: Arc<str>,
+    order_no: Box<str>,
+    bill_copy: Box<str>,
+    token: KeptToken,
+    act_id: i64,
+    amount_cents: i64,
+    open_time_ms: u64,
+    app_id: i64,
+    seq: u64,
     /// The group that wrote it; it is durable once `durable_group` reaches this.
     group: u64,
+    /// The seed's status number (see [`TokenStatus`]).
+    status: u32,
+}
+
+impl Slot {
+    fn new(record: GrantRecord, group: u64, strings: &mut SharedStrings) -> Slot {
+        let token = KeptToken::keep(&record.token, &record.token_fields());
+        Slot {
+            activity_id: strings.share(&record.activity_id),
+            scene_id: strings.share(&record.scene_id),
+            order_no: record.order_no.into_boxed_str(),
+            bill_copy: record.bill_copy.into_boxed_str(),
+            token,
+            act_id: record.act_id,
+            amount_cents: record.amount_cents,
+            open_time_ms: record.open_time_ms,
+            app_id: record.app_id,
+            seq: record.seq,
+            group,
+            status: record.status,
+        }
+    }
+
+    /// The record as it was stored, its token's text given back.
+    fn record(&self) -> GrantRecord {
+        let mut record = GrantRecord {
+            activity_id: self.activity_id.as_ref().into(),
+            order_no: self.order_no.as_ref().into(),
+            scene_id: self.scene_id.as_ref().into(),
+            act_id: self.act_id,
+            amount_cents: self.amount_cents,
+            open_time_ms: self.open_time_ms,
+            status: self.status,
+            seq: self.seq,
+            token: String::new(),
+            bill_copy: self.bill_copy.as_ref().into(),
+            app_id: self.app_id,
+            queue_id: String::new(),
+        };
+        record.token = self.token.text(&record.token_fields());
+        record
+    }
+
+    fn status(&self) -> TokenStatus {
+        TokenStatus::from_code(self.status).unwrap_or(TokenStatus::Pending)
+    }
+
+    fn key(&self) -> GrantKey {
+        GrantKey {
+            activity_id: self.activity_id.as_ref().into(),
+            order_no: self.order_no.as_ref().into(),
+            seq: self.seq,
+            queue_id: String::new(),
+        }
+    }
+
+    fn flow_id(&self) -> String {
+        red_packet_flow_id(&self.activity_id, &self.order_no)
+    }
 }
 
 /// The whole store, rebuilt from the log at open.
@@ -171,9 +243,19 @@ struct State {
     /// activity → scene → what its retired records add up to; the scene `""` holds the
     /// activity's total.
     retired: HashMap<String, HashMap<String, StockUsed>>,
+    /// The activity and scene ids the records share.
+    strings: SharedStrings,
     next_seq: u64,
     /// Entries in the log, to decide when to rewrite it.
     log_entries: u64,
+}
+
+/// The value under `key`, made on first use; the key is copied only then.
+fn entry_of<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 /// The scene name under which an activity's own total is kept; scene ids are never empty, so it
@@ -193,13 +275,12 @@ impl State {
     fn insert(&mut self, record: GrantRecord, group: u64) {
         let seq = record.seq;
         self.next_seq = self.next_seq.max(seq + 1);
-        let scenes = self.stock.entry(record.activity_id.clone()).or_default();
+        let scenes = entry_of(&mut self.stock, &record.activity_id);
         for scene in [record.scene_id.as_str(), ACTIVITY_TOTAL] {
-            let used = scenes.entry(scene.to_owned()).or_default();
+            let used = entry_of(scenes, scene);
             used.count += 1;
             used.cents = used.cents.saturating_add(record.amount_cents);
         }
-        self.by_key.entry(record.activity_id.clone()).or_default().insert(record.order_no.clone(), seq);
         self.user_tokens
             .get_or_insert_with(record.act_id, UserIndex::default)
             .insert((record.open_time_ms, record.flow_id()), seq);
@@ -207,23 +288,24 @@ impl State {
             self.user_unsettled.get_or_insert_with(record.act_id, UserIndex::default).insert(seq, ());
             self.queue.insert(seq);
         }
-        self.slots.insert(seq, Slot { record, group });
+        entry_of(&mut self.by_key, &record.activity_id).insert(record.order_no.clone(), seq);
+        self.slots.insert(seq, Slot::new(record, group, &mut self.strings));
     }
 
     /// Marks a record credited at `now_ms` (ms since open), which starts its retention.
     fn mark_credited(&mut self, seq: u64, now_ms: u64) -> bool {
         let Some(slot) = self.slots.get_mut(&seq) else { return false };
-        if slot.record.status() == TokenStatus::Credited {
+        if slot.status() == TokenStatus::Credited {
             return false;
         }
-        slot.record.status = TokenStatus::Credited.code();
+        slot.status = TokenStatus::Credited.code();
         self.credited_order.push_back((now_ms, seq));
         self.queue.remove(&seq);
         self.parked.remove(&seq);
-        if let Some(unsettled) = self.user_unsettled.get_mut(&slot.record.act_id) {
+        if let Some(unsettled) = self.user_unsettled.get_mut(&slot.act_id) {
             unsettled.remove(&seq);
             if unsettled.is_empty() {
-                self.user_unsettled.remove(&slot.record.act_id);
+                self.user_unsettled.remove(&slot.act_id);
             }
         }
         true
@@ -232,29 +314,31 @@ impl State {
     /// Takes a credited record out of every index; the stock it used stays counted, and it
     /// joins its activity's retired totals and users.
     fn retire(&mut self, seq: u64) -> bool {
-        if self.slots.get(&seq).is_none_or(|slot| slot.record.status() != TokenStatus::Credited) {
+        if self.slots.get(&seq).is_none_or(|slot| slot.status() != TokenStatus::Credited) {
             return false;
         }
-        let Some(Slot { record, .. }) = self.slots.remove(&seq) else { return false };
-        if let Some(orders) = self.by_key.get_mut(&record.activity_id) {
-            orders.remove(&record.order_no);
+        let Some(slot) = self.slots.remove(&seq) else { return false };
+        if let Some(orders) = self.by_key.get_mut(&*slot.activity_id) {
+            orders.remove(&*slot.order_no);
         }
-        if let Some(tokens) = self.user_tokens.get_mut(&record.act_id) {
-            tokens.remove(&(record.open_time_ms, record.flow_id()));
+        if let Some(tokens) = self.user_tokens.get_mut(&slot.act_id) {
+            tokens.remove(&(slot.open_time_ms, slot.flow_id()));
             if tokens.is_empty() {
-                self.user_tokens.remove(&record.act_id);
+                self.user_tokens.remove(&slot.act_id);
             }
         }
-        self.add_retired(&record.activity_id, &record.scene_id, StockUsed { count: 1, cents: record.amount_cents });
-        self.retired_users.entry(record.activity_id).or_default().insert(record.act_id, ());
+        self.add_retired(&slot.activity_id, &slot.scene_id, StockUsed { count: 1, cents: slot.amount_cents });
+        entry_of(&mut self.retired_users, &slot.activity_id).insert(slot.act_id, ());
+        self.strings.release(slot.activity_id);
+        self.strings.release(slot.scene_id);
         true
     }
 
     /// Adds to the retired totals of a scene and of its activity.
     fn add_retired(&mut self, activity_id: &str, scene_id: &str, used: StockUsed) {
-        let scenes = self.retired.entry(activity_id.to_owned()).or_default();
+        let scenes = entry_of(&mut self.retired, activity_id);
         for scene in [scene_id, ACTIVITY_TOTAL] {
-            let total = scenes.entry(scene.to_owned()).or_default();
+            let total = entry_of(scenes, scene);
             total.count += used.count;
             total.cents = total.cents.saturating_add(used.cents);
         }
@@ -490,7 +574,7 @@ fn compact_payloads(state: &State) -> Vec<Vec<u8>> {
     seqs.sort_unstable();
     for chunk in seqs.chunks(REWRITE_FRAME_RECORDS) {
         for seq in chunk {
-            let mut record = state.slots[seq].record.clone();
+            let mut record = state.slots[seq].record();
             if record.status() == TokenStatus::Processing {
                 record.status = TokenStatus::Pending.code();
             }
@@ -517,7 +601,7 @@ fn open_log(data_dir: &Path) -> Result<(State, File), StoreError> {
         .map_err(StoreError::Unavailable)?;
     // Seqs retired later in the log are still in the retirement order: drop them.
     let State { credited_order, slots, .. } = &mut state;
-    credited_order.retain(|(_, seq)| slots.get(seq).is_some_and(|slot| slot.record.status() == TokenStatus::Credited));
+    credited_order.retain(|(_, seq)| slots.get(seq).is_some_and(|slot| slot.status() == TokenStatus::Credited));
     let records = state.slots.len() as u64;
     if state.log_entries > 2 * records + 1024 {
         let io = |error: std::io::Error| StoreError::Unavailable(format!("`{}`: {error}", path.display()));
@@ -677,7 +761,7 @@ impl EmbeddedStore {
             let Some(slot) = state.find(activity_id, order_no).and_then(|seq| state.slots.get(&seq)) else {
                 return Ok(None);
             };
-            (slot.record.clone(), slot.group)
+            (slot.record(), slot.group)
         };
         if *self.shared.durable_group.borrow() < group {
             let mut durable = self.shared.durable_group.subscribe();
@@ -700,7 +784,7 @@ impl EmbeddedStore {
         if unsettled.len() > USER_UNSETTLED_READ_MAX {
             return Err(StoreError::TooManyUnsettled { act_id, max: USER_UNSETTLED_READ_MAX });
         }
-        Ok(unsettled.keys().filter_map(|seq| state.slots.get(seq)).map(|slot| slot.record.clone()).collect())
+        Ok(unsettled.keys().filter_map(|seq| state.slots.get(seq)).map(|slot| slot.record()).collect())
     }
 
     /// The keys of the user's oldest `USER_UNSETTLED_READ_MAX` unsettled tokens.
@@ -712,7 +796,7 @@ impl EmbeddedStore {
             .keys()
             .take(USER_UNSETTLED_READ_MAX)
             .filter_map(|seq| state.slots.get(seq))
-            .map(|slot| slot.record.key())
+            .map(|slot| slot.key())
             .collect())
     }
 
@@ -730,7 +814,7 @@ impl EmbeddedStore {
             Some(position) => tokens.below(&(position.time_ms, position.flow_id.clone())),
             None => tokens.iter(),
         };
-        Ok(seqs.rev().take(limit).filter_map(|(_, seq)| state.slots.get(seq)).map(|slot| slot.record.clone()).collect())
+        Ok(seqs.rev().take(limit).filter_map(|(_, seq)| state.slots.get(seq)).map(|slot| slot.record()).collect())
     }
 
     /// How many tokens wait in the crediting queue.
@@ -776,9 +860,9 @@ impl EmbeddedStore {
             .values()
             .filter_map(|seq| state.slots.get(seq))
             .map(|slot| {
-                let record = &slot.record;
+                let record = slot.record();
                 let parked = record.status() != TokenStatus::Credited && state.parked.contains(&record.seq);
-                (record.clone(), parked)
+                (record, parked)
             })
             .collect();
         records.sort_unstable_by(|a, b| a.0.order_no.cmp(&b.0.order_no));
@@ -1014,7 +1098,7 @@ fn grant(
     group: u64,
 ) -> GrantCommit {
     if let Some(seq) = state.find(&record.activity_id, &record.order_no) {
-        return GrantCommit::Replayed(state.slots[&seq].record.clone());
+        return GrantCommit::Replayed(state.slots[&seq].record());
     }
     match check {
         LedgerCheck::Skipped if !state.vouched.contains(&record.activity_id) => return GrantCommit::CheckLedger,
@@ -1106,12 +1190,12 @@ fn claim(state: &mut State, seqs: Vec<u64>) -> Vec<GrantRecord> {
     let mut claimed = Vec::with_capacity(seqs.len());
     for seq in seqs {
         let Some(slot) = state.slots.get_mut(&seq) else { continue };
-        match slot.record.status() {
+        match slot.status() {
             TokenStatus::Credited => continue,
             TokenStatus::Processing => {}
-            TokenStatus::Pending => slot.record.status = TokenStatus::Processing.code(),
+            TokenStatus::Pending => slot.status = TokenStatus::Processing.code(),
         }
-        claimed.push(slot.record.clone());
+        claimed.push(slot.record());
     }
     claimed
 }

@@ -113,6 +113,18 @@ impl GrantRecord {
         red_packet_flow_id(&self.activity_id, &self.order_no)
     }
 
+    /// The fields its token repeats (see [`crate::issuer::kept`]).
+    pub fn token_fields(&self) -> crate::issuer::kept::TokenFields<'_> {
+        crate::issuer::kept::TokenFields {
+            act_id: self.act_id,
+            activity_id: &self.activity_id,
+            scene_id: &self.scene_id,
+            amount_cents: self.amount_cents,
+            order_no: &self.order_no,
+            open_time_ms: self.open_time_ms,
+        }
+    }
+
     /// Identifies the record across the store's tables.
     pub fn key(&self) -> GrantKey {
         GrantKey {
