@@ -94,6 +94,10 @@ fn metrics_follow_the_grants(deployment: Deployment) {
         Some(f64::INFINITY)
     );
     assert!(sample(&settled, "process_resident_memory_bytes", &[]).is_some_and(|bytes| bytes > 0.0), "{settled}");
+    // The allocator's bytes in use: some, and no more than the process holds (glibc, as here).
+    let heap = sample(&settled, "hongbao_heap_in_use_bytes", &[]);
+    let resident = sample(&settled, "process_resident_memory_bytes", &[]).unwrap_or(0.0);
+    assert!(heap.is_some_and(|bytes| bytes > 0.0 && bytes < resident * 2.0), "{settled}");
     let store_grants = sample(&settled, "hongbao_store_operation_duration_seconds_count", &[("op", "grant")]);
     assert!(store_grants.is_some_and(|count| count >= 16.0), "every new grant committed: {settled}");
     assert_eq!(sample(&settled, "hongbao_store_operation_errors_total", &[("op", "grant")]), Some(0.0));

@@ -60,6 +60,15 @@ impl Host {
         self.child.id()
     }
 
+    /// The bytes the host's allocator has handed out (`hongbao_heap_in_use_bytes`), where it
+    /// tells (glibc).
+    async fn heap_in_use(&self) -> Option<u64> {
+        let page = rain::get_text(&self.addr, &self.credentials, "/metrics").await.ok()?;
+        page.lines()
+            .find_map(|line| line.strip_prefix("hongbao_heap_in_use_bytes ")?.trim().parse::<f64>().ok())
+            .map(|bytes| bytes as u64)
+    }
+
     /// The host's resident memory (`VmRSS`), where `/proc` tells.
     fn resident_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -412,14 +421,17 @@ async fn embedded_runs(
     let embedded = start_host("bench-embedded", &config.plugins_dir, &[])?;
     embedded.ready(PLUGINS_READY_LIMIT).await?;
     let resident_before = embedded.resident_bytes();
+    let heap_before = embedded.heap_in_use().await;
     let fastest = rain::run(&rain_config(&embedded, "bench-embedded", config, 1)).await?;
     // Every token stays in memory (the store keeps its record, the ledger its entry).
-    let embedded_bytes_per_token = match (resident_before, embedded.resident_bytes()) {
+    let per_token = |before: Option<u64>, after: Option<u64>| match (before, after) {
         (Some(before), Some(after)) if fastest.granted > 0 => {
             Some(after.saturating_sub(before) as f64 / fastest.granted as f64)
         }
         _ => None,
     };
+    let embedded_bytes_per_token = per_token(resident_before, embedded.resident_bytes());
+    let embedded_heap_bytes_per_token = per_token(heap_before, embedded.heap_in_use().await);
     // Half the maximum: the latency a host with headroom gives (issue 17's p99 target).
     let half_rate = (fastest.grants_per_s / 2.0).round().max(1.0) as u64;
     let mut paced_config = rain_config(&embedded, "bench-embedded", config, 100_000_000);
@@ -465,8 +477,9 @@ async fn embedded_runs(
     );
     let _ = writeln!(
         md,
-        "Host memory per token, embedded: {} (resident growth over the first run; store record and ledger entry both in memory).\n\nRatios: grants/s = **{:.2} × hello-world**, **{:.2} × the signing ceiling** of all cores; in batches of {SUITE_BATCH}: **{:.2} ×** and **{:.2} ×**.\n",
+        "Host memory per token, embedded: {} (resident growth over the first run; store record and ledger entry both in memory; {} of it handed out by the allocator, `hongbao_heap_in_use_bytes`, the rest its free pages and fragmentation).\n\nRatios: grants/s = **{:.2} × hello-world**, **{:.2} × the signing ceiling** of all cores; in batches of {SUITE_BATCH}: **{:.2} ×** and **{:.2} ×**.\n",
         embedded_bytes_per_token.map_or("not measured (no /proc)".to_owned(), |bytes| format!("**{bytes:.0} bytes**")),
+        embedded_heap_bytes_per_token.map_or("none measured".to_owned(), |bytes| format!("{bytes:.0} bytes")),
         fastest.grants_per_s / hello.answers_per_s.max(1.0),
         fastest.grants_per_s / (signing.tokens_per_s_per_core * signing.cores as f64),
         batched.grants_per_s / hello.answers_per_s.max(1.0),
@@ -480,6 +493,7 @@ async fn embedded_runs(
     grab_row(md, "embedded", &grab_rain);
     md.push('\n');
     figures.insert("embedded_bytes_per_token".into(), json!(embedded_bytes_per_token));
+    figures.insert("embedded_heap_bytes_per_token".into(), json!(embedded_heap_bytes_per_token));
     figures.insert("hello_world".into(), json!(hello));
     figures.insert("signing".into(), json!(signing));
     Ok(())

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::Write as _;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,13 +68,13 @@ struct Inner {
 #[derive(Default)]
 struct Books {
     /// Entry id → entry; the key is the uniqueness constraint.
-    entries: BTreeMap<String, KeptEntry>,
+    entries: BTreeMap<Arc<str>, KeptEntry>,
     /// The strings entries share (see [`KeptEntry`]).
     strings: SharedStrings,
     /// Account → balance in cents.
     accounts: SplitMap<String, i64>,
     /// Act id → (time, entry id): each user's entries in wallet-flow order.
-    user_entries: SplitMap<i64, UserIndex<(u64, String), ()>>,
+    user_entries: SplitMap<i64, UserIndex<(u64, Arc<str>), ()>>,
     /// Act id → cents of red packets ever credited.
     income: SplitMap<i64, i64>,
     /// Activity → cents funded so far.
@@ -98,7 +99,9 @@ impl Books {
     /// they are recorded (or were, when they were first written and are now replayed).
     fn record(&mut self, entry: LedgerEntry) {
         let amount = entry.amount_cents;
-        let debited = self.accounts.get_or_insert_with(entry.debit_account.clone(), i64::default);
+        // The id, once: the books' key and the user's index share it.
+        let id: Arc<str> = Arc::from(entry.id.as_str());
+        let debited = self.account_mut(&entry.debit_account);
         *debited -= amount;
         assert!(
             *debited >= 0 || rules::may_go_negative(&entry.debit_account),
@@ -106,7 +109,7 @@ impl Books {
             entry.id,
             entry.debit_account
         );
-        let credited = self.accounts.get_or_insert_with(entry.credit_account.clone(), i64::default);
+        let credited = self.account_mut(&entry.credit_account);
         *credited = credited.saturating_add(amount);
         match entry.kind() {
             EntryKind::RedPacket => {
@@ -114,12 +117,12 @@ impl Books {
                 *income = income.saturating_add(amount);
                 self.user_entries
                     .get_or_insert_with(entry.act_id, UserIndex::default)
-                    .insert((entry.time_ms, entry.id.clone()), ());
+                    .insert((entry.time_ms, id.clone()), ());
             }
             EntryKind::Withdrawal | EntryKind::PacketSent | EntryKind::PacketRefund => {
                 self.user_entries
                     .get_or_insert_with(entry.act_id, UserIndex::default)
-                    .insert((entry.time_ms, entry.id.clone()), ());
+                    .insert((entry.time_ms, id.clone()), ());
             }
             EntryKind::Funding => {
                 let funded = self.funded.entry(entry.activity_id.clone()).or_default();
@@ -127,7 +130,15 @@ impl Books {
             }
         }
         let kept = KeptEntry::keep(&entry, &mut self.strings);
-        self.entries.insert(entry.id, kept);
+        self.entries.insert(id, kept);
+    }
+
+    /// The account's balance, the account made (at 0) on first use; the name is copied only then.
+    fn account_mut(&mut self, name: &str) -> &mut i64 {
+        if self.accounts.get(name).is_none() {
+            self.accounts.insert(name.to_owned(), 0);
+        }
+        self.accounts.get_mut(name).expect("inserted above")
     }
 
     /// The entry with this id, as it was written.
@@ -137,8 +148,9 @@ impl Books {
 
     /// The red packet entries of one activity: ids `rp/{activity}/{order_no}`, and '0' is the
     /// byte after '/', so this range is exactly the activity's.
-    fn red_packets_of(&self, activity_id: &str) -> impl Iterator<Item = (&String, &KeptEntry)> {
-        self.entries.range(format!("rp/{activity_id}/")..format!("rp/{activity_id}0"))
+    fn red_packets_of(&self, activity_id: &str) -> impl Iterator<Item = (&Arc<str>, &KeptEntry)> {
+        let (first, end) = (format!("rp/{activity_id}/"), format!("rp/{activity_id}0"));
+        self.entries.range::<str, _>((Bound::Included(first.as_str()), Bound::Excluded(end.as_str())))
     }
 }
 
@@ -234,7 +246,7 @@ impl EmbeddedLedger {
             let Some(entry) = rules::funding_entry(activity_id, budget_cents, funded_cents, time_ms) else {
                 return Ok(((), Vec::new()));
             };
-            if books.entries.contains_key(&entry.id) {
+            if books.entries.contains_key(entry.id.as_str()) {
                 return Err(unavailable(format!("funding entry `{}` cannot be written", entry.id)));
             }
             books.check_fits(&entry)?;
@@ -261,7 +273,7 @@ impl EmbeddedLedger {
                 let id = red_packet_flow_id(&credit.activity_id, &credit.order_no);
                 let existing = books
                     .entries
-                    .get(&id)
+                    .get(id.as_str())
                     .map(|entry| Existing { amount_cents: entry.amount_cents(), act_id: entry.act_id() });
                 let budget_cents = books.balance(&budget_account(&credit.activity_id));
                 let result = rules::decide_credit(credit, &id, existing, budget_cents);
@@ -319,7 +331,7 @@ impl EmbeddedLedger {
             income_cents: books.income.get(&act_id).copied().unwrap_or(0),
             credited_flow_ids: flow_ids
                 .iter()
-                .filter(|id| books.entries.contains_key(*id))
+                .filter(|id| books.entries.contains_key(id.as_str()))
                 .cloned()
                 .collect::<HashSet<_>>(),
         })
@@ -336,7 +348,7 @@ impl EmbeddedLedger {
         let books = self.inner.books.read();
         let Some(index) = books.user_entries.get(&act_id) else { return Ok(Vec::new()) };
         let ids = match before {
-            Some(position) => index.below(&(position.time_ms, position.flow_id.clone())),
+            Some(position) => index.below(&(position.time_ms, Arc::from(position.flow_id.as_str()))),
             None => index.iter(),
         };
         Ok(ids.rev().take(limit).filter_map(|((_, id), ())| books.entry(id)).collect())

@@ -40,6 +40,14 @@ pub async fn render(app: &App) -> Result<String, StoreError> {
         page.single("process_open_fds", "gauge", "Open file descriptors.", figures.open_fds as f64);
         page.single("process_threads", "gauge", "Threads.", figures.threads as f64);
     }
+    if let Some(bytes) = crate::memory::heap_in_use() {
+        page.single(
+            "hongbao_heap_in_use_bytes",
+            "gauge",
+            "Bytes the allocator has handed out and not had back (glibc mallinfo2); resident memory above it is the allocator's free pages and fragmentation.",
+            bytes as f64,
+        );
+    }
     Ok(page.text)
 }
 

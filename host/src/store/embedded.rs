@@ -143,7 +143,9 @@ fn failed_error() -> StoreError {
 struct Slot {
     activity_id: Arc<str>,
     scene_id: Arc<str>,
-    order_no: Box<str>,
+    /// `rp/{activity}/{order_no}`: the order number is its end, and the activity's index and
+    /// the user's index hold this same allocation ([`OrderKey`]).
+    flow_id: Arc<str>,
     bill_copy: Box<str>,
     token: KeptToken,
     act_id: i64,
@@ -163,7 +165,7 @@ impl Slot {
         Slot {
             activity_id: strings.share(&record.activity_id),
             scene_id: strings.share(&record.scene_id),
-            order_no: record.order_no.into_boxed_str(),
+            flow_id: red_packet_flow_id(&record.activity_id, &record.order_no).into(),
             bill_copy: record.bill_copy.into_boxed_str(),
             token,
             act_id: record.act_id,
@@ -180,7 +182,7 @@ impl Slot {
     fn record(&self) -> GrantRecord {
         let mut record = GrantRecord {
             activity_id: self.activity_id.as_ref().into(),
-            order_no: self.order_no.as_ref().into(),
+            order_no: self.order_no().into(),
             scene_id: self.scene_id.as_ref().into(),
             act_id: self.act_id,
             amount_cents: self.amount_cents,
@@ -203,16 +205,64 @@ impl Slot {
     fn key(&self) -> GrantKey {
         GrantKey {
             activity_id: self.activity_id.as_ref().into(),
-            order_no: self.order_no.as_ref().into(),
+            order_no: self.order_no().into(),
             seq: self.seq,
             queue_id: String::new(),
         }
     }
 
-    fn flow_id(&self) -> String {
-        red_packet_flow_id(&self.activity_id, &self.order_no)
+    fn order_no(&self) -> &str {
+        &self.flow_id[self.order_at()..]
+    }
+
+    /// Where the order number starts in the flow id.
+    fn order_at(&self) -> usize {
+        FLOW_ID_PREFIX.len() + self.activity_id.len() + 1
+    }
+
+    /// The order number as the activity's index keys it.
+    fn order_key(&self) -> OrderKey {
+        OrderKey { flow_id: self.flow_id.clone(), at: self.order_at() }
     }
 }
+
+/// What a flow id, `rp/{activity}/{order_no}`, starts with.
+const FLOW_ID_PREFIX: &str = "rp/";
+
+/// An order number, kept as the end of its record's flow id so that the activity's index shares
+/// the record's allocation; it hashes and compares as the order number (`&str` looks it up).
+#[derive(Clone)]
+struct OrderKey {
+    flow_id: Arc<str>,
+    /// Where the order number starts.
+    at: usize,
+}
+
+impl OrderKey {
+    fn as_str(&self) -> &str {
+        &self.flow_id[self.at..]
+    }
+}
+
+impl std::borrow::Borrow<str> for OrderKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::hash::Hash for OrderKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq for OrderKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for OrderKey {}
 
 /// The whole store, rebuilt from the log at open.
 #[derive(Default)]
@@ -220,9 +270,9 @@ struct State {
     /// seq → the grant.
     slots: SplitMap<u64, Slot>,
     /// activity → order number → seq.
-    by_key: HashMap<String, SplitMap<String, u64>>,
+    by_key: HashMap<String, SplitMap<OrderKey, u64>>,
     /// act id → (open time, flow id) → seq: each user's tokens in wallet-flow order.
-    user_tokens: SplitMap<i64, UserIndex<(u64, String), u64>>,
+    user_tokens: SplitMap<i64, UserIndex<(u64, Arc<str>), u64>>,
     /// act id → seqs of the user's tokens not yet credited.
     user_unsettled: SplitMap<i64, UserIndex<u64, ()>>,
     /// The crediting queue, oldest first.
@@ -275,21 +325,22 @@ impl State {
     fn insert(&mut self, record: GrantRecord, group: u64) {
         let seq = record.seq;
         self.next_seq = self.next_seq.max(seq + 1);
-        let scenes = entry_of(&mut self.stock, &record.activity_id);
-        for scene in [record.scene_id.as_str(), ACTIVITY_TOTAL] {
+        let slot = Slot::new(record, group, &mut self.strings);
+        let scenes = entry_of(&mut self.stock, &slot.activity_id);
+        for scene in [&*slot.scene_id, ACTIVITY_TOTAL] {
             let used = entry_of(scenes, scene);
             used.count += 1;
-            used.cents = used.cents.saturating_add(record.amount_cents);
+            used.cents = used.cents.saturating_add(slot.amount_cents);
         }
         self.user_tokens
-            .get_or_insert_with(record.act_id, UserIndex::default)
-            .insert((record.open_time_ms, record.flow_id()), seq);
-        if record.status() != TokenStatus::Credited {
-            self.user_unsettled.get_or_insert_with(record.act_id, UserIndex::default).insert(seq, ());
+            .get_or_insert_with(slot.act_id, UserIndex::default)
+            .insert((slot.open_time_ms, slot.flow_id.clone()), seq);
+        if slot.status() != TokenStatus::Credited {
+            self.user_unsettled.get_or_insert_with(slot.act_id, UserIndex::default).insert(seq, ());
             self.queue.insert(seq);
         }
-        entry_of(&mut self.by_key, &record.activity_id).insert(record.order_no.clone(), seq);
-        self.slots.insert(seq, Slot::new(record, group, &mut self.strings));
+        entry_of(&mut self.by_key, &slot.activity_id).insert(slot.order_key(), seq);
+        self.slots.insert(seq, slot);
     }
 
     /// Marks a record credited at `now_ms` (ms since open), which starts its retention.
@@ -319,10 +370,10 @@ impl State {
         }
         let Some(slot) = self.slots.remove(&seq) else { return false };
         if let Some(orders) = self.by_key.get_mut(&*slot.activity_id) {
-            orders.remove(&*slot.order_no);
+            orders.remove(slot.order_no());
         }
         if let Some(tokens) = self.user_tokens.get_mut(&slot.act_id) {
-            tokens.remove(&(slot.open_time_ms, slot.flow_id()));
+            tokens.remove(&(slot.open_time_ms, slot.flow_id.clone()));
             if tokens.is_empty() {
                 self.user_tokens.remove(&slot.act_id);
             }
@@ -811,7 +862,7 @@ impl EmbeddedStore {
         let state = self.shared.state.read();
         let Some(tokens) = state.user_tokens.get(&act_id) else { return Ok(Vec::new()) };
         let seqs = match before {
-            Some(position) => tokens.below(&(position.time_ms, position.flow_id.clone())),
+            Some(position) => tokens.below(&(position.time_ms, Arc::from(position.flow_id.as_str()))),
             None => tokens.iter(),
         };
         Ok(seqs.rev().take(limit).filter_map(|(_, seq)| state.slots.get(seq)).map(|slot| slot.record()).collect())
