@@ -51,7 +51,7 @@ pub fn give_back() {
 /// in use and the mapped blocks), every arena; `None` where the platform does not tell.
 pub fn heap_in_use() -> Option<u64> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    return Some(glibc::in_use());
+    return glibc::in_use();
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     return None;
 }
@@ -65,9 +65,13 @@ mod glibc {
         fn malloc_trim(pad: usize) -> i32;
         /// glibc: sets an allocator parameter; returns 1 on success.
         fn mallopt(param: i32, value: i32) -> i32;
-        /// glibc ≥ 2.33: the allocator's statistics, summed over its arenas.
-        fn mallinfo2() -> MallInfo2;
+        /// The address of a symbol; `RTLD_DEFAULT` (null on glibc) searches the process.
+        fn dlsym(handle: *mut std::ffi::c_void, symbol: *const std::ffi::c_char) -> *mut std::ffi::c_void;
     }
+
+    /// glibc ≥ 2.33's `mallinfo2`: the allocator's statistics, summed over its arenas. Looked up
+    /// when first asked for, not linked, so that the host still starts on an older glibc.
+    type MallInfo2Fn = unsafe extern "C" fn() -> MallInfo2;
 
     /// glibc's `struct mallinfo2` (`malloc.h`), every field a `size_t`.
     #[repr(C)]
@@ -85,10 +89,20 @@ mod glibc {
         keepcost: usize,
     }
 
-    pub(super) fn in_use() -> u64 {
+    pub(super) fn in_use() -> Option<u64> {
+        static MALLINFO2: std::sync::OnceLock<Option<MallInfo2Fn>> = std::sync::OnceLock::new();
+        let mallinfo2 = MALLINFO2.get_or_init(|| {
+            // SAFETY: `dlsym` reads the NUL-terminated name; a null handle is glibc's
+            // `RTLD_DEFAULT`. A non-null result is glibc's `mallinfo2`, whose C signature is
+            // `struct mallinfo2 mallinfo2(void)`, the type it is cast to.
+            unsafe {
+                let symbol = dlsym(std::ptr::null_mut(), c"mallinfo2".as_ptr());
+                (!symbol.is_null()).then(|| std::mem::transmute::<*mut std::ffi::c_void, MallInfo2Fn>(symbol))
+            }
+        });
         // SAFETY: `mallinfo2` takes no arguments and returns its statistics by value.
-        let info = unsafe { mallinfo2() };
-        (info.uordblks + info.hblkhd) as u64
+        let info = unsafe { (*mallinfo2)?() };
+        Some((info.uordblks + info.hblkhd) as u64)
     }
 
     /// `M_ARENA_MAX` in glibc's `malloc.h`.

@@ -31,6 +31,13 @@ impl SharedStrings {
         }
     }
 
+    /// Gives back the table's room when most of it is empty (after many strings left).
+    pub fn shrink(&mut self) {
+        if self.0.capacity() > 64 && self.0.len() * 4 < self.0.capacity() {
+            self.0.shrink_to_fit();
+        }
+    }
+
     /// How many strings are shared.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -689,27 +689,31 @@ const RECONCILE_READS_MAX: u32 = 16;
 
 /// Reads and checks a packet's books (see [`PacketBooks`]).
 pub async fn reconcile(app: &App, packet_id: &str) -> Result<PacketBooks, PacketError> {
-    // The store's claims are read after the ledger's entries: a share is claimed before it is
-    // credited, so every credited share read is among the claims read.
     stored(app, packet_id).await?;
     let sent_cents = app.ledger.entry(&format!("ps/{packet_id}")).await?.map_or(0, |entry| entry.amount_cents);
-    // The writer may credit a share (or the sweep refund the rest) between the reads: the
-    // account's balance is read before and after the entries, and the reads are taken again
-    // until it held still, so the figures compared are of one moment. Every entry that moves the
-    // account after its send takes from it, so an equal balance means no entry came between.
+    // The writer may credit a share (and the sweep refund the rest) between the reads. Every
+    // entry that moves the account after its send takes from it, and is written to the ledger
+    // before the store hears of it (a share is claimed before it is credited; a refund is
+    // written before the store marks it), so when the account's balance is the same before and
+    // after the other reads, the entries, the refund and the store's claims are of one moment.
     let mut tries = 0;
-    let (refunded_cents, credited, account_cents) = loop {
+    let (refunded_cents, credited, account_cents, state) = loop {
         let before = app.ledger.balance(&packet_account(packet_id)).await?;
         let refunded_cents = app.ledger.entry(&format!("pr/{packet_id}")).await?.map_or(0, |entry| entry.amount_cents);
         let credited: Vec<LedgerEntry> = app.ledger.red_packets_of(&packet_activity(packet_id)).await?;
+        let state = stored(app, packet_id).await?;
         let account_cents = app.ledger.balance(&packet_account(packet_id)).await?;
+        if account_cents == before {
+            break (refunded_cents, credited, account_cents, state);
+        }
         tries += 1;
-        if account_cents == before || tries == RECONCILE_READS_MAX {
-            break (refunded_cents, credited, account_cents);
+        if tries == RECONCILE_READS_MAX {
+            return Err(PacketError::Unavailable(format!(
+                "the packet's account kept moving over {RECONCILE_READS_MAX} reads of its books; retry"
+            )));
         }
     };
     let credited_cents: i64 = credited.iter().map(|entry| entry.amount_cents).sum();
-    let state = stored(app, packet_id).await?;
     let def = &state.def;
     let claimed_cents: i64 = state.claims.iter().map(|&(_, index)| def.shares[index as usize]).sum();
     let mut problems = Vec::new();

@@ -416,6 +416,7 @@ impl State {
         self.by_key.retain(|_, orders| !orders.is_empty());
         self.user_tokens.shrink();
         self.user_unsettled.shrink();
+        self.strings.shrink();
         if self.credited_order.capacity() > 64 && self.credited_order.len() * 4 < self.credited_order.capacity() {
             self.credited_order.shrink_to_fit();
         }
@@ -1392,6 +1393,28 @@ mod tests {
             assert_eq!(store.parked_len().unwrap(), 1);
             assert_eq!(store.queue_len().unwrap(), 4, "three from before, and the seventh grant");
             assert_eq!(store.stock_used("a", None).unwrap(), StockUsed { count: 7, cents: 70 });
+        });
+    }
+
+    // Proves an activity's and a scene's shared ids leave with their last record (group red
+    // packets are activities of their own: ids kept after their records retired would grow with
+    // them), and that ids still held stay.
+    #[test]
+    fn retired_records_let_their_shared_ids_go() {
+        runtime().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let clean = LedgerCheck::Done { activity_clean: true };
+            let other = |n| GrantRecord { activity_id: "b".into(), scene_id: "t".into(), ..record(n) };
+            store.commit_grant(record(1), budget(1_000), clean).await.unwrap();
+            store.commit_grant(other(2), budget(1_000), clean).await.unwrap();
+            assert_eq!(store.shared.state.read().strings.len(), 4, "a, s, b and t");
+            let key = store.lookup("b", &other(2).order_no).await.unwrap().unwrap().key();
+            store.complete(vec![key]).await.unwrap();
+            assert_eq!(store.retire_credited(0, 10).await.unwrap(), 1);
+            assert_eq!(store.shared.state.read().strings.len(), 2, "b and t left with their last record");
+            let kept = store.lookup("a", &record(1).order_no).await.unwrap().unwrap();
+            assert_eq!((kept.activity_id.as_str(), kept.scene_id.as_str()), ("a", "s"));
         });
     }
 
