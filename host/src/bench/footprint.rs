@@ -133,19 +133,6 @@ fn open_time(start_ms: u64, act_id: i64) -> u64 {
     start_ms + act_id as u64 % 1000
 }
 
-fn credit(record: &GrantRecord) -> Credit {
-    Credit {
-        activity_id: record.activity_id.clone(),
-        order_no: record.order_no.clone(),
-        scene_id: record.scene_id.clone(),
-        act_id: record.act_id,
-        amount_cents: record.amount_cents,
-        open_time_ms: record.open_time_ms,
-        memo: record.bill_copy.clone(),
-        token: record.token.clone(),
-    }
-}
-
 /// Feeds `tokens` tokens through a store and a ledger in a temporary directory.
 pub async fn run(tokens: u64) -> anyhow::Result<Footprint> {
     let dir = std::env::temp_dir().join(format!("hongbao-footprint-{}", std::process::id()));
@@ -190,7 +177,8 @@ async fn feed(dir: &std::path::Path, tokens: u64) -> anyhow::Result<Footprint> {
     // deterministic), while the store still holds them pending.
     let all: Vec<i64> = (FIRST_USER..FIRST_USER + tokens as i64).collect();
     for chunk in all.chunks(CREDIT_BATCH) {
-        let credits = chunk.iter().map(|&act_id| credit(&record(&issuer, act_id, open_time(now_ms, act_id)))).collect();
+        let credits =
+            chunk.iter().map(|&act_id| Credit::of(&record(&issuer, act_id, open_time(now_ms, act_id)))).collect();
         let results = ledger.credit_batch(credits).await?;
         if let Some(result) = results.iter().find(|result| **result != CreditResult::Applied) {
             bail!("the ledger did not take a credit: {result:?}");

@@ -19,7 +19,7 @@ mod sharded;
 pub use embedded::EmbeddedLedger;
 pub use sharded::{PostgresLedger, budget_share, shard_of};
 
-use crate::store::FlowPosition;
+use crate::store::{FlowPosition, GrantRecord};
 
 /// The ledger the host runs on: the embedded default or PostgreSQL (one database, or several
 /// shards of one ledger). Both keep the same books with the same rules; the conformance suite
@@ -270,6 +270,22 @@ pub struct Credit {
     pub memo: String,
     /// The signed token.
     pub token: String,
+}
+
+impl Credit {
+    /// The credit for a stored grant: its bill copy is the entry's memo.
+    pub fn of(record: &GrantRecord) -> Credit {
+        Credit {
+            activity_id: record.activity_id.clone(),
+            order_no: record.order_no.clone(),
+            scene_id: record.scene_id.clone(),
+            act_id: record.act_id,
+            amount_cents: record.amount_cents,
+            open_time_ms: record.open_time_ms,
+            memo: record.bill_copy.clone(),
+            token: record.token.clone(),
+        }
+    }
 }
 
 /// What crediting one red packet did.

@@ -307,19 +307,7 @@ impl LedgerWriter {
         if claimed.is_empty() {
             return Ok(0);
         }
-        let credits = claimed
-            .iter()
-            .map(|record| Credit {
-                activity_id: record.activity_id.clone(),
-                order_no: record.order_no.clone(),
-                scene_id: record.scene_id.clone(),
-                act_id: record.act_id,
-                amount_cents: record.amount_cents,
-                open_time_ms: record.open_time_ms,
-                memo: record.bill_copy.clone(),
-                token: record.token.clone(),
-            })
-            .collect();
+        let credits = claimed.iter().map(Credit::of).collect();
         let started = std::time::Instant::now();
         let results = self.ledger.credit_batch(credits).await;
         let elapsed = started.elapsed();
