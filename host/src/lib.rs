@@ -44,7 +44,7 @@
 //!   while (the grant path's ledger lookup, the wallet's degraded reads).
 //! - [`metrics`]: `GET /metrics` — the grant path's counters and histograms, and the page in
 //!   the Prometheus text format (`exposition`, which also reads the writer's, plugins', forgery
-//!   watch's and the `process`'s own figures); [`memory`]: the allocator's arenas and trim;
+//!   watch's and the `process`'s own figures); [`memory`]: the allocator (jemalloc), its bytes in use and giving pages back;
 //!   [`retention`]: credited records leaving the hot store; [`dashboard`]: `GET /dashboard`, a
 //!   live page for operators, and the figures it polls, sampled once a second.
 //! - [`bench`]: the rain load generator, its yardsticks and the benchmark suite.

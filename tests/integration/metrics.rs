@@ -94,7 +94,7 @@ fn metrics_follow_the_grants(deployment: Deployment) {
         Some(f64::INFINITY)
     );
     assert!(sample(&settled, "process_resident_memory_bytes", &[]).is_some_and(|bytes| bytes > 0.0), "{settled}");
-    // The allocator's bytes in use: some, and no more than the process holds (glibc, as here).
+    // The allocator's bytes in use: some, and no more than the process holds (jemalloc).
     let heap = sample(&settled, "hongbao_heap_in_use_bytes", &[]);
     let resident = sample(&settled, "process_resident_memory_bytes", &[]).unwrap_or(0.0);
     assert!(heap.is_some_and(|bytes| bytes > 0.0 && bytes < resident * 2.0), "{settled}");

@@ -90,7 +90,8 @@ struct Reading {
 
 fn read() -> anyhow::Result<Reading> {
     crate::memory::give_back();
-    let heap = crate::memory::heap_in_use().context("the allocator's statistics need glibc (mallinfo2)")?;
+    let heap =
+        crate::memory::heap_in_use().context("the allocator does not tell its bytes in use (a fuzzing build)")?;
     Ok(Reading { heap, resident: resident_bytes() })
 }
 
@@ -250,7 +251,7 @@ fn token_costs(issuer: &Issuer, now_ms: u64) -> (f64, f64) {
 /// The figures as a Markdown table.
 pub fn table(footprint: &Footprint) -> String {
     let mut out = format!(
-        "Embedded memory per token, by part ({} tokens, each a new user; allocator bytes in use, glibc `mallinfo2`, and resident growth):\n\n| step | allocator bytes a token | resident bytes a token |\n|---|---|---|\n",
+        "Embedded memory per token, by part ({} tokens, each a new user; allocator bytes in use, jemalloc `stats.allocated`, and resident growth):\n\n| step | allocator bytes a token | resident bytes a token |\n|---|---|---|\n",
         footprint.tokens
     );
     for step in &footprint.steps {

@@ -274,6 +274,16 @@ struct Shared {
 
 /// Runs the rain and, when asked, waits for the backlog and checks the books.
 pub async fn run(config: &RainConfig) -> anyhow::Result<RainReport> {
+    Ok(run_measured(config, async || ()).await?.0)
+}
+
+/// [`run`], calling `after_rain` once the rain is over (and, when the books are checked, its
+/// backlog drained) and before the books are checked: what it reads of the host is the rain's
+/// doing, not the reconciliation's, which reads the whole activity.
+pub async fn run_measured<T>(
+    config: &RainConfig,
+    after_rain: impl AsyncFnOnce() -> T,
+) -> anyhow::Result<(RainReport, T)> {
     let (issued_before, credited_before, _) =
         if config.check_books { scene_books(config).await? } else { (0, 0, serde_json::Value::Null) };
     let health_before = get_json(&config.target, &config.credentials, "/healthz").await?;
@@ -318,9 +328,12 @@ pub async fn run(config: &RainConfig) -> anyhow::Result<RainReport> {
         let drain_started = Instant::now();
         wait_for_empty_backlog(config).await?;
         report.drain_s = Some(drain_started.elapsed().as_secs_f64());
+    }
+    let measured = after_rain().await;
+    if config.check_books {
         report.books = Some(check_books(config, report.granted, (issued_before, credited_before)).await?);
     }
-    Ok(report)
+    Ok((report, measured))
 }
 
 /// One connection task: grants back to back (or at its share of the rate) until the rain stops

@@ -669,7 +669,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
                 None => options,
             };
             let (config, listen) = options.app_config()?;
-            crate::memory::limit_arenas();
+            crate::memory::start_background_purge();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve(config, listen))?;
             Ok(ExitCode::SUCCESS)

@@ -44,7 +44,7 @@ pub async fn render(app: &App) -> Result<String, StoreError> {
         page.single(
             "hongbao_heap_in_use_bytes",
             "gauge",
-            "Bytes the allocator has handed out and not had back (glibc mallinfo2); resident memory above it is the allocator's free pages and fragmentation.",
+            "Bytes the allocator has handed out and not had back (jemalloc stats.allocated); resident memory above it is the allocator's free pages and fragmentation.",
             bytes as f64,
         );
     }
