@@ -14,7 +14,7 @@ use crate::config::SceneRegistry;
 use crate::identity::Identities;
 use crate::issuer::Issuer;
 use crate::issuer::watch::ForgeryWatch;
-use crate::ledger::{EmbeddedLedger, Ledger, PostgresLedger};
+use crate::ledger::{EmbeddedLedger, Ledger, LedgerError, PostgresLedger};
 use crate::plugin::PluginRuntime;
 use crate::plugin::decisions::DecisionLog;
 use crate::store::{EmbeddedStore, RedisStore, RedisStoreConfig, Store};
@@ -30,6 +30,13 @@ pub const SCENE_RELOAD_INTERVAL_MS: u64 = 100;
 /// batch's ledger transaction overlaps the next one's claim). Measured on 2 cores: one loop
 /// drained 13.5–18k credits/s, two 27k, four 24k (they only contend).
 pub const WRITER_LOOPS_ON_REDIS: usize = 2;
+
+/// How long a starting host keeps trying to fund its activities while the ledger does not
+/// answer, before it exits with the ledger's error.
+pub const FUND_AT_START_LIMIT: Duration = Duration::from_secs(60);
+
+/// The pause between those tries.
+const FUND_AT_START_RETRY: Duration = Duration::from_millis(500);
 
 /// What `hongbao serve` needs to start.
 #[derive(Debug, Clone)]
@@ -165,8 +172,28 @@ impl App {
             metrics: crate::metrics::Metrics::default(),
             dashboard: crate::dashboard::Dashboard::default(),
         });
-        app.fund_activities().await.context("funding the activities' budget accounts")?;
+        app.fund_activities_at_start().await.context("funding the activities' budget accounts")?;
         Ok(app)
+    }
+
+    /// [`App::fund_activities`] at start, tried again while the ledger does not answer (a
+    /// PostgreSQL restarting, or holding the budget row past a request's limit under load),
+    /// for up to [`FUND_AT_START_LIMIT`]: funding is idempotent, and a host that gave up on the
+    /// first slow answer would leave its fleet a host short until someone restarted it.
+    async fn fund_activities_at_start(&self) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.fund_activities().await {
+                Err(error)
+                    if started.elapsed() < FUND_AT_START_LIMIT
+                        && matches!(error.downcast_ref(), Some(LedgerError::Unavailable(_))) =>
+                {
+                    tracing::warn!(%error, "the ledger did not answer while funding the activities; trying again");
+                    tokio::time::sleep(FUND_AT_START_RETRY).await;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Puts each served activity's budget into its ledger account (idempotent), then queues

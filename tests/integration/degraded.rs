@@ -19,6 +19,9 @@ use crate::support::{Auth, Server, request_as, wait_for};
 /// How long a backend's loss or return may take to show (generous: a loaded machine).
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
+/// A ledger request's limit in the host (`OPERATION_TIMEOUT` in `host/src/ledger/postgres.rs`).
+const LEDGER_REQUEST_LIMIT: Duration = Duration::from_secs(5);
+
 fn withdraw(server: &Server, act_id: i64, request_id: &str, amount_cents: i64) -> (u16, Value) {
     let body = json!({ "request_id": request_id, "amount_cents": amount_cents });
     server.post(&format!("/v1/wallets/{act_id}/withdrawals"), &body)
@@ -201,4 +204,46 @@ fn tokens_down_the_wallet_answers_from_the_ledger() {
     assert_eq!(flow["items"].as_array().unwrap().len(), 3, "{flow}");
     let (status, moved) = as_user("POST", &withdrawal_path, r#"{"request_id":"t-1","amount_cents":1}"#);
     assert_eq!((status, moved["balance_cents"].as_i64()), (200, Some(263)), "{moved}");
+}
+
+// Proves a host that starts while PostgreSQL keeps its activity's budget row locked past a
+// request's limit waits it out instead of exiting: the start's funding times out at least once
+// (the row stays locked for longer than the limit after the host is seen waiting on it), then
+// funds once the row is free, and the host serves.
+#[test]
+fn a_start_waits_out_a_ledger_that_does_not_answer() {
+    let postgres = OwnPostgres::start();
+    let backends =
+        Backends { store_url: None, prefix: unique_prefix(), ledger_url: Some(postgres.url()), reclaim_after_ms: 300 };
+    let mut server = Server::start_on(&backends, &["--no-writer"]);
+    server.kill9();
+    let url = postgres.url();
+    let holder = std::thread::spawn(move || hold_budget_row_past_the_limit(&url));
+    server.launch(&["--no-writer"]);
+    holder.join().expect("the row holder");
+    server.grant_rain(7201, 1, 0);
+}
+
+/// Locks `test-campaign`'s funded row in a transaction of its own, waits until another session
+/// waits for it, holds it for longer than [`LEDGER_REQUEST_LIMIT`] after that, and lets
+/// it go.
+fn hold_budget_row_past_the_limit(url: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let connection = tokio::spawn(connection);
+        client.batch_execute("BEGIN").await.unwrap();
+        let locked = client.query("SELECT cents FROM funded WHERE activity_id = 'test-campaign' FOR UPDATE", &[]).await;
+        assert_eq!(locked.unwrap().len(), 1, "the first start funded the activity");
+        let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted";
+        let started = std::time::Instant::now();
+        while client.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+            assert!(started.elapsed() < WAIT_LIMIT, "no session waited for the budget row");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(LEDGER_REQUEST_LIMIT + Duration::from_secs(2)).await;
+        client.batch_execute("ROLLBACK").await.unwrap();
+        drop(client);
+        let _ = connection.await;
+    });
 }
