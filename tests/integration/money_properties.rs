@@ -9,7 +9,6 @@ use hongbao::app::App;
 use hongbao::clock::SystemClock;
 use hongbao::grant::{GrantRequest, grant};
 use hongbao::ledger::{Credit, EntryKind};
-use hongbao::store::GrantRecord;
 use hongbao::wallet::{self, WithdrawalBody};
 use hongbao::writer::WriterConfig;
 use proptest::prelude::*;
@@ -51,20 +50,6 @@ async fn open(backends: &Backends, dir: &Path) -> Arc<App> {
 
 fn act_id(user: u8) -> i64 {
     i64::from(user) + 1
-}
-
-/// The ledger credit the writer would make for a claimed record.
-fn credit_of(record: &GrantRecord) -> Credit {
-    Credit {
-        activity_id: record.activity_id.clone(),
-        order_no: record.order_no.clone(),
-        scene_id: record.scene_id.clone(),
-        act_id: record.act_id,
-        amount_cents: record.amount_cents,
-        open_time_ms: record.open_time_ms,
-        memo: String::new(),
-        token: record.token.clone(),
-    }
 }
 
 async fn check_invariants(app: &App, granted: &HashMap<i64, i64>, withdrawn: &HashMap<i64, i64>) {
@@ -169,7 +154,7 @@ fn run_history(deployment: Deployment, steps: Vec<Step>) {
                 Step::CrashAfterLedger | Step::CrashAfterClaim => {
                     let claimed = app.store.claim_queue(3).await.unwrap();
                     if matches!(step, Step::CrashAfterLedger) {
-                        app.ledger.credit_batch(claimed.iter().map(credit_of).collect()).await.unwrap();
+                        app.ledger.credit_batch(claimed.iter().map(Credit::of).collect()).await.unwrap();
                     }
                     drop(app);
                     app = open(&backends, dir.path()).await;
