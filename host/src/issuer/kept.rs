@@ -99,7 +99,18 @@ impl KeptToken {
 
     /// The token's text, for the grant with `fields` (the ones it was kept with).
     pub fn text(&self, fields: &TokenFields<'_>) -> String {
-        match self.0.split_first() {
+        Self::text_of_bytes(&self.0, fields)
+    }
+
+    /// The kept bytes, for a holder that packs them with others ([`KeptToken::text_of_bytes`]
+    /// reads them back).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The text of a token kept as `bytes` ([`KeptToken::as_bytes`]) for the grant with `fields`.
+    pub fn text_of_bytes(bytes: &[u8], fields: &TokenFields<'_>) -> String {
+        match bytes.split_first() {
             Some((&SIGNED, rest)) => rebuilt(rest, fields).expect("kept only when the fields give the token back"),
             Some((_, text)) => std::str::from_utf8(text).expect("kept from a string").to_owned(),
             None => String::new(),

@@ -16,10 +16,9 @@
 //! inserts into whole pages copied and written per batch, and the writer took 40 % of the
 //! embedded host's CPU at 10k credits/s (see `BENCHMARKS.md`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write as _;
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,17 +26,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
 
-use super::kept::KeptEntry;
-use super::rules::{self, Existing, ReadBack, WithdrawalStep};
+use super::books::Books;
+use super::rules::{self, WithdrawalStep};
 use super::{
-    Credit, CreditResult, EntryKind, LedgerEntry, LedgerError, LedgerWallet, Withdrawal, WithdrawalRequest,
-    budget_account, wallet_account,
+    Credit, CreditResult, LedgerEntry, LedgerError, LedgerWallet, Withdrawal, WithdrawalRequest, budget_account,
+    wallet_account,
 };
 use crate::journal;
-use crate::shared_strings::SharedStrings;
-use crate::split_map::SplitMap;
 use crate::store::{FlowPosition, red_packet_flow_id};
-use crate::user_index::UserIndex;
 
 /// The journal's file name in the data directory.
 pub const JOURNAL_FILE_NAME: &str = "ledger.log";
@@ -64,96 +60,6 @@ struct Inner {
     failed: AtomicBool,
 }
 
-/// The books, rebuilt from the journal at open.
-#[derive(Default)]
-struct Books {
-    /// Entry id → entry; the key is the uniqueness constraint.
-    entries: BTreeMap<Arc<str>, KeptEntry>,
-    /// The strings entries share (see [`KeptEntry`]).
-    strings: SharedStrings,
-    /// Account → balance in cents.
-    accounts: SplitMap<String, i64>,
-    /// Act id → (time, entry id): each user's entries in wallet-flow order.
-    user_entries: SplitMap<i64, UserIndex<(u64, Arc<str>), ()>>,
-    /// Act id → cents of red packets ever credited.
-    income: SplitMap<i64, i64>,
-    /// Activity → cents funded so far.
-    funded: HashMap<String, i64>,
-}
-
-impl Books {
-    fn balance(&self, account: &str) -> i64 {
-        self.accounts.get(account).copied().unwrap_or(0)
-    }
-
-    /// Refuses an entry whose amount would overflow the balance of the account it credits. The
-    /// rules ([`rules`]) decide whether the debited account can pay; this only guards the sum.
-    fn check_fits(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
-        self.balance(&entry.credit_account)
-            .checked_add(entry.amount_cents)
-            .ok_or(LedgerError::AmountOutOfRange(entry.amount_cents))?;
-        Ok(())
-    }
-
-    /// Records an entry: moves its amount and updates the indexes. Entries are checked before
-    /// they are recorded (or were, when they were first written and are now replayed).
-    fn record(&mut self, entry: LedgerEntry) {
-        let amount = entry.amount_cents;
-        // The id, once: the books' key and the user's index share it.
-        let id: Arc<str> = Arc::from(entry.id.as_str());
-        let debited = self.account_mut(&entry.debit_account);
-        *debited -= amount;
-        assert!(
-            *debited >= 0 || rules::may_go_negative(&entry.debit_account),
-            "entry `{}` takes `{}` below zero",
-            entry.id,
-            entry.debit_account
-        );
-        let credited = self.account_mut(&entry.credit_account);
-        *credited = credited.saturating_add(amount);
-        match entry.kind() {
-            EntryKind::RedPacket => {
-                let income = self.income.get_or_insert_with(entry.act_id, i64::default);
-                *income = income.saturating_add(amount);
-                self.user_entries
-                    .get_or_insert_with(entry.act_id, UserIndex::default)
-                    .insert((entry.time_ms, id.clone()), ());
-            }
-            EntryKind::Withdrawal | EntryKind::PacketSent | EntryKind::PacketRefund => {
-                self.user_entries
-                    .get_or_insert_with(entry.act_id, UserIndex::default)
-                    .insert((entry.time_ms, id.clone()), ());
-            }
-            EntryKind::Funding => {
-                let funded = self.funded.entry(entry.activity_id.clone()).or_default();
-                *funded = funded.saturating_add(amount);
-            }
-        }
-        let kept = KeptEntry::keep(&entry, &mut self.strings);
-        self.entries.insert(id, kept);
-    }
-
-    /// The account's balance, the account made (at 0) on first use; the name is copied only then.
-    fn account_mut(&mut self, name: &str) -> &mut i64 {
-        if self.accounts.get(name).is_none() {
-            self.accounts.insert(name.to_owned(), 0);
-        }
-        self.accounts.get_mut(name).expect("inserted above")
-    }
-
-    /// The entry with this id, as it was written.
-    fn entry(&self, id: &str) -> Option<LedgerEntry> {
-        self.entries.get(id).map(|kept| kept.entry(id))
-    }
-
-    /// The red packet entries of one activity: ids `rp/{activity}/{order_no}`, and '0' is the
-    /// byte after '/', so this range is exactly the activity's.
-    fn red_packets_of(&self, activity_id: &str) -> impl Iterator<Item = (&Arc<str>, &KeptEntry)> {
-        let (first, end) = (format!("rp/{activity_id}/"), format!("rp/{activity_id}0"));
-        self.entries.range::<str, _>((Bound::Included(first.as_str()), Bound::Excluded(end.as_str())))
-    }
-}
-
 impl EmbeddedLedger {
     /// Opens (or creates) `DATA/ledger.log` and replays it.
     pub fn open(data_dir: &Path) -> Result<EmbeddedLedger, LedgerError> {
@@ -166,7 +72,7 @@ impl EmbeddedLedger {
                 let length = usize::try_from(length).ok().filter(|&n| n <= payload.len()).ok_or("entry overruns")?;
                 let (bytes, rest) = payload.split_at(length);
                 payload = rest;
-                books.record(LedgerEntry::decode(bytes).map_err(|error| error.to_string())?);
+                books.record(&LedgerEntry::decode(bytes).map_err(|error| error.to_string())?);
             }
             Ok(())
         })
@@ -214,13 +120,7 @@ impl EmbeddedLedger {
         }
         drop(journal);
         let books = self.inner.books.read();
-        rules::assert_read_back(&written, |id| {
-            books.entries.get(id).map(|kept| ReadBack {
-                debit_account: kept.debit_account(),
-                credit_account: kept.credit_account(),
-                amount_cents: kept.amount_cents(),
-            })
-        });
+        rules::assert_read_back(&written, |id| books.read_back(id));
         Ok(answer)
     }
 
@@ -242,15 +142,16 @@ impl EmbeddedLedger {
     fn fund_activity_now(&self, activity_id: &str, budget_cents: i64, time_ms: u64) -> Result<(), LedgerError> {
         rules::check_amount(budget_cents)?;
         self.write(|books| {
-            let funded_cents = books.funded.get(activity_id).copied().unwrap_or(0);
-            let Some(entry) = rules::funding_entry(activity_id, budget_cents, funded_cents, time_ms) else {
+            let Some(entry) = rules::funding_entry(activity_id, budget_cents, books.funded(activity_id), time_ms)
+            else {
                 return Ok(((), Vec::new()));
             };
-            if books.entries.contains_key(entry.id.as_str()) {
+            if books.contains(&entry.id) {
                 return Err(unavailable(format!("funding entry `{}` cannot be written", entry.id)));
             }
+            books.check_room(1)?;
             books.check_fits(&entry)?;
-            books.record(entry.clone());
+            books.record(&entry);
             Ok(((), vec![entry]))
         })
     }
@@ -267,20 +168,18 @@ impl EmbeddedLedger {
             rules::check_amount(credit.amount_cents)?;
         }
         self.write(|books| {
+            books.check_room(credits.len())?;
             let mut results = Vec::with_capacity(credits.len());
             let mut written = Vec::with_capacity(credits.len());
             for credit in credits {
                 let id = red_packet_flow_id(&credit.activity_id, &credit.order_no);
-                let existing = books
-                    .entries
-                    .get(id.as_str())
-                    .map(|entry| Existing { amount_cents: entry.amount_cents(), act_id: entry.act_id() });
+                let existing = books.existing(&id);
                 let budget_cents = books.balance(&budget_account(&credit.activity_id));
                 let result = rules::decide_credit(credit, &id, existing, budget_cents);
                 if result == CreditResult::Applied {
                     let entry = LedgerEntry { id, ..LedgerEntry::red_packet(credit) };
                     books.check_fits(&entry)?;
-                    books.record(entry.clone());
+                    books.record(&entry);
                     written.push(entry);
                 }
                 results.push(result);
@@ -314,8 +213,9 @@ impl EmbeddedLedger {
                 let replayed = existing.expect("a replay has its entry");
                 return Ok((Withdrawal { entry: replayed, balance_cents, replayed: true }, Vec::new()));
             }
+            books.check_room(1)?;
             books.check_fits(&entry)?;
-            books.record(entry.clone());
+            books.record(&entry);
             let withdrawal =
                 Withdrawal { entry: entry.clone(), balance_cents: books.balance(&wallet), replayed: false };
             Ok((withdrawal, vec![entry]))
@@ -328,12 +228,8 @@ impl EmbeddedLedger {
         let books = self.inner.books.read();
         Ok(LedgerWallet {
             balance_cents: books.balance(&wallet_account(act_id)),
-            income_cents: books.income.get(&act_id).copied().unwrap_or(0),
-            credited_flow_ids: flow_ids
-                .iter()
-                .filter(|id| books.entries.contains_key(id.as_str()))
-                .cloned()
-                .collect::<HashSet<_>>(),
+            income_cents: books.income(act_id),
+            credited_flow_ids: flow_ids.iter().filter(|id| books.contains(id)).cloned().collect::<HashSet<_>>(),
         })
     }
 
@@ -345,13 +241,7 @@ impl EmbeddedLedger {
         limit: usize,
     ) -> Result<Vec<LedgerEntry>, LedgerError> {
         self.check()?;
-        let books = self.inner.books.read();
-        let Some(index) = books.user_entries.get(&act_id) else { return Ok(Vec::new()) };
-        let ids = match before {
-            Some(position) => index.below(&(position.time_ms, Arc::from(position.flow_id.as_str()))),
-            None => index.iter(),
-        };
-        Ok(ids.rev().take(limit).filter_map(|((_, id), ())| books.entry(id)).collect())
+        Ok(self.inner.books.read().user_entries(act_id, before, limit))
     }
 
     /// The entry with this id.
@@ -369,29 +259,26 @@ impl EmbeddedLedger {
     /// Whether any red packet of the activity was ever credited.
     pub fn has_red_packets(&self, activity_id: &str) -> Result<bool, LedgerError> {
         self.check()?;
-        Ok(self.inner.books.read().red_packets_of(activity_id).next().is_some())
+        Ok(self.inner.books.read().has_red_packets(activity_id))
     }
 
     /// The red packet entries of one activity, by id, for reconciliation; never on the grant
     /// path.
     pub fn red_packets_of(&self, activity_id: &str) -> Result<Vec<LedgerEntry>, LedgerError> {
         self.check()?;
-        Ok(self.inner.books.read().red_packets_of(activity_id).map(|(id, kept)| kept.entry(id)).collect())
+        Ok(self.inner.books.read().red_packets_by_id(activity_id))
     }
 
     /// Every entry, by id, for audits and tests; never on a request path.
     pub fn all_entries(&self) -> Result<Vec<LedgerEntry>, LedgerError> {
         self.check()?;
-        Ok(self.inner.books.read().entries.iter().map(|(id, kept)| kept.entry(id)).collect())
+        Ok(self.inner.books.read().all_entries())
     }
 
     /// Every account with its balance, by name, for audits and tests.
     pub fn all_balances(&self) -> Result<Vec<(String, i64)>, LedgerError> {
         self.check()?;
-        let mut all: Vec<(String, i64)> =
-            self.inner.books.read().accounts.iter().map(|(name, balance)| (name.clone(), *balance)).collect();
-        all.sort_unstable();
-        Ok(all)
+        Ok(self.inner.books.read().all_balances())
     }
 }
 

@@ -10,6 +10,7 @@
 //! the same red packet twice finds the id taken and changes nothing, which is what makes
 //! redelivery from the crediting queue harmless.
 
+mod books;
 mod embedded;
 mod kept;
 mod postgres;
