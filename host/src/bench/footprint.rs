@@ -210,7 +210,7 @@ async fn feed(dir: &std::path::Path, tokens: u64) -> anyhow::Result<Footprint> {
     let whats = [
         "store: the grant's record and indexes (pending)",
         "ledger: the credit's entry and indexes",
-        "store: marked credited (off the queue and the unsettled index)",
+        "store: marked credited (off the queue, into the retirement order)",
         "nonce: the grant request's, for the signature window",
     ];
     let per_token = |after: u64, before: u64| (after as f64 - before as f64) / tokens as f64;

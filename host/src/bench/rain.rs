@@ -491,7 +491,7 @@ async fn show_progress_until_done(
 }
 
 /// Polls `/healthz` until the crediting backlog is empty (10 minutes at most).
-async fn wait_for_empty_backlog(config: &RainConfig) -> anyhow::Result<()> {
+pub(super) async fn wait_for_empty_backlog(config: &RainConfig) -> anyhow::Result<()> {
     let drain_started = Instant::now();
     loop {
         let health = get_json(&config.target, &config.credentials, "/healthz").await?;

@@ -281,6 +281,9 @@ const GRAB_TABLE_HEADER: &str =
 /// Grants per request in the suite's batch runs: what an app backend that aggregates might send.
 const SUITE_BATCH: usize = 16;
 
+/// The embedded host's warm-up before its memory is first read.
+const WARM_UP: Duration = Duration::from_secs(2);
+
 /// Connections in the batch runs: 128 grants in flight. With 64 connections (1,024 in flight)
 /// the grants only queue longer, and the writer falls behind on Redis.
 const SUITE_BATCH_CONNECTIONS: usize = 8;
@@ -410,23 +413,39 @@ async fn run_part(config: &SuiteConfig, part: &str) -> anyhow::Result<()> {
     }
 }
 
-/// The embedded host's rains (as fast as it goes, paced, batched), its memory per token, and the
-/// yardsticks they are compared with.
-async fn embedded_runs(
-    config: &SuiteConfig,
-    md: &mut String,
-    figures: &mut serde_json::Map<String, serde_json::Value>,
-) -> anyhow::Result<()> {
-    eprintln!("embedded, reference plugins on: {} s, {} connections", config.duration_s, config.connections);
-    let embedded = start_host("bench-embedded", &config.plugins_dir, &[])?;
-    embedded.ready(PLUGINS_READY_LIMIT).await?;
+/// The embedded host's memory per token over its first run, and its one-time growth.
+struct Memory {
+    resident_per_token: Option<f64>,
+    heap_per_token: Option<f64>,
+    warm_up_tokens: u64,
+    one_time_resident_mb: Option<f64>,
+    one_time_heap_mb: Option<f64>,
+}
+
+/// The embedded host's first rain, as fast as it goes, after a warm-up, with the host's memory
+/// per token over it.
+async fn fastest_with_memory(embedded: &Host, config: &SuiteConfig) -> anyhow::Result<(RainReport, Memory)> {
+    // A short rain first, so that what a host allocates once for its first requests (connection
+    // buffers, plugin instances, each thread's allocator cache, the maps' first tables) is not
+    // counted as the tokens'; its own growth is reported apart.
+    let (resident_start, heap_start) = (embedded.resident_bytes(), embedded.heap_in_use().await);
+    let warm_up_config = RainConfig {
+        duration: WARM_UP,
+        check_books: false,
+        progress: false,
+        ..rain_config(embedded, "bench-embedded", config, 50_000_000)
+    };
+    let warm_up = rain::run(&warm_up_config).await?;
+    // Credited, without the books check (whose reconciliation would leave freed pages behind
+    // for the tokens to reuse).
+    rain::wait_for_empty_backlog(&warm_up_config).await?;
     let resident_before = embedded.resident_bytes();
     let heap_before = embedded.heap_in_use().await;
     // Every token stays in memory (the store keeps its record, the ledger its entry). Read once
     // the backlog is credited and before the books check, whose reconciliation reads the whole
     // activity into memory for a moment (what the allocator keeps of that is not the tokens').
     let (fastest, (resident_after, heap_after)) =
-        rain::run_measured(&rain_config(&embedded, "bench-embedded", config, 1), async || {
+        rain::run_measured(&rain_config(embedded, "bench-embedded", config, 1), async || {
             (embedded.resident_bytes(), embedded.heap_in_use().await)
         })
         .await?;
@@ -438,6 +457,35 @@ async fn embedded_runs(
     };
     let embedded_bytes_per_token = per_token(resident_before, resident_after);
     let embedded_heap_bytes_per_token = per_token(heap_before, heap_after);
+    // The warm-up's growth less its tokens at the rain's rate: the host's one-time allocations.
+    let one_time = |start: Option<u64>, before: Option<u64>, per_token: Option<f64>| {
+        Some((before? as f64 - start? as f64 - per_token? * warm_up.granted as f64) / 1e6)
+    };
+    let one_time_resident_mb = one_time(resident_start, resident_before, embedded_bytes_per_token);
+    let one_time_heap_mb = one_time(heap_start, heap_before, embedded_heap_bytes_per_token);
+    let memory = Memory {
+        resident_per_token: embedded_bytes_per_token,
+        heap_per_token: embedded_heap_bytes_per_token,
+        warm_up_tokens: warm_up.granted,
+        one_time_resident_mb,
+        one_time_heap_mb,
+    };
+    Ok((fastest, memory))
+}
+
+/// The embedded host's rains (as fast as it goes, paced, batched), its memory per token, and the
+/// yardsticks they are compared with.
+async fn embedded_runs(
+    config: &SuiteConfig,
+    md: &mut String,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    eprintln!("embedded, reference plugins on: {} s, {} connections", config.duration_s, config.connections);
+    let embedded = start_host("bench-embedded", &config.plugins_dir, &[])?;
+    embedded.ready(PLUGINS_READY_LIMIT).await?;
+    let (fastest, memory) = fastest_with_memory(&embedded, config).await?;
+    let Memory { resident_per_token: embedded_bytes_per_token, heap_per_token: embedded_heap_bytes_per_token, .. } =
+        memory;
     // Half the maximum: the latency a host with headroom gives (issue 17's p99 target).
     let half_rate = (fastest.grants_per_s / 2.0).round().max(1.0) as u64;
     let mut paced_config = rain_config(&embedded, "bench-embedded", config, 100_000_000);
@@ -483,9 +531,13 @@ async fn embedded_runs(
     );
     let _ = writeln!(
         md,
-        "Host memory per token, embedded: {} (resident growth over the first run, read once its backlog was credited and before the books check; store record and ledger entry both in memory; {} of it handed out by the allocator, `hongbao_heap_in_use_bytes`, the rest its free pages and fragmentation).\n\nRatios: grants/s = **{:.2} × hello-world**, **{:.2} × the signing ceiling** of all cores; in batches of {SUITE_BATCH}: **{:.2} ×** and **{:.2} ×**.\n",
+        "Host memory per token, embedded: {} (resident growth over the first run, read once its backlog was credited and before the books check; store record and ledger entry both in memory; {} of it handed out by the allocator, `hongbao_heap_in_use_bytes`, the rest its free pages and fragmentation). Not in it: the host's one-time growth on its first requests, read over a {} s warm-up before the run less its {} tokens at that rate: {} resident, {} allocated.\n\nRatios: grants/s = **{:.2} × hello-world**, **{:.2} × the signing ceiling** of all cores; in batches of {SUITE_BATCH}: **{:.2} ×** and **{:.2} ×**.\n",
         embedded_bytes_per_token.map_or("not measured (no /proc)".to_owned(), |bytes| format!("**{bytes:.0} bytes**")),
         embedded_heap_bytes_per_token.map_or("none measured".to_owned(), |bytes| format!("{bytes:.0} bytes")),
+        WARM_UP.as_secs(),
+        memory.warm_up_tokens,
+        memory.one_time_resident_mb.map_or("not measured".to_owned(), |mb| format!("{mb:.1} MB")),
+        memory.one_time_heap_mb.map_or("not measured".to_owned(), |mb| format!("{mb:.1} MB")),
         fastest.grants_per_s / hello.answers_per_s.max(1.0),
         fastest.grants_per_s / (signing.tokens_per_s_per_core * signing.cores as f64),
         batched.grants_per_s / hello.answers_per_s.max(1.0),
@@ -500,6 +552,8 @@ async fn embedded_runs(
     md.push('\n');
     figures.insert("embedded_bytes_per_token".into(), json!(embedded_bytes_per_token));
     figures.insert("embedded_heap_bytes_per_token".into(), json!(embedded_heap_bytes_per_token));
+    figures.insert("embedded_one_time_resident_mb".into(), json!(memory.one_time_resident_mb));
+    figures.insert("embedded_one_time_heap_mb".into(), json!(memory.one_time_heap_mb));
     figures.insert("hello_world".into(), json!(hello));
     figures.insert("signing".into(), json!(signing));
     Ok(())

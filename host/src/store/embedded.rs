@@ -146,8 +146,9 @@ struct Slot {
     /// `rp/{activity}/{order_no}`: the order number is its end, and the activity's index and
     /// the user's index hold this same allocation ([`OrderKey`]).
     flow_id: Arc<str>,
-    bill_copy: Box<str>,
-    token: KeptToken,
+    /// The bill copy after its length as a varint, then the kept token's bytes
+    /// ([`KeptToken::as_bytes`]): one allocation for both.
+    texts: Box<[u8]>,
     act_id: i64,
     amount_cents: i64,
     open_time_ms: u64,
@@ -162,12 +163,15 @@ struct Slot {
 impl Slot {
     fn new(record: GrantRecord, group: u64, strings: &mut SharedStrings) -> Slot {
         let token = KeptToken::keep(&record.token, &record.token_fields());
+        let mut texts = Vec::with_capacity(record.bill_copy.len() + token.as_bytes().len() + 2);
+        prost::encoding::encode_varint(record.bill_copy.len() as u64, &mut texts);
+        texts.extend_from_slice(record.bill_copy.as_bytes());
+        texts.extend_from_slice(token.as_bytes());
         Slot {
             activity_id: strings.share(&record.activity_id),
             scene_id: strings.share(&record.scene_id),
             flow_id: red_packet_flow_id(&record.activity_id, &record.order_no).into(),
-            bill_copy: record.bill_copy.into_boxed_str(),
-            token,
+            texts: texts.into_boxed_slice(),
             act_id: record.act_id,
             amount_cents: record.amount_cents,
             open_time_ms: record.open_time_ms,
@@ -190,11 +194,15 @@ impl Slot {
             status: self.status,
             seq: self.seq,
             token: String::new(),
-            bill_copy: self.bill_copy.as_ref().into(),
+            bill_copy: String::new(),
             app_id: self.app_id,
             queue_id: String::new(),
         };
-        record.token = self.token.text(&record.token_fields());
+        let mut texts = &self.texts[..];
+        let bill_bytes = prost::encoding::decode_varint(&mut texts).expect("written by Slot::new") as usize;
+        let (bill_copy, token) = texts.split_at(bill_bytes);
+        record.bill_copy = std::str::from_utf8(bill_copy).expect("written from a string").to_owned();
+        record.token = KeptToken::text_of_bytes(token, &record.token_fields());
         record
     }
 
@@ -264,17 +272,24 @@ impl PartialEq for OrderKey {
 
 impl Eq for OrderKey {}
 
+/// One user's tokens: (open time, flow id) → seq.
+type UserTokens = UserIndex<(u64, Arc<str>), u64>;
+
 /// The whole store, rebuilt from the log at open.
 #[derive(Default)]
 struct State {
-    /// seq → the grant.
-    slots: SplitMap<u64, Slot>,
+    /// seq → the grant, boxed: a table of 128-byte entries (key and slot) runs 44 % to 88 % full
+    /// as it doubles, so it cost 146 to 293 bytes a token, where the box costs its 128 and the
+    /// table 18 to 37 (and the suite's figure swung with where a run ended in the doubling).
+    slots: SplitMap<u64, Box<Slot>>,
     /// activity → order number → seq.
     by_key: HashMap<String, SplitMap<OrderKey, u64>>,
-    /// act id → (open time, flow id) → seq: each user's tokens in wallet-flow order.
-    user_tokens: SplitMap<i64, UserIndex<(u64, Arc<str>), u64>>,
-    /// act id → seqs of the user's tokens not yet credited.
-    user_unsettled: SplitMap<i64, UserIndex<u64, ()>>,
+    /// act id → (open time, flow id) → seq: each user's tokens in wallet-flow order. Those not
+    /// yet credited are found among them by their status ([`State::unsettled_of`]): a user holds
+    /// few tokens at a time (credited ones retire), and a second index per user cost ≈ 65 bytes
+    /// a pending token (`bench footprint`).
+    /// Boxed, as the records are (see `slots`).
+    user_tokens: SplitMap<i64, Box<UserTokens>>,
     /// The crediting queue, oldest first.
     queue: BTreeSet<u64>,
     /// Tokens taken off the queue because the ledger would not take them (the activity's budget
@@ -317,6 +332,18 @@ impl State {
         self.by_key.get(activity_id)?.get(order_no).copied()
     }
 
+    /// The seqs of the user's tokens not yet credited, oldest first.
+    fn unsettled_of(&self, act_id: i64) -> Vec<u64> {
+        let Some(tokens) = self.user_tokens.get(&act_id) else { return Vec::new() };
+        let mut unsettled: Vec<u64> = tokens
+            .iter()
+            .map(|&(_, seq)| seq)
+            .filter(|seq| self.slots.get(seq).is_some_and(|slot| slot.status() != TokenStatus::Credited))
+            .collect();
+        unsettled.sort_unstable();
+        unsettled
+    }
+
     fn stock(&self, activity_id: &str, scene_id: &str) -> StockUsed {
         self.stock.get(activity_id).and_then(|scenes| scenes.get(scene_id)).copied().unwrap_or_default()
     }
@@ -333,14 +360,13 @@ impl State {
             used.cents = used.cents.saturating_add(slot.amount_cents);
         }
         self.user_tokens
-            .get_or_insert_with(slot.act_id, UserIndex::default)
+            .get_or_insert_with(slot.act_id, Box::default)
             .insert((slot.open_time_ms, slot.flow_id.clone()), seq);
         if slot.status() != TokenStatus::Credited {
-            self.user_unsettled.get_or_insert_with(slot.act_id, UserIndex::default).insert(seq, ());
             self.queue.insert(seq);
         }
         entry_of(&mut self.by_key, &slot.activity_id).insert(slot.order_key(), seq);
-        self.slots.insert(seq, slot);
+        self.slots.insert(seq, Box::new(slot));
     }
 
     /// Marks a record credited at `now_ms` (ms since open), which starts its retention.
@@ -353,12 +379,6 @@ impl State {
         self.credited_order.push_back((now_ms, seq));
         self.queue.remove(&seq);
         self.parked.remove(&seq);
-        if let Some(unsettled) = self.user_unsettled.get_mut(&slot.act_id) {
-            unsettled.remove(&seq);
-            if unsettled.is_empty() {
-                self.user_unsettled.remove(&slot.act_id);
-            }
-        }
         true
     }
 
@@ -415,7 +435,6 @@ impl State {
         }
         self.by_key.retain(|_, orders| !orders.is_empty());
         self.user_tokens.shrink();
-        self.user_unsettled.shrink();
         self.strings.shrink();
         if self.credited_order.capacity() > 64 && self.credited_order.len() * 4 < self.credited_order.capacity() {
             self.credited_order.shrink_to_fit();
@@ -831,21 +850,21 @@ impl EmbeddedStore {
     pub fn unsettled_for_user(&self, act_id: i64) -> Result<Vec<GrantRecord>, StoreError> {
         self.check()?;
         let state = self.shared.state.read();
-        let Some(unsettled) = state.user_unsettled.get(&act_id) else { return Ok(Vec::new()) };
+        let unsettled = state.unsettled_of(act_id);
         // Answering with part of the list would show a wrong balance: fail loudly instead.
         if unsettled.len() > USER_UNSETTLED_READ_MAX {
             return Err(StoreError::TooManyUnsettled { act_id, max: USER_UNSETTLED_READ_MAX });
         }
-        Ok(unsettled.keys().filter_map(|seq| state.slots.get(seq)).map(|slot| slot.record()).collect())
+        Ok(unsettled.iter().filter_map(|seq| state.slots.get(seq)).map(|slot| slot.record()).collect())
     }
 
     /// The keys of the user's oldest `USER_UNSETTLED_READ_MAX` unsettled tokens.
     pub fn unsettled_keys_prefix(&self, act_id: i64) -> Result<Vec<GrantKey>, StoreError> {
         self.check()?;
         let state = self.shared.state.read();
-        let Some(unsettled) = state.user_unsettled.get(&act_id) else { return Ok(Vec::new()) };
-        Ok(unsettled
-            .keys()
+        Ok(state
+            .unsettled_of(act_id)
+            .iter()
             .take(USER_UNSETTLED_READ_MAX)
             .filter_map(|seq| state.slots.get(seq))
             .map(|slot| slot.key())
