@@ -287,8 +287,7 @@ struct State {
     /// act id → (open time, flow id) → seq: each user's tokens in wallet-flow order. Those not
     /// yet credited are found among them by their status ([`State::unsettled_of`]): a user holds
     /// few tokens at a time (credited ones retire), and a second index per user cost ≈ 65 bytes
-    /// a pending token (`bench footprint`).
-    /// Boxed, as the records are (see `slots`).
+    /// a pending token (`bench footprint`). Boxed, as the records are (see `slots`).
     user_tokens: SplitMap<i64, Box<UserTokens>>,
     /// The crediting queue, oldest first.
     queue: BTreeSet<u64>,
