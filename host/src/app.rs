@@ -14,7 +14,7 @@ use crate::config::SceneRegistry;
 use crate::identity::Identities;
 use crate::issuer::Issuer;
 use crate::issuer::watch::ForgeryWatch;
-use crate::ledger::{EmbeddedLedger, Ledger, LedgerError, PostgresLedger};
+use crate::ledger::{BAD_POSTGRES_URL, EmbeddedLedger, Ledger, LedgerError, PostgresLedger};
 use crate::plugin::PluginRuntime;
 use crate::plugin::decisions::DecisionLog;
 use crate::store::{EmbeddedStore, RedisStore, RedisStoreConfig, Store};
@@ -110,6 +110,24 @@ pub struct App {
     pub dashboard: crate::dashboard::Dashboard,
 }
 
+/// [`PostgresLedger::connect`] at start, tried again while the database does not answer (a
+/// PostgreSQL restarting, or too loaded to finish a connection's start-up within its limit), for
+/// up to [`FUND_AT_START_LIMIT`]; a url that does not parse and a wrong shard list fail at once.
+async fn connect_ledger_at_start(url: &str) -> Result<PostgresLedger, LedgerError> {
+    let started = std::time::Instant::now();
+    loop {
+        match PostgresLedger::connect(url).await {
+            Err(LedgerError::Unavailable(message))
+                if started.elapsed() < FUND_AT_START_LIMIT && !message.starts_with(BAD_POSTGRES_URL) =>
+            {
+                tracing::warn!(error = %message, "the PostgreSQL ledger did not answer at start; trying again");
+                tokio::time::sleep(FUND_AT_START_RETRY).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 impl App {
     /// Opens the stores and keys in the data directory and loads the scenes.
     pub async fn open(config: &AppConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
@@ -142,7 +160,7 @@ impl App {
         let ledger = match &config.ledger_url {
             None => Ledger::Embedded(EmbeddedLedger::open(&config.data_dir).context("opening the ledger")?),
             Some(url) => {
-                Ledger::Postgres(PostgresLedger::connect(url).await.context("connecting to the PostgreSQL ledger")?)
+                Ledger::Postgres(connect_ledger_at_start(url).await.context("connecting to the PostgreSQL ledger")?)
             }
         };
         let identities = Identities::open(&config.data_dir, &ledger).await.context("opening the identity storage")?;

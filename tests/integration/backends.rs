@@ -226,6 +226,11 @@ impl OwnPostgres {
         format!("postgres://postgres@127.0.0.1:{}/hongbao", self.port)
     }
 
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Stops the server (`pg_ctl stop -m fast`: clients are disconnected, data are kept).
     pub fn stop(&mut self) {
         if self.running {

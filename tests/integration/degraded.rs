@@ -247,3 +247,48 @@ fn hold_budget_row_past_the_limit(url: &str) {
         let _ = connection.await;
     });
 }
+
+// Regression: CI saw a host's start fail when a loaded PostgreSQL took longer than the
+// connection limit to finish a connection's start-up. A starting host tries the connection
+// again: the ledger's first connection here is accepted and never answered (a server too busy to
+// start the session), the next ones reach the server. Without the retry the start fails.
+#[test]
+fn a_start_waits_out_a_ledger_that_does_not_accept_in_time() {
+    let postgres = OwnPostgres::start();
+    let (proxy_port, stalled) = stall_first_connection_then_forward(postgres.port());
+    let url = format!("postgres://postgres@127.0.0.1:{proxy_port}/hongbao");
+    let backends = Backends { store_url: None, prefix: unique_prefix(), ledger_url: Some(url), reclaim_after_ms: 300 };
+    let mut server = Server::start_on(&backends, &["--no-writer"]);
+    assert!(stalled.load(std::sync::atomic::Ordering::SeqCst), "the first connection was held");
+    server.grant_rain(7301, 1, 0);
+}
+
+/// A loopback proxy in front of `target_port`: it holds the first connection open without a
+/// byte, and forwards every later one. Answers its port and whether it held one.
+fn stall_first_connection_then_forward(target_port: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = stalled.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let mut kept = Vec::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                if !held.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    kept.push(client);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+    });
+    (port, stalled)
+}

@@ -364,6 +364,10 @@ pub enum LedgerError {
     ShardLayout(String),
 }
 
+/// How [`LedgerError::Unavailable`] begins when a PostgreSQL url does not parse: retrying cannot
+/// help.
+pub const BAD_POSTGRES_URL: &str = "bad PostgreSQL url";
+
 /// The account a user's money is kept in.
 pub fn wallet_account(act_id: i64) -> String {
     format!("wallet/{act_id}")

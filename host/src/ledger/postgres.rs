@@ -287,7 +287,7 @@ impl Shard {
     pub async fn connect(url: &str) -> Result<Shard, LedgerError> {
         // The parse error never repeats the url, which may hold a password.
         let mut config: tokio_postgres::Config =
-            url.parse().map_err(|error| LedgerError::Unavailable(format!("bad PostgreSQL url: {error}")))?;
+            url.parse().map_err(|error| LedgerError::Unavailable(format!("{}: {error}", super::BAD_POSTGRES_URL)))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
