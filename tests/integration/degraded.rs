@@ -258,7 +258,7 @@ fn a_start_waits_out_a_ledger_that_does_not_accept_in_time() {
     let (proxy_port, stalled) = stall_first_connection_then_forward(postgres.port());
     let url = format!("postgres://postgres@127.0.0.1:{proxy_port}/hongbao");
     let backends = Backends { store_url: None, prefix: unique_prefix(), ledger_url: Some(url), reclaim_after_ms: 300 };
-    let mut server = Server::start_on(&backends, &["--no-writer"]);
+    let server = Server::start_on(&backends, &["--no-writer"]);
     assert!(stalled.load(std::sync::atomic::Ordering::SeqCst), "the first connection was held");
     server.grant_rain(7301, 1, 0);
 }
