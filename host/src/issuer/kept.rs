@@ -108,6 +108,16 @@ impl KeptToken {
         &self.0
     }
 
+    /// The text of a token kept as `bytes` ([`KeptToken::as_bytes`]) read from outside the
+    /// process (a store), for the grant with `fields`; `None` when they do not fit together.
+    pub fn try_text_of_bytes(bytes: &[u8], fields: &TokenFields<'_>) -> Option<String> {
+        match bytes.split_first() {
+            Some((&SIGNED, rest)) => rebuilt(rest, fields),
+            Some((_, text)) => std::str::from_utf8(text).ok().map(str::to_owned),
+            None => Some(String::new()),
+        }
+    }
+
     /// The text of a token kept as `bytes` ([`KeptToken::as_bytes`]) for the grant with `fields`.
     pub fn text_of_bytes(bytes: &[u8], fields: &TokenFields<'_>) -> String {
         match bytes.split_first() {

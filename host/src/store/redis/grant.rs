@@ -1,12 +1,12 @@
 //! Grants and restores: `scripts/grant.lua`, with the stock reserved across buckets
 //! (`reserve.rs`) when the user's own bucket cannot cover a grant.
 
-use prost::Message as _;
 use redis::Value;
 
-use super::reply::{decode_row, value_string, value_u64};
+use super::reply::{value_string, value_u64};
 use super::reserve::share;
 use super::scripts::GrantArgs;
+use super::stored::{decode_value, record_bytes};
 use super::{RedisStore, member, unavailable};
 use crate::store::{
     GrantCommit, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, StoreError, TokenStatus, UserRate,
@@ -83,11 +83,7 @@ impl Written {
         let kind = value_string(reply.first())?;
         match kind.as_str() {
             "ok" => Ok(Written::Granted(value_u64(reply.get(1))?)),
-            "replay" => {
-                let field = |index: usize| reply.get(index).cloned().unwrap_or(Value::Nil);
-                let row = [Value::Nil, field(1), field(2), field(3)];
-                decode_row(&row, TokenStatus::Pending).map(Written::Replayed)
-            }
+            "replay" => decode_value(reply.get(1)).map(Written::Replayed),
             "present" => Ok(Written::Present),
             "rate" => Ok(Written::RateLimited),
             "check" => Ok(Written::CheckLedger),
@@ -215,10 +211,10 @@ impl RedisStore {
         let keys = self.keys(shard);
         let shards = self.shards();
         let member = member(&record.activity_id, &record.order_no);
-        let mut stored = record.clone();
-        stored.status = TokenStatus::Pending.code();
-        stored.seq = 0;
-        stored.queue_id.clear();
+        if record.scene_id.contains('|') {
+            // Config checks every scene id; the stored record's header could not hold this one.
+            return Err(unavailable(format!("scene id `{}` holds `|`", record.scene_id)));
+        }
         let (rate, rate_max, rate_window_ms) = match (mode, user_rate) {
             (GrantMode::Grant(_), Some(rate)) if rate.max > 0 && rate.window_ms > 0 => {
                 let window_start_ms = record.open_time_ms - record.open_time_ms % rate.window_ms;
@@ -234,7 +230,6 @@ impl RedisStore {
         let args = GrantArgs {
             record_key: keys.record(&member),
             user_tokens: keys.user_tokens(record.act_id),
-            user_unsettled: keys.user_unsettled(record.act_id),
             queue: keys.queue(),
             seq: keys.seq(),
             stock: keys.stock(&record.activity_id),
@@ -243,7 +238,7 @@ impl RedisStore {
             vouched: keys.vouched(&record.activity_id),
             retired_users: keys.retired_users(&record.activity_id, record.act_id, shards),
             credited: keys.credited(),
-            record: stored.encode_to_vec(),
+            record: record_bytes(record),
             act_id: record.act_id,
             member: &member,
             flow_id: record.flow_id(),

@@ -1,5 +1,5 @@
 //! The key layout of the module docs' table, as functions: the only place key names are built
-//! in Rust. (Scripts that reach a user's keys from a record build `TAG:g:` and `TAG:uu:` from
+//! in Rust. (Scripts that reach a user's keys from a record build `TAG:g:` and `TAG:ut:` from
 //! the shard tag they are given; their headers say so.)
 
 /// The keys of one shard `N`, all starting with its hash tag `P:{N}`.
@@ -30,11 +30,6 @@ impl ShardKeys {
     /// `P:{N}:ut:ACTID`, the user's flow ids by open time.
     pub fn user_tokens(&self, act_id: i64) -> String {
         format!("{}:ut:{act_id}", self.tag)
-    }
-
-    /// `P:{N}:uu:ACTID`, the user's unsettled tokens by seq.
-    pub fn user_unsettled(&self, act_id: i64) -> String {
-        format!("{}:uu:{act_id}", self.tag)
     }
 
     /// `P:{N}:q`, the shard's crediting queue.

@@ -11,9 +11,8 @@
 //!
 //! | key (shard `N`)                 | type   | holds                                             |
 //! |---------------------------------|--------|---------------------------------------------------|
-//! | `P:{N}:g:ACTIVITY/ORDER_NO`     | hash   | `r` record (protobuf), `st` status, `sq` seq, `u` actID, `m` member |
+//! | `P:{N}:g:ACTIVITY/ORDER_NO`     | string | `STATUS SEQ|ACTID|SCENE|CENTS|RECORD`: the record (protobuf, token kept by its signature) behind what scripts read (see `stored.rs`) |
 //! | `P:{N}:ut:ACTID`                | zset   | the user's flow ids, scored by open time          |
-//! | `P:{N}:uu:ACTID`                | zset   | the user's unsettled tokens, scored by seq        |
 //! | `P:{N}:q`                       | stream | the shard's crediting queue (consumer group `writers`) |
 //! | `P:{N}:pk`                      | zset   | tokens the ledger refused, parked, scored by seq  |
 //! | `P:{N}:seq`                     | string | the shard's sequence; a record's seq is `n * shards + N` |
@@ -51,8 +50,9 @@
 //!
 //! ## Where things are
 //!
-//! - `keys.rs`: the key layout above, as functions; `scripts.rs` + `scripts/*.lua`: the Lua
-//!   scripts, each opening with its KEYS/ARGV table, and one argument struct per script.
+//! - `keys.rs`: the key layout above, as functions; `stored.rs`: a grant's record as stored;
+//!   `scripts.rs` + `scripts/*.lua`: the Lua scripts, each opening with its KEYS/ARGV table, and
+//!   one argument struct per script (`scripts/record.lua`, prepended to each, reads a record).
 //! - `grant.rs`: grants and restores; `reserve.rs`: stock taken across buckets;
 //!   `queue.rs`: the crediting queues; `reads.rs`: lookups, user lists, stock figures;
 //!   `cap.rs`: the fleet's credit window; `nonces.rs`: signed requests' nonces; `packets.rs`:
@@ -70,6 +70,7 @@ mod reply;
 mod reserve;
 mod retire;
 mod scripts;
+mod stored;
 #[cfg(test)]
 mod tests;
 
@@ -208,10 +209,6 @@ pub fn cluster_nodes(url: &str) -> Option<Vec<String>> {
 /// `activity/order_no`: how a grant is named inside its shard.
 fn member(activity_id: &str, order_no: &str) -> String {
     format!("{activity_id}/{order_no}")
-}
-
-fn split_member(member: &str) -> Option<(&str, &str)> {
-    member.split_once('/')
 }
 
 /// Opens one connection handle to a single Redis or a cluster, within twice the op timeout.

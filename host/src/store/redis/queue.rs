@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::reply::{decode_row, value_string, value_u64};
+use super::reply::{value_string, value_u64};
 use super::scripts::{ClaimArgs, ClaimKeysArgs, EntriesArgs, EntriesScript, QueueArgs};
+use super::stored::decode_row;
 use super::{RedisStore, member, unavailable};
-use crate::store::{GrantKey, GrantRecord, StoreError, TokenStatus};
+use crate::store::{GrantKey, GrantRecord, StoreError};
 
 /// The consumer group of the crediting queues.
 const GROUP: &str = "writers";
@@ -138,10 +139,7 @@ impl RedisStore {
             Ok(Err(error)) => return Err(ClaimError::Store(unavailable(error))),
             Ok(Ok(rows)) => rows,
         };
-        rows.iter()
-            .map(|row| decode_row(row, TokenStatus::Processing))
-            .collect::<Result<_, _>>()
-            .map_err(ClaimError::Store)
+        rows.iter().map(|row| decode_row(row)).collect::<Result<_, _>>().map_err(ClaimError::Store)
     }
 
     /// Marks the named tokens processing, returning those not yet credited.
@@ -160,7 +158,7 @@ impl RedisStore {
             let mut conn = self.conn();
             let rows: Vec<Vec<Value>> = self.timed(args.invocation().invoke_async(&mut conn)).await?;
             for row in &rows {
-                claimed.push(decode_row(row, TokenStatus::Processing)?);
+                claimed.push(decode_row(row)?);
             }
         }
         Ok(claimed)

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use super::reply::{decode_row, value_string, value_u64};
-use super::scripts::{GrantsOfArgs, UnsettledArgs, UserTokensArgs};
-use super::{RedisStore, member, split_member, unavailable};
+use super::reply::{value_string, value_u64};
+use super::scripts::{GrantsOfArgs, LookupArgs, UnsettledArgs, UserTokensArgs};
+use super::stored::{decode_row, decode_value};
+use super::{RedisStore, member, unavailable};
 use crate::store::{FlowPosition, GrantKey, GrantRecord, StockUsed, StoreError, TokenStatus, USER_UNSETTLED_READ_MAX};
 
 /// Grants read per script call when a reconciliation walks an activity: bounds each call's run
@@ -36,62 +37,43 @@ impl RedisStore {
         };
         let key = self.keys(self.shard_of_user(act_id)).record(&member(activity_id, order_no));
         let mut conn = self.conn();
-        let values: Vec<Value> = self
-            .timed(
-                async move { redis::cmd("HMGET").arg(key).arg("r").arg("st").arg("sq").query_async(&mut conn).await },
-            )
-            .await?;
-        if matches!(values.first(), None | Some(Value::Nil)) {
-            return Ok(None);
+        let value: Value = self.timed(LookupArgs { record: key }.invocation().invoke_async(&mut conn)).await?;
+        match value {
+            Value::Nil => Ok(None),
+            value => decode_value(Some(&value)).map(Some),
         }
-        let mut row = vec![Value::BulkString(Vec::new())];
-        row.extend(values);
-        decode_row(&row, TokenStatus::Pending).map(Some)
     }
 
-    /// The user's tokens not yet credited, oldest first.
+    /// The user's tokens not yet credited, oldest first (by seq, as the embedded store).
     pub async fn unsettled_for_user(&self, act_id: i64) -> Result<Vec<GrantRecord>, StoreError> {
+        let unsettled = self.unsettled_read(act_id).await?;
+        if unsettled.len() > USER_UNSETTLED_READ_MAX {
+            return Err(StoreError::TooManyUnsettled { act_id, max: USER_UNSETTLED_READ_MAX });
+        }
+        Ok(unsettled)
+    }
+
+    /// The keys of the user's oldest `USER_UNSETTLED_READ_MAX` unsettled tokens.
+    pub async fn unsettled_keys_prefix(&self, act_id: i64) -> Result<Vec<GrantKey>, StoreError> {
+        let mut unsettled = self.unsettled_read(act_id).await?;
+        unsettled.truncate(USER_UNSETTLED_READ_MAX);
+        Ok(unsettled.iter().map(GrantRecord::key).collect())
+    }
+
+    /// Up to one more than `USER_UNSETTLED_READ_MAX` of the user's unsettled tokens (the oldest
+    /// by open time), by seq.
+    async fn unsettled_read(&self, act_id: i64) -> Result<Vec<GrantRecord>, StoreError> {
         let keys = self.keys(self.shard_of_user(act_id));
         let args = UnsettledArgs {
-            user_unsettled: keys.user_unsettled(act_id),
+            user_tokens: keys.user_tokens(act_id),
             record_prefix: keys.record_prefix(),
             max: USER_UNSETTLED_READ_MAX,
         };
         let mut conn = self.conn();
         let rows: Vec<Vec<Value>> = self.timed(args.invocation().invoke_async(&mut conn)).await?;
-        if rows.len() > USER_UNSETTLED_READ_MAX {
-            return Err(StoreError::TooManyUnsettled { act_id, max: USER_UNSETTLED_READ_MAX });
-        }
-        rows.iter().map(|row| decode_row(row, TokenStatus::Pending)).collect()
-    }
-
-    /// The keys of the user's oldest `USER_UNSETTLED_READ_MAX` unsettled tokens.
-    pub async fn unsettled_keys_prefix(&self, act_id: i64) -> Result<Vec<GrantKey>, StoreError> {
-        let key = self.keys(self.shard_of_user(act_id)).user_unsettled(act_id);
-        let mut conn = self.conn();
-        let rows: Vec<(String, u64)> = self
-            .timed(async move {
-                redis::cmd("ZRANGE")
-                    .arg(key)
-                    .arg(0)
-                    .arg(USER_UNSETTLED_READ_MAX - 1)
-                    .arg("WITHSCORES")
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(member, seq)| {
-                let (activity_id, order_no) = split_member(&member)?;
-                Some(GrantKey {
-                    activity_id: activity_id.into(),
-                    order_no: order_no.into(),
-                    seq,
-                    queue_id: String::new(),
-                })
-            })
-            .collect())
+        let mut unsettled = rows.iter().map(|row| decode_row(row)).collect::<Result<Vec<_>, _>>()?;
+        unsettled.sort_unstable_by_key(|record| record.seq);
+        Ok(unsettled)
     }
 
     /// Up to `limit` of the user's tokens strictly older than `before`, newest first.
@@ -125,8 +107,7 @@ impl RedisStore {
             if matches!(row.get(2), None | Some(Value::Nil)) {
                 continue;
             }
-            let field = |index: usize| row.get(index).cloned().unwrap_or(Value::Nil);
-            let record = decode_row(&[Value::Nil, field(2), field(3), field(4)], TokenStatus::Pending)?;
+            let record = decode_value(row.get(2))?;
             found.push((time_ms, flow_id, record));
         }
         found.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
@@ -220,7 +201,7 @@ impl RedisStore {
                 let rows: Vec<Vec<Value>> = self.timed(args.invocation().invoke_async(&mut conn)).await?;
                 for row in &rows {
                     let parked = value_u64(row.first())? == 1;
-                    let record = decode_row(row, TokenStatus::Pending)?;
+                    let record = decode_row(row)?;
                     let parked = parked && record.status() != TokenStatus::Credited;
                     all.push((record, parked));
                 }

@@ -1,10 +1,9 @@
 //! Decoding what scripts and commands answer.
 
-use prost::Message as _;
 use redis::Value;
 
 use super::unavailable;
-use crate::store::{GrantRecord, StoreError, TokenStatus};
+use crate::store::StoreError;
 
 pub(super) fn value_string(value: Option<&Value>) -> Result<String, StoreError> {
     match value {
@@ -21,24 +20,4 @@ pub(super) fn value_u64(value: Option<&Value>) -> Result<u64, StoreError> {
         Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes).map_err(unavailable)?.parse().map_err(unavailable),
         other => Err(unavailable(format!("expected a number, got {other:?}"))),
     }
-}
-
-/// Decodes `[queue id, record, status, seq]`; the status defaults to `default` when missing.
-pub(super) fn decode_row(row: &[Value], default: TokenStatus) -> Result<GrantRecord, StoreError> {
-    let bytes = match row.get(1) {
-        Some(Value::BulkString(bytes)) => bytes,
-        other => return Err(unavailable(format!("grant record missing: {other:?}"))),
-    };
-    let mut record =
-        GrantRecord::decode(bytes.as_slice()).map_err(|error| unavailable(format!("corrupt grant record: {error}")))?;
-    record.status = match row.get(2) {
-        Some(Value::Nil) | None => default.code(),
-        status => value_u64(status)? as u32,
-    };
-    record.seq = value_u64(row.get(3))?;
-    record.queue_id = match row.first() {
-        Some(Value::BulkString(id)) => String::from_utf8_lossy(id).into_owned(),
-        _ => String::new(),
-    };
-    Ok(record)
 }

@@ -4,7 +4,8 @@
 //! beside it here is the only place those positions exist: callers fill in fields by name and
 //! [`invocation`](GrantArgs::invocation) lays them out in the order the script's table gives.
 //! Bounds a script applies are fields too, set from named Rust constants, so that no number
-//! hides inside the Lua.
+//! hides inside the Lua. `scripts/record.lua` is prepended to every script: it is how they read
+//! a grant's record.
 
 use std::sync::LazyLock;
 
@@ -15,7 +16,7 @@ macro_rules! scripts {
         $(
             $(#[$doc])*
             static $name: LazyLock<Script> =
-                LazyLock::new(|| Script::new(include_str!(concat!("scripts/", $file))));
+                LazyLock::new(|| Script::new(concat!(include_str!("scripts/record.lua"), include_str!(concat!("scripts/", $file)))));
         )*
     };
 }
@@ -59,6 +60,21 @@ scripts! {
     PACKET_TAKE_DUE = "packet_take_due.lua";
     /// Retires a shard's records whose retention passed.
     RETIRE = "retire.lua";
+    /// One grant's record.
+    LOOKUP = "lookup.lua";
+}
+
+/// `scripts/lookup.lua`.
+pub(super) struct LookupArgs {
+    pub record: String,
+}
+
+impl LookupArgs {
+    pub fn invocation(&self) -> ScriptInvocation<'static> {
+        let mut invocation = LOOKUP.prepare_invoke();
+        invocation.key(&self.record);
+        invocation
+    }
 }
 
 /// `scripts/packet_create.lua`.
@@ -132,7 +148,6 @@ impl PacketCloseArgs {
 pub(super) struct GrantArgs<'a> {
     pub record_key: String,
     pub user_tokens: String,
-    pub user_unsettled: String,
     pub queue: String,
     pub seq: String,
     pub stock: String,
@@ -141,7 +156,7 @@ pub(super) struct GrantArgs<'a> {
     pub vouched: String,
     pub retired_users: String,
     pub credited: String,
-    /// The protobuf record, status pending and seq 0.
+    /// The protobuf part of the stored record (`stored::record_bytes`).
     pub record: Vec<u8>,
     pub act_id: i64,
     pub member: &'a str,
@@ -170,7 +185,6 @@ impl GrantArgs<'_> {
         invocation
             .key(&self.record_key)
             .key(&self.user_tokens)
-            .key(&self.user_unsettled)
             .key(&self.queue)
             .key(&self.seq)
             .key(&self.stock)
@@ -339,7 +353,7 @@ impl QueueArgs {
 
 /// `scripts/unsettled.lua`.
 pub(super) struct UnsettledArgs {
-    pub user_unsettled: String,
+    pub user_tokens: String,
     pub record_prefix: String,
     /// The read bound; the script answers up to one more.
     pub max: usize,
@@ -348,7 +362,7 @@ pub(super) struct UnsettledArgs {
 impl UnsettledArgs {
     pub fn invocation(&self) -> ScriptInvocation<'static> {
         let mut invocation = UNSETTLED.prepare_invoke();
-        invocation.key(&self.user_unsettled).arg(&self.record_prefix).arg(self.max);
+        invocation.key(&self.user_tokens).arg(&self.record_prefix).arg(self.max);
         invocation
     }
 }

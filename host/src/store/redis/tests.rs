@@ -414,3 +414,72 @@ async fn retire_script_keeps_stock_and_marks_the_user() {
     assert_eq!(store.restore(credited, true, budget(1_000)).await.unwrap(), RestoreOutcome::AlreadyPresent);
     assert_eq!(store.stock_used("act", None).await.unwrap().count, 4);
 }
+
+/// Rewrites `record`'s stored form as the hash earlier versions wrote (fields r, st, sq, u, m, s,
+/// a; the scene and cents left out when `with_scene` is false, as the oldest did).
+async fn store_as_hash(store: &RedisStore, record: &GrantRecord, with_scene: bool) {
+    use prost::Message as _;
+    let keys = store.keys(store.shard_of_user(record.act_id));
+    let member = member(&record.activity_id, &record.order_no);
+    let key = keys.record(&member);
+    let r = GrantRecord { status: TokenStatus::Pending.code(), seq: 0, ..record.clone() }.encode_to_vec();
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&key).arg("r").arg(r).arg("st").arg(record.status).arg("sq").arg(record.seq);
+    hset.arg("u").arg(record.act_id).arg("m").arg(&member);
+    if with_scene {
+        hset.arg("s").arg(&record.scene_id).arg("a").arg(record.amount_cents);
+    }
+    let mut conn = store.conn();
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    let _: () = hset.query_async(&mut conn).await.unwrap();
+    let unsettled = format!("{}:uu:{}", keys.tag(), record.act_id);
+    let _: () = redis::cmd("ZADD").arg(unsettled).arg(record.seq).arg(&member).query_async(&mut conn).await.unwrap();
+}
+
+async fn key_type(store: &RedisStore, record: &GrantRecord) -> String {
+    let key = store.keys(store.shard_of_user(record.act_id)).record(&member(&record.activity_id, &record.order_no));
+    redis::cmd("TYPE").arg(key).query_async(&mut store.conn()).await.unwrap()
+}
+
+// Proves records an earlier version stored as hashes are read, claimed, credited and retired
+// like new ones, rewritten as strings on their first read (and taken off the unsettled set those
+// versions kept), and that the oldest kind (without scene and cents) is still never retired.
+#[tokio::test]
+async fn records_stored_as_hashes_by_earlier_versions_still_work() {
+    let fixture = fixture(2).await;
+    let store = &fixture.store;
+    let mut granted = Vec::new();
+    for order in 1..=3 {
+        let GrantCommit::Granted(record) = grant(store, record(5, order, 10), budget(1_000)).await else {
+            panic!("grant {order} refused")
+        };
+        store_as_hash(store, &record, order != 3).await;
+        assert_eq!(key_type(store, &record).await, "hash");
+        granted.push(record);
+    }
+    let read = store.lookup("act", &granted[0].order_no).await.unwrap().unwrap();
+    assert_eq!(read, granted[0], "read back whole");
+    assert_eq!(key_type(store, &granted[0]).await, "string", "rewritten on its first read");
+
+    let mut claimed = store.claim_queue(10).await.unwrap();
+    claimed.sort_by_key(|record| record.seq);
+    assert_eq!(claimed.len(), 3);
+    let unsettled_set = format!("{}:uu:5", store.keys(store.shard_of_user(5)).tag());
+    let exists: bool = redis::cmd("EXISTS").arg(unsettled_set).query_async(&mut store.conn()).await.unwrap();
+    assert!(!exists, "the earlier versions' unsettled set emptied as their records were rewritten");
+    for (claimed, granted) in claimed.iter().zip(&granted) {
+        assert_eq!(
+            (claimed.status(), &claimed.token, claimed.seq),
+            (TokenStatus::Processing, &granted.token, granted.seq)
+        );
+    }
+    store.complete(vec![claimed[0].key(), claimed[2].key()]).await.unwrap();
+    let unsettled = store.unsettled_for_user(5).await.unwrap();
+    assert_eq!(unsettled.iter().map(|record| record.seq).collect::<Vec<_>>(), vec![granted[1].seq]);
+    assert_eq!(store.retire_credited(0, 10).await.unwrap(), 1, "the one without scene and cents stays");
+    assert!(store.lookup("act", &granted[0].order_no).await.unwrap().is_none());
+    let retired = store.retired_of("act").await.unwrap();
+    assert_eq!(retired, std::collections::HashMap::from([("scene".into(), StockUsed { count: 1, cents: 10 })]));
+    let kept = store.lookup("act", &granted[2].order_no).await.unwrap().unwrap();
+    assert_eq!(kept.status(), TokenStatus::Credited);
+}

@@ -10,7 +10,7 @@
 -- ARGV[3] how many entries at most
 -- ARGV[4] reclaim after, ms idle
 -- ARGV[5] record key start, P:{N}:g:
--- Answers rows {queue id, record, '2', seq}
+-- Answers rows {queue id, stored record, '2'}
 local queue, parked = KEYS[1], KEYS[2]
 local group, consumer, want, reclaim_after_ms, record_prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local out = {}
@@ -18,13 +18,14 @@ local function take(entries)
   for _, e in ipairs(entries) do
     local id, fields = e[1], e[2]
     local m = fields and fields[2]
-    local v = m and redis.call('HMGET', record_prefix .. m, 'r', 'st', 'sq')
-    if not v or not v[1] or v[2] == '8' or redis.call('ZSCORE', parked, m) then
+    local v = m and stored_record(record_prefix .. m)
+    local st = v and string.sub(v, 1, 1)
+    if not v or st == '8' or redis.call('ZSCORE', parked, m) then
       redis.call('XACK', queue, group, id)
       redis.call('XDEL', queue, id)
     else
-      if v[2] == '1' then redis.call('HSET', record_prefix .. m, 'st', '2') end
-      out[#out + 1] = {id, v[1], '2', v[3]}
+      if st == '1' then redis.call('SETRANGE', record_prefix .. m, 0, '2') end
+      out[#out + 1] = {id, v, '2'}
     end
   end
 end

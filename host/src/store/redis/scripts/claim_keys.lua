@@ -4,15 +4,16 @@
 -- KEYS[1] queue    P:{N}:q   (named so that a cluster routes the script to the shard)
 -- ARGV[1] record key start, P:{N}:g:
 -- ARGV[2], ARGV[3], …  (member, queue id) pairs
--- Answers rows {queue id, record, '2', seq}
+-- Answers rows {queue id, stored record, '2'}
 local record_prefix = ARGV[1]
 local out = {}
 for i = 2, #ARGV, 2 do
   local g = record_prefix .. ARGV[i]
-  local v = redis.call('HMGET', g, 'r', 'st', 'sq')
-  if v[1] and v[2] ~= '8' then
-    if v[2] == '1' then redis.call('HSET', g, 'st', '2') end
-    out[#out + 1] = {ARGV[i + 1], v[1], '2', v[3]}
+  local v = stored_record(g)
+  local st = v and string.sub(v, 1, 1)
+  if v and st ~= '8' then
+    if st == '1' then redis.call('SETRANGE', g, 0, '2') end
+    out[#out + 1] = {ARGV[i + 1], v, '2'}
   end
 end
 return out

@@ -1,5 +1,4 @@
--- Completes credited tokens: status 8, off the user's unsettled set, the parked set and the
--- queue, and into the shard's credited set `TAG:cr` (scored by Redis's clock) to wait out their
+-- Completes credited tokens: status 8, off the parked set and the queue, and into the shard's credited set `TAG:cr` (scored by Redis's clock) to wait out their
 -- retention. Arguments are built by `EntriesArgs` (scripts.rs) only.
 --
 -- KEYS[1] queue    P:{N}:q
@@ -16,10 +15,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 3, #ARGV, 3 do
   local m, qid = ARGV[i], ARGV[i + 2]
   local g = tag .. ':g:' .. m
-  local v = redis.call('HMGET', g, 'st', 'u')
-  if v[1] and v[1] ~= '8' then
-    redis.call('HSET', g, 'st', '8')
-    redis.call('ZREM', tag .. ':uu:' .. v[2], m)
+  local v = stored_record(g)
+  if v and string.sub(v, 1, 1) ~= '8' then
+    redis.call('SETRANGE', g, 0, '8')
     redis.call('ZADD', tag .. ':cr', now, m)
     n = n + 1
   end

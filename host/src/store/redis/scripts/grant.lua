@@ -1,19 +1,18 @@
 -- Grants (or restores) one token in its user's shard: the replay check, the ledger check, the
--- user's rate window, the shard's stock bucket, then the record, the user's indexes, the stock
+-- user's rate window, the shard's stock bucket, then the record, the user's index, the stock
 -- and the queue entry, atomically. Arguments are built by `GrantArgs` (scripts.rs) only.
 --
--- KEYS[1] record        P:{N}:g:ACTIVITY/ORDER_NO   hash: r, st, sq, u, m, s (scene), a (cents)
+-- KEYS[1] record        P:{N}:g:ACTIVITY/ORDER_NO   string: STATUS SEQ|ACTID|SCENE|CENTS|RECORD (stored.rs)
 -- KEYS[2] user_tokens   P:{N}:ut:ACTID              zset: flow id by open time
--- KEYS[3] user_unsettled P:{N}:uu:ACTID             zset: member by seq
--- KEYS[4] queue         P:{N}:q                     stream: the crediting queue
--- KEYS[5] seq           P:{N}:seq                   string: the shard's sequence
--- KEYS[6] stock         P:{N}:st:ACTIVITY           hash: the shard's stock bucket
--- KEYS[7] activity_grants P:{N}:ag:ACTIVITY         zset: member by seq
--- KEYS[8] rate          P:{N}:rl:…/WINDOW           string: grants in the user's rate window
--- KEYS[9] vouched       P:{N}:ok:ACTIVITY           string: this shard vouches for the activity
--- KEYS[10] retired_users P:{N}:rx:ACTIVITY:B         set: users with retired records of the activity
--- KEYS[11] credited     P:{N}:cr                    zset: credited records by credit time
--- ARGV[1]  record bytes (protobuf GrantRecord, status pending, seq 0)
+-- KEYS[3] queue         P:{N}:q                     stream: the crediting queue
+-- KEYS[4] seq           P:{N}:seq                   string: the shard's sequence
+-- KEYS[5] stock         P:{N}:st:ACTIVITY           hash: the shard's stock bucket
+-- KEYS[6] activity_grants P:{N}:ag:ACTIVITY         zset: member by seq
+-- KEYS[7] rate          P:{N}:rl:…/WINDOW           string: grants in the user's rate window
+-- KEYS[8] vouched       P:{N}:ok:ACTIVITY           string: this shard vouches for the activity
+-- KEYS[9] retired_users P:{N}:rx:ACTIVITY:B         set: users with retired records of the activity
+-- KEYS[10] credited     P:{N}:cr                    zset: credited records by credit time
+-- ARGV[1]  record bytes (protobuf GrantRecord without status and seq; stored.rs)
 -- ARGV[2]  actID
 -- ARGV[3]  member (ACTIVITY/ORDER_NO)
 -- ARGV[4]  flow id
@@ -30,11 +29,11 @@
 -- ARGV[15] the rate window, ms
 -- ARGV[16] mode: 'grant', 'restore' or 'restore-credited'
 -- ARGV[17] ledger check: 'skipped', 'new', 'clean' or 'checked'
--- Answers {'ok', seq} | {'replay', r, st, sq} | {'present'} | {'rate'} | {'check'} | {'retired'}
+-- Answers {'ok', seq} | {'replay', stored record} | {'present'} | {'rate'} | {'check'} | {'retired'}
 --       | {'stock', 'scene_count' | 'scene_budget' | 'activity_budget'}
-local record_key, user_tokens, user_unsettled, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local seq_key, stock, activity_grants, rate_key, vouched = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local retired_users, credited = KEYS[10], KEYS[11]
+local record_key, user_tokens, queue = KEYS[1], KEYS[2], KEYS[3]
+local seq_key, stock, activity_grants, rate_key, vouched = KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local retired_users, credited = KEYS[9], KEYS[10]
 local record, act_id, member, flow_id, open_time_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local amount, amount_text, scene = tonumber(ARGV[6]), ARGV[6], ARGV[7]
 local shards, shard = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -45,8 +44,7 @@ local mode, ledger_check = ARGV[16], ARGV[17]
 
 if redis.call('EXISTS', record_key) == 1 then
   if mode ~= 'grant' then return {'present'} end
-  local v = redis.call('HMGET', record_key, 'r', 'st', 'sq')
-  return {'replay', v[1], v[2], v[3]}
+  return {'replay', stored_record(record_key)}
 end
 if mode == 'grant' and redis.call('EXISTS', vouched) == 0 then
   if ledger_check == 'skipped' then return {'check'} end
@@ -74,7 +72,7 @@ end
 local seq = redis.call('INCR', seq_key) * shards + shard
 local st = '1'
 if mode == 'restore-credited' then st = '8' end
-redis.call('HSET', record_key, 'r', record, 'st', st, 'sq', seq, 'u', act_id, 'm', member, 's', scene, 'a', amount_text)
+redis.call('SET', record_key, st .. string.format('%d', seq) .. '|' .. act_id .. '|' .. scene .. '|' .. amount_text .. '|' .. record)
 if st == '8' then
   local t = redis.call('TIME')
   redis.call('ZADD', credited, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), member)
@@ -82,7 +80,6 @@ end
 redis.call('ZADD', user_tokens, open_time_ms, flow_id)
 redis.call('ZADD', activity_grants, seq, member)
 if st == '1' then
-  redis.call('ZADD', user_unsettled, seq, member)
   redis.call('XADD', queue, '*', 'm', member)
 end
 if not reserved then

@@ -6,17 +6,17 @@
 -- ARGV[1] record key start, P:{N}:g:
 -- ARGV[2] first rank
 -- ARGV[3] last rank (inclusive)
--- Answers rows {parked 0/1, record, status, seq}
+-- Answers rows {parked 0/1, stored record}
 local activity_grants, parked = KEYS[1], KEYS[2]
 local record_prefix, first, last = ARGV[1], ARGV[2], ARGV[3]
 local members = redis.call('ZRANGE', activity_grants, first, last)
 local out = {}
 for _, m in ipairs(members) do
-  local v = redis.call('HMGET', record_prefix .. m, 'r', 'st', 'sq')
-  if v[1] then
+  local v = stored_record(record_prefix .. m)
+  if v then
     local is_parked = 0
     if redis.call('ZSCORE', parked, m) then is_parked = 1 end
-    out[#out + 1] = {is_parked, v[1], v[2], v[3]}
+    out[#out + 1] = {is_parked, v}
   end
 end
 return out

@@ -12,8 +12,8 @@ local group, tag = ARGV[1], ARGV[2]
 local n = 0
 for i = 3, #ARGV, 3 do
   local m, seq, qid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local st = redis.call('HGET', tag .. ':g:' .. m, 'st')
-  if st and st ~= '8' then
+  local v = stored_record(tag .. ':g:' .. m)
+  if v and string.sub(v, 1, 1) ~= '8' then
     redis.call('ZADD', parked, seq, m)
     n = n + 1
   end

@@ -20,10 +20,11 @@ local due = redis.call('ZRANGEBYSCORE', credited, '-inf', now - retain_ms, 'LIMI
 local n = 0
 for _, m in ipairs(due) do
   local g = tag .. ':g:' .. m
-  local v = redis.call('HMGET', g, 'st', 'u', 's', 'a')
+  local stored = stored_record(g)
+  local v = {}
+  if stored then v = {string.match(stored, '^(%d)%d*|(-?%d+)|([^|]*)|(-?%d+)|')} end
   local activity = string.match(m, '^([^/]+)/')
-  -- Records written before the scene and amount were kept in the hash stay.
-  if v[1] == '8' and v[2] and v[3] and v[4] and activity then
+  if v[1] == '8' and v[2] and activity then
     redis.call('DEL', g)
     redis.call('ZREM', tag .. ':ut:' .. v[2], 'rp/' .. m)
     redis.call('ZREM', tag .. ':ag:' .. activity, m)

@@ -1,16 +1,22 @@
--- A user's unsettled tokens, oldest first, at most `max + 1` (one more than may be read, so the
--- caller can tell the bound was passed). Arguments are built by `UnsettledArgs` (scripts.rs) only.
+-- A user's unsettled tokens (pending or processing), oldest first by open time, at most
+-- `max + 1` (one more than may be read, so the caller can tell the bound was passed): the
+-- user's tokens whose record is not credited. Arguments are built by `UnsettledArgs`
+-- (scripts.rs) only.
 --
--- KEYS[1] user_unsettled   P:{N}:uu:ACTID   zset: member by seq
+-- KEYS[1] user_tokens   P:{N}:ut:ACTID   zset: flow id (rp/ACTIVITY/ORDER_NO) by open time
 -- ARGV[1] record key start, P:{N}:g:
 -- ARGV[2] max (the read bound)
--- Answers rows {'', record, status, seq}
-local user_unsettled = KEYS[1]
+-- Answers rows {'', stored record}
+local user_tokens = KEYS[1]
 local record_prefix, max = ARGV[1], tonumber(ARGV[2])
-local members = redis.call('ZRANGE', user_unsettled, 0, max)
+local flows = redis.call('ZRANGE', user_tokens, 0, -1)
 local out = {}
-for _, m in ipairs(members) do
-  local v = redis.call('HMGET', record_prefix .. m, 'r', 'st', 'sq')
-  if v[1] then out[#out + 1] = {'', v[1], v[2], v[3]} end
+for _, flow in ipairs(flows) do
+  -- The flow id is 'rp/' .. member.
+  local v = stored_record(record_prefix .. string.sub(flow, 4))
+  if v and string.sub(v, 1, 1) ~= '8' then
+    out[#out + 1] = {'', v}
+    if #out > max then break end
+  end
 end
 return out

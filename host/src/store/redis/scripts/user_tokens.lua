@@ -6,7 +6,7 @@
 -- ARGV[1] record key start, P:{N}:g:
 -- ARGV[2] before: open time, ms, or '' for the newest
 -- ARGV[3] limit
--- Answers rows {flow id, time, record, status, seq} (record nil when it is gone)
+-- Answers rows {flow id, time, stored record} (the record left out when it is gone)
 local user_tokens = KEYS[1]
 local record_prefix, before, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local rows = {}
@@ -22,7 +22,7 @@ local out = {}
 for i = 1, #rows, 2 do
   local flow = rows[i]
   -- The flow id is 'rp/' .. member.
-  local v = redis.call('HMGET', record_prefix .. string.sub(flow, 4), 'r', 'st', 'sq')
-  out[#out + 1] = {flow, rows[i + 1], v[1], v[2], v[3]}
+  local v = stored_record(record_prefix .. string.sub(flow, 4))
+  out[#out + 1] = {flow, rows[i + 1], v}
 end
 return out
