@@ -14,7 +14,7 @@ use crate::config::SceneRegistry;
 use crate::identity::Identities;
 use crate::issuer::Issuer;
 use crate::issuer::watch::ForgeryWatch;
-use crate::ledger::{BAD_POSTGRES_URL, EmbeddedLedger, Ledger, LedgerError, PostgresLedger};
+use crate::ledger::{EmbeddedLedger, Ledger, LedgerError, PostgresLedger};
 use crate::plugin::PluginRuntime;
 use crate::plugin::decisions::DecisionLog;
 use crate::store::{EmbeddedStore, RedisStore, RedisStoreConfig, Store};
@@ -31,12 +31,12 @@ pub const SCENE_RELOAD_INTERVAL_MS: u64 = 100;
 /// drained 13.5–18k credits/s, two 27k, four 24k (they only contend).
 pub const WRITER_LOOPS_ON_REDIS: usize = 2;
 
-/// How long a starting host keeps trying to fund its activities while the ledger does not
-/// answer, before it exits with the ledger's error.
-pub const FUND_AT_START_LIMIT: Duration = Duration::from_secs(60);
+/// How long a starting host keeps trying to connect to its ledger and fund its activities while
+/// the ledger does not answer, before it exits with the ledger's error.
+pub const LEDGER_AT_START_LIMIT: Duration = Duration::from_secs(60);
 
 /// The pause between those tries.
-const FUND_AT_START_RETRY: Duration = Duration::from_millis(500);
+const LEDGER_AT_START_RETRY: Duration = Duration::from_millis(500);
 
 /// What `hongbao serve` needs to start.
 #[derive(Debug, Clone)]
@@ -110,18 +110,22 @@ pub struct App {
     pub dashboard: crate::dashboard::Dashboard,
 }
 
-/// [`PostgresLedger::connect`] at start, tried again while the database does not answer (a
-/// PostgreSQL restarting, or too loaded to finish a connection's start-up within its limit), for
-/// up to [`FUND_AT_START_LIMIT`]; a url that does not parse and a wrong shard list fail at once.
-async fn connect_ledger_at_start(url: &str) -> Result<PostgresLedger, LedgerError> {
+/// `attempt`, tried again every [`LEDGER_AT_START_RETRY`] while `retry` says its error is the
+/// ledger not answering (a PostgreSQL restarting, too loaded to finish a connection's start-up
+/// within its limit, or holding the budget row past a request's limit), for up to
+/// [`LEDGER_AT_START_LIMIT`]: a host that gave up on the first slow answer would leave its fleet
+/// a host short until someone restarted it. Any other outcome is returned at once.
+async fn ledger_at_start<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> Fut,
+    retry: impl Fn(&E) -> bool,
+) -> Result<T, E> {
     let started = std::time::Instant::now();
     loop {
-        match PostgresLedger::connect(url).await {
-            Err(LedgerError::Unavailable(message))
-                if started.elapsed() < FUND_AT_START_LIMIT && !message.starts_with(BAD_POSTGRES_URL) =>
-            {
-                tracing::warn!(error = %message, "the PostgreSQL ledger did not answer at start; trying again");
-                tokio::time::sleep(FUND_AT_START_RETRY).await;
+        match attempt().await {
+            Err(error) if started.elapsed() < LEDGER_AT_START_LIMIT && retry(&error) => {
+                tracing::warn!(%error, "the ledger did not answer {what} at start; trying again");
+                tokio::time::sleep(LEDGER_AT_START_RETRY).await;
             }
             outcome => return outcome,
         }
@@ -159,9 +163,15 @@ impl App {
         );
         let ledger = match &config.ledger_url {
             None => Ledger::Embedded(EmbeddedLedger::open(&config.data_dir).context("opening the ledger")?),
-            Some(url) => {
-                Ledger::Postgres(connect_ledger_at_start(url).await.context("connecting to the PostgreSQL ledger")?)
-            }
+            Some(url) => Ledger::Postgres(
+                ledger_at_start(
+                    "connecting",
+                    || PostgresLedger::connect(url),
+                    |error| matches!(error, LedgerError::Unavailable(_)),
+                )
+                .await
+                .context("connecting to the PostgreSQL ledger")?,
+            ),
         };
         let identities = Identities::open(&config.data_dir, &ledger).await.context("opening the identity storage")?;
         let writer = Arc::new(
@@ -190,28 +200,15 @@ impl App {
             metrics: crate::metrics::Metrics::default(),
             dashboard: crate::dashboard::Dashboard::default(),
         });
-        app.fund_activities_at_start().await.context("funding the activities' budget accounts")?;
+        // Funding is idempotent.
+        ledger_at_start(
+            "funding the activities",
+            || app.fund_activities(),
+            |error: &anyhow::Error| matches!(error.downcast_ref(), Some(LedgerError::Unavailable(_))),
+        )
+        .await
+        .context("funding the activities' budget accounts")?;
         Ok(app)
-    }
-
-    /// [`App::fund_activities`] at start, tried again while the ledger does not answer (a
-    /// PostgreSQL restarting, or holding the budget row past a request's limit under load),
-    /// for up to [`FUND_AT_START_LIMIT`]: funding is idempotent, and a host that gave up on the
-    /// first slow answer would leave its fleet a host short until someone restarted it.
-    async fn fund_activities_at_start(&self) -> anyhow::Result<()> {
-        let started = std::time::Instant::now();
-        loop {
-            match self.fund_activities().await {
-                Err(error)
-                    if started.elapsed() < FUND_AT_START_LIMIT
-                        && matches!(error.downcast_ref(), Some(LedgerError::Unavailable(_))) =>
-                {
-                    tracing::warn!(%error, "the ledger did not answer while funding the activities; trying again");
-                    tokio::time::sleep(FUND_AT_START_RETRY).await;
-                }
-                outcome => return outcome,
-            }
-        }
     }
 
     /// Puts each served activity's budget into its ledger account (idempotent), then queues

@@ -362,11 +362,10 @@ pub enum LedgerError {
     /// order, another number, or one database twice); nothing was written. Not retryable.
     #[error("ledger shard layout: {0}")]
     ShardLayout(String),
+    /// A PostgreSQL url does not parse; nothing was tried. Not retryable.
+    #[error("bad PostgreSQL url: {0}")]
+    BadUrl(String),
 }
-
-/// How [`LedgerError::Unavailable`] begins when a PostgreSQL url does not parse: retrying cannot
-/// help.
-pub const BAD_POSTGRES_URL: &str = "bad PostgreSQL url";
 
 /// The account a user's money is kept in.
 pub fn wallet_account(act_id: i64) -> String {

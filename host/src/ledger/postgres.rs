@@ -287,7 +287,7 @@ impl Shard {
     pub async fn connect(url: &str) -> Result<Shard, LedgerError> {
         // The parse error never repeats the url, which may hold a password.
         let mut config: tokio_postgres::Config =
-            url.parse().map_err(|error| LedgerError::Unavailable(format!("{}: {error}", super::BAD_POSTGRES_URL)))?;
+            url.parse().map_err(|error: tokio_postgres::Error| LedgerError::BadUrl(error.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -1327,6 +1327,17 @@ pub(super) mod tests {
         let again = db.ledger().await;
         assert_eq!(versions(admin.query(read, &[]).await.unwrap()), first);
         assert_eq!(again.balance("budget/a").await.unwrap(), 100);
+    }
+
+    // Proves a url that does not parse is its own error (a starting host does not try it again)
+    // and that the error does not repeat the url, which may hold a password.
+    #[tokio::test]
+    async fn a_url_that_does_not_parse_is_a_bad_url_not_unavailable() {
+        let Err(error) = PostgresLedger::connect("postgres://u:s3cret@host:notaport/db").await else {
+            panic!("a url with a port that is not a number parsed")
+        };
+        assert!(matches!(&error, LedgerError::BadUrl(_)), "{error:?}");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 
     #[tokio::test]
