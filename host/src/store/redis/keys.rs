@@ -52,8 +52,15 @@ impl ShardKeys {
         format!("{}:st:{activity_id}", self.tag)
     }
 
-    /// `P:{N}:ag:ACTIVITY`, the activity's grants in this shard.
+    /// `P:{N}:ga:ACTIVITY`, the activity's grants in this shard: a stream, one entry `SEQ-0`
+    /// a grant.
     pub fn activity_grants(&self, activity_id: &str) -> String {
+        format!("{}:ga:{activity_id}", self.tag)
+    }
+
+    /// `P:{N}:ag:ACTIVITY`, the activity's grants in this shard as earlier versions indexed
+    /// them: a zset of members by seq, read until its last grant is retired.
+    pub fn legacy_activity_grants(&self, activity_id: &str) -> String {
         format!("{}:ag:{activity_id}", self.tag)
     }
 

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use redis::Value;
 
 use super::reply::{value_string, value_u64};
-use super::scripts::{GrantsOfArgs, LookupArgs, UnsettledArgs, UserTokensArgs};
+use super::scripts::{GrantsOfArgs, GrantsSinceArgs, LookupArgs, UnsettledArgs, UserTokensArgs};
 use super::stored::{decode_row, decode_value};
 use super::{RedisStore, member, unavailable};
 use crate::store::{FlowPosition, GrantKey, GrantRecord, StockUsed, StoreError, TokenStatus, USER_UNSETTLED_READ_MAX};
 
 /// Grants read per script call when a reconciliation walks an activity: bounds each call's run
 /// (Redis runs nothing else meanwhile) and its reply.
-const GRANTS_READ_PER_CALL: usize = 512;
+pub(super) const GRANTS_READ_PER_CALL: usize = 512;
 
 /// How long a stock figure read for a plugin is handed out again. Summing the buckets costs one
 /// read per shard; a plugin's figure (the inventory plugin splits "what is left") may be this
@@ -191,7 +191,7 @@ impl RedisStore {
             let mut first = 0;
             loop {
                 let args = GrantsOfArgs {
-                    activity_grants: keys.activity_grants(activity_id),
+                    legacy_grants: keys.legacy_activity_grants(activity_id),
                     parked: keys.parked(),
                     record_prefix: keys.record_prefix(),
                     first,
@@ -200,18 +200,45 @@ impl RedisStore {
                 let mut conn = self.conn();
                 let rows: Vec<Vec<Value>> = self.timed(args.invocation().invoke_async(&mut conn)).await?;
                 for row in &rows {
-                    let parked = value_u64(row.first())? == 1;
-                    let record = decode_row(row)?;
-                    let parked = parked && record.status() != TokenStatus::Credited;
-                    all.push((record, parked));
+                    all.push(parked_row(row)?);
                 }
                 if rows.len() < GRANTS_READ_PER_CALL {
                     break;
                 }
                 first += GRANTS_READ_PER_CALL;
             }
+            let mut after = String::new();
+            loop {
+                let args = GrantsSinceArgs {
+                    activity_grants: keys.activity_grants(activity_id),
+                    parked: keys.parked(),
+                    record_prefix: keys.record_prefix(),
+                    after,
+                    count: GRANTS_READ_PER_CALL,
+                };
+                let mut conn = self.conn();
+                let reply: Vec<Value> = self.timed(args.invocation().invoke_async(&mut conn)).await?;
+                let read = value_u64(reply.first())?;
+                after = value_string(reply.get(1))?;
+                for row in reply.iter().skip(2) {
+                    let Value::Array(row) = row else { return Err(unavailable(format!("grant row: {row:?}"))) };
+                    all.push(parked_row(row)?);
+                }
+                if read < GRANTS_READ_PER_CALL as u64 {
+                    break;
+                }
+            }
         }
         all.sort_by_key(|(record, _)| record.order_no.clone());
         Ok(all)
     }
+}
+
+/// Decodes a row `[parked 0/1, stored record]`: the record, and whether it is parked (a
+/// credited one never is).
+fn parked_row(row: &[Value]) -> Result<(GrantRecord, bool), StoreError> {
+    let parked = value_u64(row.first())? == 1;
+    let record = decode_row(row)?;
+    let parked = parked && record.status() != TokenStatus::Credited;
+    Ok((record, parked))
 }

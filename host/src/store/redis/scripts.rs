@@ -44,8 +44,10 @@ scripts! {
     UNSETTLED = "unsettled.lua";
     /// A page of a user's tokens for the wallet flow.
     USER_TOKENS = "user_tokens.lua";
-    /// A chunk of an activity's grants in one shard.
+    /// A chunk of an activity's grants in one shard, from earlier versions' index.
     GRANTS_OF = "grants_of.lua";
+    /// A chunk of an activity's grants in one shard.
+    GRANTS_SINCE = "grants_since.lua";
     /// Takes credits from the fleet's window.
     CAP_TAKE = "cap_take.lua";
     /// Settles a ticket of the fleet's window.
@@ -390,7 +392,7 @@ impl UserTokensArgs {
 
 /// `scripts/grants_of.lua`.
 pub(super) struct GrantsOfArgs {
-    pub activity_grants: String,
+    pub legacy_grants: String,
     pub parked: String,
     pub record_prefix: String,
     pub first: usize,
@@ -401,7 +403,30 @@ pub(super) struct GrantsOfArgs {
 impl GrantsOfArgs {
     pub fn invocation(&self) -> ScriptInvocation<'static> {
         let mut invocation = GRANTS_OF.prepare_invoke();
-        invocation.key(&self.activity_grants).key(&self.parked).arg(&self.record_prefix).arg(self.first).arg(self.last);
+        invocation.key(&self.legacy_grants).key(&self.parked).arg(&self.record_prefix).arg(self.first).arg(self.last);
+        invocation
+    }
+}
+
+/// `scripts/grants_since.lua`.
+pub(super) struct GrantsSinceArgs {
+    pub activity_grants: String,
+    pub parked: String,
+    pub record_prefix: String,
+    /// The entry id to read after; empty for the first.
+    pub after: String,
+    pub count: usize,
+}
+
+impl GrantsSinceArgs {
+    pub fn invocation(&self) -> ScriptInvocation<'static> {
+        let mut invocation = GRANTS_SINCE.prepare_invoke();
+        invocation
+            .key(&self.activity_grants)
+            .key(&self.parked)
+            .arg(&self.record_prefix)
+            .arg(&self.after)
+            .arg(self.count);
         invocation
     }
 }

@@ -5,6 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::reads::GRANTS_READ_PER_CALL;
 use super::reserve::share;
 use super::*;
 use crate::store::{
@@ -354,6 +355,29 @@ async fn grants_of_script_lists_every_shard() {
     assert_eq!(parked, [claimed[0].order_no.as_str()]);
 }
 
+// Proves grants_since.lua pages through a shard's stream past its chunk size, over a run of
+// retired grants that straddles a chunk's end, listing every other grant once.
+#[tokio::test]
+async fn grants_since_script_pages_past_retired_grants() {
+    let fixture = fixture(1).await;
+    let store = &fixture.store;
+    let total = GRANTS_READ_PER_CALL as i64 * 2 + 7;
+    let gone = (GRANTS_READ_PER_CALL as i64 - 10)..(GRANTS_READ_PER_CALL as i64 + 10);
+    for act_id in 0..total {
+        assert!(matches!(grant(store, record(act_id, 1, 1), budget(1_000_000)).await, GrantCommit::Granted(_)));
+    }
+    let mut retiring = Vec::new();
+    for act_id in gone.clone() {
+        retiring.push(store.lookup("act", &record(act_id, 1, 1).order_no).await.unwrap().unwrap().key());
+    }
+    store.complete(retiring).await.unwrap();
+    assert_eq!(store.retire_credited(0, 100).await.unwrap(), gone.clone().count());
+    let mut listed: Vec<i64> = store.grants_of("act").await.unwrap().iter().map(|(record, _)| record.act_id).collect();
+    listed.sort_unstable();
+    let expected: Vec<i64> = (0..total).filter(|act_id| !gone.contains(act_id)).collect();
+    assert_eq!(listed, expected);
+}
+
 // Proves cap_take.lua hands out at most the cap per window across takers, counting in-flight
 // tickets, and cap_settle.lua replaces a ticket with the credits made.
 #[tokio::test]
@@ -400,6 +424,12 @@ async fn retire_script_keeps_stock_and_marks_the_user() {
     assert!(store.lookup("act", &record(4, 1, 10).order_no).await.unwrap().is_none());
     assert_eq!(store.user_tokens(4, None, 10).await.unwrap().len(), 1, "only the pending token is listed");
     assert_eq!(store.grants_of("act").await.unwrap().len(), 1);
+    let mut indexed = 0;
+    for shard in 0..2 {
+        let stream = store.keys(shard).activity_grants("act");
+        indexed += redis::cmd("XLEN").arg(stream).query_async::<u64>(&mut store.conn()).await.unwrap();
+    }
+    assert_eq!(indexed, 1, "retired grants leave the activity's index");
     assert_eq!(store.stock_used("act", Some("scene")).await.unwrap(), StockUsed { count: 3, cents: 30 });
     let retired = store.retired_of("act").await.unwrap();
     assert_eq!(retired, std::collections::HashMap::from([("scene".into(), StockUsed { count: 2, cents: 20 })]));
@@ -434,6 +464,12 @@ async fn store_as_hash(store: &RedisStore, record: &GrantRecord, with_scene: boo
     let _: () = hset.query_async(&mut conn).await.unwrap();
     let unsettled = format!("{}:uu:{}", keys.tag(), record.act_id);
     let _: () = redis::cmd("ZADD").arg(unsettled).arg(record.seq).arg(&member).query_async(&mut conn).await.unwrap();
+    // Indexed in the activity's zset of those versions instead of its stream.
+    let activity_grants = keys.activity_grants(&record.activity_id);
+    let _: () =
+        redis::cmd("XDEL").arg(activity_grants).arg(format!("{}-0", record.seq)).query_async(&mut conn).await.unwrap();
+    let legacy = keys.legacy_activity_grants(&record.activity_id);
+    let _: () = redis::cmd("ZADD").arg(legacy).arg(record.seq).arg(&member).query_async(&mut conn).await.unwrap();
 }
 
 async fn key_type(store: &RedisStore, record: &GrantRecord) -> String {
@@ -457,13 +493,18 @@ async fn records_stored_as_hashes_by_earlier_versions_still_work() {
         assert_eq!(key_type(store, &record).await, "hash");
         granted.push(record);
     }
+    let newer = grant(store, record(5, 4, 10), budget(1_000)).await;
+    assert!(matches!(newer, GrantCommit::Granted(_)), "{newer:?}");
+    let listed: Vec<_> = store.grants_of("act").await.unwrap().into_iter().map(|(record, _)| record.seq).collect();
+    assert_eq!(listed.len(), 4, "the earlier versions' index and the new one: {listed:?}");
     let read = store.lookup("act", &granted[0].order_no).await.unwrap().unwrap();
     assert_eq!(read, granted[0], "read back whole");
     assert_eq!(key_type(store, &granted[0]).await, "string", "rewritten on its first read");
 
     let mut claimed = store.claim_queue(10).await.unwrap();
     claimed.sort_by_key(|record| record.seq);
-    assert_eq!(claimed.len(), 3);
+    assert_eq!(claimed.len(), 4);
+    claimed.pop();
     let unsettled_set = format!("{}:uu:5", store.keys(store.shard_of_user(5)).tag());
     let exists: bool = redis::cmd("EXISTS").arg(unsettled_set).query_async(&mut store.conn()).await.unwrap();
     assert!(!exists, "the earlier versions' unsettled set emptied as their records were rewritten");
@@ -475,9 +516,10 @@ async fn records_stored_as_hashes_by_earlier_versions_still_work() {
     }
     store.complete(vec![claimed[0].key(), claimed[2].key()]).await.unwrap();
     let unsettled = store.unsettled_for_user(5).await.unwrap();
-    assert_eq!(unsettled.iter().map(|record| record.seq).collect::<Vec<_>>(), vec![granted[1].seq]);
+    assert_eq!(unsettled.iter().map(|record| record.seq).collect::<Vec<_>>(), vec![granted[1].seq, listed[3]]);
     assert_eq!(store.retire_credited(0, 10).await.unwrap(), 1, "the one without scene and cents stays");
     assert!(store.lookup("act", &granted[0].order_no).await.unwrap().is_none());
+    assert_eq!(store.grants_of("act").await.unwrap().len(), 3, "retired from the earlier versions' index");
     let retired = store.retired_of("act").await.unwrap();
     assert_eq!(retired, std::collections::HashMap::from([("scene".into(), StockUsed { count: 1, cents: 10 })]));
     let kept = store.lookup("act", &granted[2].order_no).await.unwrap().unwrap();

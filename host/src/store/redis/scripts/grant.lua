@@ -7,7 +7,7 @@
 -- KEYS[3] queue         P:{N}:q                     stream: the crediting queue
 -- KEYS[4] seq           P:{N}:seq                   string: the shard's sequence
 -- KEYS[5] stock         P:{N}:st:ACTIVITY           hash: the shard's stock bucket
--- KEYS[6] activity_grants P:{N}:ag:ACTIVITY         zset: member by seq
+-- KEYS[6] activity_grants P:{N}:ga:ACTIVITY         stream: entry SEQ-0 {m: member} a grant
 -- KEYS[7] rate          P:{N}:rl:…/WINDOW           string: grants in the user's rate window
 -- KEYS[8] vouched       P:{N}:ok:ACTIVITY           string: this shard vouches for the activity
 -- KEYS[9] retired_users P:{N}:rx:ACTIVITY:B         set: users with retired records of the activity
@@ -70,15 +70,22 @@ if mode == 'grant' then
   end
 end
 local seq = redis.call('INCR', seq_key) * shards + shard
+local seq_text = string.format('%d', seq)
+-- First, so that nothing else is written if the stream refused the id. The shard's seq only
+-- grows, so it does not; should a partial restore of Redis have set it back, the entry takes
+-- the next id instead (retirement then leaves it behind: reconciliation skips it, its record
+-- being gone).
+if type(redis.pcall('XADD', activity_grants, seq_text .. '-0', 'm', member)) == 'table' then
+  redis.call('XADD', activity_grants, '*', 'm', member)
+end
 local st = '1'
 if mode == 'restore-credited' then st = '8' end
-redis.call('SET', record_key, st .. string.format('%d', seq) .. '|' .. act_id .. '|' .. scene .. '|' .. amount_text .. '|' .. record)
+redis.call('SET', record_key, st .. seq_text .. '|' .. act_id .. '|' .. scene .. '|' .. amount_text .. '|' .. record)
 if st == '8' then
   local t = redis.call('TIME')
   redis.call('ZADD', credited, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), member)
 end
 redis.call('ZADD', user_tokens, open_time_ms, flow_id)
-redis.call('ZADD', activity_grants, seq, member)
 if st == '1' then
   redis.call('XADD', queue, '*', 'm', member)
 end

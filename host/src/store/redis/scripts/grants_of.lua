@@ -1,7 +1,8 @@
--- One chunk of an activity's grants in a shard, for reconciliation. Arguments are built by
+-- One chunk of an activity's grants in a shard that earlier versions indexed in a zset (new
+-- grants are in the stream `grants_since.lua` reads), for reconciliation. Arguments are built by
 -- `GrantsOfArgs` (scripts.rs) only.
 --
--- KEYS[1] activity_grants   P:{N}:ag:ACTIVITY   zset: member by seq
+-- KEYS[1] legacy_grants     P:{N}:ag:ACTIVITY   zset: member by seq
 -- KEYS[2] parked            P:{N}:pk
 -- ARGV[1] record key start, P:{N}:g:
 -- ARGV[2] first rank

@@ -22,18 +22,20 @@ for _, m in ipairs(due) do
   local g = tag .. ':g:' .. m
   local stored = stored_record(g)
   local v = {}
-  if stored then v = {string.match(stored, '^(%d)%d*|(-?%d+)|([^|]*)|(-?%d+)|')} end
+  if stored then v = {string.match(stored, '^(%d)(%d+)|(-?%d+)|([^|]*)|(-?%d+)|')} end
   local activity = string.match(m, '^([^/]+)/')
-  if v[1] == '8' and v[2] and activity then
+  if v[1] == '8' and v[3] and activity then
     redis.call('DEL', g)
-    redis.call('ZREM', tag .. ':ut:' .. v[2], 'rp/' .. m)
+    redis.call('ZREM', tag .. ':ut:' .. v[3], 'rp/' .. m)
+    redis.call('XDEL', tag .. ':ga:' .. activity, v[2] .. '-0')
+    -- Earlier versions indexed the activity's grants in a zset.
     redis.call('ZREM', tag .. ':ag:' .. activity, m)
     local totals = tag .. ':rr:' .. activity
-    redis.call('HINCRBY', totals, 's:' .. v[3] .. ':n', 1)
-    redis.call('HINCRBY', totals, 's:' .. v[3] .. ':c', v[4])
-    local digits = string.sub((string.gsub(v[2], '-', '')), -6)
+    redis.call('HINCRBY', totals, 's:' .. v[4] .. ':n', 1)
+    redis.call('HINCRBY', totals, 's:' .. v[4] .. ':c', v[5])
+    local digits = string.sub((string.gsub(v[3], '-', '')), -6)
     local bucket = math.floor(tonumber(digits) / shards) % buckets
-    redis.call('SADD', tag .. ':rx:' .. activity .. ':' .. bucket, v[2])
+    redis.call('SADD', tag .. ':rx:' .. activity .. ':' .. bucket, v[3])
     n = n + 1
   end
   redis.call('ZREM', credited, m)
