@@ -347,7 +347,9 @@ pub async fn run(config: &SuiteConfig) -> anyhow::Result<()> {
     match (&config.redis_url, &config.database_url) {
         (Some(redis_url), Some(database_url)) => {
             let production = Production::new(config, redis_url, database_url);
-            production.runs(&mut md, &mut figures).await?;
+            let ran = production.runs(&mut md, &mut figures).await;
+            production.forget_keys().await;
+            ran?;
         }
         _ => {
             let _ = writeln!(
@@ -375,6 +377,13 @@ async fn run_part(config: &SuiteConfig, part: &str) -> anyhow::Result<()> {
         anyhow::bail!("`--only {part}` needs a Redis and a PostgreSQL: set REDIS_URL and DATABASE_URL");
     };
     let production = Production::new(config, redis_url, database_url);
+    let ran = production_part(&production, part).await;
+    production.forget_keys().await;
+    ran
+}
+
+/// One Redis + PostgreSQL part of the suite, its figures printed.
+async fn production_part(production: &Production<'_>, part: &str) -> anyhow::Result<()> {
     match part {
         "retention" => {
             let (redis, embedded) = production.retention_runs().await?;
@@ -592,6 +601,17 @@ struct WriterFigures {
 impl<'a> Production<'a> {
     fn new(config: &'a SuiteConfig, redis_url: &'a str, database_url: &'a str) -> Production<'a> {
         Production { config, redis_url, database_url, run: format!("{:x}", fastrand::u32(..)) }
+    }
+
+    /// Deletes the keys the runs left in Redis (under `bench{run}`, `bench{run}w` and
+    /// `bench{run}r`), so that a shared Redis does not keep every run's records; says so when it
+    /// cannot.
+    async fn forget_keys(&self) {
+        for prefix in [format!("bench{}", self.run), format!("bench{}w", self.run), format!("bench{}r", self.run)] {
+            if let Err(error) = forget_keys(self.redis_url, &prefix).await {
+                eprintln!("the bench's keys under `{prefix}` stay in Redis: {error}");
+            }
+        }
     }
 
     /// The activity of one kind of run (`token`, `sync`, `writer`, `capped`).
@@ -871,6 +891,39 @@ async fn key_kinds(
         }
     }
     Ok(kinds)
+}
+
+/// Deletes the keys under `prefix` on every node of the Redis at `url`.
+async fn forget_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let nodes = crate::store::cluster_nodes(url).unwrap_or_else(|| vec![url.to_owned()]);
+    for node in nodes {
+        let client = redis::Client::open(node.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut cursor = 0_u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                // One key a command: on a cluster node, keys of several slots cannot go together.
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("UNLINK").arg(key).ignore();
+                }
+                let () = pipe.query_async(&mut conn).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(())
 }
 
 /// The kind of a key after its prefix: the segment after the hash tag (`{N}:KIND:…`), or `n`

@@ -22,10 +22,38 @@ struct Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        if let Some((child, _dir)) = &mut self.server {
-            let _ = child.kill();
-            let _ = child.wait();
+        match &mut self.server {
+            Some((child, _dir)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            // A shared server keeps nothing of the test.
+            None => forget_prefix(&self.store.inner.config.url, &self.store.inner.config.prefix),
         }
+    }
+}
+
+/// Deletes the keys under `prefix`, best effort.
+fn forget_prefix(url: &str, prefix: &str) {
+    let Ok(mut conn) = redis::Client::open(url).and_then(|client| client.get_connection()) else { return };
+    let mut cursor = 0_u64;
+    loop {
+        let scan = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(10_000)
+            .query(&mut conn);
+        let Ok((next, keys)) = scan else { return };
+        let keys: Vec<String> = keys;
+        for key in keys {
+            let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(key).query(&mut conn);
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 
