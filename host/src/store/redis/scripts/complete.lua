@@ -1,5 +1,6 @@
--- Completes credited tokens: status 8, off the parked set and the queue, and into the shard's credited set `TAG:cr` (scored by Redis's clock) to wait out their
--- retention. Arguments are built by `EntriesArgs` (scripts.rs) only.
+-- Completes credited tokens: status 8, off the parked set and the queue, and into the shard's
+-- credited set `TAG:cr` (scored by Redis's clock) to wait out their retention. Arguments are
+-- built by `EntriesArgs` (scripts.rs) only.
 --
 -- KEYS[1] queue    P:{N}:q
 -- KEYS[2] parked   P:{N}:pk
