@@ -10,9 +10,10 @@
 //! rest is the protobuf [`GrantRecord`] with its token kept by the app, key id and signature
 //! ([`crate::issuer::kept`]) in field 13 instead of its text in field 9.
 //!
-//! A string of ≈ 230 bytes costs Redis ≈ 330 bytes with its key; the hash it replaced (seven
-//! fields, one of them longer than the 64 bytes a compact hash allows) cost ≈ 1,000. The grant
-//! script writes the header, because it assigns the seq; [`record_bytes`] makes the rest.
+//! The bench's records are ≈ 240 bytes, 376 with their key (`MEMORY USAGE`); the hash this
+//! replaced (seven fields, one of them longer than the 64 bytes a compact hash allows) cost
+//! 1,024 (BENCHMARKS.md, "The Redis store's records as strings"). The grant script writes the
+//! header, because it assigns the seq; [`record_bytes`] makes the rest.
 
 use prost::Message as _;
 use redis::Value;
