@@ -855,46 +855,49 @@ async fn key_kinds(
     prefix: &str,
     weigh: bool,
 ) -> anyhow::Result<std::collections::BTreeMap<String, KindMemory>> {
-    let nodes = crate::store::cluster_nodes(url).unwrap_or_else(|| vec![url.to_owned()]);
     let mut kinds: std::collections::BTreeMap<String, KindMemory> = std::collections::BTreeMap::new();
-    for node in nodes {
-        let client = redis::Client::open(node.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let mut cursor = 0_u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{prefix}:*"))
-                .arg("COUNT")
-                .arg(10_000)
-                .query_async(&mut conn)
-                .await?;
-            let sizes: Vec<Option<u64>> = if weigh && !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                for key in &keys {
-                    pipe.cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(0);
-                }
-                pipe.query_async(&mut conn).await?
-            } else {
-                vec![None; keys.len()]
-            };
-            for (key, size) in keys.iter().zip(sizes) {
-                let kind = kinds.entry(key_kind(&key[prefix.len() + 1..]).to_owned()).or_default();
-                kind.keys += 1;
-                kind.bytes += size.unwrap_or(0);
+    for_each_key_chunk(url, prefix, async |conn, keys| {
+        let sizes: Vec<Option<u64>> = if weigh {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(0);
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+            pipe.query_async(conn).await?
+        } else {
+            vec![None; keys.len()]
+        };
+        for (key, size) in keys.iter().zip(sizes) {
+            let kind = kinds.entry(key_kind(&key[prefix.len() + 1..]).to_owned()).or_default();
+            kind.keys += 1;
+            kind.bytes += size.unwrap_or(0);
         }
-    }
+        Ok(())
+    })
+    .await?;
     Ok(kinds)
 }
 
 /// Deletes the keys under `prefix` on every node of the Redis at `url`.
 async fn forget_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
+    for_each_key_chunk(url, prefix, async |conn, keys| {
+        // One key a command: on a cluster node, keys of several slots cannot go together.
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("UNLINK").arg(key).ignore();
+        }
+        let () = pipe.query_async(conn).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Hands `each` the keys under `prefix` on every node of the Redis at `url`, a `SCAN` chunk at
+/// a time (never empty), with the node's connection.
+async fn for_each_key_chunk(
+    url: &str,
+    prefix: &str,
+    mut each: impl AsyncFnMut(&mut redis::aio::MultiplexedConnection, Vec<String>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let nodes = crate::store::cluster_nodes(url).unwrap_or_else(|| vec![url.to_owned()]);
     for node in nodes {
         let client = redis::Client::open(node.as_str())?;
@@ -910,12 +913,7 @@ async fn forget_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
                 .query_async(&mut conn)
                 .await?;
             if !keys.is_empty() {
-                // One key a command: on a cluster node, keys of several slots cannot go together.
-                let mut pipe = redis::pipe();
-                for key in &keys {
-                    pipe.cmd("UNLINK").arg(key).ignore();
-                }
-                let () = pipe.query_async(&mut conn).await?;
+                each(&mut conn, keys).await?;
             }
             if next == 0 {
                 break;

@@ -13,11 +13,6 @@ local record_prefix, first, last = ARGV[1], ARGV[2], ARGV[3]
 local members = redis.call('ZRANGE', activity_grants, first, last)
 local out = {}
 for _, m in ipairs(members) do
-  local v = stored_record(record_prefix .. m)
-  if v then
-    local is_parked = 0
-    if redis.call('ZSCORE', parked, m) then is_parked = 1 end
-    out[#out + 1] = {is_parked, v}
-  end
+  out[#out + 1] = grant_row(record_prefix, parked, m)
 end
 return out

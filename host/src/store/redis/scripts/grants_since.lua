@@ -16,12 +16,6 @@ local entries = redis.call('XRANGE', activity_grants, start, '+', 'COUNT', count
 local out = {#entries, after}
 for _, e in ipairs(entries) do
   out[2] = e[1]
-  local m = e[2][2]
-  local v = stored_record(record_prefix .. m)
-  if v then
-    local is_parked = 0
-    if redis.call('ZSCORE', parked, m) then is_parked = 1 end
-    out[#out + 1] = {is_parked, v}
-  end
+  out[#out + 1] = grant_row(record_prefix, parked, e[2][2])
 end
 return out

@@ -22,3 +22,13 @@ local function stored_record(key)
   return v
 end
 
+-- grant_row(record_prefix, parked, m): {parked 0/1, stored record} for member `m`, whether it is
+-- in the zset `parked`; nil when its record is gone (reconciliation's rows).
+local function grant_row(record_prefix, parked, m)
+  local v = stored_record(record_prefix .. m)
+  if not v then return nil end
+  local is_parked = 0
+  if redis.call('ZSCORE', parked, m) then is_parked = 1 end
+  return {is_parked, v}
+end
+
