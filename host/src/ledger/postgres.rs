@@ -8,17 +8,21 @@
 //! `hongbao_schema_migrations(version, name, applied_at)`. Each runs once, in its own transaction
 //! holding an advisory lock, so hosts that start together neither race nor see half a schema.
 //!
-//! - `accounts(name, balance)`: one row per account money has moved through. A CHECK keeps every
-//!   account but `funding/…` at zero or above: the code never asks for less, and the database
-//!   refuses it if a bug ever does.
+//! - `accounts(name, balance, income)`: one row per account money has moved through. A CHECK
+//!   keeps every account but `funding/…` and `transit/…` at zero or above: the code never asks
+//!   for less, and the database refuses it if a bug ever does. A wallet's `income` is the cents
+//!   of red packets ever credited to it, moved in the same upsert as its balance (migration 5).
 //! - `entries(id, kind, debit_account, credit_account, amount_cents, time_ms, act_id, memo,
 //!   activity_id, scene_id, reference, token)`: one row per entry. The primary key on the id is
 //!   the uniqueness the ledger's idempotency rests on (see [`super`]). A partial index on
 //!   `(act_id, time_ms, id)` serves the wallet flow, and an activity's red packets are the id
 //!   range `rp/{activity}/` to `rp/{activity}0` of the primary key, exactly the range the
 //!   embedded ledger reads.
-//! - `user_income(act_id, cents)` and `funded(activity_id, cents)`: running totals written in the
-//!   transaction that writes the entries behind them, so reads never sum entries.
+//! - `funded(activity_id, cents)`, and the wallets' income: running totals written in the
+//!   transaction that writes the entries behind them, so reads never sum entries. Income written
+//!   before migration 5, or by a host of an earlier version during a rolling upgrade, is in
+//!   `user_income(act_id, cents)`; a wallet's income is the sum of its row there and its
+//!   account's `income`.
 //!
 //! Ids and account names are `COLLATE "C"`: they compare byte by byte, as Rust strings do, so a
 //! page of the wallet flow ends where the token store's page ends whatever the database's locale.
@@ -33,7 +37,8 @@
 //! the second. The outcome of each item (applied, already credited, conflict, budget exhausted) is
 //! decided in Rust, in order, from those rows; one statement then writes the entries and moves the
 //! balances, aggregated per account. Credit batches take their locks in one order (budget
-//! accounts by name, then wallets by name, then user income by act id), withdrawals lock a wallet
+//! accounts by name, then wallets by name; hosts of an earlier version then lock `user_income`
+//! rows, which no newer host touches), withdrawals lock a wallet
 //! then `payouts`, fundings a `funded` row then its two accounts; no kind waits for a lock another
 //! holds while that one waits for it, so hosts do not deadlock one another. A deadlock, a
 //! serialization failure or a unique violation all the same retries the transaction.
@@ -104,6 +109,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "credited_at", sql: include_str!("../../migrations/0002_credited_at.sql") },
     Migration { version: 3, name: "packets", sql: include_str!("../../migrations/0003_packets.sql") },
     Migration { version: 4, name: "shards", sql: include_str!("../../migrations/0004_shards.sql") },
+    Migration { version: 5, name: "wallet_income", sql: include_str!("../../migrations/0005_wallet_income.sql") },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS hongbao_schema_migrations (
@@ -139,11 +145,11 @@ const ENSURE_FUNDED: &str =
 const LOCK_FUNDED: &str = "SELECT cents FROM funded WHERE activity_id = $1 FOR UPDATE";
 
 /// Every write of a transaction in one statement: inserts entries (`$1`–`$12`, one array per
-/// column), subtracts from accounts that exist and are locked (`$13`, `$14`), adds to accounts,
-/// creating them (`$15`, `$16`), adds to user income (`$17`, `$18`) and sets funded totals
-/// (`$19`, `$20`). Arrays come sorted, so rows are locked in order. The main query reads the
-/// parts left to right, which fixes the order they run in; it returns how many rows each touched,
-/// then the inserted entries as the database stored them (ids, debit accounts, credit accounts,
+/// column), subtracts from accounts that exist and are locked (`$13`, `$14`), adds to accounts'
+/// balances and income, creating them (`$15`–`$17`), and sets funded totals (`$18`, `$19`).
+/// Arrays come sorted, so rows are locked in order. The main query reads the parts left to right,
+/// which fixes the order they run in; it returns how many rows each touched, then the inserted
+/// entries as the database stored them (ids, debit accounts, credit accounts,
 /// amounts: one array each, in id order), which the ledger reads back without another round trip.
 const APPLY: &str = concat!(
     "WITH inserted AS (
@@ -159,25 +165,20 @@ const APPLY: &str = concat!(
         WHERE a.name = d.name
         RETURNING 1
     ), credited AS (
-        INSERT INTO accounts AS a (name, balance)
-        SELECT c.name, c.cents FROM unnest($15::text[], $16::bigint[]) WITH ORDINALITY AS c(name, cents, n)
+        INSERT INTO accounts AS a (name, balance, income)
+        SELECT c.name, c.cents, c.income
+        FROM unnest($15::text[], $16::bigint[], $17::bigint[]) WITH ORDINALITY AS c(name, cents, income, n)
         ORDER BY c.n
-        ON CONFLICT (name) DO UPDATE SET balance = a.balance + excluded.balance
-        RETURNING 1
-    ), income AS (
-        INSERT INTO user_income AS u (act_id, cents)
-        SELECT i.act_id, i.cents FROM unnest($17::bigint[], $18::bigint[]) WITH ORDINALITY AS i(act_id, cents, n)
-        ORDER BY i.n
-        ON CONFLICT (act_id) DO UPDATE SET cents = u.cents + excluded.cents
+        ON CONFLICT (name) DO UPDATE SET balance = a.balance + excluded.balance, income = a.income + excluded.income
         RETURNING 1
     ), funded_now AS (
         UPDATE funded AS f SET cents = t.cents
-        FROM unnest($19::text[], $20::bigint[]) AS t(activity_id, cents)
+        FROM unnest($18::text[], $19::bigint[]) AS t(activity_id, cents)
         WHERE f.activity_id = t.activity_id
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM debited), (SELECT count(*) FROM credited),
-           (SELECT count(*) FROM income), (SELECT count(*) FROM funded_now),
+           (SELECT count(*) FROM funded_now),
            ARRAY(SELECT id FROM inserted ORDER BY id), ARRAY(SELECT debit_account FROM inserted ORDER BY id),
            ARRAY(SELECT credit_account FROM inserted ORDER BY id), ARRAY(SELECT amount_cents FROM inserted ORDER BY id)"
 );
@@ -192,10 +193,12 @@ const PLACE: &str = "SELECT shard_index, shard_count FROM ledger_shard";
 /// One entry by id.
 const ENTRY: &str = concat!("SELECT ", entry_columns!(), " FROM entries WHERE id = $1");
 
-/// A user's balance, income and which of the ids `$3` exist, in one statement and so one snapshot.
+/// A user's balance, income (the account's and what earlier versions wrote into `user_income`)
+/// and which of the ids `$3` exist, in one statement and so one snapshot.
 const WALLET: &str = "SELECT
     COALESCE((SELECT balance FROM accounts WHERE name = $1), 0)::bigint,
-    COALESCE((SELECT cents FROM user_income WHERE act_id = $2), 0)::bigint,
+    (COALESCE((SELECT income FROM accounts WHERE name = $1), 0)
+        + COALESCE((SELECT cents FROM user_income WHERE act_id = $2), 0))::bigint,
     ARRAY(SELECT id FROM entries WHERE id = ANY($3::text[]))";
 
 /// The newest `$2` of a user's entries. Funding entries have no user; `kind <> 3` keeps them out
@@ -907,7 +910,7 @@ fn plan_credits(
         let entry = LedgerEntry { id: id.clone(), debit_account: budget, ..LedgerEntry::red_packet(credit) };
         *postings.debits.entry(entry.debit_account.clone()).or_default() += entry.amount_cents;
         postings.add(&entry.credit_account, entry.amount_cents)?;
-        let income = postings.income.entry(entry.act_id).or_default();
+        let income = postings.income.entry(entry.credit_account.clone()).or_default();
         *income = income.checked_add(entry.amount_cents).ok_or(LedgerError::AmountOutOfRange(entry.amount_cents))?;
         known.insert(entry.id.clone(), Existing { amount_cents: entry.amount_cents, act_id: entry.act_id });
         postings.entries.push(entry);
@@ -925,8 +928,8 @@ struct Postings {
     debits: BTreeMap<String, i64>,
     /// Cents added to accounts (negative only for funding accounts), creating them.
     credits: BTreeMap<String, i64>,
-    /// Cents added to users' income.
-    income: BTreeMap<i64, i64>,
+    /// Cents added to wallets' income, by wallet account (each one of `credits`).
+    income: BTreeMap<String, i64>,
     /// New funded totals of activities.
     funded: Vec<(String, i64)>,
 }
@@ -1032,10 +1035,11 @@ impl Session {
             postings.debits.iter().map(|(name, cents)| (name.as_str(), *cents)).unzip();
         let (credit_names, credit_cents): (Vec<&str>, Vec<i64>) =
             postings.credits.iter().map(|(name, cents)| (name.as_str(), *cents)).unzip();
-        let (income_users, income_cents): (Vec<i64>, Vec<i64>) = postings.income.iter().map(|(a, c)| (*a, *c)).unzip();
+        let credit_income: Vec<i64> =
+            credit_names.iter().map(|name| postings.income.get(*name).copied().unwrap_or(0)).collect();
         let (funded_activities, funded_cents): (Vec<&str>, Vec<i64>) =
             postings.funded.iter().map(|(activity, cents)| (activity.as_str(), *cents)).unzip();
-        let params: [&(dyn ToSql + Sync); 20] = [
+        let params: [&(dyn ToSql + Sync); 19] = [
             &ids,
             &kinds,
             &debit_accounts,
@@ -1052,8 +1056,7 @@ impl Session {
             &debit_cents,
             &credit_names,
             &credit_cents,
-            &income_users,
-            &income_cents,
+            &credit_income,
             &funded_activities,
             &funded_cents,
         ];
@@ -1067,16 +1070,16 @@ impl Session {
         // The debited accounts and funded rows were read under lock in this transaction, so
         // every one was there to update.
         let debited: i64 = column(&counts, 1)?;
-        let funded: i64 = column(&counts, 4)?;
+        let funded: i64 = column(&counts, 3)?;
         if usize::try_from(debited).ok() != Some(postings.debits.len())
             || usize::try_from(funded).ok() != Some(postings.funded.len())
         {
             tracing::error!(?postings, debited, funded, "ledger write missed a locked row: the books need an audit");
         }
-        let ids: Vec<String> = column(&counts, 5)?;
-        let debit_accounts: Vec<String> = column(&counts, 6)?;
-        let credit_accounts: Vec<String> = column(&counts, 7)?;
-        let amounts: Vec<i64> = column(&counts, 8)?;
+        let ids: Vec<String> = column(&counts, 4)?;
+        let debit_accounts: Vec<String> = column(&counts, 5)?;
+        let credit_accounts: Vec<String> = column(&counts, 6)?;
+        let amounts: Vec<i64> = column(&counts, 7)?;
         let stored: HashMap<&str, ReadBack<'_>> = ids
             .iter()
             .zip(debit_accounts.iter().zip(&credit_accounts).zip(&amounts))
@@ -1327,6 +1330,28 @@ pub(super) mod tests {
         let again = db.ledger().await;
         assert_eq!(versions(admin.query(read, &[]).await.unwrap()), first);
         assert_eq!(again.balance("budget/a").await.unwrap(), 100);
+    }
+
+    // Proves a wallet's income counts what hosts of an earlier version wrote into `user_income`
+    // (before migration 5, or beside a newer host during a rolling upgrade) and that a credit
+    // now moves only the wallet's account row.
+    #[tokio::test]
+    async fn income_an_earlier_version_wrote_still_counts() {
+        let db = TestDb::create().await;
+        let ledger = db.ledger().await;
+        ledger.fund_activity("a".into(), 100, 1).await.unwrap();
+        let admin = admin_client(&db.url).await;
+        admin.execute("INSERT INTO user_income (act_id, cents) VALUES (7, 25)", &[]).await.unwrap();
+
+        assert_eq!(ledger.credit_batch(vec![credit("a", "1", 7, 40, 5)]).await.unwrap(), [CreditResult::Applied]);
+        let wallet = ledger.wallet(7, &[]).await.unwrap();
+        assert_eq!((wallet.balance_cents, wallet.income_cents), (40, 65));
+        let rows = "SELECT (SELECT cents FROM user_income WHERE act_id = 7), \
+            (SELECT income FROM accounts WHERE name = 'wallet/7')";
+        let row = admin.query_one(rows, &[]).await.unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (25, 40));
+        assert_eq!(ledger.wallet(8, &[]).await.unwrap().income_cents, 0);
+        assert_books_balance(&ledger).await;
     }
 
     // Proves a url that does not parse is its own error (a starting host does not try it again)

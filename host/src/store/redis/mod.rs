@@ -44,7 +44,8 @@
 //! Each shard's queue is a stream read by the consumer group `writers`; every host's writer is
 //! a consumer and takes a share. A claim script reads new entries and entries another consumer
 //! has held longer than the reclaim timeout (`XAUTOCLAIM`), marks their records processing and
-//! returns them; completing acknowledges and deletes the entries. A record's status, not the
+//! returns them; completing acknowledges the entries and drops them (`scripts/queue.lua`: the
+//! stream is trimmed up to its oldest entry still claimed). A record's status, not the
 //! stream, is the truth: an entry whose token is already credited is dropped when read, so
 //! redelivery is harmless, and the ledger is idempotent anyway.
 //!

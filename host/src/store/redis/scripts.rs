@@ -4,8 +4,8 @@
 //! beside it here is the only place those positions exist: callers fill in fields by name and
 //! [`invocation`](GrantArgs::invocation) lays them out in the order the script's table gives.
 //! Bounds a script applies are fields too, set from named Rust constants, so that no number
-//! hides inside the Lua. `scripts/record.lua` is prepended to every script: it is how they read
-//! a grant's record.
+//! hides inside the Lua. `scripts/record.lua` and `scripts/queue.lua` are prepended to every
+//! script: how they read a grant's record, and drop the crediting queue's acknowledged entries.
 
 use std::sync::LazyLock;
 
@@ -16,7 +16,11 @@ macro_rules! scripts {
         $(
             $(#[$doc])*
             static $name: LazyLock<Script> =
-                LazyLock::new(|| Script::new(concat!(include_str!("scripts/record.lua"), include_str!(concat!("scripts/", $file)))));
+                LazyLock::new(|| Script::new(concat!(
+                    include_str!("scripts/record.lua"),
+                    include_str!("scripts/queue.lua"),
+                    include_str!(concat!("scripts/", $file))
+                )));
         )*
     };
 }

@@ -311,6 +311,46 @@ async fn queue_scripts_move_tokens_to_credited() {
     assert_eq!(stored.status(), TokenStatus::Credited);
 }
 
+// Proves the queue scripts drop acknowledged entries whatever order writers finish in
+// (queue.lua): entries done while an older one is still claimed are deleted, the stream is
+// trimmed up to its oldest claimed entry, and neither a claimed entry nor one not yet delivered
+// is ever dropped with them.
+#[tokio::test]
+async fn acknowledged_entries_leave_the_queue_in_any_order() {
+    let fixture = fixture(1).await;
+    let store = &fixture.store;
+    for order in 1..=5 {
+        assert!(matches!(grant(store, record(9, order, 1), budget(100)).await, GrantCommit::Granted(_)));
+    }
+    let claimed = store.claim_queue(10).await.unwrap();
+    assert_eq!(claimed.len(), 5);
+    // The newest first, while the oldest are still claimed.
+    store.complete(vec![claimed[3].key(), claimed[4].key()]).await.unwrap();
+    assert_eq!(store.queue_len().await.unwrap(), 3);
+    store.complete(vec![claimed[0].key()]).await.unwrap();
+    assert_eq!(store.queue_len().await.unwrap(), 2);
+    // The two still claimed are there to take again (a zero reclaim timeout here).
+    let again = store.claim_queue(10).await.unwrap();
+    let orders = |records: &[GrantRecord]| records.iter().map(|r| r.order_no.clone()).collect::<Vec<_>>();
+    assert_eq!(orders(&again), orders(&claimed[1..3]));
+    store.park(vec![again[1].key()]).await.unwrap();
+    assert_eq!(store.queue_len().await.unwrap(), 1);
+    // Entries not yet delivered stay when everything delivered is done.
+    for order in 6..=7 {
+        assert!(matches!(grant(store, record(9, order, 1), budget(100)).await, GrantCommit::Granted(_)));
+    }
+    store.complete(vec![again[0].key()]).await.unwrap();
+    assert_eq!(store.queue_len().await.unwrap(), 2);
+    let fresh = store.claim_queue(1).await.unwrap();
+    assert_eq!(orders(&fresh), ["9_scene_6_cash_0"]);
+    store.complete(vec![fresh[0].key()]).await.unwrap();
+    assert_eq!(store.queue_len().await.unwrap(), 1);
+    let last = store.claim_queue(10).await.unwrap();
+    assert_eq!(orders(&last), ["9_scene_7_cash_0"]);
+    store.complete(vec![last[0].key()]).await.unwrap();
+    assert_eq!((store.queue_len().await.unwrap(), store.parked_len().await.unwrap()), (0, 1));
+}
+
 // Proves claim_keys.lua and requeue.lua: a user's tokens are claimed by name (credited ones
 // skipped), and named parked tokens go back in the queue.
 #[tokio::test]

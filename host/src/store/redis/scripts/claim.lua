@@ -14,6 +14,7 @@
 local queue, parked = KEYS[1], KEYS[2]
 local group, consumer, want, reclaim_after_ms, record_prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local out = {}
+local acknowledged = {}
 local function take(entries)
   for _, e in ipairs(entries) do
     local id, fields = e[1], e[2]
@@ -22,7 +23,7 @@ local function take(entries)
     local st = v and string.sub(v, 1, 1)
     if not v or st == '8' or redis.call('ZSCORE', parked, m) then
       redis.call('XACK', queue, group, id)
-      redis.call('XDEL', queue, id)
+      acknowledged[#acknowledged + 1] = id
     else
       if st == '1' then redis.call('SETRANGE', record_prefix .. m, 0, '2') end
       out[#out + 1] = {id, v, '2'}
@@ -35,4 +36,5 @@ if #out < want then
   local fresh = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want - #out, 'STREAMS', queue, '>')
   if fresh then take(fresh[1][2]) end
 end
+drop_acknowledged(queue, group, acknowledged)
 return out

@@ -11,6 +11,7 @@
 local queue, parked = KEYS[1], KEYS[2]
 local group, tag = ARGV[1], ARGV[2]
 local n = 0
+local acknowledged = {}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 3, #ARGV, 3 do
@@ -25,7 +26,8 @@ for i = 3, #ARGV, 3 do
   redis.call('ZREM', parked, m)
   if qid ~= '' then
     redis.call('XACK', queue, group, qid)
-    redis.call('XDEL', queue, qid)
+    acknowledged[#acknowledged + 1] = qid
   end
 end
+drop_acknowledged(queue, group, acknowledged)
 return n

@@ -10,6 +10,7 @@
 local queue, parked = KEYS[1], KEYS[2]
 local group, tag = ARGV[1], ARGV[2]
 local n = 0
+local acknowledged = {}
 for i = 3, #ARGV, 3 do
   local m, seq, qid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local v = stored_record(tag .. ':g:' .. m)
@@ -19,7 +20,8 @@ for i = 3, #ARGV, 3 do
   end
   if qid ~= '' then
     redis.call('XACK', queue, group, qid)
-    redis.call('XDEL', queue, qid)
+    acknowledged[#acknowledged + 1] = qid
   end
 end
+drop_acknowledged(queue, group, acknowledged)
 return n
