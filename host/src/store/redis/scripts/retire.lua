@@ -18,6 +18,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', credited, '-inf', now - retain_ms, 'LIMIT', 0, max)
 local n = 0
+local indexed = {}
 for _, m in ipairs(due) do
   local g = tag .. ':g:' .. m
   local stored = stored_record(g)
@@ -27,7 +28,9 @@ for _, m in ipairs(due) do
   if v[1] == '8' and v[3] and activity then
     redis.call('DEL', g)
     redis.call('ZREM', tag .. ':ut:' .. v[3], 'rp/' .. m)
-    redis.call('XDEL', tag .. ':ga:' .. activity, v[2] .. '-0')
+    local seqs = indexed[activity]
+    if not seqs then seqs = {}; indexed[activity] = seqs end
+    seqs[#seqs + 1] = tonumber(v[2])
     -- Earlier versions indexed the activity's grants in a zset.
     redis.call('ZREM', tag .. ':ag:' .. activity, m)
     local totals = tag .. ':rr:' .. activity
@@ -39,5 +42,23 @@ for _, m in ipairs(due) do
     n = n + 1
   end
   redis.call('ZREM', credited, m)
+end
+-- The retired grants leave their activities' indexes. Credited in about the order they were
+-- granted, they are mostly the oldest entries of the stream: the ones that start it are trimmed
+-- (≈ 0.3 µs an entry), the rest deleted one by one (XDEL: ≈ 10 µs, see queue.lua).
+for activity, seqs in pairs(indexed) do
+  local stream = tag .. ':ga:' .. activity
+  table.sort(seqs)
+  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', #seqs + 1)
+  local k = 0
+  while k < #seqs and head[k + 1] and head[k + 1][1] == string.format('%d-0', seqs[k + 1]) do k = k + 1 end
+  if k > 0 then
+    if head[k + 1] then
+      redis.call('XTRIM', stream, 'MINID', head[k + 1][1])
+    else
+      redis.call('DEL', stream)
+    end
+  end
+  for i = k + 1, #seqs do redis.call('XDEL', stream, string.format('%d-0', seqs[i])) end
 end
 return {n, #due}
