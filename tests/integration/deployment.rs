@@ -74,6 +74,10 @@ impl Backends {
         if let Some(url) = &self.store_url {
             args.extend(["--store".into(), url.clone(), "--store-prefix".into(), self.prefix.clone()]);
             args.extend(["--reclaim-after-ms".into(), self.reclaim_after_ms.to_string()]);
+            // A debug-build host while other tests build wasm components on both cores can wait
+            // more than the default 2 s for an answer from a healthy Redis; a lost Redis is
+            // refused connections at once, so the tests of one do not wait this out.
+            args.extend(["--store-timeout-ms".into(), "15000".into()]);
         }
         if let Some(url) = &self.ledger_url {
             args.extend(["--ledger".into(), url.clone()]);
@@ -87,6 +91,8 @@ impl Backends {
             config.prefix = self.prefix.clone();
             // In-process tests "crash" by dropping the app: its claims are taken over at once.
             config.reclaim_after_ms = 0;
+            // As for hosts (`serve_args`): a loaded machine is not a lost Redis.
+            config.op_timeout_ms = 15_000;
             config
         })
     }

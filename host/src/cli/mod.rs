@@ -215,6 +215,10 @@ pub struct ServeOptions {
     /// host's writer takes it over (Redis store) [default: 5000]
     #[arg(long, env = "HONGBAO_RECLAIM_AFTER_MS")]
     reclaim_after_ms: Option<u64>,
+    /// Milliseconds one Redis operation may take before it fails as unavailable (a request
+    /// then answers 503 and the writer retries), 1 to 60000 [default: 2000]
+    #[arg(long, env = "HONGBAO_STORE_TIMEOUT_MS")]
+    store_timeout_ms: Option<u64>,
     /// Seconds a credited token's record stays in the token store before it leaves (the ledger
     /// keeps it; replays are answered from there), 1 to 604800 [default: 600]
     #[arg(long, env = "HONGBAO_RETAIN_CREDITED_S")]
@@ -229,6 +233,10 @@ pub struct ServeOptions {
     #[serde(skip)]
     sync_credit: bool,
 }
+
+/// The longest `--store-timeout-ms` may be: past a minute a lost Redis would hold requests for
+/// longer than any client waits.
+const STORE_TIMEOUT_MS_MAX: u64 = 60_000;
 
 /// `--listen` unless given.
 const LISTEN_DEFAULT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
@@ -253,6 +261,7 @@ impl ServeOptions {
             store_prefix: self.store_prefix.or(file.store_prefix),
             store_shards: self.store_shards.or(file.store_shards),
             reclaim_after_ms: self.reclaim_after_ms.or(file.reclaim_after_ms),
+            store_timeout_ms: self.store_timeout_ms.or(file.store_timeout_ms),
             retain_credited_s: self.retain_credited_s.or(file.retain_credited_s),
             record_decisions: self.record_decisions.or(file.record_decisions),
             sync_credit: self.sync_credit,
@@ -291,6 +300,13 @@ impl ServeOptions {
                 config.prefix = self.store_prefix.unwrap_or(config.prefix);
                 config.shards = self.store_shards.unwrap_or(config.shards);
                 config.reclaim_after_ms = self.reclaim_after_ms.unwrap_or(config.reclaim_after_ms);
+                config.op_timeout_ms = self.store_timeout_ms.unwrap_or(config.op_timeout_ms);
+                if !(1..=STORE_TIMEOUT_MS_MAX).contains(&config.op_timeout_ms) {
+                    anyhow::bail!(
+                        "--store-timeout-ms `{}` must be 1..={STORE_TIMEOUT_MS_MAX} milliseconds",
+                        config.op_timeout_ms
+                    );
+                }
                 Some(config)
             }
             Some(url) => anyhow::bail!(
@@ -1073,13 +1089,29 @@ mod tests {
         );
     }
 
+    // Proves the Redis operation timeout is the store's, from the file or a flag, and that one
+    // outside 1..=60000 ms is refused naming the flag, before anything starts.
+    #[test]
+    fn the_store_timeout_is_set_and_bounded() {
+        let text = "store: redis://127.0.0.1:6379\nstore_timeout_ms: 7500\n";
+        let (config, _) = serve_with_file(text, &[]).unwrap().app_config().unwrap();
+        assert_eq!(config.store.unwrap().op_timeout_ms, 7_500);
+        let (config, _) = serve_with_file(text, &["--store-timeout-ms", "300"]).unwrap().app_config().unwrap();
+        assert_eq!(config.store.unwrap().op_timeout_ms, 300);
+        for bad in ["0", "60001"] {
+            let error = serve_with_file(text, &["--store-timeout-ms", bad]).unwrap().app_config().err().unwrap();
+            assert_eq!(error.to_string(), format!("--store-timeout-ms `{bad}` must be 1..=60000 milliseconds"));
+        }
+    }
+
     // Proves a bad config file is refused naming the file, line and key: an unknown key (with
     // the known ones), a value of the wrong type, and text that is not YAML.
     #[test]
     fn bad_config_files_name_the_file_line_and_key() {
         let error = serve_with_file("store: redis://127.0.0.1:6379\ncredits_per_secnd: 5\n", &[]).err().unwrap();
         let known = "listen, scenes, data, credits_per_second, credit_batch, fixed_rate, no_writer, store, ledger, \
-                     store_prefix, store_shards, reclaim_after_ms, retain_credited_s, record_decisions";
+                     store_prefix, store_shards, reclaim_after_ms, store_timeout_ms, retain_credited_s, \
+                     record_decisions";
         assert_eq!(
             format!("{error:#}").split_once("hongbao.yaml").unwrap().1,
             format!(":2: unknown setting `credits_per_secnd` (known: {known})")
@@ -1137,6 +1169,7 @@ mod tests {
             redis.prefix,
             redis.shards.to_string(),
             redis.reclaim_after_ms.to_string(),
+            redis.op_timeout_ms.to_string(),
             RETAIN_CREDITED_S_DEFAULT.to_string(),
         ] {
             assert!(help.contains(&format!("[default: {default}]")), "`{default}` missing from\n{help}");
