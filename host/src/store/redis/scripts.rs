@@ -4,8 +4,10 @@
 //! beside it here is the only place those positions exist: callers fill in fields by name and
 //! [`invocation`](GrantArgs::invocation) lays them out in the order the script's table gives.
 //! Bounds a script applies are fields too, set from named Rust constants, so that no number
-//! hides inside the Lua. `scripts/record.lua` and `scripts/queue.lua` are prepended to every
-//! script: how they read a grant's record, and drop the crediting queue's acknowledged entries.
+//! hides inside the Lua (`scripts/batch.lua`'s 512 is Lua's own limit, not a policy).
+//! `scripts/record.lua`, `scripts/queue.lua` and `scripts/batch.lua` are prepended to every
+//! script: how they read a grant's record, drop the crediting queue's acknowledged entries, and
+//! run one command over a batch's items.
 
 use std::sync::LazyLock;
 
@@ -19,6 +21,7 @@ macro_rules! scripts {
                 LazyLock::new(|| Script::new(concat!(
                     include_str!("scripts/record.lua"),
                     include_str!("scripts/queue.lua"),
+                    include_str!("scripts/batch.lua"),
                     include_str!(concat!("scripts/", $file))
                 )));
         )*

@@ -9,8 +9,8 @@ use super::reads::GRANTS_READ_PER_CALL;
 use super::reserve::share;
 use super::*;
 use crate::store::{
-    FlowPosition, GrantCommit, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, StockUsed, TokenStatus,
-    UserRate,
+    FlowPosition, GrantCommit, GrantKey, GrantRecord, LedgerCheck, RestoreOutcome, StockLimits, StockOut, StockUsed,
+    TokenStatus, UserRate,
 };
 
 /// A store on a Redis of its own (or on `REDIS_URL` under a fresh prefix).
@@ -517,6 +517,54 @@ async fn retire_script_keeps_stock_and_marks_the_user() {
     let credited = GrantRecord { status: TokenStatus::Credited.code(), ..record(4, 1, 10) };
     assert_eq!(store.restore(credited, true, budget(1_000)).await.unwrap(), RestoreOutcome::AlreadyPresent);
     assert_eq!(store.stock_used("act", None).await.unwrap().count, 4);
+}
+
+// Proves the queue and retirement scripts handle batches larger than one Redis command takes
+// (batch.lua's calls of 512 items): 700 tokens of 350 users in two scenes are parked, some
+// credited straight from the parked set, requeued, claimed and credited in batches of 512, then
+// retired in one call, and every token, total and retired user is accounted for.
+#[tokio::test]
+async fn batches_larger_than_one_command_move_every_token() {
+    let fixture = fixture(1).await;
+    let store = &fixture.store;
+    let limits = budget(1_000_000);
+    for act_id in 1..=350 {
+        for order in 1..=2 {
+            let scene = if order == 1 { "scene" } else { "other" };
+            let record = GrantRecord { scene_id: scene.into(), ..record(act_id, order, 3) };
+            assert!(matches!(grant(store, record, limits).await, GrantCommit::Granted(_)));
+        }
+    }
+    let claimed = store.claim_queue(700).await.unwrap();
+    assert_eq!(claimed.len(), 700);
+    let keys: Vec<GrantKey> = claimed.iter().map(GrantRecord::key).collect();
+    store.park(keys[..600].to_vec()).await.unwrap();
+    assert_eq!(store.parked_len().await.unwrap(), 600);
+    // Credited while parked (as a withdrawal forces): they leave the parked set.
+    store.complete(keys[..50].to_vec()).await.unwrap();
+    assert_eq!(store.parked_len().await.unwrap(), 550);
+    assert_eq!(store.requeue_parked().await.unwrap(), 550);
+    // The 100 never parked are still claimed: a zero reclaim timeout takes them again.
+    let again = store.claim_queue(700).await.unwrap();
+    assert_eq!(again.len(), 650);
+    store.complete(again.iter().map(GrantRecord::key).collect()).await.unwrap();
+    assert_eq!((store.queue_len().await.unwrap(), store.parked_len().await.unwrap()), (0, 0));
+    let mut conn = store.conn();
+    let credited: u64 = redis::cmd("ZCARD").arg(store.keys(0).credited()).query_async(&mut conn).await.unwrap();
+    assert_eq!(credited, 700);
+
+    assert_eq!(store.retire_credited(0, 1_000).await.unwrap(), 700);
+    let credited: u64 = redis::cmd("ZCARD").arg(store.keys(0).credited()).query_async(&mut conn).await.unwrap();
+    assert_eq!(credited, 0);
+    let retired = store.retired_of("act").await.unwrap();
+    let each = StockUsed { count: 350, cents: 1_050 };
+    assert_eq!(retired, std::collections::HashMap::from([("scene".into(), each), ("other".into(), each)]));
+    assert!(store.grants_of("act").await.unwrap().is_empty());
+    for act_id in [1, 175, 350] {
+        assert!(store.user_tokens(act_id, None, 10).await.unwrap().is_empty(), "user {act_id} still lists tokens");
+        let next = store.commit_grant(record(act_id, 3, 3), limits, None, LedgerCheck::New).await.unwrap();
+        assert_eq!(next, GrantCommit::CheckRetired, "user {act_id} is not marked retired");
+    }
 }
 
 /// Rewrites `record`'s stored form as the hash earlier versions wrote (fields r, st, sq, u, m, s,

@@ -11,7 +11,7 @@
 local queue, parked = KEYS[1], KEYS[2]
 local group, tag = ARGV[1], ARGV[2]
 local n = 0
-local acknowledged = {}
+local credited, members, acknowledged = {}, {}, {}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 3, #ARGV, 3 do
@@ -20,14 +20,16 @@ for i = 3, #ARGV, 3 do
   local v = stored_record(g)
   if v and string.sub(v, 1, 1) ~= '8' then
     redis.call('SETRANGE', g, 0, '8')
-    redis.call('ZADD', tag .. ':cr', now, m)
+    credited[#credited + 1] = now
+    credited[#credited + 1] = m
     n = n + 1
   end
-  redis.call('ZREM', parked, m)
-  if qid ~= '' then
-    redis.call('XACK', queue, group, qid)
-    acknowledged[#acknowledged + 1] = qid
-  end
+  members[#members + 1] = m
+  if qid ~= '' then acknowledged[#acknowledged + 1] = qid end
 end
+call_many({'ZADD', tag .. ':cr'}, credited)
+-- Parked tokens are rare (the ledger refused them): most batches find the set empty.
+if redis.call('EXISTS', parked) == 1 then call_many({'ZREM', parked}, members) end
+call_many({'XACK', queue, group}, acknowledged)
 drop_acknowledged(queue, group, acknowledged)
 return n

@@ -10,18 +10,18 @@
 local queue, parked = KEYS[1], KEYS[2]
 local group, tag = ARGV[1], ARGV[2]
 local n = 0
-local acknowledged = {}
+local scored, acknowledged = {}, {}
 for i = 3, #ARGV, 3 do
   local m, seq, qid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local v = stored_record(tag .. ':g:' .. m)
   if v and string.sub(v, 1, 1) ~= '8' then
-    redis.call('ZADD', parked, seq, m)
+    scored[#scored + 1] = seq
+    scored[#scored + 1] = m
     n = n + 1
   end
-  if qid ~= '' then
-    redis.call('XACK', queue, group, qid)
-    acknowledged[#acknowledged + 1] = qid
-  end
+  if qid ~= '' then acknowledged[#acknowledged + 1] = qid end
 end
+call_many({'ZADD', parked}, scored)
+call_many({'XACK', queue, group}, acknowledged)
 drop_acknowledged(queue, group, acknowledged)
 return n
