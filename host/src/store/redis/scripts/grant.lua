@@ -57,13 +57,18 @@ if mode == 'grant' and (ledger_check == 'skipped' or ledger_check == 'new')
   return {'retired'}
 end
 local scene_count_field, scene_cents_field = 's:' .. scene .. ':n', 's:' .. scene .. ':c'
-if mode == 'grant' then
-  if rate_max > 0 and tonumber(redis.call('GET', rate_key) or '0') >= rate_max then
-    return {'rate'}
-  end
-  if not reserved then
-    local b = redis.call('HMGET', stock, scene_count_field, scene_cents_field, 'a:c')
-    local n, c, a = tonumber(b[1] or '0'), tonumber(b[2] or '0'), tonumber(b[3] or '0')
+if mode == 'grant' and rate_max > 0 and tonumber(redis.call('GET', rate_key) or '0') >= rate_max then
+  return {'rate'}
+end
+-- The bucket's counts, read once: checked for a grant, and written back below in one HSET
+-- instead of four HINCRBYs (each call from a script costs Redis ≈ 0.6 µs of its own). They
+-- stay below 2^53 (an activity's budget is at most 10^15 cents), so Lua's numbers hold them
+-- exactly.
+local n, c, an, a
+if not reserved then
+  local b = redis.call('HMGET', stock, scene_count_field, scene_cents_field, 'a:n', 'a:c')
+  n, c, an, a = tonumber(b[1] or '0'), tonumber(b[2] or '0'), tonumber(b[3] or '0'), tonumber(b[4] or '0')
+  if mode == 'grant' then
     if share_count >= 0 and n + 1 > share_count then return {'stock', 'scene_count'} end
     if share_scene_cents >= 0 and c + amount > share_scene_cents then return {'stock', 'scene_budget'} end
     if a + amount > share_activity_cents then return {'stock', 'activity_budget'} end
@@ -89,13 +94,13 @@ redis.call('ZADD', user_tokens, open_time_ms, flow_id)
 if st == '1' then
   redis.call('XADD', queue, '*', 'm', member)
 end
-if not reserved then
-  redis.call('HINCRBY', stock, scene_count_field, 1)
-  redis.call('HINCRBY', stock, scene_cents_field, amount_text)
-end
-redis.call('HINCRBY', stock, 'a:n', 1)
-if not reserved then
-  redis.call('HINCRBY', stock, 'a:c', amount_text)
+if reserved then
+  -- reserve.lua took the scene's count and cents and the activity's cents across buckets.
+  redis.call('HINCRBY', stock, 'a:n', 1)
+else
+  redis.call('HSET', stock, scene_count_field, string.format('%d', n + 1),
+    scene_cents_field, string.format('%d', c + amount), 'a:n', string.format('%d', an + 1),
+    'a:c', string.format('%d', a + amount))
 end
 if mode == 'grant' and rate_max > 0 then
   redis.call('INCR', rate_key)
