@@ -59,6 +59,12 @@ impl Deployment {
     }
 }
 
+/// The Redis operation timeout of the tests' hosts and in-process stores. A debug-build host
+/// while other tests build wasm components on both cores can wait more than the default 2 s
+/// for an answer from a healthy Redis; a lost Redis refuses connections at once, so the tests
+/// of one do not wait this out.
+const STORE_TIMEOUT_MS: u64 = 15_000;
+
 impl Backends {
     /// The ledger's databases, one per shard (none when embedded). Tables a test reads beside
     /// the ledger's own (identities) live in the first.
@@ -74,10 +80,7 @@ impl Backends {
         if let Some(url) = &self.store_url {
             args.extend(["--store".into(), url.clone(), "--store-prefix".into(), self.prefix.clone()]);
             args.extend(["--reclaim-after-ms".into(), self.reclaim_after_ms.to_string()]);
-            // A debug-build host while other tests build wasm components on both cores can wait
-            // more than the default 2 s for an answer from a healthy Redis; a lost Redis is
-            // refused connections at once, so the tests of one do not wait this out.
-            args.extend(["--store-timeout-ms".into(), "15000".into()]);
+            args.extend(["--store-timeout-ms".into(), STORE_TIMEOUT_MS.to_string()]);
         }
         if let Some(url) = &self.ledger_url {
             args.extend(["--ledger".into(), url.clone()]);
@@ -91,8 +94,7 @@ impl Backends {
             config.prefix = self.prefix.clone();
             // In-process tests "crash" by dropping the app: its claims are taken over at once.
             config.reclaim_after_ms = 0;
-            // As for hosts (`serve_args`): a loaded machine is not a lost Redis.
-            config.op_timeout_ms = 15_000;
+            config.op_timeout_ms = STORE_TIMEOUT_MS;
             config
         })
     }

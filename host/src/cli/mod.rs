@@ -1098,6 +1098,10 @@ mod tests {
         assert_eq!(config.store.unwrap().op_timeout_ms, 7_500);
         let (config, _) = serve_with_file(text, &["--store-timeout-ms", "300"]).unwrap().app_config().unwrap();
         assert_eq!(config.store.unwrap().op_timeout_ms, 300);
+        for (edge, ms) in [("1", 1), ("60000", 60_000)] {
+            let (config, _) = serve_with_file(text, &["--store-timeout-ms", edge]).unwrap().app_config().unwrap();
+            assert_eq!(config.store.unwrap().op_timeout_ms, ms);
+        }
         for bad in ["0", "60001"] {
             let error = serve_with_file(text, &["--store-timeout-ms", bad]).unwrap().app_config().err().unwrap();
             assert_eq!(error.to_string(), format!("--store-timeout-ms `{bad}` must be 1..=60000 milliseconds"));
