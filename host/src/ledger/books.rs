@@ -12,21 +12,16 @@ use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
-
 use super::kept::{Interned, KeptEntry, wallet_user};
 use super::rules::{self, Existing, ReadBack};
 use super::{EntryKind, LedgerEntry, LedgerError, wallet_account};
-use crate::split_map::SplitMap;
+use crate::split_map::{SplitMap, SplitTable};
 use crate::store::FlowPosition;
 
 /// Entries a chunk of the table holds: the table grows a chunk at a time, never moving what it
 /// holds (a move of a whole table would hold the writers' lock while every grant waits).
 const CHUNK_BITS: u32 = 13;
 const CHUNK: usize = 1 << CHUNK_BITS;
-
-/// Parts the id index is split into, so that each grows on its own (see `split_map`).
-const ID_PARTS: usize = 64;
 
 /// Sequence numbers are `u32`: the books refuse a write past this many entries.
 const ENTRIES_MAX: usize = u32::MAX as usize;
@@ -35,7 +30,8 @@ const ENTRIES_MAX: usize = u32::MAX as usize;
 #[derive(Default)]
 pub(super) struct Books {
     entries: Table,
-    by_id: IdIndex,
+    /// Id → sequence number: `u32`s in a split table, the ids themselves read from the entries.
+    by_id: SplitTable<u32>,
     strings: Interned,
     /// Account → balance in cents, for every account but users' wallets.
     named: SplitMap<String, i64>,
@@ -87,31 +83,6 @@ impl Table {
 
     fn iter(&self) -> impl Iterator<Item = &KeptEntry> {
         self.chunks.iter().flatten()
-    }
-}
-
-/// Id → sequence number: hash tables of `u32` in [`ID_PARTS`] parts, the ids themselves read from
-/// the entries.
-struct IdIndex {
-    hasher: RandomState,
-    parts: Box<[HashTable<u32>]>,
-}
-
-impl Default for IdIndex {
-    fn default() -> Self {
-        IdIndex { hasher: RandomState::new(), parts: (0..ID_PARTS).map(|_| HashTable::new()).collect() }
-    }
-}
-
-impl IdIndex {
-    fn hash(&self, id: &str) -> u64 {
-        self.hasher.hash_one(id)
-    }
-
-    /// The part of a hash: bits the tables use neither for the slot (the low ones) nor for the
-    /// tag (the top seven).
-    fn part(hash: u64) -> usize {
-        (hash >> 32) as usize & (ID_PARTS - 1)
     }
 }
 
@@ -206,25 +177,23 @@ impl Books {
     }
 
     fn index_id(&mut self, id: &str, seq: u32) {
-        let Books { entries, by_id: IdIndex { hasher, parts }, strings, .. } = self;
-        let hash = hasher.hash_one(id);
+        let Books { entries, by_id, strings, .. } = self;
+        let hash = by_id.hash(id);
         // Growing a part rehashes its ids, written out into one buffer.
         let buffer = RefCell::new(String::new());
-        let rehash = |&other: &u32| {
+        let rehash = |hasher: &RandomState, &other: &u32| {
             let mut buffer = buffer.borrow_mut();
             buffer.clear();
             entries.get(other).write_id(strings, &mut buffer);
             hasher.hash_one(buffer.as_str())
         };
-        parts[IdIndex::part(hash)].insert_unique(hash, seq, rehash);
+        by_id.insert_unique(hash, seq, rehash);
     }
 
     /// The kept entry with this id.
     fn find(&self, id: &str) -> Option<&KeptEntry> {
         let hash = self.by_id.hash(id);
-        self.by_id.parts[IdIndex::part(hash)]
-            .find(hash, |&seq| self.entries.get(seq).id_is(&self.strings, id))
-            .map(|&seq| self.entries.get(seq))
+        self.by_id.find(hash, |&seq| self.entries.get(seq).id_is(&self.strings, id)).map(|&seq| self.entries.get(seq))
     }
 
     /// Whether an entry has this id.

@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasher as _, RandomState};
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::issuer::kept::KeptToken;
 use crate::journal;
 use crate::shared_strings::SharedStrings;
-use crate::split_map::SplitMap;
+use crate::split_map::{SplitMap, SplitTable};
 use crate::user_index::UserIndex;
 
 use super::{
@@ -143,8 +144,8 @@ fn failed_error() -> StoreError {
 struct Slot {
     activity_id: Arc<str>,
     scene_id: Arc<str>,
-    /// `rp/{activity}/{order_no}`: the order number is its end, and the activity's index and
-    /// the user's index hold this same allocation ([`OrderKey`]).
+    /// `rp/{activity}/{order_no}`: the order number is its end (the activity's index reads it
+    /// here), and the user's index holds this same allocation.
     flow_id: Arc<str>,
     /// The bill copy after its length as a varint, then the kept token's bytes
     /// ([`KeptToken::as_bytes`]): one allocation for both.
@@ -227,50 +228,10 @@ impl Slot {
     fn order_at(&self) -> usize {
         FLOW_ID_PREFIX.len() + self.activity_id.len() + 1
     }
-
-    /// The order number as the activity's index keys it.
-    fn order_key(&self) -> OrderKey {
-        OrderKey { flow_id: self.flow_id.clone(), at: self.order_at() }
-    }
 }
 
 /// What a flow id, `rp/{activity}/{order_no}`, starts with.
 const FLOW_ID_PREFIX: &str = "rp/";
-
-/// An order number, kept as the end of its record's flow id so that the activity's index shares
-/// the record's allocation; it hashes and compares as the order number (`&str` looks it up).
-#[derive(Clone)]
-struct OrderKey {
-    flow_id: Arc<str>,
-    /// Where the order number starts.
-    at: usize,
-}
-
-impl OrderKey {
-    fn as_str(&self) -> &str {
-        &self.flow_id[self.at..]
-    }
-}
-
-impl std::borrow::Borrow<str> for OrderKey {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::hash::Hash for OrderKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl PartialEq for OrderKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for OrderKey {}
 
 /// One user's tokens: (open time, flow id) → seq.
 type UserTokens = UserIndex<(u64, Arc<str>), u64>;
@@ -282,8 +243,9 @@ struct State {
     /// as it doubles, so it cost 146 to 293 bytes a token, where the box costs its 128 and the
     /// table 18 to 37 (and the suite's figure swung with where a run ended in the doubling).
     slots: SplitMap<u64, Box<Slot>>,
-    /// activity → order number → seq.
-    by_key: HashMap<String, SplitMap<OrderKey, u64>>,
+    /// activity → order number → seq: the seqs alone, each order number read from its record
+    /// (8 bytes a token in the table where a key beside the seq took 32; `bench footprint`).
+    by_key: HashMap<String, SplitTable<u64>>,
     /// act id → (open time, flow id) → seq: each user's tokens in wallet-flow order. Those not
     /// yet credited are found among them by their status ([`State::unsettled_of`]): a user holds
     /// few tokens at a time (credited ones retire), and a second index per user cost ≈ 65 bytes
@@ -322,13 +284,22 @@ fn entry_of<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a m
     map.get_mut(key).expect("inserted above")
 }
 
+/// The hash of the order number of the record `seq`, which the activity's index holds, again
+/// (when a part of the index grows or shrinks).
+fn order_hash(slots: &SplitMap<u64, Box<Slot>>, hasher: &RandomState, seq: &u64) -> u64 {
+    hasher.hash_one(slots.get(seq).expect("the activity's index holds stored records only").order_no())
+}
+
 /// The scene name under which an activity's own total is kept; scene ids are never empty, so it
 /// cannot clash.
 const ACTIVITY_TOTAL: &str = "";
 
 impl State {
     fn find(&self, activity_id: &str, order_no: &str) -> Option<u64> {
-        self.by_key.get(activity_id)?.get(order_no).copied()
+        let orders = self.by_key.get(activity_id)?;
+        orders
+            .find(orders.hash(order_no), |seq| self.slots.get(seq).is_some_and(|slot| slot.order_no() == order_no))
+            .copied()
     }
 
     /// The seqs of the user's tokens not yet credited, oldest first.
@@ -364,7 +335,9 @@ impl State {
         if slot.status() != TokenStatus::Credited {
             self.queue.insert(seq);
         }
-        entry_of(&mut self.by_key, &slot.activity_id).insert(slot.order_key(), seq);
+        let orders = entry_of(&mut self.by_key, &slot.activity_id);
+        let slots = &self.slots;
+        orders.insert_unique(orders.hash(slot.order_no()), seq, |hasher, other| order_hash(slots, hasher, other));
         self.slots.insert(seq, Box::new(slot));
     }
 
@@ -389,7 +362,7 @@ impl State {
         }
         let Some(slot) = self.slots.remove(&seq) else { return false };
         if let Some(orders) = self.by_key.get_mut(&*slot.activity_id) {
-            orders.remove(slot.order_no());
+            orders.remove(orders.hash(slot.order_no()), |&other| other == seq);
         }
         if let Some(tokens) = self.user_tokens.get_mut(&slot.act_id) {
             tokens.remove(&(slot.open_time_ms, slot.flow_id.clone()));
@@ -429,8 +402,9 @@ impl State {
         }
         self.slots.shrink();
         shrink_map(&mut self.by_key);
+        let slots = &self.slots;
         for orders in self.by_key.values_mut() {
-            orders.shrink();
+            orders.shrink(|hasher, seq| order_hash(slots, hasher, seq));
         }
         self.by_key.retain(|_, orders| !orders.is_empty());
         self.user_tokens.shrink();
@@ -927,7 +901,7 @@ impl EmbeddedStore {
         let state = self.shared.state.read();
         let Some(orders) = state.by_key.get(activity_id) else { return Ok(Vec::new()) };
         let mut records: Vec<(GrantRecord, bool)> = orders
-            .values()
+            .iter()
             .filter_map(|seq| state.slots.get(seq))
             .map(|slot| {
                 let record = slot.record();

@@ -2,10 +2,11 @@
 //! so that a captured request is accepted once. The embedded store keeps them in memory,
 //! bounded; Redis keeps them for the whole fleet (`RedisStore::first_use_of_nonce`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher as _, RandomState};
 
 use super::StoreError;
+use crate::split_map::SplitMap;
 
 /// The most nonces one embedded host remembers at once: five minutes' worth at 13,000 signed
 /// requests a second, above what one embedded host serves, in about 160 MB at most (a 128-bit
@@ -20,7 +21,8 @@ const SHRINK_ABOVE_CAPACITY: usize = 4096;
 /// Nonces seen, as 128-bit digests, with the second after which each may be forgotten.
 #[derive(Debug)]
 pub struct NonceMemory {
-    seen: HashSet<u128>,
+    /// A split map, so that a burst of requests grows it a part at a time (see `split_map`).
+    seen: SplitMap<u128, ()>,
     expiring: BTreeMap<u64, Vec<u128>>,
     /// Two independently keyed hashers, for a digest no client can aim collisions at.
     keys: (RandomState, RandomState),
@@ -28,7 +30,11 @@ pub struct NonceMemory {
 
 impl Default for NonceMemory {
     fn default() -> Self {
-        NonceMemory { seen: HashSet::new(), expiring: BTreeMap::new(), keys: (RandomState::new(), RandomState::new()) }
+        NonceMemory {
+            seen: SplitMap::default(),
+            expiring: BTreeMap::new(),
+            keys: (RandomState::new(), RandomState::new()),
+        }
     }
 }
 
@@ -46,9 +52,10 @@ impl NonceMemory {
                 self.seen.remove(&digest);
             }
         }
-        if self.seen.capacity() > SHRINK_ABOVE_CAPACITY && self.seen.len() * 4 < self.seen.capacity() {
-            self.seen.shrink_to(self.seen.len() * 2);
-            return true;
+        let capacity = self.seen.capacity();
+        if capacity > SHRINK_ABOVE_CAPACITY && self.seen.len() * 4 < capacity {
+            self.seen.shrink();
+            return self.seen.capacity() < capacity;
         }
         false
     }
@@ -59,7 +66,7 @@ impl NonceMemory {
         self.forget_expired(now_ms);
         let digest = (u128::from(self.keys.0.hash_one((app_id, nonce))) << 64)
             | u128::from(self.keys.1.hash_one((app_id, nonce)));
-        if self.seen.contains(&digest) {
+        if self.seen.contains_key(&digest) {
             return Ok(false);
         }
         if self.seen.len() >= NONCES_REMEMBERED_MAX {
@@ -67,7 +74,7 @@ impl NonceMemory {
                 "{NONCES_REMEMBERED_MAX} nonces remembered; retry when older ones expire"
             )));
         }
-        self.seen.insert(digest);
+        self.seen.insert(digest, ());
         self.expiring.entry(now_ms.saturating_add(ttl_ms).div_ceil(1000)).or_default().push(digest);
         Ok(true)
     }
