@@ -73,8 +73,8 @@ const fn draw_bounds() -> [u32; PARTS - 1] {
 }
 
 /// The part a key goes to, from 32 bits of its hash that nothing else reads (see
-/// [`DRAW_BOUNDS`]). The ledger's id index splits its tables with it too.
-pub fn part_of_draw(draw: u32) -> usize {
+/// [`DRAW_BOUNDS`]). [`SplitTable`] splits its tables with it too.
+fn part_of_draw(draw: u32) -> usize {
     DRAW_BOUNDS.partition_point(|&bound| bound <= draw)
 }
 

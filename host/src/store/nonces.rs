@@ -44,6 +44,7 @@ impl NonceMemory {
     /// shrinks, so memory follows the last five minutes, not the busiest ones.
     pub fn forget_expired(&mut self, now_ms: u64) -> bool {
         let now_s = now_ms / 1000;
+        let mut forgot = false;
         while let Some(entry) = self.expiring.first_entry() {
             if *entry.key() > now_s {
                 break;
@@ -51,6 +52,11 @@ impl NonceMemory {
             for digest in entry.remove() {
                 self.seen.remove(&digest);
             }
+            forgot = true;
+        }
+        // Summing the parts' capacities is 64 reads: only worth it when something went.
+        if !forgot {
+            return false;
         }
         let capacity = self.seen.capacity();
         if capacity > SHRINK_ABOVE_CAPACITY && self.seen.len() * 4 < capacity {

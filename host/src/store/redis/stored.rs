@@ -8,11 +8,15 @@
 //! changes in place with `SETRANGE`; the seq, actID, scene and cents are what scripts need
 //! without decoding the record (scene ids are letters, digits and `-`, so `|` ends them); the
 //! rest is the protobuf [`GrantRecord`] with its token kept by the app, key id and signature
-//! ([`crate::issuer::kept`]) in field 13 instead of its text in field 9.
+//! ([`crate::issuer::kept`]) in field 13 instead of its text in field 9, and without what the
+//! header already says: its scene, actID and cents are left out, and an order number that
+//! begins `ACTID_SCENE_` (as the grant path makes them) is kept as the rest, in field 14.
+//! Records stored with those fields (earlier versions) read the same.
 //!
-//! The bench's records are ≈ 240 bytes, 376 with their key (`MEMORY USAGE`); the hash this
-//! replaced (seven fields, one of them longer than the 64 bytes a compact hash allows) cost
-//! 1,024 (BENCHMARKS.md, "The Redis store's records as strings"). The grant script writes the
+//! The bench's records are ≈ 210 bytes, 344 with their key (`MEMORY USAGE`; 376 before the
+//! header's fields were left out); the hash this replaced (seven fields, one of them longer
+//! than the 64 bytes a compact hash allows) cost 1,024 (BENCHMARKS.md, "The Redis store's
+//! records as strings"). The grant script writes the
 //! header, because it assigns the seq; [`record_bytes`] makes the rest.
 
 use prost::Message as _;
@@ -29,19 +33,62 @@ struct KeptTokenField {
     kept_token: Vec<u8>,
 }
 
+/// Field 14 of the stored record: the order number after its `ACTID_SCENE_`, present when the
+/// order number is kept that way (field 2 then empty).
+#[derive(Clone, PartialEq, prost::Message)]
+struct OrderTailField {
+    #[prost(string, optional, tag = "14")]
+    order_tail: Option<String>,
+}
+
+/// Fields 13 and 14, read together.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredExtras {
+    #[prost(bytes = "vec", tag = "13")]
+    kept_token: Vec<u8>,
+    #[prost(string, optional, tag = "14")]
+    order_tail: Option<String>,
+}
+
+/// The order number's part after `ACTID_SCENE_`, when it begins so.
+fn order_tail<'a>(order_no: &'a str, act_id: i64, scene_id: &str) -> Option<&'a str> {
+    order_no.strip_prefix(format!("{act_id}_{scene_id}_").as_str())
+}
+
 /// The protobuf part of `record`'s stored form: its status, seq and queue id left out (the
-/// header and the queue hold them), its token kept by signature where the fields give it back.
+/// header and the queue hold them) and what the header repeats, its token kept by signature
+/// where the fields give it back.
 pub(super) fn record_bytes(record: &GrantRecord) -> Vec<u8> {
     let kept = KeptToken::keep(&record.token, &record.token_fields());
-    let mut stored = GrantRecord { status: 0, seq: 0, queue_id: String::new(), ..record.clone() };
-    if kept.is_signed() {
-        stored.token.clear();
-    }
+    let tail = order_tail(&record.order_no, record.act_id, &record.scene_id);
+    let stored = GrantRecord {
+        activity_id: record.activity_id.clone(),
+        order_no: if tail.is_some() { String::new() } else { record.order_no.clone() },
+        open_time_ms: record.open_time_ms,
+        token: if kept.is_signed() { String::new() } else { record.token.clone() },
+        bill_copy: record.bill_copy.clone(),
+        app_id: record.app_id,
+        ..GrantRecord::default()
+    };
     let mut bytes = stored.encode_to_vec();
     if kept.is_signed() {
         KeptTokenField { kept_token: kept.as_bytes().to_vec() }.encode(&mut bytes).expect("a Vec grows");
     }
+    if let Some(tail) = tail {
+        OrderTailField { order_tail: Some(tail.to_owned()) }.encode(&mut bytes).expect("a Vec grows");
+    }
     bytes
+}
+
+/// The header's actID, scene and cents: the record's own, repeated for scripts. Records from
+/// before the scene and cents were in the header have an empty scene and the cents `-` there
+/// (`record.lua`), and both in the protobuf.
+fn header_fields<'a>(mut fields: impl Iterator<Item = &'a [u8]>) -> Option<(i64, &'a str, Option<i64>)> {
+    let act_id = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+    let scene_id = std::str::from_utf8(fields.next()?).ok()?;
+    let cents = fields.next()?;
+    let cents = if cents == b"-" { None } else { Some(std::str::from_utf8(cents).ok()?.parse().ok()?) };
+    Some((act_id, scene_id, cents))
 }
 
 /// The record stored as `value`; its status is `status` when given (a script that just changed
@@ -52,12 +99,23 @@ pub(super) fn decode(value: &[u8], status: Option<u32>) -> Result<GrantRecord, S
     let mut fields = rest.splitn(5, |&b| b == b'|');
     let seq = fields.next().and_then(|seq| std::str::from_utf8(seq).ok()?.parse::<u64>().ok());
     let seq = seq.ok_or_else(|| corrupt("no seq"))?;
-    // The actID, scene and cents are the record's own, repeated for scripts.
-    let protobuf = fields.nth(3).ok_or_else(|| corrupt("header cut short"))?;
+    let (act_id, scene_id, amount_cents) = header_fields(&mut fields).ok_or_else(|| corrupt("bad header"))?;
+    let protobuf = fields.next().ok_or_else(|| corrupt("header cut short"))?;
     let mut record = GrantRecord::decode(protobuf).map_err(|error| corrupt(&error.to_string()))?;
-    let kept = KeptTokenField::decode(protobuf).map_err(|error| corrupt(&error.to_string()))?;
-    if !kept.kept_token.is_empty() {
-        record.token = KeptToken::try_text_of_bytes(&kept.kept_token, &record.token_fields())
+    let extras = StoredExtras::decode(protobuf).map_err(|error| corrupt(&error.to_string()))?;
+    // Earlier versions stored these in the protobuf too, with the same values.
+    record.act_id = act_id;
+    if !scene_id.is_empty() {
+        scene_id.clone_into(&mut record.scene_id);
+    }
+    if let Some(cents) = amount_cents {
+        record.amount_cents = cents;
+    }
+    if let Some(tail) = extras.order_tail {
+        record.order_no = format!("{act_id}_{}_{tail}", record.scene_id);
+    }
+    if !extras.kept_token.is_empty() {
+        record.token = KeptToken::try_text_of_bytes(&extras.kept_token, &record.token_fields())
             .ok_or_else(|| corrupt("its kept token does not fit its fields"))?;
     }
     record.status = match status {
@@ -157,6 +215,36 @@ mod tests {
         let bytes = record_bytes(&original);
         assert!(bytes.len() + 100 < original.encode_to_vec().len(), "{} bytes", bytes.len());
         assert_eq!(decode(&stored(&original), None).unwrap(), original);
+    }
+
+    /// The protobuf part as versions before the header's fields were left out stored it.
+    fn earlier_record_bytes(record: &GrantRecord) -> Vec<u8> {
+        let kept = KeptToken::keep(&record.token, &record.token_fields());
+        let stored = GrantRecord { status: 0, seq: 0, token: String::new(), ..record.clone() };
+        let mut bytes = stored.encode_to_vec();
+        KeptTokenField { kept_token: kept.as_bytes().to_vec() }.encode(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn what_the_header_says_is_not_stored_again_and_earlier_records_read_the_same() {
+        let mut original = record(String::new());
+        original.token = signed_token(&original);
+        let (now, before) = (record_bytes(&original), earlier_record_bytes(&original));
+        // The scene twice (field and order number), the actID twice, the cents.
+        assert!(now.len() + 30 <= before.len(), "{} bytes, {} before", now.len(), before.len());
+        assert_eq!(decode(&stored(&original), None).unwrap(), original);
+        let mut earlier = header(&original);
+        earlier.extend(before);
+        assert_eq!(decode(&earlier, None).unwrap(), original);
+    }
+
+    #[test]
+    fn an_order_number_of_another_shape_is_kept_whole() {
+        for order_no in ["ext-1234", "4242_lucky", "4242_lucky-rain", "4242_lucky-rain_", "4243_lucky-rain_7", ""] {
+            let original = GrantRecord { order_no: order_no.into(), ..record(String::new()) };
+            assert_eq!(decode(&stored(&original), None).unwrap(), original, "{order_no}");
+        }
     }
 
     #[test]
