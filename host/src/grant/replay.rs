@@ -54,8 +54,9 @@ pub(super) async fn commit_checked(
 ) -> Result<Committed, StoreError> {
     let committed = app.store.commit_grant_checked(record.clone(), limits, user_rate, LedgerCheck::Skipped).await?;
     let asked = match committed {
-        GrantCommit::CheckLedger => ask_ledger(app, &record.activity_id, &record.order_no).await,
-        GrantCommit::CheckRetired => ask_ledger_retired(app, &record.activity_id, &record.order_no).await?,
+        // Boxed: the ledger's futures are large, and inline they would make every grant's so.
+        GrantCommit::CheckLedger => Box::pin(ask_ledger(app, &record.activity_id, &record.order_no)).await,
+        GrantCommit::CheckRetired => Box::pin(ask_ledger_retired(app, &record.activity_id, &record.order_no)).await?,
         committed => return Ok(Committed::Store(committed)),
     };
     let check = match asked {

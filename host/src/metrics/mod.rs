@@ -112,16 +112,23 @@ pub struct OperationStats {
 pub static STORE_OPERATIONS: [OperationStats; 6] =
     [const { OperationStats { seconds: Histogram::new(), errors: AtomicU64::new(0) } }; 6];
 
-/// Runs a store call, timing it into [`STORE_OPERATIONS`] and counting its failure.
-pub async fn timed<T, E>(op: StoreOp, call: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+/// Runs a store call, timing it into [`STORE_OPERATIONS`] and counting its failure (from when
+/// it is made, which its callers do as they await it).
+///
+/// Not an `async fn`: one would hold `call` twice, as its argument and as what it awaits, and a
+/// grant's future, which holds this one, would grow by the store call's size (BENCHMARKS.md,
+/// "Futures moved, not copied").
+pub fn timed<T, E>(op: StoreOp, call: impl Future<Output = Result<T, E>>) -> impl Future<Output = Result<T, E>> {
+    use futures_util::FutureExt as _;
     let started = std::time::Instant::now();
-    let answer = call.await;
-    let stats = &STORE_OPERATIONS[op as usize];
-    stats.seconds.observe(started.elapsed());
-    if answer.is_err() {
-        stats.errors.fetch_add(1, Ordering::Relaxed);
-    }
-    answer
+    call.map(move |answer| {
+        let stats = &STORE_OPERATIONS[op as usize];
+        stats.seconds.observe(started.elapsed());
+        if answer.is_err() {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    })
 }
 
 /// Grant answers of one scene by outcome: `granted`, `replayed`, or the refusal's code.

@@ -280,17 +280,21 @@ pub enum Store {
 /// arguments. `dispatch!(self, s => s.method(..))` awaits both; `dispatch!(memory self, ..)` is
 /// for methods the embedded store answers from memory, at once, and only Redis's is awaited.
 /// Methods whose backends differ (in arguments, or in what they need to do) are written out.
+///
+/// Redis's futures are boxed: they hold the client's (kilobytes), and inline they would make
+/// every caller's future as large, the embedded store's callers too, whose futures are moved
+/// (copied whole) as they are awaited (BENCHMARKS.md, "Futures moved, not copied").
 macro_rules! dispatch {
     (memory $self:ident, $store:ident => $call:expr) => {
         match $self {
             Store::Embedded($store) => $call,
-            Store::Redis($store) => $call.await,
+            Store::Redis($store) => Box::pin($call).await,
         }
     };
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Store::Embedded($store) => $call.await,
-            Store::Redis($store) => $call.await,
+            Store::Redis($store) => Box::pin($call).await,
         }
     };
 }
@@ -322,7 +326,7 @@ impl Store {
         timed(StoreOp::Grant, async {
             match self {
                 Store::Embedded(s) => s.commit_grant(record, limits, check).await,
-                Store::Redis(s) => s.commit_grant(record, limits, user_rate, check).await,
+                Store::Redis(s) => Box::pin(s.commit_grant(record, limits, user_rate, check)).await,
             }
         })
         .await

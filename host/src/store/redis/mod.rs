@@ -290,11 +290,17 @@ impl RedisStore {
     }
 
     /// Runs `work` within the operation timeout.
-    async fn timed<T>(&self, work: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
-        match tokio::time::timeout(Duration::from_millis(self.inner.config.op_timeout_ms), work).await {
+    ///
+    /// Not an `async fn`, which would hold `work` twice (see [`crate::metrics::timed`]).
+    fn timed<T>(
+        &self,
+        work: impl Future<Output = redis::RedisResult<T>>,
+    ) -> impl Future<Output = Result<T, StoreError>> {
+        use futures_util::FutureExt as _;
+        tokio::time::timeout(Duration::from_millis(self.inner.config.op_timeout_ms), work).map(|answer| match answer {
             Ok(result) => result.map_err(unavailable),
             Err(_) => Err(unavailable("timed out")),
-        }
+        })
     }
 
     /// Records the deployment's shard count on first start and refuses a different one later:
