@@ -9,9 +9,13 @@
 //! without decoding the record (scene ids are letters, digits and `-`, so `|` ends them); the
 //! rest is the protobuf [`GrantRecord`] with its token kept by the app, key id and signature
 //! ([`crate::issuer::kept`]) in field 13 instead of its text in field 9, and without what the
-//! header already says: its scene, actID and cents are left out, and an order number that
-//! begins `ACTID_SCENE_` (as the grant path makes them) is kept as the rest, in field 14.
-//! Records stored with those fields (earlier versions) read the same.
+//! header already says: when the token is kept by signature and the order number begins
+//! `ACTID_SCENE_` (as the grant path makes them), the scene, actID and cents are left out and
+//! the order number is kept as its rest, in field 14. Records stored with those fields (earlier
+//! versions, and any other record) read the same. Only then: a host of an earlier version,
+//! which knows no field 14, finds no order number to rebuild the token from and refuses the
+//! record as corrupt, where a record left without its fields but its token text would read as
+//! a grant of 0 cents to user 0.
 //!
 //! The bench's records are ≈ 210 bytes, 344 with their key (`MEMORY USAGE`; 376 before the
 //! header's fields were left out); the hash this replaced (seven fields, one of them longer
@@ -60,15 +64,22 @@ fn order_tail<'a>(order_no: &'a str, act_id: i64, scene_id: &str) -> Option<&'a 
 /// where the fields give it back.
 pub(super) fn record_bytes(record: &GrantRecord) -> Vec<u8> {
     let kept = KeptToken::keep(&record.token, &record.token_fields());
-    let tail = order_tail(&record.order_no, record.act_id, &record.scene_id);
-    let stored = GrantRecord {
-        activity_id: record.activity_id.clone(),
-        order_no: if tail.is_some() { String::new() } else { record.order_no.clone() },
-        open_time_ms: record.open_time_ms,
-        token: if kept.is_signed() { String::new() } else { record.token.clone() },
-        bill_copy: record.bill_copy.clone(),
-        app_id: record.app_id,
-        ..GrantRecord::default()
+    let tail = if kept.is_signed() { order_tail(&record.order_no, record.act_id, &record.scene_id) } else { None };
+    let stored = match tail {
+        Some(_) => GrantRecord {
+            activity_id: record.activity_id.clone(),
+            open_time_ms: record.open_time_ms,
+            bill_copy: record.bill_copy.clone(),
+            app_id: record.app_id,
+            ..GrantRecord::default()
+        },
+        None => GrantRecord {
+            status: 0,
+            seq: 0,
+            queue_id: String::new(),
+            token: if kept.is_signed() { String::new() } else { record.token.clone() },
+            ..record.clone()
+        },
     };
     let mut bytes = stored.encode_to_vec();
     if kept.is_signed() {
@@ -237,6 +248,35 @@ mod tests {
         let mut earlier = header(&original);
         earlier.extend(before);
         assert_eq!(decode(&earlier, None).unwrap(), original);
+    }
+
+    // Proves a record is left without its header's fields only when a host of an earlier
+    // version would refuse it: its token kept by signature and its order number's tail kept
+    // apart (that host finds no order number). Any other record keeps every field, so that host
+    // reads it whole rather than as 0 cents to user 0.
+    #[test]
+    fn a_record_an_earlier_version_could_misread_keeps_its_fields() {
+        let mut signed = record(String::new());
+        signed.token = signed_token(&signed);
+        let lean = GrantRecord::decode(record_bytes(&signed).as_slice()).unwrap();
+        assert_eq!(
+            (lean.act_id, lean.amount_cents, lean.order_no.as_str()),
+            (0, 0, ""),
+            "as an earlier version reads it"
+        );
+        let earlier_reads = KeptToken::try_text_of_bytes(
+            &StoredExtras::decode(record_bytes(&signed).as_slice()).unwrap().kept_token,
+            &lean.token_fields(),
+        );
+        assert_eq!(earlier_reads, None, "an earlier version cannot rebuild its token: corrupt");
+        for token in ["", "not-a-token"] {
+            let original = record(token.into());
+            let read = GrantRecord::decode(record_bytes(&original).as_slice()).unwrap();
+            assert_eq!(
+                (read.act_id, read.scene_id.as_str(), read.amount_cents, read.order_no.as_str(), read.token.as_str()),
+                (4242, "lucky-rain", 88, original.order_no.as_str(), token)
+            );
+        }
     }
 
     #[test]
