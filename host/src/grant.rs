@@ -485,10 +485,11 @@ mod tests {
     #[test]
     #[allow(unreachable_code, unused_variables, clippy::diverging_sub_expression)]
     fn a_grants_future_stays_small() {
-        let grant_size = size_of_made(&|| grant(todo!(), todo!()));
+        // The closures are never called: only their return types are looked at.
+        let grant_size = size_of_made(&|| grant(unreachable!(), unreachable!()));
         let store_size = size_of_made(&|| {
-            let store: &crate::store::Store = todo!();
-            store.commit_grant_checked(todo!(), todo!(), todo!(), todo!())
+            let store: &crate::store::Store = unreachable!();
+            store.commit_grant_checked(unreachable!(), unreachable!(), unreachable!(), unreachable!())
         });
         assert!(grant_size <= 6 * 1024, "a grant's future is {grant_size} bytes");
         assert!(store_size <= 3 * 1024, "the store's commit is {store_size} bytes");

@@ -30,22 +30,10 @@ use super::unavailable;
 use crate::issuer::kept::KeptToken;
 use crate::store::{GrantRecord, StoreError, TokenStatus};
 
-/// Field 13 of the stored record: the kept token, when the record's fields give its text back.
-#[derive(Clone, PartialEq, prost::Message)]
-struct KeptTokenField {
-    #[prost(bytes = "vec", tag = "13")]
-    kept_token: Vec<u8>,
-}
-
-/// Field 14 of the stored record: the order number after its `ACTID_SCENE_`, present when the
-/// order number is kept that way (field 2 then empty).
-#[derive(Clone, PartialEq, prost::Message)]
-struct OrderTailField {
-    #[prost(string, optional, tag = "14")]
-    order_tail: Option<String>,
-}
-
-/// Fields 13 and 14, read together.
+/// Fields 13 and 14 of the stored record, after [`GrantRecord`]'s own: the kept token, when
+/// the record's fields give its text back, and the order number after its `ACTID_SCENE_`, when
+/// it is kept that way (field 2 then empty). Written after the record's bytes, read from the
+/// same bytes (protobuf skips the fields a message does not know).
 #[derive(Clone, PartialEq, prost::Message)]
 struct StoredExtras {
     #[prost(bytes = "vec", tag = "13")]
@@ -56,7 +44,14 @@ struct StoredExtras {
 
 /// The order number's part after `ACTID_SCENE_`, when it begins so.
 fn order_tail<'a>(order_no: &'a str, act_id: i64, scene_id: &str) -> Option<&'a str> {
-    order_no.strip_prefix(format!("{act_id}_{scene_id}_").as_str())
+    use std::io::Write as _;
+    // An i64's longest text, `-9223372036854775808`, is 20 bytes: written on the stack.
+    let mut digits = [0_u8; 20];
+    let mut unwritten = &mut digits[..];
+    write!(unwritten, "{act_id}").ok()?;
+    let written = 20 - unwritten.len();
+    let act_id = std::str::from_utf8(&digits[..written]).ok()?;
+    order_no.strip_prefix(act_id)?.strip_prefix('_')?.strip_prefix(scene_id)?.strip_prefix('_')
 }
 
 /// The protobuf part of `record`'s stored form: its status, seq and queue id left out (the
@@ -82,12 +77,11 @@ pub(super) fn record_bytes(record: &GrantRecord) -> Vec<u8> {
         },
     };
     let mut bytes = stored.encode_to_vec();
-    if kept.is_signed() {
-        KeptTokenField { kept_token: kept.as_bytes().to_vec() }.encode(&mut bytes).expect("a Vec grows");
-    }
-    if let Some(tail) = tail {
-        OrderTailField { order_tail: Some(tail.to_owned()) }.encode(&mut bytes).expect("a Vec grows");
-    }
+    let extras = StoredExtras {
+        kept_token: if kept.is_signed() { kept.as_bytes().to_vec() } else { Vec::new() },
+        order_tail: tail.map(str::to_owned),
+    };
+    extras.encode(&mut bytes).expect("a Vec grows");
     bytes
 }
 
@@ -220,6 +214,17 @@ mod tests {
     }
 
     #[test]
+    fn an_order_numbers_tail_follows_its_act_id_and_scene() {
+        assert_eq!(order_tail("42_rain_3_cash_1", 42, "rain"), Some("3_cash_1"));
+        assert_eq!(order_tail("42_rain_3_cash_1", 4, "rain"), None, "4 is only the start of 42");
+        assert_eq!(order_tail("42_rain_3_cash_1", 42, "rai"), None);
+        assert_eq!(order_tail("42_rainy_3", 42, "rain"), None);
+        assert_eq!(order_tail("-7_s_x", -7, "s"), Some("x"));
+        let longest = format!("{}_s_x", i64::MIN);
+        assert_eq!(order_tail(&longest, i64::MIN, "s"), Some("x"));
+    }
+
+    #[test]
     fn a_signed_token_is_kept_by_its_signature_and_comes_back() {
         let mut original = record(String::new());
         original.token = signed_token(&original);
@@ -233,7 +238,7 @@ mod tests {
         let kept = KeptToken::keep(&record.token, &record.token_fields());
         let stored = GrantRecord { status: 0, seq: 0, token: String::new(), ..record.clone() };
         let mut bytes = stored.encode_to_vec();
-        KeptTokenField { kept_token: kept.as_bytes().to_vec() }.encode(&mut bytes).unwrap();
+        StoredExtras { kept_token: kept.as_bytes().to_vec(), order_tail: None }.encode(&mut bytes).unwrap();
         bytes
     }
 
