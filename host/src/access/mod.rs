@@ -210,7 +210,7 @@ impl Access {
                 signed.verify(secret, method, path_and_query, body)?;
                 // Remembered while the timestamp is acceptable: until it is the window old.
                 let ttl_ms = ((signed.timestamp + TIMESTAMP_SKEW_S + 1) * 1000).saturating_sub(now_ms);
-                match store.first_use_of_nonce(signed.app_id, &signed.nonce, now_ms, ttl_ms).await {
+                match store.first_use_of_nonce(signed.app_id, &signed.nonce, signed.timestamp, now_ms, ttl_ms).await {
                     Ok(true) => {}
                     Ok(false) => return Err(AuthError::ReusedNonce.into()),
                     // A read moves nothing: replayed, it can only show again what it showed. With

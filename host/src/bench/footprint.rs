@@ -202,7 +202,7 @@ async fn feed(dir: &std::path::Path, tokens: u64) -> anyhow::Result<Footprint> {
     let window_ms = 300_000;
     for act_id in FIRST_USER..FIRST_USER + tokens as i64 {
         let nonce: String = (0..24).map(|_| fastrand::alphanumeric()).collect();
-        if !store.first_use_of_nonce(APP_ID, &nonce, now_ms, window_ms)? {
+        if !store.first_use_of_nonce(APP_ID, &nonce, now_ms / 1000, now_ms, window_ms)? {
             bail!("nonce of user {act_id} seen twice");
         }
     }

@@ -669,8 +669,15 @@ impl EmbeddedStore {
     }
 
     /// Whether this is the first use of a signed request's nonce (see [`super::nonces`]).
-    pub fn first_use_of_nonce(&self, app_id: i64, nonce: &str, now_ms: u64, ttl_ms: u64) -> Result<bool, StoreError> {
-        self.shared.nonces.lock().first_use(app_id, nonce, now_ms, ttl_ms)
+    pub fn first_use_of_nonce(
+        &self,
+        app_id: i64,
+        nonce: &str,
+        timestamp_s: u64,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.shared.nonces.lock().first_use(app_id, nonce, timestamp_s, now_ms, ttl_ms)
     }
 
     /// Opens (or creates) `DATA/tokens.log`, replays it and starts the committer thread, which

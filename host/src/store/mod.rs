@@ -441,19 +441,21 @@ impl Store {
         }
     }
 
-    /// Whether this is the first use of a signed request's `nonce` by `app_id`; remembers it
-    /// for `ttl_ms` (in the host's memory when embedded, for the whole fleet on Redis).
+    /// Whether this is the first use of a signed request's `nonce` by `app_id`, in requests
+    /// stamped `timestamp_s`; remembers it for `ttl_ms` (in the host's memory when embedded, for
+    /// the whole fleet on Redis).
     pub async fn first_use_of_nonce(
         &self,
         app_id: i64,
         nonce: &str,
+        timestamp_s: u64,
         now_ms: u64,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
         timed(StoreOp::Nonce, async {
             match self {
-                Store::Embedded(store) => store.first_use_of_nonce(app_id, nonce, now_ms, ttl_ms),
-                Store::Redis(store) => store.first_use_of_nonce(app_id, nonce, ttl_ms).await,
+                Store::Embedded(store) => store.first_use_of_nonce(app_id, nonce, timestamp_s, now_ms, ttl_ms),
+                Store::Redis(store) => store.first_use_of_nonce(app_id, nonce, timestamp_s, ttl_ms).await,
             }
         })
         .await

@@ -1,6 +1,7 @@
-//! Nonces of signed requests, remembered while their request's timestamp is within the window,
-//! so that a captured request is accepted once. The embedded store keeps them in memory,
-//! bounded; Redis keeps them for the whole fleet (`RedisStore::first_use_of_nonce`).
+//! Nonces of signed requests, with their app and timestamp, remembered while the timestamp is
+//! within the window, so that a captured request is accepted once. The embedded store keeps
+//! them in memory, bounded; Redis keeps them for the whole fleet
+//! (`RedisStore::first_use_of_nonce`).
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher as _, RandomState};
@@ -66,12 +67,20 @@ impl NonceMemory {
         false
     }
 
-    /// Whether this is the first use of `nonce` by `app_id`; remembers it until
-    /// `now_ms + ttl_ms` (to the second above).
-    pub fn first_use(&mut self, app_id: i64, nonce: &str, now_ms: u64, ttl_ms: u64) -> Result<bool, StoreError> {
+    /// Whether this is the first use of `nonce` by `app_id` in requests stamped `timestamp_s`
+    /// (the timestamp is signed: a replay carries the same); remembers it until `now_ms +
+    /// ttl_ms` (to the second above).
+    pub fn first_use(
+        &mut self,
+        app_id: i64,
+        nonce: &str,
+        timestamp_s: u64,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
         self.forget_expired(now_ms);
-        let digest = (u128::from(self.keys.0.hash_one((app_id, nonce))) << 64)
-            | u128::from(self.keys.1.hash_one((app_id, nonce)));
+        let request = (app_id, timestamp_s, nonce);
+        let digest = (u128::from(self.keys.0.hash_one(request)) << 64) | u128::from(self.keys.1.hash_one(request));
         if self.seen.contains_key(&digest) {
             return Ok(false);
         }
@@ -90,16 +99,18 @@ impl NonceMemory {
 mod tests {
     use super::*;
 
-    // Proves a nonce is accepted once per app within its time, and again after it expired.
+    // Proves a nonce is accepted once per app and timestamp within its time, and again after it
+    // expired.
     #[test]
     fn a_nonce_is_accepted_once_within_its_time() {
         let mut memory = NonceMemory::default();
-        assert!(memory.first_use(1, "abc", 1_000, 600).unwrap());
-        assert!(!memory.first_use(1, "abc", 1_500, 600).unwrap());
-        assert!(memory.first_use(2, "abc", 1_500, 600).unwrap(), "another app's nonce");
-        assert!(!memory.first_use(1, "abc", 1_999, 600).unwrap(), "kept to the second above");
-        assert!(memory.first_use(1, "abc", 2_000, 600).unwrap(), "expired, forgotten");
-        assert_eq!(memory.seen.len(), 2);
+        assert!(memory.first_use(1, "abc", 1, 1_000, 600).unwrap());
+        assert!(!memory.first_use(1, "abc", 1, 1_500, 600).unwrap());
+        assert!(memory.first_use(2, "abc", 1, 1_500, 600).unwrap(), "another app's nonce");
+        assert!(memory.first_use(1, "abc", 2, 1_500, 600).unwrap(), "another request: signed at another second");
+        assert!(!memory.first_use(1, "abc", 1, 1_999, 600).unwrap(), "kept to the second above");
+        assert!(memory.first_use(1, "abc", 1, 2_000, 600).unwrap(), "expired, forgotten");
+        assert_eq!(memory.seen.len(), 3, "app 1's again, app 2's and the other second's");
     }
 
     // Proves the table gives its room back once a burst of nonces has expired.
@@ -107,12 +118,12 @@ mod tests {
     fn expired_nonces_give_their_room_back() {
         let mut memory = NonceMemory::default();
         for n in 0..100_000 {
-            assert!(memory.first_use(1, &n.to_string(), 1_000, 1_000).unwrap());
+            assert!(memory.first_use(1, &n.to_string(), 1, 1_000, 1_000).unwrap());
         }
         let peak = memory.seen.capacity();
         assert!(!memory.forget_expired(1_999), "not yet expired");
         assert!(memory.forget_expired(2_000));
-        assert!(memory.first_use(1, "later", 3_000, 1_000).unwrap());
+        assert!(memory.first_use(1, "later", 3, 3_000, 1_000).unwrap());
         assert_eq!(memory.seen.len(), 1);
         assert!(memory.seen.capacity() <= SHRINK_ABOVE_CAPACITY, "{} of {peak} kept", memory.seen.capacity());
     }

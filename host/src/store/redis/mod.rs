@@ -21,7 +21,7 @@
 //! | `P:{N}:rl:ACTIVITY/SCENE/ACTID/WINDOW` | string | the user's grants in a rate window, expiring with it |
 //! | `P:{N}:ok:ACTIVITY`             | string | present: this shard vouches for the activity (the grant path skips its ledger lookup; see `LedgerCheck`) |
 //! | `P:{cap}:w`                     | zset   | the fleet's credits in the last second (the writer's cap) |
-//! | `P:n:{APP/NONCE}`               | string | a signed request's nonce, kept while its timestamp is acceptable (see `nonces.rs`) |
+//! | `P:n:{APP/TIMESTAMP/B}`         | hash   | signed requests' nonces of one timestamp second, in bucket `B` of 1,024, kept while the timestamp is acceptable (see `nonces.rs`) |
 //! | `P:{pk.ID}:d` / `:s` / `:c`     | string / hash / hash | a group red packet: definition, state (`expect`, `closed`, `refund`), claims actID → share (see `packets.rs`); expire a day after the refund |
 //! | `P:{pko}:open`                  | zset   | packets not yet refunded, scored by when a sweep should look (expiry, then a lease later) |
 //! | `P:{meta}`                      | hash   | the deployment's shard count                       |

@@ -647,3 +647,34 @@ async fn records_stored_as_hashes_by_earlier_versions_still_work() {
     let kept = store.lookup("act", &granted[2].order_no).await.unwrap().unwrap();
     assert_eq!(kept.status(), TokenStatus::Credited);
 }
+
+// Proves a signed request's nonce is accepted once per app and timestamp, and that one second's
+// nonces share a few hashes, each expiring with the timestamp, instead of a key each.
+#[tokio::test]
+async fn a_nonce_is_accepted_once_per_app_and_timestamp() {
+    let fixture = fixture(1).await;
+    let store = &fixture.store;
+    let second = 1_765_000_000;
+    let ttl_ms = 60_000;
+    assert!(store.first_use_of_nonce(1, "nonce-0000000001", second, ttl_ms).await.unwrap());
+    assert!(!store.first_use_of_nonce(1, "nonce-0000000001", second, ttl_ms).await.unwrap(), "replayed");
+    assert!(store.first_use_of_nonce(2, "nonce-0000000001", second, ttl_ms).await.unwrap(), "another app");
+    assert!(store.first_use_of_nonce(1, "nonce-0000000001", second + 1, ttl_ms).await.unwrap(), "another second");
+    let burst = 3_000;
+    for n in 0..burst {
+        let nonce = format!("burst-{n:010}");
+        assert!(store.first_use_of_nonce(1, &nonce, second + 2, ttl_ms).await.unwrap(), "{nonce}");
+    }
+    assert!(!store.first_use_of_nonce(1, "burst-0000002999", second + 2, ttl_ms).await.unwrap(), "replayed");
+    let mut conn = store.conn();
+    let pattern = format!("{}:n:{{1/{}/*", store.inner.config.prefix, second + 2);
+    let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await.unwrap();
+    assert!(keys.len() <= 1024 && keys.len() < burst / 2, "{burst} nonces in {} keys", keys.len());
+    let mut fields = 0;
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
+        assert!(ttl > 0 && ttl <= ttl_ms as i64, "{key} expires in {ttl} ms");
+        fields += redis::cmd("HLEN").arg(key).query_async::<usize>(&mut conn).await.unwrap();
+    }
+    assert_eq!(fields, burst, "every nonce of the second is in its hashes");
+}
