@@ -48,17 +48,39 @@ pub fn decode<T: DeserializeOwned>(content_type: Option<&str>, bytes: &[u8]) -> 
 }
 
 /// For `#[serde(deserialize_with = …)]` on a list of structs: every element must be a JSON object
-/// (serde's derive would take an array in field order for a struct too).
+/// (serde's derive would take an array in field order for a struct too). Each element is
+/// decoded straight from the body, without an intermediate `serde_json::Value`.
 pub fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: DeserializeOwned,
+    T: serde::Deserialize<'de>,
 {
     use serde::Deserialize as _;
-    let maps = Vec::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)?;
-    maps.into_iter()
-        .map(|map| serde_json::from_value(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
-        .collect()
+    let objects = Vec::<Object<T>>::deserialize(deserializer)?;
+    Ok(objects.into_iter().map(|Object(value)| value).collect())
+}
+
+/// A `T` that only a map (a JSON object) decodes into.
+struct Object<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OnlyMaps<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for OnlyMaps<T> {
+            type Value = T;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer.deserialize_map(OnlyMaps(std::marker::PhantomData)).map(Object)
+    }
 }
 
 #[cfg(test)]

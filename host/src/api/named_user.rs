@@ -9,8 +9,6 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
 use super::ApiError;
 use crate::access::{self, apps::AppEntry};
 use crate::app::App;
@@ -85,8 +83,8 @@ pub struct GrantBody {
 pub struct GrantBatchBody {
     /// The grants, 1 to 100, each as `POST /v1/grants` takes it.
     #[serde(deserialize_with = "super::body::objects")]
-    #[schema(value_type = Vec<GrantBody>, min_items = 1, max_items = 100)]
-    pub grants: Vec<Map<String, Value>>,
+    #[schema(min_items = 1, max_items = 100)]
+    pub grants: Vec<GrantBody>,
 }
 
 /// A grant body with its user taken out: the request (its `act_id` a placeholder when the user
@@ -96,10 +94,9 @@ struct Named {
     app_user_id: Option<String>,
 }
 
-/// Decodes a grant body that names its user by exactly one of `act_id` and `app_user_id`.
-fn decode(object: Map<String, Value>) -> Result<Named, ApiError> {
-    let body: GrantBody = serde_json::from_value(Value::Object(object))
-        .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?;
+/// Takes the user out of a grant body, which names it by exactly one of `act_id` and
+/// `app_user_id`.
+fn decode(body: GrantBody) -> Result<Named, ApiError> {
     let act_id = match (body.act_id, &body.app_user_id) {
         (Some(act_id), None) => act_id,
         // A placeholder the grant's checks accept; replaced before the grant runs.
@@ -148,7 +145,7 @@ fn outcome(answer: &Result<GrantResponse, ApiError>) -> &'static str {
 }
 
 /// `POST /v1/grants`.
-pub async fn grant(app: &App, signer: &AppEntry, body: Map<String, Value>) -> Result<GrantResponse, ApiError> {
+pub async fn grant(app: &App, signer: &AppEntry, body: GrantBody) -> Result<GrantResponse, ApiError> {
     let named = decode(body)?;
     let counters = counters_of(app, &named.request);
     let answer = async {
@@ -214,24 +211,23 @@ pub async fn grant_batch(
 mod tests {
     use super::*;
 
-    fn body(extra: Value) -> Map<String, Value> {
+    /// A grant body with `extra`'s fields, decoded as `POST /v1/grants` decodes its body.
+    fn decoded(extra: serde_json::Value) -> Result<Named, ApiError> {
         let mut object = serde_json::json!({
             "app_id": 1128, "activity_id": "a", "scene_id": "s", "rain_id": 1, "award_type": "cash", "stage": 1,
-        })
-        .as_object()
-        .unwrap()
-        .clone();
-        object.extend(extra.as_object().unwrap().clone());
-        object
+        });
+        object.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let bytes = serde_json::to_vec(&object).unwrap();
+        decode(super::super::body::decode(Some("application/json"), &bytes)?)
     }
 
     // Proves a grant body names its user by exactly one of act_id and app_user_id, and keeps
     // the grant's strict fields (an unknown field is still refused).
     #[test]
     fn grant_bodies_name_their_user_once() {
-        let by_act = decode(body(serde_json::json!({ "act_id": 7 }))).unwrap();
+        let by_act = decoded(serde_json::json!({ "act_id": 7 })).unwrap();
         assert_eq!((by_act.request.act_id, by_act.app_user_id), (7, None));
-        let by_user = decode(body(serde_json::json!({ "app_user_id": "u-1" }))).unwrap();
+        let by_user = decoded(serde_json::json!({ "app_user_id": "u-1" })).unwrap();
         assert_eq!(by_user.app_user_id.as_deref(), Some("u-1"));
         for bad in [
             serde_json::json!({}),
@@ -239,7 +235,7 @@ mod tests {
             serde_json::json!({ "app_user_id": 5 }),
             serde_json::json!({ "app_user_id": "u-1", "extra": 1 }),
         ] {
-            let error = decode(body(bad.clone())).err().unwrap_or_else(|| panic!("{bad} decoded"));
+            let error = decoded(bad.clone()).err().unwrap_or_else(|| panic!("{bad} decoded"));
             assert_eq!((error.status, error.code), (400, "bad_request"), "{bad}");
         }
     }
