@@ -5,16 +5,16 @@
 //! timestamps and bucket `B` of [`NONCE_BUCKETS`], chosen by the nonce. The timestamp is signed,
 //! so a replay names the same hash; every nonce of one timestamp may be forgotten at the same
 //! moment, so the hash expires whole when its timestamp stops being acceptable. At up to 128
-//! fields a hash stays in Redis's compact listpack encoding: ≈ 30 bytes a nonce at 13,000
-//! signed requests a second, against ≈ 104 for a key of its own with an expiry. The buckets
-//! spread one app's nonces over 1,024 slots of a cluster.
+//! fields a hash stays in Redis's compact listpack encoding: 37 bytes a nonce at 16,000 signed
+//! requests a second (`bench suite --only writer`), against 104 for a key of its own with an
+//! expiry. The buckets spread one app's nonces over 1,024 slots of a cluster.
 
 use super::RedisStore;
 use crate::store::StoreError;
 
-/// Hashes a second per app: 128 fields each (Redis's default `hash-max-listpack-entries`) keep
-/// every hash compact up to 131,072 signed requests a second per app; past that the busiest
-/// hashes become hashtables, as large a nonce as a set's member (≈ 80 bytes), still correct.
+/// Hashes a second per app: at 128 fields each (Redis's default `hash-max-listpack-entries`)
+/// every hash stays compact up to 131,072 signed requests a second per app; past that the
+/// busiest hashes become hashtables, ≈ 80 bytes a nonce, and stay correct.
 const NONCE_BUCKETS: u64 = 1024;
 
 impl RedisStore {
