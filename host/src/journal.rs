@@ -12,6 +12,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 
+use crate::metrics::{JOURNAL_SYNCS, JournalKind};
+
 /// The largest frame accepted when reading: a group of a few thousand records of at most a few
 /// KiB each. A larger length can only be corruption.
 pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -21,6 +23,15 @@ pub fn frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
+}
+
+/// Makes what was appended to the `kind` journal `file` durable (`fdatasync`), timing it into
+/// [`JOURNAL_SYNCS`].
+pub fn sync(file: &File, kind: JournalKind) -> std::io::Result<()> {
+    let started = std::time::Instant::now();
+    let synced = file.sync_data();
+    JOURNAL_SYNCS[kind as usize].observe(started.elapsed());
+    synced
 }
 
 /// Opens the journal at `path`, creating it with the `magic` header when missing; hands every

@@ -101,6 +101,16 @@ fn metrics_follow_the_grants(deployment: Deployment) {
     let store_grants = sample(&settled, "hongbao_store_operation_duration_seconds_count", &[("op", "grant")]);
     assert!(store_grants.is_some_and(|count| count >= 16.0), "every new grant committed: {settled}");
     assert_eq!(sample(&settled, "hongbao_store_operation_errors_total", &[("op", "grant")]), Some(0.0));
+    // An embedded host's journals sync before answering: the grants' and the credits' syncs are
+    // timed. On Redis and PostgreSQL no embedded journal syncs, and the series stay at 0.
+    let syncs = |journal: &str| {
+        sample(&settled, "hongbao_journal_sync_duration_seconds_count", &[("journal", journal)]).expect("a series")
+    };
+    if deployment == Deployment::Embedded {
+        assert!(syncs("store") >= 1.0 && syncs("ledger") >= 1.0, "{settled}");
+    } else {
+        assert_eq!((syncs("store"), syncs("ledger")), (0.0, 0.0), "{settled}");
+    }
     assert_eq!(sample(&settled, "hongbao_forgery_watch_events_total", &[("event", "restore_failed")]), Some(0.0));
 }
 

@@ -33,6 +33,7 @@ use super::{
     wallet_account,
 };
 use crate::journal;
+use crate::metrics::JournalKind;
 use crate::store::{FlowPosition, red_packet_flow_id};
 
 /// The journal's file name in the data directory.
@@ -113,7 +114,7 @@ impl EmbeddedLedger {
         }
         let mut out = Vec::with_capacity(payload.len() + 8);
         journal::frame(&mut out, &payload);
-        if let Err(error) = journal.write_all(&out).and_then(|()| journal.sync_data()) {
+        if let Err(error) = journal.write_all(&out).and_then(|()| journal::sync(&journal, JournalKind::Ledger)) {
             self.inner.failed.store(true, Ordering::Release);
             tracing::error!(%error, "ledger journal write failed; the ledger refuses all operations until a restart");
             return Err(unavailable(format!("ledger journal write failed: {error}")));

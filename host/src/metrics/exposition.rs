@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{Histogram, LATENCY_BUCKETS_S, STORE_OPERATIONS, StoreOp, process};
+use super::{Histogram, JOURNAL_SYNCS, JournalKind, LATENCY_BUCKETS_S, STORE_OPERATIONS, StoreOp, process};
 use crate::app::App;
 use crate::store::StoreError;
 
@@ -132,6 +132,18 @@ fn store(page: &mut Page) {
     for op in StoreOp::ALL {
         let errors = STORE_OPERATIONS[op as usize].errors.load(Relaxed);
         page.sample("hongbao_store_operation_errors_total", &[("op", op.name())], errors as f64);
+    }
+    page.family(
+        "hongbao_journal_sync_duration_seconds",
+        "histogram",
+        "Time of one fdatasync of an embedded journal (the token store's, the ledger's): each makes a group of writes durable before they are answered.",
+    );
+    for kind in JournalKind::ALL {
+        page.histogram(
+            "hongbao_journal_sync_duration_seconds",
+            &[("journal", kind.name())],
+            &JOURNAL_SYNCS[kind as usize],
+        );
     }
 }
 

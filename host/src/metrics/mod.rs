@@ -131,6 +131,33 @@ pub fn timed<T, E>(op: StoreOp, call: impl Future<Output = Result<T, E>>) -> imp
     })
 }
 
+/// The embedded journals whose syncs are timed for `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalKind {
+    /// The embedded token store's: a sync makes a group of grants durable before they are
+    /// answered.
+    Store,
+    /// The embedded ledger's: a sync makes a batch of credits (or a withdrawal) durable.
+    Ledger,
+}
+
+impl JournalKind {
+    /// Every journal, in the order of [`JOURNAL_SYNCS`].
+    pub const ALL: [JournalKind; 2] = [JournalKind::Store, JournalKind::Ledger];
+
+    /// Its `journal` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            JournalKind::Store => "store",
+            JournalKind::Ledger => "ledger",
+        }
+    }
+}
+
+/// How long each `fdatasync` of the embedded journals took, by [`JournalKind`] (process-wide,
+/// like [`STORE_OPERATIONS`]). The disk's tail is a grant's tail on an embedded host.
+pub static JOURNAL_SYNCS: [Histogram; 2] = [const { Histogram::new() }; 2];
+
 /// Grant answers of one scene by outcome: `granted`, `replayed`, or the refusal's code.
 #[derive(Debug, Default)]
 pub struct SceneCounters {

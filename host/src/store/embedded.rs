@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::issuer::kept::KeptToken;
 use crate::journal;
+use crate::metrics::JournalKind;
 use crate::shared_strings::SharedStrings;
 use crate::split_map::{SplitMap, SplitTable};
 use crate::user_index::UserIndex;
@@ -1013,7 +1014,7 @@ fn run_syncer(shared: &Shared, file: &File, written: std::sync::mpsc::Receiver<W
         let synced = if shared.failed.load(Ordering::Acquire) {
             Err(std::io::Error::other("an earlier write failed"))
         } else if round.iter().any(|written| written.appended) {
-            file.sync_data()
+            journal::sync(file, JournalKind::Store)
         } else {
             Ok(())
         };
