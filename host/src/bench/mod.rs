@@ -5,6 +5,7 @@
 
 pub mod footprint;
 pub mod grabs;
+pub mod histogram;
 pub mod instructions;
 pub mod languages;
 pub mod rain;

@@ -1,6 +1,7 @@
 //! Yardsticks measured in the same run as a rain, so that its figures can be read as ratios on
-//! the same machine: a plain hyper hello-world served the way the API is served, and the raw
-//! cost of encoding and signing one token.
+//! the same machine: a plain hyper hello-world served the way the API is served, the raw
+//! cost of encoding and signing one token, and how long the disk takes to make an append
+//! durable (the embedded store answers a grant only after its journal's `fdatasync`).
 
 use std::time::{Duration, Instant};
 
@@ -84,4 +85,68 @@ pub fn signing(duration: Duration) -> anyhow::Result<SigningFigure> {
     let us = started.elapsed().as_secs_f64() * 1e6 / signed as f64;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(SigningFigure { us_per_token: us, tokens_per_s_per_core: 1e6 / us, cores })
+}
+
+/// The disk yardstick: `fdatasync` after small appends, one after another.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskSyncFigure {
+    /// Appends made durable.
+    pub syncs: u64,
+    /// Latency quantiles of one `fdatasync`, milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Bytes an append: about one grant's journal record.
+const DISK_SYNC_APPEND: usize = 512;
+
+/// Appends [`DISK_SYNC_APPEND`] bytes to a file in `dir` and syncs its data, one append after
+/// another, for about `duration`: what the embedded store's journal asks of the disk for each
+/// group of grants. The file is removed after.
+pub fn disk_syncs(dir: &std::path::Path, duration: Duration) -> anyhow::Result<DiskSyncFigure> {
+    use std::io::Write as _;
+    let path = dir.join(format!("hongbao-disk-yardstick-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let record = [b'x'; DISK_SYNC_APPEND];
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    let measured = (|| -> std::io::Result<()> {
+        while started.elapsed() < duration {
+            file.write_all(&record)?;
+            let sync = Instant::now();
+            file.sync_data()?;
+            latencies.push(sync.elapsed());
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    measured?;
+    latencies.sort_unstable();
+    let quantile = |q: f64| {
+        let index = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+        latencies.get(index).map_or(0.0, |latency| latency.as_secs_f64() * 1e3)
+    };
+    Ok(DiskSyncFigure {
+        syncs: latencies.len() as u64,
+        p50_ms: quantile(0.50),
+        p99_ms: quantile(0.99),
+        p999_ms: quantile(0.999),
+        max_ms: quantile(1.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_disk_yardstick_syncs_and_orders_its_quantiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let figure = disk_syncs(dir.path(), Duration::from_millis(50)).unwrap();
+        assert!(figure.syncs >= 1, "{figure:?}");
+        assert!(figure.p50_ms <= figure.p99_ms && figure.p99_ms <= figure.p999_ms && figure.p999_ms <= figure.max_ms);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the yardstick's file is removed");
+    }
 }
