@@ -17,7 +17,7 @@
 //! | `P:{N}:pk`                      | zset   | tokens the ledger refused, parked, scored by seq  |
 //! | `P:{N}:seq`                     | string | the shard's sequence; a record's seq is `n * shards + N` |
 //! | `P:{N}:st:ACTIVITY`             | hash   | stock bucket `N` of the activity: `a:n`, `a:c`, `s:SCENE:n`, `s:SCENE:c` used |
-//! | `P:{N}:ga:ACTIVITY`             | stream | the activity's grants in this shard, entry `SEQ-0` a grant (reconciliation; `P:{N}:ag:ACTIVITY`, a zset, in earlier versions) |
+//! | `P:{N}:ga:ACTIVITY`             | stream | the activity's grants in this shard, entry `SEQ-0` a grant's order number, field `o` (reconciliation; the whole member, field `m`, and before that `P:{N}:ag:ACTIVITY`, a zset, in earlier versions) |
 //! | `P:{N}:rl:ACTIVITY/SCENE/ACTID/WINDOW` | string | the user's grants in a rate window, expiring with it |
 //! | `P:{N}:ok:ACTIVITY`             | string | present: this shard vouches for the activity (the grant path skips its ledger lookup; see `LedgerCheck`) |
 //! | `P:{cap}:w`                     | zset   | the fleet's credits in the last second (the writer's cap) |

@@ -215,6 +215,7 @@ impl RedisStore {
                     record_prefix: keys.record_prefix(),
                     after,
                     count: GRANTS_READ_PER_CALL,
+                    member_prefix: format!("{activity_id}/"),
                 };
                 let mut conn = self.conn();
                 let reply: Vec<Value> = self.timed(args.invocation().invoke_async(&mut conn)).await?;

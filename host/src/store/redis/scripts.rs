@@ -423,6 +423,8 @@ pub(super) struct GrantsSinceArgs {
     /// The entry id to read after; empty for the first.
     pub after: String,
     pub count: usize,
+    /// `ACTIVITY/`, what the stream's order numbers are prefixed with to name their records.
+    pub member_prefix: String,
 }
 
 impl GrantsSinceArgs {
@@ -433,7 +435,8 @@ impl GrantsSinceArgs {
             .key(&self.parked)
             .arg(&self.record_prefix)
             .arg(&self.after)
-            .arg(self.count);
+            .arg(self.count)
+            .arg(&self.member_prefix);
         invocation
     }
 }

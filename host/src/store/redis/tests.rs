@@ -423,6 +423,36 @@ async fn grants_of_script_lists_every_shard() {
     assert_eq!(parked, [claimed[0].order_no.as_str()]);
 }
 
+// Proves the activity's stream names each grant by its order number alone (the key names the
+// activity), and that entries earlier versions wrote with the whole member still list.
+#[tokio::test]
+async fn the_activity_stream_names_order_numbers_and_reads_earlier_entries() {
+    let fixture = fixture(1).await;
+    let store = &fixture.store;
+    let (earlier, later) = (record(1, 1, 1), record(2, 1, 1));
+    let GrantCommit::Granted(granted) = grant(store, earlier.clone(), budget(100)).await else { panic!("granted") };
+    // Rewrite its entry as an earlier version wrote it: the field `m`, the whole member.
+    let stream = store.keys(0).activity_grants("act");
+    let mut conn = store.conn();
+    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg(format!("{}-0", granted.seq))
+        .arg("m")
+        .arg(member("act", &earlier.order_no))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(matches!(grant(store, later.clone(), budget(100)).await, GrantCommit::Granted(_)));
+    let entries: Vec<(String, Vec<String>)> =
+        redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    assert_eq!(entries[1].1, ["o", later.order_no.as_str()], "{entries:?}");
+    let mut listed: Vec<String> =
+        store.grants_of("act").await.unwrap().into_iter().map(|(record, _)| record.order_no).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, [earlier.order_no, later.order_no]);
+}
+
 // Proves grants_since.lua pages through a shard's stream past its chunk size, over a run of
 // retired grants that straddles a chunk's end, listing every other grant once.
 #[tokio::test]

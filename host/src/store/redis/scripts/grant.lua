@@ -7,7 +7,7 @@
 -- KEYS[3] queue         P:{N}:q                     stream: the crediting queue
 -- KEYS[4] seq           P:{N}:seq                   string: the shard's sequence
 -- KEYS[5] stock         P:{N}:st:ACTIVITY           hash: the shard's stock bucket
--- KEYS[6] activity_grants P:{N}:ga:ACTIVITY         stream: entry SEQ-0 {m: member} a grant
+-- KEYS[6] activity_grants P:{N}:ga:ACTIVITY         stream: entry SEQ-0 {o: ORDER_NO} a grant
 -- KEYS[7] rate          P:{N}:rl:…/WINDOW           string: grants in the user's rate window
 -- KEYS[8] vouched       P:{N}:ok:ACTIVITY           string: this shard vouches for the activity
 -- KEYS[9] retired_users P:{N}:rx:ACTIVITY:B         set: users with retired records of the activity
@@ -80,8 +80,12 @@ local seq_text = string.format('%d', seq)
 -- grows, so it does not; should a partial restore of Redis have set it back, the entry takes
 -- the next id instead (retirement then leaves it behind: reconciliation skips it, its record
 -- being gone).
-if type(redis.pcall('XADD', activity_grants, seq_text .. '-0', 'm', member)) == 'table' then
-  redis.call('XADD', activity_grants, '*', 'm', member)
+-- The entry names the order number alone (field 'o'): the stream's key names the activity, and
+-- activity ids have no '/'. Earlier versions wrote the member (field 'm'); grants_since.lua
+-- reads both.
+local order_no = string.sub(member, string.find(member, '/', 1, true) + 1)
+if type(redis.pcall('XADD', activity_grants, seq_text .. '-0', 'o', order_no)) == 'table' then
+  redis.call('XADD', activity_grants, '*', 'o', order_no)
 end
 local st = '1'
 if mode == 'restore-credited' then st = '8' end
