@@ -155,7 +155,7 @@ impl JournalKind {
 }
 
 /// How long each `fdatasync` of the embedded journals took, by [`JournalKind`] (process-wide,
-/// like [`STORE_OPERATIONS`]). The disk's tail is a grant's tail on an embedded host.
+/// like [`STORE_OPERATIONS`]). An embedded host answers a grant only after its group's sync.
 pub static JOURNAL_SYNCS: [Histogram; 2] = [const { Histogram::new() }; 2];
 
 /// Grant answers of one scene by outcome: `granted`, `replayed`, or the refusal's code.
