@@ -37,6 +37,28 @@ impl HistogramDelta {
         (total > 0.0).then(|| within / total)
     }
 
+    /// The `q` quantile in seconds, linear within its bucket as Prometheus computes it (the
+    /// last finite bound when it falls in +Inf; 0 without observations).
+    pub fn quantile(&self, q: f64) -> f64 {
+        let total = self.count();
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let rank = q * total;
+        let mut lower = (0.0, 0.0);
+        for &(bound, cumulative) in &self.cumulative {
+            if cumulative >= rank {
+                if bound.is_infinite() {
+                    return lower.0;
+                }
+                let within = (rank - lower.1) / (cumulative - lower.1).max(f64::MIN_POSITIVE);
+                return lower.0 + (bound - lower.0) * within;
+            }
+            lower = (bound, cumulative);
+        }
+        lower.0
+    }
+
     /// The bucket the `q` quantile falls in: its lower and upper bounds, seconds.
     pub fn quantile_bucket(&self, q: f64) -> Option<(f64, f64)> {
         let rank = self.count() * q;

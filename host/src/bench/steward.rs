@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use super::histogram::HistogramDelta;
 use super::rain;
 use super::suite::{Host, Production, rain_config, start_host};
 
@@ -120,7 +121,7 @@ impl Production<'_> {
         let slow_credits = value(&slow_to, "hongbao_credits_total") - value(&slow_from, "hongbao_credits_total");
         let slow_batches =
             value(&slow_to, "hongbao_ledger_batches_total") - value(&slow_from, "hongbao_ledger_batches_total");
-        let batches = Buckets::between(&slow_from, &slow_to);
+        let batches = HistogramDelta::between(&slow_from, &slow_to, LEDGER_BATCH_BUCKETS);
         Ok(StewardFigures {
             mode,
             backlog: filled.granted,
@@ -161,6 +162,9 @@ async fn metrics(host: &Host) -> anyhow::Result<String> {
     rain::get_text(&host.addr, &host.credentials, "/metrics").await
 }
 
+/// The ledger batch histogram's bucket lines, up to their `le`.
+const LEDGER_BATCH_BUCKETS: &str = "hongbao_ledger_batch_duration_seconds_bucket{";
+
 /// The value of the unlabelled sample `name` (0 when absent).
 pub(super) fn value(page: &str, name: &str) -> f64 {
     page.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
@@ -182,49 +186,6 @@ async fn wait_empty(host: &Host) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
-}
-
-/// The ledger batch histogram's buckets between two pages: (upper bound in seconds, count).
-struct Buckets(Vec<(f64, f64)>);
-
-impl Buckets {
-    fn read(page: &str) -> Vec<(f64, f64)> {
-        page.lines()
-            .filter_map(|line| line.strip_prefix("hongbao_ledger_batch_duration_seconds_bucket{le=\""))
-            .filter_map(|rest| {
-                let (bound, count) = rest.split_once("\"} ")?;
-                let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
-                Some((bound, count.trim().parse().ok()?))
-            })
-            .collect()
-    }
-
-    fn between(from: &str, to: &str) -> Buckets {
-        let from = Buckets::read(from);
-        Buckets(Buckets::read(to).into_iter().zip(from).map(|((bound, to), (_, from))| (bound, to - from)).collect())
-    }
-
-    /// The `q` quantile in seconds, linear within its bucket (the last finite bound when it
-    /// falls in +Inf).
-    fn quantile(&self, q: f64) -> f64 {
-        let Some(&(_, total)) = self.0.last() else { return 0.0 };
-        if total <= 0.0 {
-            return 0.0;
-        }
-        let rank = q * total;
-        let mut lower = (0.0, 0.0);
-        for &(bound, cumulative) in &self.0 {
-            if cumulative >= rank {
-                if bound.is_infinite() {
-                    return lower.0;
-                }
-                let within = (rank - lower.1) / (cumulative - lower.1).max(f64::MIN_POSITIVE);
-                return lower.0 + (bound - lower.0) * within;
-            }
-            lower = (bound, cumulative);
-        }
-        lower.0
-    }
 }
 
 /// The `q` percentile of `samples` (ms).
@@ -356,7 +317,7 @@ mod tests {
                 counts[0], counts[1], counts[2]
             )
         };
-        let buckets = Buckets::between(&page([10, 10, 10]), &page([60, 110, 110]));
+        let buckets = HistogramDelta::between(&page([10, 10, 10]), &page([60, 110, 110]), LEDGER_BATCH_BUCKETS);
         assert!((buckets.quantile(0.5) - 0.1).abs() < 1e-9, "{}", buckets.quantile(0.5));
         assert!((buckets.quantile(0.75) - 0.15).abs() < 1e-9);
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0, 100.0], 0.5), 3.0);
